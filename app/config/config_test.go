@@ -1,0 +1,395 @@
+package config
+
+import (
+	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const strongKey = "kQ8v3Zr0pX7mW2sLdN9yB4tHcF6gJ1uAeR5iO-oPqS_TxVzY8wKj"
+
+// validProd is a complete, valid production environment.
+func validProd() map[string]string {
+	return map[string]string{
+		"NBMS_ENV":             "prod",
+		"SECRET_KEY":           strongKey,
+		"DATABASE_URL":         "postgres://nbms:s3cr3t-db-pass@db:5432/nbms?sslmode=disable",
+		"REDIS_URL":            "redis://:s3cr3t-redis-pass@redis:6379/0",
+		"ALLOWED_HOSTS":        "nbms.example.org",
+		"CSRF_TRUSTED_ORIGINS": "https://nbms.example.org",
+		"CORS_ALLOWED_ORIGINS": "https://portal.example.org",
+		"TRUSTED_PROXY_CIDRS":  "172.30.0.0/24",
+	}
+}
+
+func with(env map[string]string, kv ...string) map[string]string {
+	out := maps.Clone(env)
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "<unset>" {
+			delete(out, kv[i])
+			continue
+		}
+		out[kv[i]] = kv[i+1]
+	}
+	return out
+}
+
+func contractError(t *testing.T, err error) *Error {
+	t.Helper()
+	var cerr *Error
+	require.ErrorAs(t, err, &cerr)
+	return cerr
+}
+
+func TestValidProductionEnvironmentLoads(t *testing.T) {
+	s, err := Parse(validProd())
+	require.NoError(t, err)
+	assert.Equal(t, Prod, s.Profile)
+	assert.True(t, s.Production())
+	assert.Equal(t, ":8000", s.HTTPAddr)
+	assert.Equal(t, 63072000, s.HSTSSeconds)
+	assert.True(t, s.SSLRedirect)
+	assert.True(t, s.SessionCookieSecure)
+	assert.Equal(t, "__Host-nbms_session", s.SessionCookieName)
+	assert.Equal(t, []string{"nbms.example.org"}, s.AllowedHosts)
+	assert.Equal(t, "172.30.0.0/24", s.TrustedProxies[0].String())
+	assert.Equal(t, 30*time.Minute, s.DBConnMaxAge)
+	assert.Equal(t, int64(1<<20), s.MaxRequestBodyBytes)
+	assert.Equal(t, DefaultCSP, s.CSP)
+}
+
+func TestDevProfileNeedsOnlyTheProfile(t *testing.T) {
+	s, err := Parse(map[string]string{"NBMS_ENV": "dev"})
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:8000", s.HTTPAddr)
+	assert.False(t, s.SSLRedirect)
+	assert.Equal(t, 0, s.HSTSSeconds)
+	assert.NotEmpty(t, s.DatabaseURL)
+}
+
+func TestProfileIsNeverDefaulted(t *testing.T) {
+	_, err := Parse(map[string]string{})
+	cerr := contractError(t, err)
+	assert.Contains(t, cerr.Vars(), "NBMS_ENV")
+	// With no profile, production rules apply so every demand shows at once.
+	for _, name := range []string{"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS"} {
+		assert.Contains(t, cerr.Vars(), name)
+	}
+}
+
+// Every production-required variable, missing on its own, is named alone.
+func TestEachProductionRequiredVariableMissingAlone(t *testing.T) {
+	for _, v := range Vars() {
+		if !v.RequiredIn(Prod) {
+			continue
+		}
+		t.Run(v.Name, func(t *testing.T) {
+			for _, missing := range []string{"<unset>", "", "   "} {
+				_, err := Parse(with(validProd(), v.Name, missing))
+				cerr := contractError(t, err)
+				assert.Equal(t, []string{v.Name}, cerr.Vars(), "value %q", missing)
+				assert.Contains(t, cerr.Error(), v.Name)
+			}
+		})
+	}
+}
+
+func TestEachProductionVariableInvalidAlone(t *testing.T) {
+	cases := []struct {
+		name, value, reason string
+	}{
+		{"NBMS_ENV", "production", "oneof"},
+		{"SECRET_KEY", "too-short-secret", "at least 50"},
+		{"SECRET_KEY", strings.Repeat("ab", 40), "distinct characters"},
+		{"SECRET_KEY", "django-insecure-" + strongKey, "placeholder"},
+		{"SECRET_KEY", devSecretKey, "placeholder"},
+		{"SECRET_KEY_PREVIOUS", "old-short", "entry 1"},
+		{"SECRET_KEY_PREVIOUS", strongKey, "equals SECRET_KEY"},
+		{"DATABASE_URL", "mysql://u:p@h/db", "scheme"},
+		{"DATABASE_URL", "postgres://u:p@/db", "no host"},
+		{"REDIS_URL", "http://cache:6379", "scheme"},
+		{"ALLOWED_HOSTS", "*", "wildcard"},
+		{"ALLOWED_HOSTS", "https://nbms.example.org", "not a host name"},
+		{"ALLOWED_HOSTS", ",", "at least one host"},
+		{"CSRF_TRUSTED_ORIGINS", "http://nbms.example.org", "https"},
+		{"CSRF_TRUSTED_ORIGINS", "https://nbms.example.org/path", "nothing after"},
+		{"CORS_ALLOWED_ORIGINS", "*", "wildcard"},
+		{"CORS_ALLOWED_ORIGINS", "null", "null"},
+		{"CORS_ALLOWED_ORIGINS", "https://*.example.org", "wildcard"},
+		{"CORS_ALLOWED_ORIGINS", "http://portal.example.org", "https"},
+		{"TRUSTED_PROXY_CIDRS", "0.0.0.0/0", "every address"},
+		{"TRUSTED_PROXY_CIDRS", "not-a-network", "not an IP network"},
+		{"TRUSTED_PROXY_CIDRS", "", "reverse proxy"},
+		{"SECURE_HSTS_SECONDS", "3600", "at least 31536000"},
+		{"SECURE_HSTS_SECONDS", "one-year", "whole number"},
+		{"SECURE_HSTS_INCLUDE_SUBDOMAINS", "false", "true in production"},
+		{"SECURE_SSL_REDIRECT", "false", "true in production"},
+		{"SECURE_SSL_REDIRECT", "maybe", "boolean"},
+		{"SECURE_CSP_REPORT_ONLY", "true", "blocks nothing"},
+		{"SECURE_CSP", "default-src 'none'; default-src *", "twice"},
+		{"SECURE_REFERRER_POLICY", "no-referer", "Referrer-Policy token"},
+		{"SECURE_CROSS_ORIGIN_OPENER_POLICY", "allow-all", "oneof"},
+		{"SESSION_COOKIE_SECURE", "false", "true"},
+		{"SESSION_COOKIE_NAME", "nbms_session", "__Host-"},
+		{"SESSION_COOKIE_NAME", "__Host-a;Domain=evil", "not allowed in a cookie name"},
+		{"SESSION_COOKIE_SAMESITE", "None", "oneof"},
+		{"SESSION_IDLE_TIMEOUT", "48h", "lte=24h"},
+		{"SESSION_IDLE_TIMEOUT", "20h", "SESSION_LIFETIME"},
+		{"MAX_UPLOAD_BYTES", "1024", "below MAX_REQUEST_BODY_BYTES"},
+		{"MAX_REQUEST_BODY_BYTES", "0", "gt=0"},
+		{"DB_MAX_CONNS", "0", "gte=1"},
+		{"DB_MIN_CONNS", "50", "above DB_MAX_CONNS"},
+		{"DB_CONN_MAX_AGE", "0s", "gt=0"},
+		{"DB_CONN_MAX_AGE", "forever", "duration"},
+		{"LOG_LEVEL", "debug", "not allowed in production"},
+		{"LOG_LEVEL", "verbose", "oneof"},
+		{"SENTRY_DSN", "not a dsn", "Sentry DSN"},
+		{"HTTP_ADDR", "eight thousand", "hostname_port"},
+		{"SECURE_CSP_REPORT_PATH", "csp-report", "startswith"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
+			_, err := Parse(with(validProd(), tc.name, tc.value))
+			cerr := contractError(t, err)
+			assert.Equal(t, []string{tc.name}, cerr.Vars(), cerr.Error())
+			assert.Contains(t, cerr.Error(), tc.reason)
+		})
+	}
+}
+
+func TestAllProblemsReportedInOneMessage(t *testing.T) {
+	env := map[string]string{
+		"NBMS_ENV":             "prod",
+		"CORS_ALLOWED_ORIGINS": "*",
+		"SECURE_HSTS_SECONDS":  "10",
+		"LOG_LEVEL":            "debug",
+	}
+	_, err := Parse(env)
+	cerr := contractError(t, err)
+	want := []string{"SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "CORS_ALLOWED_ORIGINS", "DATABASE_URL", "REDIS_URL", "SECURE_HSTS_SECONDS", "LOG_LEVEL"}
+	for _, name := range want {
+		assert.Contains(t, cerr.Vars(), name)
+	}
+	msg := cerr.Error()
+	assert.Equal(t, 1+len(cerr.Problems), strings.Count(msg, "\n")+1, "one header line plus one line per problem")
+	assert.True(t, strings.HasPrefix(msg, "invalid configuration (profile prod): "))
+}
+
+func TestSecretValuesAreNeverEchoed(t *testing.T) {
+	secrets := map[string]string{
+		"SECRET_KEY":          "hunter2-hunter2-weak",
+		"SECRET_KEY_PREVIOUS": "old-leaked-key-value",
+		"DATABASE_URL":        "mysql://admin:pg-pass-leak@db/nbms",
+		"REDIS_URL":           "memcache://:redis-pass-leak@cache",
+		"SENTRY_DSN":          "dsn-secret-leak-value",
+	}
+	env := validProd()
+	maps.Copy(env, secrets)
+	_, err := Parse(env)
+	cerr := contractError(t, err)
+	for name, value := range secrets {
+		assert.Contains(t, cerr.Vars(), name)
+		assert.NotContains(t, cerr.Error(), value)
+	}
+	for _, leak := range []string{"pg-pass-leak", "redis-pass-leak"} {
+		assert.NotContains(t, cerr.Error(), leak)
+	}
+}
+
+func TestNonSecretValuesAreQuotedToHelpTheOperator(t *testing.T) {
+	_, err := Parse(with(validProd(), "LOG_LEVEL", "loud"))
+	assert.Contains(t, err.Error(), `"loud"`)
+}
+
+func TestSecretValuesCollectsURLPasswords(t *testing.T) {
+	s, err := Parse(with(validProd(), "SENTRY_DSN", "https://dsnpublickey@sentry.example.org/42"))
+	require.NoError(t, err)
+	got := s.SecretValues()
+	for _, want := range []string{strongKey, "s3cr3t-db-pass", "s3cr3t-redis-pass", "dsnpublickey"} {
+		assert.Contains(t, got, want)
+	}
+}
+
+func TestEveryVariableIsBoundAndDocumented(t *testing.T) {
+	seen := map[string]bool{}
+	for _, v := range Vars() {
+		assert.False(t, seen[v.Name], "%s declared twice", v.Name)
+		seen[v.Name] = true
+		assert.NotEmpty(t, v.Doc, v.Name)
+		assert.NotEmpty(t, v.Group, v.Name)
+		require.NotNil(t, v.field, v.Name)
+		if v.Secret {
+			assert.Nil(t, v.ProdDefault, "%s: a secret must not have a production default", v.Name)
+			assert.Empty(t, v.Default, "%s: a secret must not have a production default", v.Name)
+		}
+	}
+	for _, c := range DeployChecks() {
+		for _, name := range c.Vars {
+			assert.True(t, seen[name], "%s names undeclared %s", c.ID, name)
+		}
+	}
+}
+
+func TestEveryDefaultIsValidInItsProfile(t *testing.T) {
+	// dev and test need nothing but the profile; prod needs its required set.
+	for _, p := range []Profile{Dev, Test} {
+		_, err := Parse(map[string]string{"NBMS_ENV": string(p)})
+		assert.NoError(t, err, p)
+	}
+	_, err := Parse(validProd())
+	assert.NoError(t, err)
+}
+
+func TestDotenvIsReadInDevAndRealEnvironmentWins(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".env")
+	require.NoError(t, os.WriteFile(path, []byte("LOG_LEVEL=warn\nDB_MAX_CONNS=3\nNBMS_ENV=prod\n"), 0o600))
+	real := map[string]string{"NBMS_ENV": "dev", "NBMS_DOTENV_PATH": path, "DB_MAX_CONNS": "7"}
+	s, err := LoadFrom(lookupIn(real))
+	require.NoError(t, err)
+	assert.True(t, s.ReadDotenv)
+	assert.Equal(t, "warn", s.LogLevel, "value from .env")
+	assert.Equal(t, 7, s.DBMaxConns, "the real environment wins")
+	assert.Equal(t, Dev, s.Profile, "the .env file cannot change the profile")
+}
+
+func TestDotenvIsIgnoredInProductionUnlessAsked(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".env")
+	require.NoError(t, os.WriteFile(path, []byte("SECURE_HSTS_SECONDS=10\n"), 0o600))
+	real := with(validProd(), "NBMS_DOTENV_PATH", path)
+	s, err := LoadFrom(lookupIn(real))
+	require.NoError(t, err)
+	assert.False(t, s.ReadDotenv)
+	assert.Equal(t, 63072000, s.HSTSSeconds)
+
+	real["NBMS_READ_DOTENV"] = "true"
+	_, err = LoadFrom(lookupIn(real))
+	cerr := contractError(t, err)
+	assert.Equal(t, []string{"SECURE_HSTS_SECONDS"}, cerr.Vars(), "asked for: the file is read")
+}
+
+func TestDotenvProblemsAreReported(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.env")
+	require.NoError(t, os.WriteFile(bad, []byte("SECRET_KEY='unterminated-secret-value\n"), 0o600))
+	_, err := LoadFrom(lookupIn(map[string]string{"NBMS_ENV": "dev", "NBMS_DOTENV_PATH": bad}))
+	cerr := contractError(t, err)
+	assert.Equal(t, []string{"NBMS_DOTENV_PATH"}, cerr.Vars())
+	assert.NotContains(t, err.Error(), "unterminated-secret-value")
+
+	_, err = LoadFrom(lookupIn(map[string]string{"NBMS_ENV": "test", "NBMS_READ_DOTENV": "true", "NBMS_DOTENV_PATH": filepath.Join(dir, "missing.env")}))
+	assert.Contains(t, err.Error(), "does not exist", "an explicitly requested file must exist")
+
+	_, err = LoadFrom(lookupIn(map[string]string{"NBMS_ENV": "dev", "NBMS_DOTENV_PATH": filepath.Join(dir, "missing.env")}))
+	assert.NoError(t, err, "dev's implicit .env is optional")
+}
+
+func lookupIn(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+func TestCheckOrigin(t *testing.T) {
+	ok := []struct {
+		origin string
+		prod   bool
+	}{
+		{"https://nbms.example.org", true},
+		{"https://nbms.example.org:8443", true},
+		{"https://[2001:db8::1]", true},
+		{"http://localhost:8000", false},
+	}
+	for _, tc := range ok {
+		assert.NoError(t, CheckOrigin(tc.origin, tc.prod), tc.origin)
+	}
+	bad := []struct {
+		origin string
+		prod   bool
+	}{
+		{"*", false}, {"null", false}, {"NULL", false}, {"", false},
+		{"https://*.example.org", false}, {"https://nbms.example.org/", false},
+		{"https://nbms.example.org/path", false}, {"https://nbms.example.org?x=1", false},
+		{"https://nbms.example.org#f", false}, {"https://user@nbms.example.org", false},
+		{"ftp://nbms.example.org", false}, {"nbms.example.org", false},
+		{"https://", false}, {"https://NBMS.example.org", false},
+		{"https://nbms.example.org:0", false}, {"https://nbms.example.org:99999", false},
+		{"https://nbms.example.org ", false}, {"http://nbms.example.org", true},
+		{"https://nbms.example.org?", false}, {"https://nbms.example.org#", false},
+	}
+	for _, tc := range bad {
+		assert.Error(t, CheckOrigin(tc.origin, tc.prod), tc.origin)
+	}
+	assert.Error(t, CheckOrigins([]string{"https://a.example.org", "*"}, true))
+}
+
+func TestReferenceIsUpToDate(t *testing.T) {
+	path := filepath.Join("..", "..", ReferencePath)
+	committed, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s is missing; run `make docs`", ReferencePath)
+	}
+	require.NoError(t, err)
+	if string(committed) != Reference() {
+		t.Fatalf("%s is stale; run `make docs` and commit the result", ReferencePath)
+	}
+	for _, v := range Vars() {
+		assert.Contains(t, string(committed), "`"+v.Name+"`")
+	}
+}
+
+// FuzzParse: any environment loads or fails with an *Error; it never panics
+// and never echoes a secret variable's value.
+func FuzzParse(f *testing.F) {
+	f.Add("prod", strongKey, "postgres://u:p@h/db", "https://a.example.org", "a.example.org", "10.0.0.0/8", "63072000")
+	f.Add("dev", "", "", "*", "*", "0.0.0.0/0", "-1")
+	f.Add("", "x", "::::", "null", "", "fe80::1%eth0", "1e9")
+	f.Fuzz(func(t *testing.T, profile, secret, dbURL, origin, host, cidr, hsts string) {
+		env := map[string]string{
+			"NBMS_ENV": profile, "SECRET_KEY": secret, "DATABASE_URL": dbURL,
+			"CORS_ALLOWED_ORIGINS": origin, "ALLOWED_HOSTS": host,
+			"TRUSTED_PROXY_CIDRS": cidr, "SECURE_HSTS_SECONDS": hsts,
+		}
+		s, err := Parse(env)
+		require.NotNil(t, s)
+		if err == nil {
+			return
+		}
+		var cerr *Error
+		require.ErrorAs(t, err, &cerr)
+		require.NotEmpty(t, cerr.Problems)
+		msg := err.Error()
+		for _, v := range []string{secret, dbURL} {
+			if len(strings.TrimSpace(v)) >= 8 && !strings.Contains(origin+host+cidr+hsts+profile, strings.TrimSpace(v)) {
+				require.NotContains(t, msg, strings.TrimSpace(v))
+			}
+		}
+	})
+}
+
+// FuzzCheckOrigin: an accepted origin is always an exact scheme://host[:port]
+// that round-trips, never a wildcard or null.
+func FuzzCheckOrigin(f *testing.F) {
+	for _, s := range []string{"https://a.example.org", "*", "null", "https://*.a.org", "http://[::1]:80", "https://a.org:443/x"} {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, origin string, prod bool) {
+		if CheckOrigin(origin, prod) != nil {
+			return
+		}
+		require.NotContains(t, origin, "*")
+		require.NotEqual(t, "null", strings.ToLower(origin))
+		require.True(t, strings.HasPrefix(origin, "https://") || (!prod && strings.HasPrefix(origin, "http://")), origin)
+		rest := origin[strings.Index(origin, "://")+3:]
+		require.NotContains(t, rest, "/")
+		require.NotContains(t, rest, "?")
+		require.NotContains(t, rest, "#")
+		require.NotContains(t, rest, "@")
+	})
+}

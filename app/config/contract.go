@@ -1,0 +1,458 @@
+// Package config is the NBMS environment contract: the one place that names
+// every environment variable the app reads.
+//
+// Everything else derives from the declaration in this file: the app loads
+// its Settings from it, the infra program builds the app container's
+// environment from it, the policy pack checks deployed containers against
+// it, and docs/production_hardening/secure_settings_reference.md is generated
+// from it. Adding a variable means adding one entry to [contract] and one
+// field to [Settings]; nothing else may read the environment.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Profile selects defaults and how strict validation is.
+type Profile string
+
+// The profiles. Production is never a silent default: NBMS_ENV has no default.
+const (
+	Dev  Profile = "dev"
+	Test Profile = "test"
+	Prod Profile = "prod"
+)
+
+// Profiles lists every profile in documentation order.
+var Profiles = []Profile{Dev, Test, Prod}
+
+// Requirement says in which profiles a variable must be set and non-empty.
+type Requirement int
+
+const (
+	// Optional variables may be unset; their default applies.
+	Optional Requirement = iota
+	// RequiredInProd variables must be set explicitly in production (a
+	// default may still apply in dev and test).
+	RequiredInProd
+	// Always required, in every profile.
+	Always
+)
+
+// Settings is the typed result of loading the contract.
+type Settings struct {
+	Profile Profile
+
+	// Environment file
+	ReadDotenv bool
+	DotenvPath string
+
+	// Secrets
+	SecretKey          string
+	SecretKeysPrevious []string
+
+	// Listener and server timeouts
+	HTTPAddr          string
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	ShutdownTimeout   time.Duration
+	DrainDelay        time.Duration
+
+	// Hosts, proxies and HTTPS
+	AllowedHosts          []string
+	TrustedProxies        []netip.Prefix
+	SSLRedirect           bool
+	HSTSSeconds           int
+	HSTSIncludeSubdomains bool
+	HSTSPreload           bool
+
+	// Browser policies
+	CSP                       string
+	CSPReportOnly             bool
+	CSPReportPath             string
+	ReferrerPolicy            string
+	CrossOriginOpenerPolicy   string
+	CrossOriginResourcePolicy string
+	CSRFTrustedOrigins        []string
+	CORSAllowedOrigins        []string
+	CORSAllowCredentials      bool
+
+	// Cookies
+	SessionCookieName     string
+	SessionCookieSecure   bool
+	SessionCookieSameSite string
+	SessionIdleTimeout    time.Duration
+	SessionLifetime       time.Duration
+
+	// Request limits
+	MaxRequestBodyBytes int64
+	MaxUploadBytes      int64
+
+	// PostgreSQL
+	DatabaseURL       string
+	DBMaxConns        int
+	DBMinConns        int
+	DBConnMaxAge      time.Duration
+	DBConnMaxIdle     time.Duration
+	DBConnectTimeout  time.Duration
+	DBPgBouncerMode   bool
+	ReadinessTimeout  time.Duration
+	RedisURL          string
+	StaticRoot        string
+	MediaRoot         string
+	LogLevel          string
+	SentryDSN         string
+	SentryEnvironment string
+	SentryRelease     string
+}
+
+// Var declares one environment variable.
+type Var struct {
+	Name string
+	// Group orders the generated reference; variables of a group are
+	// documented together.
+	Group string
+	Doc   string
+	// Rules are go-playground/validator tags applied to the decoded value
+	// in every profile (e.g. "oneof=debug info").
+	Rules    string
+	Required Requirement
+	// Secret variables are never echoed in errors or logs and must be
+	// delivered as secrets by the deployment.
+	Secret bool
+	// Default applies in every profile unless overridden by DevDefault
+	// (dev and test) or ProdDefault (prod).
+	Default     string
+	DevDefault  *string
+	ProdDefault *string
+	// check, when set, is the variable's semantic rule; production says
+	// whether the prod profile is loading.
+	check func(value any, production bool) error
+	// field binds the variable to its Settings field.
+	field func(*Settings) any
+}
+
+// DefaultFor returns the default value the variable takes in profile p.
+func (v Var) DefaultFor(p Profile) string {
+	switch {
+	case p == Prod && v.ProdDefault != nil:
+		return *v.ProdDefault
+	case p != Prod && v.DevDefault != nil:
+		return *v.DevDefault
+	}
+	return v.Default
+}
+
+// RequiredIn reports whether the variable must be set explicitly in p.
+func (v Var) RequiredIn(p Profile) bool {
+	return v.Required == Always || (v.Required == RequiredInProd && p == Prod)
+}
+
+func str(s string) *string { return &s }
+
+// DefaultCSP is the enforced policy for a JSON API: nothing may load,
+// nothing may frame it, and the directives without a default-src fallback
+// (base-uri, form-action, frame-ancestors) are spelled out.
+const DefaultCSP = "default-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// Variable names read outside the contract table itself.
+const (
+	EnvProfile    = "NBMS_ENV"
+	EnvReadDotenv = "NBMS_READ_DOTENV"
+	EnvDotenvPath = "NBMS_DOTENV_PATH"
+)
+
+// contract is THE declaration. Keep entries grouped; the generated reference
+// follows this order.
+var contract = []Var{
+	{
+		Name: EnvProfile, Group: "Profile", Required: Always, Rules: "oneof=dev test prod",
+		Doc:   "Deployment profile: dev, test or prod. Selects defaults and strictness; there is deliberately no default.",
+		field: func(s *Settings) any { return &s.Profile },
+	},
+	{
+		Name: EnvReadDotenv, Group: "Profile", Default: "false", DevDefault: nil,
+		Doc:   "Read a .env file before validating (real environment variables win). Defaults to true in dev only; production reads one only when this is set to true explicitly. Only the real environment can set it.",
+		field: func(s *Settings) any { return &s.ReadDotenv },
+	},
+	{
+		Name: EnvDotenvPath, Group: "Profile", Default: ".env",
+		Doc:   "Path of the .env file read when NBMS_READ_DOTENV is true.",
+		field: func(s *Settings) any { return &s.DotenvPath },
+	},
+
+	{
+		Name: "SECRET_KEY", Group: "Secrets", Required: RequiredInProd, Secret: true,
+		DevDefault: str(devSecretKey),
+		Doc:        "Key for signing and token derivation. At least 50 characters of CSPRNG output (e.g. `openssl rand -base64 48`); known placeholders are refused in production.",
+		field:      func(s *Settings) any { return &s.SecretKey },
+	},
+	{
+		Name: "SECRET_KEY_PREVIOUS", Group: "Secrets", Secret: true,
+		Doc:   "Comma-separated keys retired by a rotation, still accepted for verification. Same strength rule as SECRET_KEY; remove them once sessions signed with them have expired.",
+		field: func(s *Settings) any { return &s.SecretKeysPrevious },
+	},
+
+	{
+		Name: "HTTP_ADDR", Group: "Server", Default: ":8000", DevDefault: str("127.0.0.1:8000"), Rules: "hostname_port|startswith=:",
+		Doc:   "Address the HTTP server listens on. In production only the reverse proxy's network reaches it.",
+		field: func(s *Settings) any { return &s.HTTPAddr },
+	},
+	{
+		Name: "HTTP_READ_HEADER_TIMEOUT", Group: "Server", Default: "5s", Rules: "gt=0",
+		Doc:   "Time allowed to read request headers (slowloris defence).",
+		field: func(s *Settings) any { return &s.ReadHeaderTimeout },
+	},
+	{
+		Name: "HTTP_READ_TIMEOUT", Group: "Server", Default: "60s", Rules: "gt=0",
+		Doc:   "Time allowed to read a whole request, body included; bounds the slowest accepted upload.",
+		field: func(s *Settings) any { return &s.ReadTimeout },
+	},
+	{
+		Name: "HTTP_WRITE_TIMEOUT", Group: "Server", Default: "60s", Rules: "gt=0",
+		Doc:   "Time allowed from the end of the request headers to the end of the response.",
+		field: func(s *Settings) any { return &s.WriteTimeout },
+	},
+	{
+		Name: "HTTP_IDLE_TIMEOUT", Group: "Server", Default: "120s", Rules: "gt=0",
+		Doc:   "Keep-alive idle time before the server closes a connection.",
+		field: func(s *Settings) any { return &s.IdleTimeout },
+	},
+	{
+		Name: "SHUTDOWN_TIMEOUT", Group: "Server", Default: "25s", Rules: "gt=0",
+		Doc:   "On SIGTERM, time given to in-flight requests to finish. Keep it below the orchestrator's kill timeout (Docker's default stop timeout is 10s; the infra program sets a longer one).",
+		field: func(s *Settings) any { return &s.ShutdownTimeout },
+	},
+	{
+		Name: "SHUTDOWN_DRAIN_DELAY", Group: "Server", Default: "5s", DevDefault: str("0s"), Rules: "gte=0",
+		Doc:   "On SIGTERM, how long /readyz answers 503 while the server still serves, so the proxy stops routing new requests before the listener closes.",
+		field: func(s *Settings) any { return &s.DrainDelay },
+	},
+
+	{
+		Name: "ALLOWED_HOSTS", Group: "Hosts, proxies and HTTPS", Required: RequiredInProd,
+		DevDefault: str("localhost,127.0.0.1,[::1]"),
+		Doc:        "Comma-separated host names the app answers for (a leading dot matches subdomains). Other Host headers get 400. No `*`.",
+		check:      checkAllowedHostsVar,
+		field:      func(s *Settings) any { return &s.AllowedHosts },
+	},
+	{
+		Name: "TRUSTED_PROXY_CIDRS", Group: "Hosts, proxies and HTTPS",
+		DevDefault: str("127.0.0.1/32,::1/128"),
+		Doc:        "Comma-separated networks (CIDR or single IP) of the reverse proxies whose X-Forwarded-* headers are believed. Empty: forwarded headers are ignored. Never 0.0.0.0/0.",
+		check:      checkTrustedProxiesVar,
+		field:      func(s *Settings) any { return &s.TrustedProxies },
+	},
+	{
+		Name: "SECURE_SSL_REDIRECT", Group: "Hosts, proxies and HTTPS", Default: "true", DevDefault: str("false"),
+		Doc:   "Redirect plain-HTTP browser requests to HTTPS. API calls over HTTP get 403 instead; /healthz and /readyz are never redirected.",
+		field: func(s *Settings) any { return &s.SSLRedirect },
+	},
+	{
+		Name: "SECURE_HSTS_SECONDS", Group: "Hosts, proxies and HTTPS", Default: "63072000", DevDefault: str("0"), Rules: "gte=0",
+		Doc:   "Strict-Transport-Security max-age in seconds; 0 disables the header. Production requires at least 31536000 (one year).",
+		field: func(s *Settings) any { return &s.HSTSSeconds },
+	},
+	{
+		Name: "SECURE_HSTS_INCLUDE_SUBDOMAINS", Group: "Hosts, proxies and HTTPS", Default: "true",
+		Doc:   "Add includeSubDomains to HSTS (required in production).",
+		field: func(s *Settings) any { return &s.HSTSIncludeSubdomains },
+	},
+	{
+		Name: "SECURE_HSTS_PRELOAD", Group: "Hosts, proxies and HTTPS", Default: "false",
+		Doc:   "Add preload to HSTS. Hard to undo: enable only after deciding to submit the domain to the browsers' preload list.",
+		field: func(s *Settings) any { return &s.HSTSPreload },
+	},
+
+	{
+		Name: "SECURE_CSP", Group: "Browser policies", Default: DefaultCSP,
+		Doc:   "Content-Security-Policy sent on every response. The default forbids everything, which suits a JSON API.",
+		check: checkCSPVar,
+		field: func(s *Settings) any { return &s.CSP },
+	},
+	{
+		Name: "SECURE_CSP_REPORT_ONLY", Group: "Browser policies", Default: "false",
+		Doc:   "Send the policy as Content-Security-Policy-Report-Only (for trialling a change). Refused in production: a report-only policy protects nothing.",
+		field: func(s *Settings) any { return &s.CSPReportOnly },
+	},
+	{
+		Name: "SECURE_CSP_REPORT_PATH", Group: "Browser policies", Default: "/csp-report", Rules: "omitempty,startswith=/",
+		Doc:   "Path of the endpoint that receives CSP violation reports (added to the policy as report-uri). Empty disables reporting.",
+		field: func(s *Settings) any { return &s.CSPReportPath },
+	},
+	{
+		Name: "SECURE_REFERRER_POLICY", Group: "Browser policies", Default: "no-referrer",
+		Doc:   "Referrer-Policy header (comma-separated tokens allowed).",
+		check: checkReferrerPolicyVar,
+		field: func(s *Settings) any { return &s.ReferrerPolicy },
+	},
+	{
+		Name: "SECURE_CROSS_ORIGIN_OPENER_POLICY", Group: "Browser policies", Default: "same-origin", Rules: "oneof=same-origin same-origin-allow-popups noopener-allow-popups unsafe-none",
+		Doc:   "Cross-Origin-Opener-Policy header.",
+		field: func(s *Settings) any { return &s.CrossOriginOpenerPolicy },
+	},
+	{
+		Name: "SECURE_CROSS_ORIGIN_RESOURCE_POLICY", Group: "Browser policies", Default: "same-origin", Rules: "oneof=same-origin same-site cross-origin",
+		Doc:   "Cross-Origin-Resource-Policy header.",
+		field: func(s *Settings) any { return &s.CrossOriginResourcePolicy },
+	},
+	{
+		Name: "CSRF_TRUSTED_ORIGINS", Group: "Browser policies", Required: RequiredInProd,
+		DevDefault: str("http://localhost:8000,http://127.0.0.1:8000"),
+		Doc:        "Comma-separated exact origins (scheme://host[:port]) allowed to send state-changing requests from a browser besides the app's own. https only in production.",
+		check:      checkOriginsVar,
+		field:      func(s *Settings) any { return &s.CSRFTrustedOrigins },
+	},
+	{
+		Name: "CORS_ALLOWED_ORIGINS", Group: "Browser policies",
+		Doc:   "Comma-separated exact origins allowed to read API responses cross-origin. Empty disables CORS. `*`, `null` and patterns are refused; https only in production.",
+		check: checkOriginsVar,
+		field: func(s *Settings) any { return &s.CORSAllowedOrigins },
+	},
+	{
+		Name: "CORS_ALLOW_CREDENTIALS", Group: "Browser policies", Default: "false",
+		Doc:   "Let the allowlisted origins send cookies with cross-origin requests to the authenticated API.",
+		field: func(s *Settings) any { return &s.CORSAllowCredentials },
+	},
+
+	{
+		Name: "SESSION_COOKIE_NAME", Group: "Cookies", Default: "__Host-nbms_session", DevDefault: str("nbms_session"), check: checkCookieNameVar,
+		Doc:   "Name of the session cookie. Production requires the __Host- prefix (Secure, Path=/, no Domain: no subdomain can overwrite it).",
+		field: func(s *Settings) any { return &s.SessionCookieName },
+	},
+	{
+		Name: "SESSION_COOKIE_SECURE", Group: "Cookies", Default: "true", DevDefault: str("false"),
+		Doc:   "Mark cookies Secure (sent over HTTPS only). Required in production.",
+		field: func(s *Settings) any { return &s.SessionCookieSecure },
+	},
+	{
+		Name: "SESSION_COOKIE_SAMESITE", Group: "Cookies", Default: "Lax", Rules: "oneof=Lax Strict",
+		Doc:   "SameSite attribute of cookies: Lax or Strict (None is refused).",
+		field: func(s *Settings) any { return &s.SessionCookieSameSite },
+	},
+	{
+		Name: "SESSION_IDLE_TIMEOUT", Group: "Cookies", Default: "30m", Rules: "gt=0,lte=24h",
+		Doc:   "A session unused for this long ends.",
+		field: func(s *Settings) any { return &s.SessionIdleTimeout },
+	},
+	{
+		Name: "SESSION_LIFETIME", Group: "Cookies", Default: "12h", Rules: "gt=0,lte=720h",
+		Doc:   "Absolute session lifetime, however active the session is.",
+		field: func(s *Settings) any { return &s.SessionLifetime },
+	},
+
+	{
+		Name: "MAX_REQUEST_BODY_BYTES", Group: "Request limits", Default: "1048576", Rules: "gt=0",
+		Doc:   "Largest request body accepted on ordinary routes, in bytes; larger ones get 413.",
+		field: func(s *Settings) any { return &s.MaxRequestBodyBytes },
+	},
+	{
+		Name: "MAX_UPLOAD_BYTES", Group: "Request limits", Default: "52428800", Rules: "gt=0",
+		Doc:   "Largest request body accepted on upload routes, in bytes (must be at least MAX_REQUEST_BODY_BYTES). Keep nginx's client_max_body_size equal.",
+		field: func(s *Settings) any { return &s.MaxUploadBytes },
+	},
+
+	{
+		Name: "DATABASE_URL", Group: "PostgreSQL", Required: RequiredInProd, Secret: true,
+		DevDefault: str("postgres://root@127.0.0.1:5432/nbms_dev?sslmode=disable"),
+		Doc:        "PostgreSQL connection URL (postgres://user:password@host:port/db?sslmode=...). Secret: it carries the password.",
+		check:      checkDatabaseURLVar,
+		field:      func(s *Settings) any { return &s.DatabaseURL },
+	},
+	{
+		Name: "DB_MAX_CONNS", Group: "PostgreSQL", Default: "10", Rules: "gte=1,lte=1000",
+		Doc:   "Largest number of pooled connections per app process. Replicas × this must stay under the server's (or PgBouncer's) limit.",
+		field: func(s *Settings) any { return &s.DBMaxConns },
+	},
+	{
+		Name: "DB_MIN_CONNS", Group: "PostgreSQL", Default: "0", Rules: "gte=0",
+		Doc:   "Connections kept open even when idle.",
+		field: func(s *Settings) any { return &s.DBMinConns },
+	},
+	{
+		Name: "DB_CONN_MAX_AGE", Group: "PostgreSQL", Default: "30m", Rules: "gt=0",
+		Doc:   "Connection lifetime: a pooled connection older than this is closed and replaced (Django's CONN_MAX_AGE). Lets failovers and PgBouncer restarts take effect.",
+		field: func(s *Settings) any { return &s.DBConnMaxAge },
+	},
+	{
+		Name: "DB_CONN_MAX_IDLE", Group: "PostgreSQL", Default: "5m", Rules: "gt=0",
+		Doc:   "An idle pooled connection is closed after this long.",
+		field: func(s *Settings) any { return &s.DBConnMaxIdle },
+	},
+	{
+		Name: "DB_CONNECT_TIMEOUT", Group: "PostgreSQL", Default: "5s", Rules: "gt=0",
+		Doc:   "Time allowed to open one database connection.",
+		field: func(s *Settings) any { return &s.DBConnectTimeout },
+	},
+	{
+		Name: "DB_PGBOUNCER_MODE", Group: "PostgreSQL", Default: "false",
+		Doc:   "Set when DATABASE_URL points at PgBouncer in transaction-pooling mode: server-side prepared statements and statement caches are disabled.",
+		field: func(s *Settings) any { return &s.DBPgBouncerMode },
+	},
+	{
+		Name: "READINESS_TIMEOUT", Group: "PostgreSQL", Default: "1s", Rules: "gt=0,lte=10s",
+		Doc:   "Per-dependency time limit of /readyz checks (keep it below the health check's own timeout).",
+		field: func(s *Settings) any { return &s.ReadinessTimeout },
+	},
+
+	{
+		Name: "REDIS_URL", Group: "Redis", Required: RequiredInProd, Secret: true,
+		DevDefault: str("redis://127.0.0.1:6379/0"),
+		Doc:        "Redis connection URL (redis://[:password@]host:port/db or rediss:// for TLS). Secret: it may carry the password.",
+		check:      checkRedisURLVar,
+		field:      func(s *Settings) any { return &s.RedisURL },
+	},
+
+	{
+		Name: "STATIC_ROOT", Group: "Files", Default: "/srv/nbms/static", DevDefault: str("var/static"),
+		Doc:   "Directory `nbms collectstatic` writes to and nginx serves under /static/.",
+		field: func(s *Settings) any { return &s.StaticRoot },
+	},
+	{
+		Name: "MEDIA_ROOT", Group: "Files", Default: "/srv/nbms/media", DevDefault: str("var/media"),
+		Doc:   "Directory uploaded evidence files are stored in (a persistent volume in production).",
+		field: func(s *Settings) any { return &s.MediaRoot },
+	},
+
+	{
+		Name: "LOG_LEVEL", Group: "Observability", Default: "info", DevDefault: str("debug"), Rules: "oneof=debug info warn error",
+		Doc:   "Minimum log level. debug is refused in production (it is the debug mode this app has).",
+		field: func(s *Settings) any { return &s.LogLevel },
+	},
+	{
+		Name: "SENTRY_DSN", Group: "Observability", Secret: true,
+		Doc:   "Sentry DSN. Empty disables error reporting. Events are scrubbed of secrets before they leave.",
+		check: checkSentryDSNVar,
+		field: func(s *Settings) any { return &s.SentryDSN },
+	},
+	{
+		Name: "SENTRY_ENVIRONMENT", Group: "Observability",
+		Doc:   "Environment tag on Sentry events; defaults to the profile.",
+		field: func(s *Settings) any { return &s.SentryEnvironment },
+	},
+	{
+		Name: "SENTRY_RELEASE", Group: "Observability",
+		Doc:   "Release tag on Sentry events (e.g. the image tag).",
+		field: func(s *Settings) any { return &s.SentryRelease },
+	},
+}
+
+// Vars returns a copy of the declaration, in order.
+func Vars() []Var {
+	out := make([]Var, len(contract))
+	copy(out, contract)
+	return out
+}
+
+// Lookup returns the declaration of the named variable.
+func Lookup(name string) (Var, bool) {
+	for _, v := range contract {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return Var{}, false
+}
