@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Prepare a machine of the project's kind (Debian 12, Go, PostgreSQL and Redis
+# installed) to build and test NBMS. Idempotent: run it as often as you like.
+#
+#   - installs the Debian packages the tests use as real consumers
+#     (nginx, pgBackRest, PostGIS), without starting their services;
+#   - makes sure PostgreSQL and Redis are running on 127.0.0.1;
+#   - installs the Go tools `make check` needs into .tools/;
+#   - downloads the Go modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+DEBIAN_PACKAGES=(nginx pgbackrest postgresql-15-postgis-3 postgresql-15-postgis-3-scripts)
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	log "installing Debian packages: ${missing[*]}"
+	# Keep the packages' services from starting: the tests run their own
+	# nginx and PostgreSQL instances on private ports.
+	policy=/usr/sbin/policy-rc.d
+	created_policy=false
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+		as_root chmod +x "$policy"
+		created_policy=true
+	fi
+	as_root apt-get update -qq
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	if $created_policy; then as_root rm -f "$policy"; fi
+else
+	log "Debian packages present: ${DEBIAN_PACKAGES[*]}"
+fi
+
+# PostgreSQL: the machine's cluster on 127.0.0.1:5432 with trust auth.
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+	log "starting PostgreSQL"
+	as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
+	for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432
+for db in test nbms_dev; do
+	if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
+		log "creating database $db"
+		psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db"
+	fi
+done
+psql -h 127.0.0.1 -U postgres -d postgres -qc "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'root') THEN CREATE ROLE root SUPERUSER LOGIN; END IF; END \$\$"
+
+# Redis on 127.0.0.1:6379, nothing kept on disk.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+	log "starting Redis"
+	as_root mkdir -p /var/lib/redis /var/log/redis
+	as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+		--dir /var/lib/redis --logfile /var/log/redis/ci.log
+	for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
+fi
+redis-cli -h 127.0.0.1 -p 6379 ping
+
+# Go tools, pinned, into .tools/ (not the user's GOPATH).
+TOOLS="$PWD/.tools"
+mkdir -p "$TOOLS"
+STATICCHECK_VERSION=v0.8.2
+if ! "$TOOLS/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
+	log "installing staticcheck $STATICCHECK_VERSION"
+	GOBIN="$TOOLS" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+
+log "downloading Go modules"
+go mod download
+log "setup complete"
