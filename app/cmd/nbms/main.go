@@ -1,0 +1,78 @@
+// Command nbms is the NBMS backend: one binary whose subcommands serve the
+// app and run its operational tasks.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+)
+
+// command is one subcommand. run returns the process exit status.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+// commands is every subcommand; `nbms help` lists them.
+var commands = map[string]command{
+	"serve":              {"run the HTTP server until SIGTERM/SIGINT", runServe},
+	"predeploy-check":    {"check that this environment is ready for production (exit 1 on any failure, 78 on a config error)", runPredeploy},
+	"healthcheck":        {"probe the local server's /healthz (or --path) for a container HEALTHCHECK", runHealthcheck},
+	"settings-reference": {"print the Markdown reference of every environment variable", runSettingsReference},
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit statuses other than the config one (config.ExitConfig).
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	name := args[0]
+	switch name {
+	case "help", "-h", "--help":
+		usage(stdout)
+		return exitOK
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "nbms: unknown command %q\n\n", name)
+		usage(stderr)
+		return exitUsage
+	}
+	return cmd.run(ctx, args[1:], stdout, stderr)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: nbms <command> [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-20s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "  help                 show this list")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Configuration comes from the environment only; see docs/production_hardening/secure_settings_reference.md.")
+}

@@ -1,0 +1,181 @@
+// Package server assembles the NBMS HTTP handler: the routes and the
+// middleware chain, in one place, in the order a request meets them.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/app/internal/bodylimit"
+	"github.com/nbms-deploy/nbms/app/internal/cors"
+	"github.com/nbms-deploy/nbms/app/internal/csrf"
+	"github.com/nbms-deploy/nbms/app/internal/headers"
+	"github.com/nbms-deploy/nbms/app/internal/health"
+	"github.com/nbms-deploy/nbms/app/internal/logging"
+	"github.com/nbms-deploy/nbms/app/internal/proxy"
+	"github.com/nbms-deploy/nbms/app/internal/recovery"
+)
+
+// Route prefixes that decide which protections apply.
+const (
+	// APIPrefix routes answer JSON to programs; over plain HTTP they are
+	// refused, never silently redirected (ASVS 5.0 4.1.2).
+	APIPrefix = "/api/"
+	// AuthPrefix routes handle credentials; treated like API routes.
+	AuthPrefix = "/auth/"
+	// PublicAPIPrefix routes are anonymous open data, readable cross-origin
+	// by the allowlisted origins without credentials.
+	PublicAPIPrefix = "/api/public/"
+	// UploadPrefix routes accept bodies up to MAX_UPLOAD_BYTES.
+	UploadPrefix = "/api/uploads/"
+)
+
+// Deps are the collaborators the handler needs. The caller owns their
+// lifetimes (pools, clients) and closes them after the server stops.
+type Deps struct {
+	Settings *config.Settings
+	Logger   *slog.Logger
+	Health   *health.Health
+	// OnPanic receives recovered panics (the error tracker); may be nil.
+	OnPanic func(r *http.Request, recovered any, stack []byte)
+	// Mount registers the workflow routes on the mux, behind the whole
+	// chain. Nil mounts none.
+	Mount func(mux *http.ServeMux)
+}
+
+// isProbe reports whether r is a health probe. Probes come from Docker or
+// an orchestrator with an IP address as Host over plain HTTP, so the host
+// allowlist and the HTTPS rule must not apply to them.
+func isProbe(r *http.Request) bool {
+	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz"
+}
+
+func isAPI(r *http.Request) bool {
+	return strings.HasPrefix(r.URL.Path, APIPrefix) || strings.HasPrefix(r.URL.Path, AuthPrefix)
+}
+
+// HeaderPolicy derives the response header policy from the contract.
+func HeaderPolicy(s *config.Settings) headers.Policy {
+	p := headers.DefaultPolicy()
+	p.HSTSMaxAge = time.Duration(s.HSTSSeconds) * time.Second
+	p.HSTSIncludeSubdomains = s.HSTSIncludeSubdomains
+	p.HSTSPreload = s.HSTSPreload
+	p.CSP = s.CSP
+	p.CSPReportOnly = s.CSPReportOnly
+	p.CSPReportPath = s.CSPReportPath
+	p.ReferrerPolicy = s.ReferrerPolicy
+	p.CrossOriginOpenerPolicy = s.CrossOriginOpenerPolicy
+	p.CrossOriginResourcePolicy = s.CrossOriginResourcePolicy
+	return p
+}
+
+// New returns the complete handler. It fails when the settings cannot be
+// turned into a policy (a bad trusted origin, a bad header value), so that
+// a misconfiguration stops start-up instead of weakening a protection.
+func New(d Deps) (http.Handler, error) {
+	s := d.Settings
+	if s == nil || d.Logger == nil || d.Health == nil {
+		return nil, errors.New("server: Settings, Logger and Health are required")
+	}
+
+	hdrPolicy := HeaderPolicy(s)
+	if err := hdrPolicy.Validate(); err != nil {
+		return nil, fmt.Errorf("security headers: %w", err)
+	}
+	csrfProtection, err := csrf.New(s.CSRFTrustedOrigins, d.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("CSRF_TRUSTED_ORIGINS: %w", err)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", d.Health.Liveness())
+	mux.Handle("GET /readyz", d.Health.Readiness())
+	mux.Handle("GET /{$}", landingPage())
+	if s.CSPReportPath != "" {
+		mux.Handle("POST "+s.CSPReportPath, headers.CSPReportHandler(d.Logger, cspReportMaxBytes))
+	}
+	api := http.NewServeMux()
+	api.Handle("GET "+PublicAPIPrefix+"{$}", publicAPIIndex())
+	if d.Mount != nil {
+		d.Mount(api)
+	}
+	apiHandler := http.Handler(api)
+	if len(s.CORSAllowedOrigins) > 0 {
+		// Public open data: readable cross-origin, never with credentials.
+		public, err := cors.New(cors.Options{
+			AllowedOrigins: s.CORSAllowedOrigins,
+			AllowedMethods: []string{http.MethodGet, http.MethodHead},
+			MaxAge:         time.Hour,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("CORS_ALLOWED_ORIGINS: %w", err)
+		}
+		// Authenticated API: credentials only if the contract allows them.
+		private, err := cors.New(cors.Options{
+			AllowedOrigins:   s.CORSAllowedOrigins,
+			AllowCredentials: s.CORSAllowCredentials,
+			AllowedMethods:   []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
+			AllowedHeaders:   []string{"Content-Type", "X-Request-ID"},
+			ExposedHeaders:   []string{"X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"},
+			MaxAge:           10 * time.Minute,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("CORS_ALLOWED_ORIGINS: %w", err)
+		}
+		publicHandler, privateHandler := public.Handler(api), private.Handler(api)
+		apiHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, PublicAPIPrefix) {
+				publicHandler.ServeHTTP(w, r)
+				return
+			}
+			privateHandler.ServeHTTP(w, r)
+		})
+	}
+	mux.Handle(APIPrefix, apiHandler)
+	mux.Handle(AuthPrefix, apiHandler)
+
+	// The chain, outermost first. Order matters:
+	//   headers      first, so every response — errors, panics, refusals — carries them;
+	//   request id   before anything logs;
+	//   forwarded    before the access log and every rule that needs the client IP or scheme;
+	//   access log   around everything that can refuse, so refusals are logged with status;
+	//   recovery     inside the log, so a panic is logged as the 500 it became;
+	//   hosts        before HTTPS, whose redirect is built from the (now allowed) host;
+	//   body limit   before any handler reads a body;
+	//   CSRF         before any state-changing handler.
+	chain := []func(http.Handler) http.Handler{
+		headers.Middleware(hdrPolicy),
+		logging.RequestID,
+		proxy.Forwarded(s.TrustedProxies),
+		logging.AccessLog(d.Logger, clientIP),
+		recovery.Middleware(d.Logger, d.OnPanic),
+		proxy.AllowedHosts(s.AllowedHosts, isProbe, d.Logger),
+	}
+	if s.SSLRedirect {
+		chain = append(chain, proxy.RequireHTTPS(proxy.HTTPSOptions{Exempt: isProbe, IsAPI: isAPI}))
+	}
+	chain = append(chain,
+		bodylimit.Middleware(s.MaxRequestBodyBytes, bodylimit.Override{PathPrefix: UploadPrefix, Limit: s.MaxUploadBytes}),
+		csrfProtection.Handler,
+	)
+	var h http.Handler = jsonErrors(mux)
+	for i := len(chain) - 1; i >= 0; i-- {
+		h = chain[i](h)
+	}
+	return h, nil
+}
+
+// cspReportMaxBytes caps one violation report; real ones are under 2 KiB.
+const cspReportMaxBytes = 16 << 10
+
+func clientIP(r *http.Request) string {
+	if ip := proxy.ClientIP(r); ip.IsValid() {
+		return ip.String()
+	}
+	return ""
+}
