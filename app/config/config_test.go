@@ -151,7 +151,8 @@ func TestEachProductionVariableInvalidAlone(t *testing.T) {
 		{"LOG_LEVEL", "debug", "not allowed in production"},
 		{"LOG_LEVEL", "verbose", "oneof"},
 		{"SENTRY_DSN", "not a dsn", "Sentry DSN"},
-		{"HTTP_ADDR", "eight thousand", "hostname_port"},
+		{"HTTP_ADDR", "eight thousand", "not host:port"},
+		{"HTTP_ADDR", ":99999", "invalid port"},
 		{"SECURE_CSP_REPORT_PATH", "csp-report", "startswith"},
 	}
 	for _, tc := range cases {

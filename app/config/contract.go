@@ -197,7 +197,7 @@ var contract = []Var{
 	},
 
 	{
-		Name: "HTTP_ADDR", Group: "Server", Default: ":8000", DevDefault: str("127.0.0.1:8000"), Rules: "hostname_port|startswith=:",
+		Name: "HTTP_ADDR", Group: "Server", Default: ":8000", DevDefault: str("127.0.0.1:8000"), check: checkListenAddrVar,
 		Doc:   "Address the HTTP server listens on. In production only the reverse proxy's network reaches it.",
 		field: func(s *Settings) any { return &s.HTTPAddr },
 	},

@@ -174,7 +174,11 @@ func parse(lookup func(string) (string, bool), problems []Problem) (*Settings, e
 		raw = strings.TrimSpace(raw)
 		if !set || raw == "" {
 			if v.RequiredIn(rules) {
-				problems = append(problems, Problem{Var: v.Name, Reason: fmt.Sprintf("required in %s but not set", rules)})
+				reason := fmt.Sprintf("required in %s but not set", rules)
+				if v.Required == Always {
+					reason = "required but not set"
+				}
+				problems = append(problems, Problem{Var: v.Name, Reason: reason})
 				bad[v.Name] = true
 				continue
 			}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -120,6 +121,21 @@ func CheckSecretKey(key string) error {
 		if strings.Contains(lower, frag) {
 			return errors.New("looks like a placeholder or sample value; generate a random one")
 		}
+	}
+	return nil
+}
+
+// checkListenAddrVar accepts host:port or :port (port 0 picks a free one).
+func checkListenAddrVar(v any, _ bool) error {
+	host, port, err := net.SplitHostPort(v.(string))
+	if err != nil {
+		return fmt.Errorf("%q is not host:port or :port", v)
+	}
+	if _, err := parsePort(port); err != nil || port == "" {
+		return fmt.Errorf("%q has an invalid port", v)
+	}
+	if strings.ContainsAny(host, "/@ ") {
+		return fmt.Errorf("%q has an invalid host", v)
 	}
 	return nil
 }

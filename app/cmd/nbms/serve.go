@@ -37,7 +37,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if !ok {
 		return config.ExitConfig
 	}
-	svc, err := service.Build(ctx, s, stdout)
+	svc, err := service.Build(ctx, s, service.Options{LogOutput: stdout})
 	if err != nil {
 		fmt.Fprintln(stderr, "nbms:", err)
 		return config.ExitConfig

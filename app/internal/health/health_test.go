@@ -1,17 +1,13 @@
 package health_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,96 +17,12 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/cache"
 	"github.com/nbms-deploy/nbms/app/internal/database"
 	"github.com/nbms-deploy/nbms/app/internal/health"
+	"github.com/nbms-deploy/nbms/app/internal/testsupport"
 )
 
 // secret is put in the database URL (trust auth ignores it) so the tests can
 // check that it never reaches a response body or the log.
 const secret = "Sup3rS3cretPW"
-
-func postgresAddr() string {
-	if a := os.Getenv("NBMS_TEST_POSTGRES_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:5432"
-}
-
-func redisAddr() string {
-	if a := os.Getenv("NBMS_TEST_REDIS_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:6379"
-}
-
-// forwarder is a TCP proxy the test can cut and restore, making a real
-// dependency unreachable without touching the shared server.
-type forwarder struct {
-	t      *testing.T
-	target string
-	addr   string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-}
-
-func newForwarder(t *testing.T, target string) *forwarder {
-	f := &forwarder{t: t, target: target, conns: map[net.Conn]struct{}{}}
-	f.listen("127.0.0.1:0")
-	t.Cleanup(f.stop)
-	return f
-}
-
-func (f *forwarder) listen(addr string) {
-	ln, err := net.Listen("tcp", addr)
-	require.NoError(f.t, err)
-	f.mu.Lock()
-	f.ln, f.addr = ln, ln.Addr().String()
-	f.mu.Unlock()
-	go f.serve(ln)
-}
-
-func (f *forwarder) serve(ln net.Listener) {
-	for {
-		down, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", f.target)
-		if err != nil {
-			_ = down.Close()
-			continue
-		}
-		f.mu.Lock()
-		f.conns[down], f.conns[up] = struct{}{}, struct{}{}
-		f.mu.Unlock()
-		go pipe(down, up)
-		go pipe(up, down)
-	}
-}
-
-func pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
-	_ = dst.Close()
-	_ = src.Close()
-}
-
-// stop closes the listener and cuts every live connection, like a
-// dependency crashing.
-func (f *forwarder) stop() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.ln != nil {
-		_ = f.ln.Close()
-		f.ln = nil
-	}
-	for c := range f.conns {
-		_ = c.Close()
-	}
-	clear(f.conns)
-}
-
-// restart listens again on the same port, like the dependency coming back.
-func (f *forwarder) restart() { f.listen(f.addr) }
 
 type checkBody struct {
 	Status    string   `json:"status"`
@@ -158,24 +70,6 @@ func serve(t *testing.T, h *health.Health) *httptest.Server {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
-}
-
-// syncBuffer collects log output written from the check goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // checkFunc adapts a function to health.Checker for the tests of the
@@ -239,21 +133,21 @@ func pollReady(t *testing.T, url string, want int) response {
 }
 
 func TestReadinessFollowsRealDependencies(t *testing.T) {
-	pg := newForwarder(t, postgresAddr())
-	rd := newForwarder(t, redisAddr())
+	pg := testsupport.NewForwarder(t, testsupport.PostgresAddr())
+	rd := testsupport.NewForwarder(t, testsupport.RedisAddr())
 
 	pool, err := database.Open(context.Background(), database.Options{
-		URL:            "postgres://postgres:" + secret + "@" + pg.addr + "/test?sslmode=disable",
+		URL:            "postgres://postgres:" + secret + "@" + pg.Addr() + "/test?sslmode=disable",
 		MaxConns:       4,
 		ConnectTimeout: time.Second,
 	})
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	rdb, err := cache.Open(context.Background(), "redis://"+rd.addr+"/0", cache.Options{})
+	rdb, err := cache.Open(context.Background(), "redis://"+rd.Addr()+"/0", cache.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rdb.Close() })
 
-	var logs syncBuffer
+	var logs testsupport.SyncBuffer
 	h := health.New(health.Options{
 		Checks:  []health.Checker{database.Check(pool), cache.Check(rdb)},
 		Timeout: time.Second,
@@ -268,10 +162,10 @@ func TestReadinessFollowsRealDependencies(t *testing.T) {
 		failing  string // the check that must fail, "" for none
 	}{
 		{"all reachable", func() {}, http.StatusOK, ""},
-		{"postgres cut", pg.stop, http.StatusServiceUnavailable, "postgres"},
-		{"postgres back", pg.restart, http.StatusOK, ""},
-		{"redis cut", rd.stop, http.StatusServiceUnavailable, "redis"},
-		{"redis back", rd.restart, http.StatusOK, ""},
+		{"postgres cut", pg.Stop, http.StatusServiceUnavailable, "postgres"},
+		{"postgres back", pg.Restart, http.StatusOK, ""},
+		{"redis cut", rd.Stop, http.StatusServiceUnavailable, "redis"},
+		{"redis back", rd.Restart, http.StatusOK, ""},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -309,7 +203,7 @@ func TestReadinessFollowsRealDependencies(t *testing.T) {
 
 func TestReadinessExhaustedPoolAnswersPromptly(t *testing.T) {
 	pool, err := database.Open(context.Background(), database.Options{
-		URL:      "postgres://postgres:" + secret + "@" + postgresAddr() + "/test?sslmode=disable",
+		URL:      "postgres://postgres:" + secret + "@" + testsupport.PostgresAddr() + "/test?sslmode=disable",
 		MaxConns: 1,
 	})
 	require.NoError(t, err)
@@ -339,7 +233,7 @@ func TestReadinessExhaustedPoolAnswersPromptly(t *testing.T) {
 
 func TestDraining(t *testing.T) {
 	pool, err := database.Open(context.Background(), database.Options{
-		URL: "postgres://postgres@" + postgresAddr() + "/test?sslmode=disable",
+		URL: "postgres://postgres@" + testsupport.PostgresAddr() + "/test?sslmode=disable",
 	})
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)

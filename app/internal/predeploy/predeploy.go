@@ -167,7 +167,7 @@ func contractErr(err error) error {
 		for i, p := range cerr.Problems {
 			lines[i] = p.String()
 		}
-		return errors.New(strings.Join(lines, "; "))
+		return errors.New(strings.Join(lines, "\n"))
 	}
 	return err
 }
@@ -219,7 +219,7 @@ func (r Report) WriteText(w io.Writer) error {
 	for _, res := range r.Results {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", strings.ToUpper(string(res.Status)), res.ID, res.Title)
 		if res.Detail != "" {
-			for _, line := range strings.Split(res.Detail, "; ") {
+			for _, line := range strings.Split(res.Detail, "\n") {
 				fmt.Fprintf(tw, "\t\t  → %s\n", line)
 			}
 		}

@@ -47,11 +47,19 @@ func NewLogger(s *config.Settings, w io.Writer) (*slog.Logger, *logging.Redactor
 	return slog.New(logging.NewHandler(w, level, redactor)), redactor
 }
 
+// Options are the process-level choices that are not configuration.
+type Options struct {
+	// LogOutput receives the JSON log; os.Stdout in production.
+	LogOutput io.Writer
+	// Mount registers extra routes behind the whole middleware chain.
+	Mount func(mux *http.ServeMux)
+}
+
 // Build constructs every collaborator. Nothing connects yet: the database
 // and Redis clients connect lazily, so a dependency that is down at start
 // makes /readyz fail instead of crash-looping the process.
-func Build(ctx context.Context, s *config.Settings, logOut io.Writer) (*Service, error) {
-	logger, redactor := NewLogger(s, logOut)
+func Build(ctx context.Context, s *config.Settings, o Options) (*Service, error) {
+	logger, redactor := NewLogger(s, o.LogOutput)
 	env := s.SentryEnvironment
 	if env == "" {
 		env = string(s.Profile)
@@ -77,7 +85,7 @@ func Build(ctx context.Context, s *config.Settings, logOut io.Writer) (*Service,
 		Logger:  logger,
 	})
 	handler, err := server.New(server.Deps{
-		Settings: s, Logger: logger, Health: h, OnPanic: reporter.CapturePanic,
+		Settings: s, Logger: logger, Health: h, OnPanic: reporter.CapturePanic, Mount: o.Mount,
 	})
 	if err != nil {
 		rdb.Close()

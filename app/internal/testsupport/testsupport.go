@@ -1,0 +1,131 @@
+// Package testsupport holds what several packages' tests share: where the
+// machine's real PostgreSQL and Redis are, a TCP forwarder that can cut a
+// dependency off, and a log buffer safe for concurrent writers. It is
+// imported by tests only.
+package testsupport
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+)
+
+// PostgresAddr is the test PostgreSQL (NBMS_TEST_POSTGRES_ADDR overrides).
+func PostgresAddr() string { return env("NBMS_TEST_POSTGRES_ADDR", "127.0.0.1:5432") }
+
+// RedisAddr is the test Redis (NBMS_TEST_REDIS_ADDR overrides).
+func RedisAddr() string { return env("NBMS_TEST_REDIS_ADDR", "127.0.0.1:6379") }
+
+// DatabaseURL is a URL of the test database (trust auth; a password in the
+// URL is ignored by the server, which lets tests seed one and search for it).
+func DatabaseURL() string {
+	return env("NBMS_TEST_DATABASE_URL", "postgres://root@"+PostgresAddr()+"/test?sslmode=disable")
+}
+
+// RedisURL is a URL of the test Redis.
+func RedisURL() string { return env("NBMS_TEST_REDIS_URL", "redis://"+RedisAddr()+"/0") }
+
+func env(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// Forwarder is a TCP proxy the test can cut and restore, making a real
+// dependency unreachable without touching the shared server.
+type Forwarder struct {
+	t      testing.TB
+	target string
+	addr   string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+}
+
+// NewForwarder listens on a free loopback port and forwards to target.
+func NewForwarder(t testing.TB, target string) *Forwarder {
+	f := &Forwarder{t: t, target: target, conns: map[net.Conn]struct{}{}}
+	f.listen("127.0.0.1:0")
+	t.Cleanup(f.Stop)
+	return f
+}
+
+// Addr is host:port of the forwarder.
+func (f *Forwarder) Addr() string { return f.addr }
+
+func (f *Forwarder) listen(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		f.t.Fatalf("forwarder: %v", err)
+	}
+	f.mu.Lock()
+	f.ln, f.addr = ln, ln.Addr().String()
+	f.mu.Unlock()
+	go f.serve(ln)
+}
+
+func (f *Forwarder) serve(ln net.Listener) {
+	for {
+		down, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", f.target)
+		if err != nil {
+			_ = down.Close()
+			continue
+		}
+		f.mu.Lock()
+		f.conns[down], f.conns[up] = struct{}{}, struct{}{}
+		f.mu.Unlock()
+		go pipe(down, up)
+		go pipe(up, down)
+	}
+}
+
+func pipe(dst, src net.Conn) {
+	_, _ = io.Copy(dst, src)
+	_ = dst.Close()
+	_ = src.Close()
+}
+
+// Stop closes the listener and cuts every live connection, like the
+// dependency crashing.
+func (f *Forwarder) Stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ln != nil {
+		_ = f.ln.Close()
+		f.ln = nil
+	}
+	for c := range f.conns {
+		_ = c.Close()
+	}
+	clear(f.conns)
+}
+
+// Restart listens again on the same port, like the dependency coming back.
+func (f *Forwarder) Restart() { f.listen(f.addr) }
+
+// SyncBuffer collects output written from several goroutines.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
