@@ -394,3 +394,20 @@ func FuzzCheckOrigin(f *testing.F) {
 		require.NotContains(t, rest, "@")
 	})
 }
+
+func TestRates(t *testing.T) {
+	s, err := Parse(with(validProd(), "RATE_LIMIT_LOGIN_IP", "3/30s"))
+	require.NoError(t, err)
+	assert.Equal(t, Rate{Count: 3, Period: 30 * time.Second}, s.RateLimitLoginIP)
+	assert.Equal(t, Rate{Count: 120, Period: time.Minute}, s.RateLimitPublicAPI)
+	assert.Equal(t, "3/30s", s.RateLimitLoginIP.String())
+	for _, bad := range []string{"10", "0/1m", "-1/1m", "ten/1m", "10/fortnight", "10/500ms", "10/48h"} {
+		_, err := Parse(with(validProd(), "RATE_LIMIT_PUBLIC_API", bad))
+		cerr := contractError(t, err)
+		assert.Equal(t, []string{"RATE_LIMIT_PUBLIC_API"}, cerr.Vars(), bad)
+	}
+	_, err = Parse(with(validProd(), "RATE_LIMIT_ENABLED", "false"))
+	assert.Contains(t, err.Error(), "NBMS-C008")
+	_, err = Parse(map[string]string{"NBMS_ENV": "dev", "RATE_LIMIT_ENABLED": "false"})
+	assert.NoError(t, err, "allowed outside production")
+}

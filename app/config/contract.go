@@ -91,6 +91,14 @@ type Settings struct {
 	MaxRequestBodyBytes int64
 	MaxUploadBytes      int64
 
+	// Throttling (Redis)
+	RateLimitEnabled    bool
+	RateLimitLoginIP    Rate
+	RateLimitLoginUser  Rate
+	RateLimitPublicAPI  Rate
+	RateLimitAPIUser    Rate
+	RateLimitUploadUser Rate
+
 	// PostgreSQL
 	DatabaseURL       string
 	DBMaxConns        int
@@ -353,6 +361,37 @@ var contract = []Var{
 		Name: "MAX_UPLOAD_BYTES", Group: "Request limits", Default: "52428800", Rules: "gt=0",
 		Doc:   "Largest request body accepted on upload routes, in bytes (must be at least MAX_REQUEST_BODY_BYTES). Keep nginx's client_max_body_size equal.",
 		field: func(s *Settings) any { return &s.MaxUploadBytes },
+	},
+
+	{
+		Name: "RATE_LIMIT_ENABLED", Group: "Throttling", Default: "true",
+		Doc:   "Apply the rate limits below (kept in Redis, shared by every replica). Production requires true; false exists for benchmarks and local debugging.",
+		field: func(s *Settings) any { return &s.RateLimitEnabled },
+	},
+	{
+		Name: "RATE_LIMIT_LOGIN_IP", Group: "Throttling", Default: "10/1m",
+		Doc:   "Login attempts per client IP (IPv6 clients per /64), as COUNT/PERIOD. Fails closed (503) when Redis is down.",
+		field: func(s *Settings) any { return &s.RateLimitLoginIP },
+	},
+	{
+		Name: "RATE_LIMIT_LOGIN_USER", Group: "Throttling", Default: "5/5m",
+		Doc:   "Login attempts per username, whatever the client IP (stops distributed guessing of one account). Fails closed when Redis is down.",
+		field: func(s *Settings) any { return &s.RateLimitLoginUser },
+	},
+	{
+		Name: "RATE_LIMIT_PUBLIC_API", Group: "Throttling", Default: "120/1m",
+		Doc:   "Public API requests per client IP. Degrades to a per-process limiter when Redis is down.",
+		field: func(s *Settings) any { return &s.RateLimitPublicAPI },
+	},
+	{
+		Name: "RATE_LIMIT_API_USER", Group: "Throttling", Default: "600/1m",
+		Doc:   "Authenticated API requests per user.",
+		field: func(s *Settings) any { return &s.RateLimitAPIUser },
+	},
+	{
+		Name: "RATE_LIMIT_UPLOADS_USER", Group: "Throttling", Default: "30/1h",
+		Doc:   "Evidence file uploads per user.",
+		field: func(s *Settings) any { return &s.RateLimitUploadUser },
 	},
 
 	{

@@ -148,6 +148,15 @@ var deployChecks = []DeployCheck{
 		},
 	},
 	{
+		ID: "NBMS-C008", Title: "rate limiting is on", Vars: []string{"RATE_LIMIT_ENABLED"},
+		check: func(s *Settings) error {
+			if !s.RateLimitEnabled {
+				return errors.New("must be true in production: login and API throttling protect accounts and capacity")
+			}
+			return nil
+		},
+	},
+	{
 		ID: "NBMS-C005", Title: "the upload limit is not below the body limit", Vars: []string{"MAX_UPLOAD_BYTES", "MAX_REQUEST_BODY_BYTES"}, AllProfiles: true,
 		check: func(s *Settings) error {
 			if s.MaxUploadBytes < s.MaxRequestBodyBytes {

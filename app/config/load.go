@@ -259,6 +259,12 @@ func (v Var) assign(s *Settings, raw string, production bool) string {
 	case *[]string:
 		list := splitList(raw)
 		*f, value = list, list
+	case *Rate:
+		r, err := ParseRate(raw)
+		if err != nil {
+			return fmt.Sprintf("%s is not a rate: %v", shown(), err)
+		}
+		*f, value = r, r
 	case *[]netip.Prefix:
 		var prefixes []netip.Prefix
 		for _, item := range splitList(raw) {
