@@ -1,0 +1,503 @@
+package nginx
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	secretContent = "TOP-SECRET outside the static folder"
+	wantHSTS      = "max-age=63072000; includeSubDomains"
+	liveBodyLimit = 64 << 10
+)
+
+// seenRequest is what the upstream received for one request path.
+type seenRequest struct {
+	requestURI string
+	host       string
+	header     http.Header
+	bodyLen    int
+}
+
+// recordingUpstream stands in for the app: it records every request it
+// receives and answers "upstream:<path>". /leaky answers with the headers
+// nginx must replace or drop.
+type recordingUpstream struct {
+	mu   sync.Mutex
+	seen map[string][]seenRequest
+}
+
+func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n, _ := io.Copy(io.Discard, r.Body)
+	u.mu.Lock()
+	u.seen[r.URL.Path] = append(u.seen[r.URL.Path], seenRequest{r.RequestURI, r.Host, r.Header.Clone(), int(n)})
+	u.mu.Unlock()
+	if r.URL.Path == "/leaky" {
+		h := w.Header()
+		h.Set("Strict-Transport-Security", "max-age=1")
+		h.Set("X-Powered-By", "Go/1.0")
+		h.Set("Server", "leaky/1.0")
+		h.Set("X-Request-Id", "upstream-made-this-up")
+		h.Set("X-Frame-Options", "SAMEORIGIN")
+		h.Set("X-Content-Type-Options", "nosniff")
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	fmt.Fprint(w, "upstream:"+r.URL.Path)
+}
+
+func (u *recordingUpstream) requests(path string) []seenRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.seen[path]
+}
+
+// liveSite is a running nginx with the rendered config in front of a
+// recordingUpstream.
+type liveSite struct {
+	upstream       *recordingUpstream
+	upstreamServer *httptest.Server
+	httpPort       int
+	httpsPort      int
+	client         *http.Client
+	logPath        string
+	pool           *x509.CertPool
+}
+
+func (s *liveSite) httpURL(path string) string {
+	return "http://localhost:" + strconv.Itoa(s.httpPort) + path
+}
+
+func (s *liveSite) httpsURL(path string) string {
+	return "https://localhost:" + strconv.Itoa(s.httpsPort) + path
+}
+
+func (s *liveSite) do(t *testing.T, method, url string, body io.Reader, header map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	require.NoError(t, err)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := s.client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(b)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+}
+
+// startLiveSite renders the config with production-shaped Params (TLS,
+// HSTS, resolver, ACME) and starts the real nginx in the foreground as
+// nobody. Everything is stopped and removed by t.Cleanup.
+func startLiveSite(t *testing.T) *liveSite {
+	t.Helper()
+	dir := nobodyDir(t)
+	www := filepath.Join(dir, "www")
+	writeFile(t, filepath.Join(www, "secret.txt"), secretContent)
+	writeFile(t, filepath.Join(www, "static", "hello.txt"), "static-ok")
+	writeFile(t, filepath.Join(www, "static", "app.0123abcd.css"), "body{}")
+	writeFile(t, filepath.Join(www, "media", "uploads", "pic.txt"), "media-ok")
+	writeFile(t, filepath.Join(dir, "acme", ".well-known", "acme-challenge", "tok123"), "tok123.thumbprint")
+	tmp := filepath.Join(dir, "tmp")
+	require.NoError(t, os.Mkdir(tmp, 0o700))
+	chownNobody(t, tmp)
+
+	s := &liveSite{upstream: &recordingUpstream{seen: map[string][]seenRequest{}}}
+	s.upstreamServer = httptest.NewServer(s.upstream)
+	t.Cleanup(s.upstreamServer.Close)
+	s.httpPort, s.httpsPort = freePort(t), freePort(t)
+
+	p := prodParams()
+	p.ServerNames = []string{"localhost"}
+	p.ListenAddress = "127.0.0.1"
+	p.HTTPPort, p.HTTPSPort, p.PublicPort = s.httpPort, s.httpsPort, s.httpsPort
+	p.CertPath, p.KeyPath = writeTestCert(t, dir)
+	p.Upstream = s.upstreamServer.Listener.Addr().String() // an IP: the resolver is never asked
+	p.StaticRoot = filepath.Join(www, "static")
+	p.MediaRoot = filepath.Join(www, "media")
+	p.ACMEChallengeRoot = filepath.Join(dir, "acme")
+	p.ClientMaxBodyBytes = liveBodyLimit
+	p.LoginRatePerMinute, p.LoginBurst = 1, 2
+	p.WorkerProcesses = 1
+	p.PidPath = filepath.Join(tmp, "nginx.pid")
+	p.TempDir = tmp
+	conf, err := Render(p)
+	require.NoError(t, err)
+	confPath := filepath.Join(dir, "nginx.conf")
+	require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o644))
+
+	s.logPath = filepath.Join(dir, "nginx.log")
+	logFile := nobodyFile(t, s.logPath)
+	cmd := exec.Command(nginxBin, "-c", confPath, "-p", dir, "-g", "daemon off;")
+	runAsNobody(t, cmd)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		// QUIT is nginx's graceful stop: the master waits for its workers.
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+
+	certPEM, err := os.ReadFile(p.CertPath)
+	require.NoError(t, err)
+	s.pool = x509.NewCertPool()
+	require.True(t, s.pool.AppendCertsFromPEM(certPEM))
+	s.client = s.newClient(nil)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := s.client.Get(s.httpURL(HealthPath))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s
+			}
+		}
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(s.logPath)
+			t.Fatalf("nginx exited: %v\n%s", err, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(s.logPath)
+			t.Fatalf("nginx did not become healthy: %v\n%s", err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// newClient trusts the test certificate, dials 127.0.0.1 whatever the URL
+// host (so "localhost" is both the SNI name and the Host), and does not
+// follow redirects.
+func (s *liveSite) newClient(tlsConfig *tls.Config) *http.Client {
+	if tlsConfig == nil {
+		tlsConfig = &tls.Config{}
+	}
+	tlsConfig.RootCAs = s.pool
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig: tlsConfig,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				_, port, err := net.SplitHostPort(addr)
+				if err != nil {
+					return nil, err
+				}
+				return dialer.DialContext(ctx, "tcp4", "127.0.0.1:"+port)
+			},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+var hexID = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// assertEdgeHeaders checks the headers nginx owns on every HTTPS response.
+func assertEdgeHeaders(t *testing.T, resp *http.Response) {
+	t.Helper()
+	h := resp.Header
+	assert.Equal(t, []string{wantHSTS}, h.Values("Strict-Transport-Security"))
+	assert.Equal(t, []string{"nosniff"}, h.Values("X-Content-Type-Options"))
+	assert.Equal(t, []string{"DENY"}, h.Values("X-Frame-Options"))
+	assert.Len(t, h.Values("X-Request-Id"), 1)
+	assert.Regexp(t, hexID, h.Get("X-Request-Id"))
+	assert.Equal(t, "nginx", h.Get("Server"), "no version in the Server header")
+	assert.Empty(t, h.Values("X-Powered-By"))
+}
+
+func TestLiveNginx(t *testing.T) {
+	s := startLiveSite(t)
+
+	t.Run("HTTP redirects to HTTPS on the same host and public port", func(t *testing.T) {
+		for _, path := range []string{"/some/path?x=1&y=2", "/healthz", "/static/hello.txt"} {
+			resp, _ := s.do(t, "GET", s.httpURL(path), nil, nil)
+			assert.Equal(t, http.StatusMovedPermanently, resp.StatusCode, path)
+			assert.Equal(t, s.httpsURL(path), resp.Header.Get("Location"))
+			assert.Empty(t, resp.Header.Get("Strict-Transport-Security"), "HSTS over plain HTTP is ignored by browsers")
+			assert.Equal(t, "nginx", resp.Header.Get("Server"))
+		}
+		assert.Empty(t, s.upstream.requests("/healthz"), "nothing is proxied over plain HTTP")
+	})
+
+	t.Run("nginx health answers for any host without the app", func(t *testing.T) {
+		for _, host := range []string{"localhost", "unknown.example"} {
+			req, err := http.NewRequest("GET", s.httpURL(HealthPath), nil)
+			require.NoError(t, err)
+			req.Host = host
+			resp, err := s.client.Do(req)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode, host)
+			assert.Equal(t, "ok\n", string(body))
+		}
+	})
+
+	t.Run("ACME challenge is served over HTTP, not redirected", func(t *testing.T) {
+		resp, body := s.do(t, "GET", s.httpURL("/.well-known/acme-challenge/tok123"), nil, nil)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, "tok123.thumbprint", body)
+	})
+
+	t.Run("unknown host gets no answer", func(t *testing.T) {
+		for _, url := range []string{s.httpURL("/"), s.httpsURL("/")} {
+			req, err := http.NewRequest("GET", url, nil)
+			require.NoError(t, err)
+			req.Host = "evil.example"
+			resp, err := s.client.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			require.Error(t, err, url)
+		}
+	})
+
+	t.Run("TLS handshake refused for unknown SNI, no SNI and TLS 1.1", func(t *testing.T) {
+		addr := "127.0.0.1:" + strconv.Itoa(s.httpsPort)
+		for name, cfg := range map[string]*tls.Config{
+			"unknown SNI": {ServerName: "evil.example", InsecureSkipVerify: true},
+			"no SNI":      {InsecureSkipVerify: true},
+			"TLS 1.1":     {ServerName: "localhost", RootCAs: s.pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11},
+		} {
+			conn, err := tls.Dial("tcp", addr, cfg)
+			if err == nil {
+				conn.Close()
+			}
+			// "remote error": nginx refused, not the Go client.
+			assert.ErrorContains(t, err, "remote error", name)
+		}
+		for name, version := range map[string]uint16{"TLS 1.2": tls.VersionTLS12, "TLS 1.3": tls.VersionTLS13} {
+			conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "localhost", RootCAs: s.pool, MinVersion: version, MaxVersion: version})
+			require.NoError(t, err, name)
+			assert.Equal(t, version, conn.ConnectionState().Version)
+			conn.Close()
+		}
+	})
+
+	var proxiedID string
+	t.Run("upstream gets the real client and forged headers are replaced", func(t *testing.T) {
+		resp, body := s.do(t, "GET", s.httpsURL("/api/things?q=1"), nil, map[string]string{
+			"X-Forwarded-For":   "6.6.6.6",
+			"X-Forwarded-Proto": "http",
+			"X-Forwarded-Host":  "evil.example",
+			"X-Forwarded-Port":  "1",
+			"X-Request-ID":      "attacker-chosen",
+			"Forwarded":         "for=6.6.6.6;proto=http",
+		})
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, "upstream:/api/things", body)
+		assertEdgeHeaders(t, resp)
+
+		seen := s.upstream.requests("/api/things")
+		require.Len(t, seen, 1)
+		got := seen[0]
+		assert.Equal(t, "/api/things?q=1", got.requestURI)
+		assert.Equal(t, "localhost", got.host)
+		assert.Equal(t, []string{"127.0.0.1"}, got.header.Values("X-Forwarded-For"))
+		assert.Equal(t, []string{"https"}, got.header.Values("X-Forwarded-Proto"))
+		assert.Equal(t, []string{"localhost"}, got.header.Values("X-Forwarded-Host"))
+		assert.Equal(t, []string{strconv.Itoa(s.httpsPort)}, got.header.Values("X-Forwarded-Port"))
+		assert.Empty(t, got.header.Values("Forwarded"))
+		proxiedID = got.header.Get("X-Request-Id")
+		assert.Regexp(t, hexID, proxiedID)
+		assert.Equal(t, proxiedID, resp.Header.Get("X-Request-Id"), "the client sees the ID the app logged")
+	})
+
+	t.Run("the edge replaces the app's copies of its headers and drops banners", func(t *testing.T) {
+		resp, _ := s.do(t, "GET", s.httpsURL("/leaky"), nil, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assertEdgeHeaders(t, resp)
+		seen := s.upstream.requests("/leaky")
+		require.Len(t, seen, 1)
+		assert.Equal(t, seen[0].header.Get("X-Request-Id"), resp.Header.Get("X-Request-Id"))
+	})
+
+	t.Run("static files", func(t *testing.T) {
+		cases := []struct {
+			path, body, contentType, cacheControl string
+		}{
+			{"/static/hello.txt", "static-ok", "text/plain", "no-cache"},
+			{"/static/app.0123abcd.css", "body{}", "text/css", "public, max-age=31536000, immutable"},
+		}
+		for _, tc := range cases {
+			resp, body := s.do(t, "GET", s.httpsURL(tc.path), nil, nil)
+			require.Equal(t, http.StatusOK, resp.StatusCode, tc.path)
+			assert.Equal(t, tc.body, body)
+			assert.Equal(t, tc.contentType, resp.Header.Get("Content-Type"))
+			assert.Equal(t, tc.cacheControl, resp.Header.Get("Cache-Control"))
+			assertEdgeHeaders(t, resp)
+		}
+		resp, _ := s.do(t, "GET", s.httpsURL("/static/missing.css"), nil, nil)
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+		assertEdgeHeaders(t, resp)
+		assert.Empty(t, s.upstream.requests("/static/hello.txt"), "static files never reach the app")
+	})
+
+	t.Run("media files are downloads with nosniff and a sandbox", func(t *testing.T) {
+		resp, body := s.do(t, "GET", s.httpsURL("/media/uploads/pic.txt"), nil, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, "media-ok", body)
+		assert.Equal(t, "attachment", resp.Header.Get("Content-Disposition"))
+		assert.Equal(t, "default-src 'none'; sandbox", resp.Header.Get("Content-Security-Policy"))
+		assert.Equal(t, "private, no-cache", resp.Header.Get("Cache-Control"))
+		assertEdgeHeaders(t, resp)
+	})
+
+	t.Run("no path escapes the static and media folders", func(t *testing.T) {
+		for _, path := range []string{
+			"/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/..%2fsecret.txt",
+			"/static../secret.txt", "/static..%2fsecret.txt", "/staticx/../secret.txt",
+			"/media/../secret.txt", "/media../secret.txt", "/static/../../www/secret.txt",
+		} {
+			req, err := http.NewRequest("GET", s.httpsURL("/"), nil)
+			require.NoError(t, err)
+			req.URL.Opaque = path // sent byte for byte, never cleaned by the client
+			resp, err := s.client.Do(req)
+			require.NoError(t, err, path)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			assert.NotContains(t, string(body), "TOP-SECRET", path)
+			assert.Contains(t, []int{http.StatusOK, http.StatusBadRequest, http.StatusNotFound}, resp.StatusCode, path)
+			if resp.StatusCode == http.StatusOK {
+				assert.True(t, strings.HasPrefix(string(body), "upstream:"), "%s: 200 only from the app, got %q", path, body)
+			}
+		}
+		// The trailing-slash trap would have served /static../secret.txt
+		// from disk; here the app got it, byte for byte.
+		seen := s.upstream.requests("/static../secret.txt")
+		require.NotEmpty(t, seen)
+		assert.Equal(t, "/static../secret.txt", seen[0].requestURI)
+	})
+
+	t.Run("bodies over the upload limit stop at the edge with 413", func(t *testing.T) {
+		resp, _ := s.do(t, "POST", s.httpsURL("/upload/exact"), bytes.NewReader(make([]byte, liveBodyLimit)), nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		seen := s.upstream.requests("/upload/exact")
+		require.Len(t, seen, 1)
+		assert.Equal(t, liveBodyLimit, seen[0].bodyLen)
+
+		for name, body := range map[string]io.Reader{
+			"/upload/with-length": bytes.NewReader(make([]byte, liveBodyLimit+1)),
+			"/upload/chunked":     io.MultiReader(bytes.NewReader(make([]byte, liveBodyLimit+1))), // no length: chunked
+		} {
+			resp, respBody := s.do(t, "POST", s.httpsURL(name), body, nil)
+			assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, name)
+			assertProblem(t, resp, respBody, http.StatusRequestEntityTooLarge)
+			assertEdgeHeaders(t, resp)
+			assert.Empty(t, s.upstream.requests(name), "%s reached the app", name)
+		}
+	})
+
+	t.Run("login POSTs get 429 after the burst; GETs and other paths do not", func(t *testing.T) {
+		var statuses []int
+		var last *http.Response
+		var lastBody string
+		for range 5 {
+			last, lastBody = s.do(t, "POST", s.httpsURL(DefaultLoginPath), strings.NewReader("{}"), nil)
+			statuses = append(statuses, last.StatusCode)
+		}
+		// rate 1r/m, burst 2: one request plus the burst pass.
+		assert.Equal(t, []int{200, 200, 200, 429, 429}, statuses)
+		assertProblem(t, last, lastBody, http.StatusTooManyRequests)
+		assert.Equal(t, "60", last.Header.Get("Retry-After"))
+		assertEdgeHeaders(t, last)
+		assert.Len(t, s.upstream.requests(DefaultLoginPath), 3, "refused attempts never reach the app")
+
+		for range 3 {
+			resp, _ := s.do(t, "GET", s.httpsURL(DefaultLoginPath), nil, nil)
+			assert.Equal(t, http.StatusOK, resp.StatusCode, "GET is not limited")
+			resp, _ = s.do(t, "POST", s.httpsURL("/api/other"), strings.NewReader("{}"), nil)
+			assert.Equal(t, http.StatusOK, resp.StatusCode, "other POSTs are not limited")
+		}
+	})
+
+	t.Run("access log is one JSON object per request with the request ID", func(t *testing.T) {
+		require.NotEmpty(t, proxiedID)
+		f, err := os.Open(s.logPath)
+		require.NoError(t, err)
+		defer f.Close()
+		var found map[string]any
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var entry map[string]any
+			if json.Unmarshal(sc.Bytes(), &entry) == nil && entry["request_id"] == proxiedID {
+				found = entry
+			}
+		}
+		require.NotNil(t, found, "no access log line for request %s", proxiedID)
+		assert.Equal(t, "/api/things", found["path"], "logged without the query string")
+		assert.Equal(t, float64(200), found["status"])
+		assert.Equal(t, "127.0.0.1", found["remote_addr"])
+	})
+
+	t.Run("app down: 502 in the problem+json shape", func(t *testing.T) {
+		s.upstreamServer.Close()
+		resp, body := s.do(t, "GET", s.httpsURL("/api/things"), nil, nil)
+		assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+		assertProblem(t, resp, body, http.StatusBadGateway)
+		assertEdgeHeaders(t, resp)
+	})
+}
+
+// assertProblem checks an nginx-made error has the app's problem shape.
+func assertProblem(t *testing.T, resp *http.Response, body string, status int) {
+	t.Helper()
+	assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+	assert.Equal(t, "no-store", resp.Header.Get("Cache-Control"))
+	var p struct {
+		Type   string `json:"type"`
+		Title  string `json:"title"`
+		Status int    `json:"status"`
+		Detail string `json:"detail"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &p), body)
+	assert.Equal(t, "about:blank", p.Type)
+	assert.Equal(t, http.StatusText(status), p.Title)
+	assert.Equal(t, status, p.Status)
+	assert.NotEmpty(t, p.Detail)
+}

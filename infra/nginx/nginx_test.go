@@ -1,0 +1,265 @@
+package nginx
+
+import (
+	"flag"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+
+// nginxBin is the real nginx the tests run (Debian's 1.22, as in ops-anchors).
+const nginxBin = "/usr/sbin/nginx"
+
+// prodParams is a production-like configuration: Docker service names, the
+// embedded Docker DNS, unprivileged container ports published as 80/443.
+func prodParams() Params {
+	return Params{
+		ServerNames:           []string{"nbms.example.org", "www.nbms.example.org"},
+		HTTPPort:              8080,
+		HTTPSPort:             8443,
+		TLS:                   true,
+		CertPath:              "/etc/nginx/tls/fullchain.pem",
+		KeyPath:               "/etc/nginx/tls/privkey.pem",
+		Upstream:              "app:8000",
+		Resolver:              "127.0.0.11",
+		StaticRoot:            "/srv/nbms/static",
+		MediaRoot:             "/srv/nbms/media",
+		ClientMaxBodyBytes:    52428800,
+		LoginRatePerMinute:    5,
+		LoginBurst:            3,
+		HSTSSeconds:           63072000,
+		HSTSIncludeSubdomains: true,
+		ACMEChallengeRoot:     "/srv/acme",
+	}
+}
+
+// devParams is a local plain-HTTP stack.
+func devParams() Params {
+	return Params{
+		LoginBurst:         0, // nginx refuses burst=0: it must be left out
+		ServerNames:        []string{"localhost", "127.0.0.1"},
+		HTTPPort:           8080,
+		Upstream:           "127.0.0.1:8000",
+		StaticRoot:         "/srv/nbms/static",
+		MediaRoot:          "/srv/nbms/media",
+		ClientMaxBodyBytes: 1 << 20,
+		LoginRatePerMinute: 10,
+	}
+}
+
+func TestRenderGolden(t *testing.T) {
+	cases := []struct {
+		golden string
+		params Params
+	}{
+		{"prod.golden", prodParams()},
+		{"dev.golden", devParams()},
+	}
+	for _, tc := range cases {
+		t.Run(tc.golden, func(t *testing.T) {
+			got, err := Render(tc.params)
+			require.NoError(t, err)
+			again, err := Render(tc.params)
+			require.NoError(t, err)
+			require.Equal(t, got, again, "Render must be deterministic")
+
+			path := filepath.Join("testdata", tc.golden)
+			if *update {
+				require.NoError(t, os.WriteFile(path, []byte(got), 0o644))
+			}
+			want, err := os.ReadFile(path)
+			require.NoError(t, err, "run go test -update to create it")
+			assert.Equal(t, string(want), got, "rendered config changed; review and run go test -update")
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(*Params)
+		want   []string // substrings of the error; none means valid
+	}{
+		{"production params", func(*Params) {}, nil},
+		{"dev params", func(p *Params) { *p = devParams() }, nil},
+		{"IPv6 listen address and resolver", func(p *Params) { p.ListenAddress = "::1"; p.Resolver = "fd00::53" }, nil},
+		{"every problem at once", func(p *Params) { *p = Params{TLS: true} }, []string{
+			"ServerNames: at least one", "HTTPPort: 0 is not a port", "HTTPSPort: 0 is not a port",
+			"CertPath:", "KeyPath:", "StaticRoot:", "MediaRoot:", "Upstream:", "ClientMaxBodyBytes:", "LoginRatePerMinute:",
+		}},
+		{"upper-case server name", func(p *Params) { p.ServerNames = []string{"NBMS.example.org"} }, []string{`ServerNames: "NBMS.example.org"`}},
+		{"wildcard server name", func(p *Params) { p.ServerNames = []string{"*.example.org"} }, []string{"ServerNames:"}},
+		{"injected server name", func(p *Params) { p.ServerNames = []string{"a.org; return 200"} }, []string{"ServerNames:"}},
+		{"duplicate server name", func(p *Params) { p.ServerNames = []string{"a.org", "a.org"} }, []string{"listed twice"}},
+		{"same HTTP and HTTPS port", func(p *Params) { p.HTTPSPort = p.HTTPPort }, []string{"HTTPSPort: must differ"}},
+		{"relative static root", func(p *Params) { p.StaticRoot = "static" }, []string{"StaticRoot:"}},
+		{"static root with trailing slash", func(p *Params) { p.StaticRoot = "/srv/static/" }, []string{"StaticRoot:"}},
+		{"static root with dot-dot", func(p *Params) { p.StaticRoot = "/srv/../etc" }, []string{"StaticRoot:"}},
+		{"path with a brace", func(p *Params) { p.KeyPath = "/etc/key}" }, []string{"KeyPath:"}},
+		{"path with a variable", func(p *Params) { p.PidPath = "/tmp/$pid" }, []string{"PidPath:"}},
+		{"media inside static", func(p *Params) { p.MediaRoot = p.StaticRoot + "/media" }, []string{"must not contain one another"}},
+		{"unresolvable name without resolver", func(p *Params) { p.Resolver = "" }, []string{"set Resolver"}},
+		{"upstream without port", func(p *Params) { p.Upstream = "app" }, []string{"not host:port"}},
+		{"upstream bad port", func(p *Params) { p.Upstream = "app:0" }, []string{"no valid port"}},
+		{"resolver not an IP", func(p *Params) { p.Resolver = "dns.local" }, []string{"Resolver:"}},
+		{"zero body limit", func(p *Params) { p.ClientMaxBodyBytes = 0 }, []string{"ClientMaxBodyBytes:"}},
+		{"login path with space", func(p *Params) { p.LoginPath = "/auth/login x" }, []string{"LoginPath:"}},
+		{"login path traversal", func(p *Params) { p.LoginPath = "/auth/../login" }, []string{"LoginPath:"}},
+		{"negative burst", func(p *Params) { p.LoginBurst = -1 }, []string{"LoginBurst:"}},
+		{"HSTS without TLS", func(p *Params) { *p = devParams(); p.HSTSSeconds = 60 }, []string{"HSTSSeconds: needs TLS"}},
+		{"includeSubDomains without max-age", func(p *Params) { p.HSTSSeconds = 0 }, []string{"HSTSSeconds: is zero"}},
+		{"preload below a year", func(p *Params) { p.HSTSPreload = true; p.HSTSSeconds = 3600 }, []string{"HSTSPreload: requires"}},
+		{"ACME without TLS", func(p *Params) { *p = devParams(); p.ACMEChallengeRoot = "/srv/acme" }, []string{"ACMEChallengeRoot: is only used with TLS"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := prodParams()
+			tc.change(&p)
+			err := p.Validate()
+			_, renderErr := Render(p)
+			if tc.want == nil {
+				require.NoError(t, err)
+				require.NoError(t, renderErr)
+				return
+			}
+			require.Error(t, err)
+			assert.Equal(t, err.Error(), renderErr.Error(), "Render refuses what Validate refuses")
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+// TestNginxAcceptsRenderedConfig runs the real `nginx -t` on rendered
+// configs, as the unprivileged user nginx runs as in its container.
+func TestNginxAcceptsRenderedConfig(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(p *Params, dir string)
+	}{
+		{"production: Docker upstream name through the resolver", func(*Params, string) {}},
+		{"dev: plain HTTP, IP upstream, no resolver", func(p *Params, _ string) { *p = devParams() }},
+		{"TLS on a listen address, no HSTS, no ACME, fixed workers", func(p *Params, _ string) {
+			p.ListenAddress = "127.0.0.1"
+			p.HSTSSeconds, p.HSTSIncludeSubdomains, p.ACMEChallengeRoot = 0, false, ""
+			p.Upstream, p.Resolver = "127.0.0.1:8000", ""
+			p.WorkerProcesses = 2
+		}},
+		{"HSTS preload and a non-default public port", func(p *Params, _ string) {
+			p.HSTSPreload = true
+			p.PublicPort = 8443
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := nobodyDir(t)
+			p := prodParams()
+			tc.change(&p, dir)
+			// Only files nginx opens at load time must really exist.
+			p.PidPath = filepath.Join(dir, "nginx.pid")
+			p.TempDir = dir
+			if p.TLS {
+				p.CertPath, p.KeyPath = writeTestCert(t, dir)
+			}
+			conf, err := Render(p)
+			require.NoError(t, err)
+			confPath := filepath.Join(dir, "nginx.conf")
+			require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o644))
+
+			cmd := exec.Command(nginxBin, "-t", "-c", confPath, "-p", dir)
+			runAsNobody(t, cmd)
+			output := nobodyFile(t, filepath.Join(dir, "nginx-t.out"))
+			cmd.Stdout, cmd.Stderr = output, output
+			err = cmd.Run()
+			out, readErr := os.ReadFile(output.Name())
+			require.NoError(t, readErr)
+			require.NoError(t, err, "nginx -t:\n%s", out)
+			assert.Contains(t, string(out), "test is successful")
+			assert.NotContains(t, string(out), "[warn]", "the config should load without warnings")
+		})
+	}
+}
+
+// nobody is the unprivileged account the tests run nginx as: this machine
+// runs as root, and production runs nginx as a non-root container user.
+func nobody(t *testing.T) (uid, gid uint32) {
+	t.Helper()
+	u, err := user.Lookup("nobody")
+	require.NoError(t, err)
+	uid64, err := strconv.ParseUint(u.Uid, 10, 32)
+	require.NoError(t, err)
+	gid64, err := strconv.ParseUint(u.Gid, 10, 32)
+	require.NoError(t, err)
+	return uint32(uid64), uint32(gid64)
+}
+
+func runAsNobody(t *testing.T, cmd *exec.Cmd) {
+	uid, gid := nobody(t)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+}
+
+// nobodyDir is a temporary directory that nobody owns and everyone may
+// traverse (t.TempDir's parent is private to root).
+func nobodyDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "nbms-nginx-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	chownNobody(t, dir)
+	return dir
+}
+
+// nobodyFile creates a file for nginx's stdout and stderr. It must be a file
+// nobody owns: "access_log /dev/stdout" reopens fd 1, and a pipe created by
+// root refuses that (in Docker, runc hands the container user its stdio).
+func nobodyFile(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	chownNobody(t, path)
+	return f
+}
+
+func chownNobody(t *testing.T, path string) {
+	t.Helper()
+	uid, gid := nobody(t)
+	require.NoError(t, os.Chown(path, int(uid), int(gid)))
+}
+
+// FuzzRenderKeepsValuesInert checks that whatever reaches the config through
+// a string field cannot end a directive, open a block, quote, comment or
+// expand a variable: Validate must refuse it first.
+func FuzzRenderKeepsValuesInert(f *testing.F) {
+	f.Add("nbms.example.org", "/srv/static", "/auth/login", "app:8000")
+	f.Add("a.org; return 200", "/srv/static;", "/login {", "app:8000; }")
+	f.Add("a.org", "/srv/$document_root", "/auth/#", "127.0.0.1:80")
+	f.Add("x", "/a/b c", "/l'", "[::1]:80")
+	f.Fuzz(func(t *testing.T, serverName, staticRoot, loginPath, upstream string) {
+		p := prodParams()
+		p.ServerNames = []string{serverName}
+		p.StaticRoot = staticRoot
+		p.LoginPath = loginPath
+		p.Upstream = upstream
+		if _, err := Render(p); err != nil {
+			return
+		}
+		for _, v := range []string{serverName, staticRoot, loginPath, upstream} {
+			if strings.ContainsAny(v, " \t\r\n;{}\"'$#\\") {
+				t.Fatalf("Render accepted %q, which nginx would parse as syntax", v)
+			}
+		}
+	})
+}

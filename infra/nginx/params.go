@@ -1,0 +1,290 @@
+// Package nginx renders the nginx.conf of the NBMS edge proxy from the stack
+// config: TLS termination, the HTTP→HTTPS redirect, static and media files
+// served from their volumes, the login rate limit, the upload limit and the
+// X-Forwarded-* headers the app believes.
+//
+// Render is a pure function: the same Params always give the same bytes, so
+// a changed config shows up as a diff in `pulumi preview` and nothing else
+// does. The output is one self-contained file (no include, no mime.types)
+// that works under a non-root user on a read-only root filesystem with a
+// writable tmpfs at /tmp, and that nginx runs in the foreground with
+// `nginx -g 'daemon off;'` (the file has no daemon directive because the
+// official image's command already passes one, and a duplicate is an error).
+package nginx
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/nbms-deploy/nbms/app/config"
+)
+
+// Defaults applied to zero-valued Params fields.
+const (
+	DefaultPidPath   = "/tmp/nginx.pid"
+	DefaultTempDir   = "/tmp"
+	DefaultLoginPath = "/auth/login"
+)
+
+// HealthPath is answered 200 by nginx itself on the HTTP port, whatever the
+// Host header, without touching the app: the nginx container's health check
+// must not fail because the app is down (the app has its own), and it must
+// not depend on DNS or certificates, e.g.
+// `wget -qO- http://127.0.0.1:<HTTPPort>/nginx-health`.
+const HealthPath = "/nginx-health"
+
+// HashedNamePattern matches the static file names that are served as
+// immutable (cached for a year): a content hash of 8 to 64 lowercase hex
+// digits just before the extension, as in app.3f2a9c1b.css. Every other
+// static file is revalidated on each use. The pattern is valid both as PCRE
+// (nginx) and as Go regexp, so the code that names static files can test
+// its names against it.
+const HashedNamePattern = `\.[0-9a-f]{8,64}\.[A-Za-z0-9]+$`
+
+// Params is everything the rendered configuration depends on.
+type Params struct {
+	// ServerNames are the host names the site answers to (the app's
+	// ALLOWED_HOSTS). A request for any other Host is dropped without an
+	// answer, and a TLS handshake for any other SNI name is refused.
+	ServerNames []string
+	// ListenAddress is the IP address nginx binds inside its container.
+	// Empty means every IPv4 address.
+	ListenAddress string
+	// HTTPPort and HTTPSPort are the ports nginx listens on inside its
+	// container. Above 1023 nginx needs no capability to bind them.
+	HTTPPort, HTTPSPort int
+	// PublicPort is the port clients connect to (the published host port):
+	// it goes into the HTTP→HTTPS redirect and into X-Forwarded-Port, so the
+	// app rebuilds the origin the browser used, not the container's port.
+	// Zero means the scheme's default (443 with TLS, 80 without).
+	PublicPort int
+	// TLS serves the site over HTTPS on HTTPSPort and redirects HTTP to it.
+	// Without TLS (local dev stacks only) the site is served on HTTPPort.
+	TLS bool
+	// CertPath and KeyPath are the PEM certificate chain and private key.
+	CertPath, KeyPath string
+	// Upstream is host:port of the app, e.g. "app:8000".
+	Upstream string
+	// Resolver is the DNS server nginx asks for Upstream's address at
+	// request time (Docker's embedded DNS is 127.0.0.11). Required when the
+	// upstream host is a name: nginx resolves names in an upstream block
+	// only once, at startup, and would keep sending traffic to the old
+	// address after the app container is replaced. Empty is only allowed
+	// for an IP address upstream.
+	Resolver string
+	// StaticRoot and MediaRoot are the directories of the static and media
+	// volumes inside the nginx container.
+	StaticRoot, MediaRoot string
+	// ClientMaxBodyBytes is the largest request body nginx accepts; set it
+	// to the app's MAX_UPLOAD_BYTES so oversized uploads stop at the edge.
+	ClientMaxBodyBytes int64
+	// LoginPath is the login endpoint whose POSTs are rate limited per
+	// client address. Default DefaultLoginPath.
+	LoginPath string
+	// LoginRatePerMinute and LoginBurst configure the login limit: after
+	// 1+LoginBurst quick attempts, further POSTs get 429 (with Retry-After)
+	// until the rate refills. LoginBurst 0 allows no burst.
+	LoginRatePerMinute, LoginBurst int
+	// HSTSSeconds, HSTSIncludeSubdomains and HSTSPreload must equal the
+	// app's SECURE_HSTS_* settings: nginx owns the Strict-Transport-Security
+	// header (it replaces the app's), so every HTTPS response carries
+	// exactly one. Zero sends no HSTS header.
+	HSTSSeconds                        int
+	HSTSIncludeSubdomains, HSTSPreload bool
+	// ACMEChallengeRoot, when set, serves HTTP-01 challenges over plain
+	// HTTP from <ACMEChallengeRoot>/.well-known/acme-challenge/ (certbot's
+	// --webroot layout) instead of redirecting them. TLS only.
+	ACMEChallengeRoot string
+	// WorkerProcesses is the number of worker processes; zero means "auto"
+	// (one per CPU the container sees).
+	WorkerProcesses int
+	// PidPath and TempDir are the writable paths nginx needs; they default
+	// to /tmp so a single tmpfs at /tmp makes a read-only root filesystem
+	// work. TempDir must exist: nginx creates only its nginx-* subfolders.
+	PidPath, TempDir string
+}
+
+// withDefaults returns p with the documented defaults filled in.
+func (p Params) withDefaults() Params {
+	if p.PidPath == "" {
+		p.PidPath = DefaultPidPath
+	}
+	if p.TempDir == "" {
+		p.TempDir = DefaultTempDir
+	}
+	if p.LoginPath == "" {
+		p.LoginPath = DefaultLoginPath
+	}
+	if p.PublicPort == 0 {
+		p.PublicPort = 80
+		if p.TLS {
+			p.PublicPort = 443
+		}
+	}
+	return p
+}
+
+var (
+	// hostnameRE accepts lowercase DNS names (nginx compares names case-
+	// insensitively; lowercase keeps the config and the app's ALLOWED_HOSTS
+	// spelled alike). Wildcards are refused: the app allows exact hosts.
+	hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+	// pathRE is the character set allowed in file system paths. Values are
+	// written into the config unquoted, so anything nginx's parser treats
+	// specially (space, quotes, ; { } $ #) must never get through.
+	pathRE = regexp.MustCompile(`^/[A-Za-z0-9._/@+~-]*$`)
+	// urlPathRE is the character set allowed in LoginPath.
+	urlPathRE = regexp.MustCompile(`^/[A-Za-z0-9._/-]*$`)
+)
+
+// Validate reports every problem with p at once (defaults applied first).
+func (p Params) Validate() error {
+	p = p.withDefaults()
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("nginx: %s: "+format, append([]any{field}, args...)...))
+	}
+
+	if len(p.ServerNames) == 0 {
+		add("ServerNames", "at least one host name is required")
+	}
+	seen := map[string]bool{}
+	for _, name := range p.ServerNames {
+		if !validHost(name) {
+			add("ServerNames", "%q is not a lowercase host name or IPv4 address", name)
+		}
+		if seen[name] {
+			add("ServerNames", "%q is listed twice", name)
+		}
+		seen[name] = true
+	}
+	if p.ListenAddress != "" {
+		if _, err := netip.ParseAddr(p.ListenAddress); err != nil {
+			add("ListenAddress", "%q is not an IP address", p.ListenAddress)
+		}
+	}
+
+	checkPort := func(field string, port int) {
+		if port < 1 || port > 65535 {
+			add(field, "%d is not a port (1-65535)", port)
+		}
+	}
+	checkPort("HTTPPort", p.HTTPPort)
+	checkPort("PublicPort", p.PublicPort)
+	if p.TLS {
+		checkPort("HTTPSPort", p.HTTPSPort)
+		if p.HTTPSPort == p.HTTPPort {
+			add("HTTPSPort", "must differ from HTTPPort")
+		}
+	}
+
+	checkPath := func(field, path string) {
+		if !validPath(path) {
+			add(field, "%q must be a clean absolute path of letters, digits and ._/@+~-", path)
+		}
+	}
+	if p.TLS {
+		checkPath("CertPath", p.CertPath)
+		checkPath("KeyPath", p.KeyPath)
+	}
+	if p.ACMEChallengeRoot != "" {
+		checkPath("ACMEChallengeRoot", p.ACMEChallengeRoot)
+		if !p.TLS {
+			add("ACMEChallengeRoot", "is only used with TLS")
+		}
+	}
+	checkPath("StaticRoot", p.StaticRoot)
+	checkPath("MediaRoot", p.MediaRoot)
+	if validPath(p.StaticRoot) && validPath(p.MediaRoot) && nested(p.StaticRoot, p.MediaRoot) {
+		// Otherwise uploads would also be served from /static/ without the
+		// attachment and sandbox headers that make them harmless.
+		add("MediaRoot", "%q and StaticRoot %q must not contain one another", p.MediaRoot, p.StaticRoot)
+	}
+	checkPath("PidPath", p.PidPath)
+	checkPath("TempDir", p.TempDir)
+
+	if err := checkUpstream(p.Upstream, p.Resolver); err != nil {
+		add("Upstream", "%v", err)
+	}
+	if p.Resolver != "" {
+		if _, err := netip.ParseAddr(p.Resolver); err != nil {
+			add("Resolver", "%q is not an IP address", p.Resolver)
+		}
+	}
+
+	if p.ClientMaxBodyBytes <= 0 {
+		add("ClientMaxBodyBytes", "must be positive (the app's MAX_UPLOAD_BYTES), got %d", p.ClientMaxBodyBytes)
+	}
+	if !urlPathRE.MatchString(p.LoginPath) || strings.Contains(p.LoginPath, "..") || strings.Contains(p.LoginPath, "//") {
+		add("LoginPath", "%q must be an absolute URL path of letters, digits and ._/-", p.LoginPath)
+	}
+	if p.LoginRatePerMinute < 1 {
+		add("LoginRatePerMinute", "must be at least 1, got %d", p.LoginRatePerMinute)
+	}
+	if p.LoginBurst < 0 {
+		add("LoginBurst", "must not be negative, got %d", p.LoginBurst)
+	}
+	if p.WorkerProcesses < 0 {
+		add("WorkerProcesses", "must not be negative, got %d", p.WorkerProcesses)
+	}
+
+	// The same rules as the app's headers package, so nginx can never send
+	// an HSTS header the app would refuse to start with.
+	switch {
+	case p.HSTSSeconds < 0:
+		add("HSTSSeconds", "must not be negative, got %d", p.HSTSSeconds)
+	case p.HSTSSeconds > 0 && !p.TLS:
+		add("HSTSSeconds", "needs TLS: browsers ignore HSTS received over plain HTTP")
+	case p.HSTSSeconds == 0 && (p.HSTSIncludeSubdomains || p.HSTSPreload):
+		add("HSTSSeconds", "is zero (no HSTS header) but includeSubDomains or preload is set")
+	}
+	if p.HSTSPreload && (!p.HSTSIncludeSubdomains || p.HSTSSeconds < config.MinHSTSSeconds) {
+		add("HSTSPreload", "requires HSTSIncludeSubdomains and HSTSSeconds >= %d", config.MinHSTSSeconds)
+	}
+	return errors.Join(errs...)
+}
+
+func validHost(name string) bool {
+	if addr, err := netip.ParseAddr(name); err == nil {
+		return addr.Is4()
+	}
+	return len(name) <= 253 && hostnameRE.MatchString(name)
+}
+
+func validPath(path string) bool {
+	return path != "/" && pathRE.MatchString(path) && filepath.Clean(path) == path
+}
+
+// nested reports whether a and b are equal or one is inside the other.
+func nested(a, b string) bool {
+	return a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
+}
+
+func checkUpstream(upstream, resolver string) error {
+	host, port, err := net.SplitHostPort(upstream)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", upstream)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q has no valid port", upstream)
+	}
+	if addr, err := netip.ParseAddr(host); err == nil {
+		if addr.Zone() != "" {
+			return fmt.Errorf("%q has an IPv6 zone", upstream)
+		}
+		return nil
+	}
+	if !hostnameRE.MatchString(host) {
+		return fmt.Errorf("%q: host is not a lowercase host name or IP address", upstream)
+	}
+	if resolver == "" {
+		return fmt.Errorf("%q is a host name: set Resolver so nginx follows the app container to its new address after a replacement", upstream)
+	}
+	return nil
+}

@@ -1,0 +1,424 @@
+package nginx
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"text/template"
+)
+
+// Render returns the complete nginx.conf for p, or the Validate error.
+func Render(p Params) (string, error) {
+	if err := p.Validate(); err != nil {
+		return "", err
+	}
+	v, err := newView(p.withDefaults())
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	if err := confTemplate.Execute(&b, v); err != nil {
+		return "", fmt.Errorf("nginx: render: %w", err)
+	}
+	return b.String(), nil
+}
+
+// view is Params turned into the exact strings the template writes.
+type view struct {
+	Params
+	Workers        string
+	HTTPListen     string
+	HTTPSListen    string
+	ServerNameList string
+	UpstreamURL    string
+	ResolverAddr   string
+	HSTS           string
+	RedirectTarget string
+	ForwardedPort  string
+	LoginRate      string
+	RetryAfter     int
+	HashedPattern  string
+	ErrorPages     []errorPage
+}
+
+// errorPage is a response nginx produces itself, rendered as the same RFC
+// 9457 problem+json body the app's problem package writes, so clients get
+// one error shape whether nginx or the app refused the request.
+type errorPage struct {
+	Status int
+	Body   string
+}
+
+func newView(p Params) (view, error) {
+	v := view{
+		Params:         p,
+		Workers:        "auto",
+		HTTPListen:     listen(p.ListenAddress, p.HTTPPort),
+		HTTPSListen:    listen(p.ListenAddress, p.HTTPSPort),
+		ServerNameList: strings.Join(p.ServerNames, " "),
+		ForwardedPort:  strconv.Itoa(p.PublicPort),
+		HashedPattern:  HashedNamePattern,
+		LoginRate:      strconv.Itoa(p.LoginRatePerMinute) + "r/m",
+		// The time one request slot takes to refill, rounded up.
+		RetryAfter: (60 + p.LoginRatePerMinute - 1) / p.LoginRatePerMinute,
+	}
+	if p.WorkerProcesses > 0 {
+		v.Workers = strconv.Itoa(p.WorkerProcesses)
+	}
+	host, port, _ := net.SplitHostPort(p.Upstream) // validated
+	v.UpstreamURL = "http://" + net.JoinHostPort(host, port)
+	if p.Resolver != "" {
+		v.ResolverAddr = p.Resolver
+		if addr := netip.MustParseAddr(p.Resolver); addr.Is6() {
+			v.ResolverAddr = "[" + addr.String() + "]"
+		}
+	}
+	if p.TLS && p.HSTSSeconds > 0 {
+		v.HSTS = "max-age=" + strconv.Itoa(p.HSTSSeconds)
+		if p.HSTSIncludeSubdomains {
+			v.HSTS += "; includeSubDomains"
+		}
+		if p.HSTSPreload {
+			v.HSTS += "; preload"
+		}
+	}
+	// $host comes from a Host header that matched server_name (any other
+	// host lands in the default server), so the redirect cannot be pointed
+	// at a foreign site.
+	v.RedirectTarget = "https://$host"
+	if p.PublicPort != 443 {
+		v.RedirectTarget += ":" + strconv.Itoa(p.PublicPort)
+	}
+	v.RedirectTarget += "$request_uri"
+
+	details := map[int]string{
+		http.StatusRequestEntityTooLarge: fmt.Sprintf("The request body is larger than the %d bytes this server accepts.", p.ClientMaxBodyBytes),
+		http.StatusTooManyRequests:       "Too many login attempts from this address; wait before retrying.",
+		http.StatusBadGateway:            "The application is not reachable right now; try again shortly.",
+		http.StatusGatewayTimeout:        "The application did not answer in time; try again shortly.",
+	}
+	for _, status := range []int{413, 429, 502, 504} {
+		body, err := json.Marshal(struct {
+			Type   string `json:"type"`
+			Title  string `json:"title"`
+			Status int    `json:"status"`
+			Detail string `json:"detail"`
+		}{"about:blank", http.StatusText(status), status, details[status]})
+		if err != nil {
+			return view{}, fmt.Errorf("nginx: error page %d: %w", status, err)
+		}
+		// The body goes inside a single-quoted nginx string, where $ would
+		// start a variable; the texts above contain neither.
+		if strings.ContainsAny(string(body), `'$\`) {
+			return view{}, fmt.Errorf("nginx: error page %d body cannot be quoted", status)
+		}
+		v.ErrorPages = append(v.ErrorPages, errorPage{Status: status, Body: string(body)})
+	}
+	return v, nil
+}
+
+func listen(addr string, port int) string {
+	if addr == "" {
+		return strconv.Itoa(port)
+	}
+	return netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port)).String()
+}
+
+var confTemplate = template.Must(template.New("nginx.conf").Funcs(template.FuncMap{
+	"security": securityHeaders,
+	"proxy":    proxyDirectives,
+}).Parse(confText))
+
+// Two nginx rules shape the configuration:
+//
+//   - add_header, proxy_set_header and proxy_hide_header are inherited by a
+//     block only when it defines none of its own. One add_header in a
+//     location silently drops every server-level header (HSTS included), so
+//     securityHeaders and proxyDirectives are rendered into every block that
+//     needs them instead of relying on inheritance.
+//   - A location prefix and its alias must both end in "/": with
+//     "location /static" a request for /static../x maps outside the folder.
+
+// securityHeaders are the headers nginx owns on every response it sends,
+// proxied or not. hsts is the Strict-Transport-Security value ("" for none).
+func securityHeaders(indent int, hsts string) string {
+	var lines []string
+	if hsts != "" {
+		lines = append(lines, `add_header Strict-Transport-Security "`+hsts+`" always;`)
+	}
+	lines = append(lines,
+		`add_header X-Content-Type-Options "nosniff" always;`,
+		`add_header X-Frame-Options "DENY" always;`,
+		`add_header X-Request-ID $request_id always;`,
+	)
+	return indentLines(indent, lines)
+}
+
+// proxyDirectives sends a request to the app with the headers the app's
+// proxy package believes from a trusted peer. forwardedPort is the public
+// port the client used.
+func proxyDirectives(indent int, forwardedPort string) string {
+	return indentLines(indent, []string{
+		`proxy_pass $nbms_upstream;`,
+		`proxy_set_header Connection "";`,
+		`proxy_set_header Host $host;`,
+		`# $remote_addr, not $proxy_add_x_forwarded_for: this is the edge, and`,
+		`# whatever the client sent in X-Forwarded-For is forged.`,
+		`proxy_set_header X-Forwarded-For $remote_addr;`,
+		`proxy_set_header X-Forwarded-Proto $scheme;`,
+		`proxy_set_header X-Forwarded-Host $host;`,
+		`proxy_set_header X-Forwarded-Port ` + forwardedPort + `;`,
+		`proxy_set_header X-Request-ID $request_id;`,
+		`# The app ignores Forwarded; nothing behind nginx may believe a forged one.`,
+		`proxy_set_header Forwarded "";`,
+		`# nginx sets these itself, so each response carries exactly one.`,
+		`proxy_hide_header Strict-Transport-Security;`,
+		`proxy_hide_header X-Content-Type-Options;`,
+		`proxy_hide_header X-Frame-Options;`,
+		`proxy_hide_header X-Request-ID;`,
+		`# Software banners.`,
+		`proxy_hide_header X-Powered-By;`,
+		`proxy_hide_header Server;`,
+	})
+}
+
+func indentLines(indent int, lines []string) string {
+	pad := strings.Repeat(" ", indent)
+	return pad + strings.Join(lines, "\n"+pad)
+}
+
+const confText = `# Generated by github.com/nbms-deploy/nbms/infra/nginx from the stack config.
+# Do not edit: change the stack config and run pulumi up.
+# Run in the foreground: nginx -g 'daemon off;'. No user directive: nginx
+# runs only as the container's (non-root) user.
+worker_processes {{.Workers}};
+pid {{.PidPath}};
+error_log stderr warn;
+
+events {
+    worker_connections 1024;
+}
+
+http {
+    server_tokens off;
+    sendfile on;
+    tcp_nopush on;
+
+    # Inline MIME types keep this file self-contained; anything else is
+    # served as a download, never as something a browser might render.
+    default_type application/octet-stream;
+    types {
+        text/html html htm;
+        text/css css;
+        text/plain txt;
+        text/csv csv;
+        text/javascript js mjs;
+        application/json json map;
+        application/geo+json geojson;
+        application/manifest+json webmanifest;
+        application/pdf pdf;
+        application/wasm wasm;
+        application/xml xml;
+        image/avif avif;
+        image/gif gif;
+        image/jpeg jpg jpeg;
+        image/png png;
+        image/svg+xml svg;
+        image/webp webp;
+        image/x-icon ico;
+        font/otf otf;
+        font/ttf ttf;
+        font/woff woff;
+        font/woff2 woff2;
+    }
+
+    # Writable paths under TempDir: the root filesystem is read-only.
+    client_body_temp_path {{.TempDir}}/nginx-client-body;
+    proxy_temp_path {{.TempDir}}/nginx-proxy;
+    fastcgi_temp_path {{.TempDir}}/nginx-fastcgi;
+    uwsgi_temp_path {{.TempDir}}/nginx-uwsgi;
+    scgi_temp_path {{.TempDir}}/nginx-scgi;
+
+    # One JSON object per request on stdout. request_id is the X-Request-ID
+    # the app receives, so the two log lines join. The path is logged
+    # without its query string, which may carry tokens.
+    log_format nbms_json escape=json '{"time":"$time_iso8601","request_id":"$request_id",'
+        '"remote_addr":"$remote_addr","host":"$host","method":"$request_method","path":"$uri",'
+        '"protocol":"$server_protocol","status":$status,"body_bytes_sent":$body_bytes_sent,'
+        '"request_length":$request_length,"request_time":$request_time,'
+        '"upstream_status":"$upstream_status","upstream_response_time":"$upstream_response_time",'
+        '"user_agent":"$http_user_agent"}';
+    access_log /dev/stdout nbms_json;
+
+    # Slow clients are cut off instead of holding connections open.
+    client_header_timeout 10s;
+    client_body_timeout 30s;
+    send_timeout 30s;
+    keepalive_timeout 65s;
+    reset_timedout_connection on;
+
+    # The app's MAX_UPLOAD_BYTES: larger bodies get 413 here and never
+    # reach the app.
+    client_max_body_size {{.ClientMaxBodyBytes}};
+
+    # Login attempts per client address. Only POST counts: requests whose
+    # key is empty are not limited.
+    map $request_method $nbms_login_limit_key {
+        POST $binary_remote_addr;
+        default "";
+    }
+    limit_req_zone $nbms_login_limit_key zone=nbms_login:10m rate={{.LoginRate}};
+    limit_req_status 429;
+    limit_req_log_level warn;
+
+    # Hashed static names never change content: cache them for a year.
+    # Anything else is revalidated, so a deploy is seen at once.
+    map $uri $nbms_static_cache_control {
+        "~{{.HashedPattern}}" "public, max-age=31536000, immutable";
+        default "no-cache";
+    }
+{{- if .ResolverAddr}}
+
+    # The app is addressed through a variable, so nginx re-resolves its name
+    # (valid=10s) and follows a replaced container to its new address.
+    resolver {{.ResolverAddr}} valid=10s ipv6=off;
+    resolver_timeout 2s;
+{{- end}}
+
+{{- if .TLS}}
+
+    # Mozilla "intermediate": TLS 1.3, and TLS 1.2 with forward-secret AEAD
+    # suites only. Set here, not per server: the protocol version is agreed
+    # with the default server's settings, before SNI picks the site.
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:nbms_tls:10m;
+    ssl_session_timeout 1d;
+    # Tickets would encrypt every session under one key until restart,
+    # which defeats forward secrecy.
+    ssl_session_tickets off;
+{{- end}}
+
+    proxy_http_version 1.1;
+    proxy_connect_timeout 5s;
+    proxy_send_timeout 60s;
+    proxy_read_timeout 60s;
+
+    # A request for a host this site does not serve gets no answer at all.
+    server {
+        listen {{.HTTPListen}} default_server;
+        server_name _;
+{{template "health"}}
+        location / {
+            return 444;
+        }
+    }
+{{- if .TLS}}
+
+    server {
+        listen {{.HTTPSListen}} ssl default_server;
+        server_name _;
+        ssl_reject_handshake on;
+        return 444;
+    }
+
+    # Plain HTTP only redirects to HTTPS{{if .ACMEChallengeRoot}} (and answers ACME HTTP-01 challenges){{end}}.
+    server {
+        listen {{.HTTPListen}};
+        server_name {{.ServerNameList}};
+{{security 8 ""}}
+{{template "health"}}
+{{- if .ACMEChallengeRoot}}
+        location ^~ /.well-known/acme-challenge/ {
+            root {{.ACMEChallengeRoot}};
+            default_type text/plain;
+        }
+{{- end}}
+        location / {
+            return 301 {{.RedirectTarget}};
+        }
+    }
+
+    server {
+        listen {{.HTTPSListen}} ssl;
+        server_name {{.ServerNameList}};
+
+        ssl_certificate {{.CertPath}};
+        ssl_certificate_key {{.KeyPath}};
+{{template "site" .}}
+    }
+{{- else}}
+
+    server {
+        listen {{.HTTPListen}};
+        server_name {{.ServerNameList}};
+{{template "health"}}
+{{template "site" .}}
+    }
+{{- end}}
+}
+{{define "health"}}
+        location = ` + HealthPath + ` {
+            access_log off;
+            default_type text/plain;
+            return 200 "ok\n";
+        }
+{{- end}}
+{{define "site"}}
+        set $nbms_upstream {{.UpstreamURL}};
+
+        # add_header in a location drops these server-level headers, so
+        # every location below repeats them.
+{{security 8 .HSTS}}
+{{- range .ErrorPages}}
+        error_page {{.Status}} @nbms_error_{{.Status}};
+{{- end}}
+
+        # Location and alias both end in "/": with "location /static" a
+        # request for /static../x would map outside the folder.
+        location /static/ {
+            alias {{.StaticRoot}}/;
+{{security 12 .HSTS}}
+            add_header Cache-Control $nbms_static_cache_control;
+        }
+
+        # Uploads: always downloaded, never sniffed, and sandboxed if a
+        # browser renders one anyway.
+        location /media/ {
+            alias {{.MediaRoot}}/;
+{{security 12 .HSTS}}
+            add_header Content-Disposition "attachment" always;
+            add_header Content-Security-Policy "default-src 'none'; sandbox" always;
+            add_header Cache-Control "private, no-cache" always;
+        }
+
+        location = {{.LoginPath}} {
+            limit_req zone=nbms_login{{if .LoginBurst}} burst={{.LoginBurst}}{{end}} nodelay;
+{{security 12 .HSTS}}
+{{proxy 12 .ForwardedPort}}
+        }
+
+        location / {
+{{security 12 .HSTS}}
+{{proxy 12 .ForwardedPort}}
+        }
+
+        # Errors nginx answers itself, in the app's problem+json shape.
+{{- range .ErrorPages}}
+        location @nbms_error_{{.Status}} {
+{{security 12 $.HSTS}}
+            add_header Cache-Control "no-store" always;
+{{- if eq .Status 429}}
+            add_header Retry-After "{{$.RetryAfter}}" always;
+{{- end}}
+            types { }
+            default_type application/problem+json;
+            return {{.Status}} '{{.Body}}';
+        }
+{{- end}}
+{{- end}}`

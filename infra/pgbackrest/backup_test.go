@@ -1,0 +1,195 @@
+package pgbackrest
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const pgBin = "/usr/lib/postgresql/15/bin"
+
+// postgresOS runs commands as the postgres OS user: PostgreSQL refuses to
+// run as root, and pgBackRest run as root leaves a repository postgres can
+// no longer write (ops-anchors §2.7).
+type postgresOS struct {
+	t        *testing.T
+	uid, gid uint32
+	dir      string
+}
+
+func newPostgresOS(t *testing.T, dir string) postgresOS {
+	u, err := user.Lookup("postgres")
+	require.NoError(t, err, "the postgres OS user comes with Debian's postgresql package")
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	require.NoError(t, err)
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	require.NoError(t, err)
+	return postgresOS{t: t, uid: uint32(uid), gid: uint32(gid), dir: dir}
+}
+
+func (pg postgresOS) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: pg.uid, Gid: pg.gid}}
+	cmd.Dir = pg.dir // the test's working directory is not readable by postgres
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=" + pg.dir}
+	return cmd
+}
+
+// run runs name as postgres and returns its output, failing the test on a
+// non-zero exit.
+func (pg postgresOS) run(name string, args ...string) string {
+	pg.t.Helper()
+	out, err := pg.command(name, args...).CombinedOutput()
+	require.NoError(pg.t, err, "%s %s:\n%s", name, strings.Join(args, " "), out)
+	return string(out)
+}
+
+func (pg postgresOS) mkdir(path string) {
+	pg.t.Helper()
+	require.NoError(pg.t, os.MkdirAll(path, 0o700))
+	require.NoError(pg.t, os.Chown(path, int(pg.uid), int(pg.gid)))
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// info is the part of `pgbackrest --output=json info` (2.45) the test reads.
+type info struct {
+	Name   string `json:"name"`
+	Status struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"status"`
+	DB []struct {
+		SystemID uint64 `json:"system-id"` // above 2^53: float64 would round it
+		Version  string `json:"version"`
+	} `json:"db"`
+	Archive []struct {
+		Max *string `json:"max"`
+	} `json:"archive"`
+	Backup []struct {
+		Label string `json:"label"`
+		Type  string `json:"type"`
+		Error bool   `json:"error"`
+	} `json:"backup"`
+}
+
+// TestRealBackup runs the real pgBackRest 2.45 with the rendered config
+// against a throwaway PostgreSQL 15 cluster archiving WAL through
+// ArchiveCommand: stanza-create, check, a full backup, info.
+func TestRealBackup(t *testing.T) {
+	base, err := os.MkdirTemp("", "nbms-pgbackrest-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	pg := newPostgresOS(t, base)
+	pg.mkdir(base)
+
+	data := filepath.Join(base, "data")
+	sock := filepath.Join(base, "sock")
+	// The config lives at a path that needs every layer of quoting: a quote
+	// and a space for the shell, a % for archive_command's own expansion,
+	// and the shell quoting's '\'' (a backslash) for postgresql.conf.
+	confDir := filepath.Join(base, "it's 100% conf")
+	for _, dir := range []string{sock, confDir, filepath.Join(base, "repo"), filepath.Join(base, "log"), filepath.Join(base, "lock")} {
+		pg.mkdir(dir)
+	}
+	confPath := filepath.Join(confDir, "pgbackrest.conf")
+	port := freePort(t)
+	const stanza = "nbms-test"
+
+	p := Params{
+		Stanza:        stanza,
+		PGDataPath:    data,
+		PGSocketPath:  sock,
+		PGUser:        "postgres",
+		RepoPath:      filepath.Join(base, "repo"),
+		LogPath:       filepath.Join(base, "log"),
+		LockPath:      filepath.Join(base, "lock"),
+		PGPort:        port,
+		RetentionFull: 2,
+		RetentionDiff: 3,
+		ProcessMax:    2,
+	}
+	conf, err := Render(p)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o640))
+	require.NoError(t, os.Chown(confPath, int(pg.uid), int(pg.gid)))
+
+	pg.run(pgBin+"/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+		"--locale=C.UTF-8", "--data-checksums", "--no-sync")
+	settings := "listen_addresses = '127.0.0.1'\n" +
+		"port = " + strconv.Itoa(port) + "\n" +
+		"unix_socket_directories = '" + sock + "'\n" +
+		PostgresConf(PostgresSettings(confPath, stanza))
+	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(settings)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	pgLog := filepath.Join(base, "pg.log")
+	t.Cleanup(func() {
+		_ = pg.command(pgBin+"/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop").Run()
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := os.ReadFile(pgLog)
+			t.Logf("PostgreSQL log:\n%s", log)
+		}
+	})
+	pg.run(pgBin+"/pg_ctl", "-D", data, "-l", pgLog, "-w", "-t", "60", "start")
+
+	pgbackrest := func(args ...string) string {
+		t.Helper()
+		return pg.run("pgbackrest", append([]string{"--config=" + confPath, "--stanza=" + stanza}, args...)...)
+	}
+	pgbackrest("stanza-create")
+	// check switches WAL and waits until archive_command has pushed it.
+	pgbackrest("check")
+	pgbackrest("--type=full", "backup")
+
+	archiver := pg.run(pgBin+"/psql", "-h", sock, "-p", strconv.Itoa(port), "-U", "postgres", "-X", "-At",
+		"-c", "SELECT archived_count > 0, failed_count FROM pg_stat_archiver")
+	assert.Equal(t, "t|0", strings.TrimSpace(archiver), "archive_command pushed WAL and never failed")
+
+	var stanzas []info
+	require.NoError(t, json.Unmarshal([]byte(pgbackrest("--output=json", "info")), &stanzas))
+	require.Len(t, stanzas, 1)
+	got := stanzas[0]
+	assert.Equal(t, stanza, got.Name)
+	assert.Equal(t, 0, got.Status.Code, got.Status.Message)
+	require.Len(t, got.Backup, 1)
+	assert.Equal(t, "full", got.Backup[0].Type)
+	assert.False(t, got.Backup[0].Error)
+	require.Len(t, got.Archive, 1)
+	require.NotNil(t, got.Archive[0].Max, "WAL reached the repository")
+	require.Len(t, got.DB, 1)
+	assert.Equal(t, "15", got.DB[0].Version)
+
+	control := pg.run(pgBin+"/pg_controldata", "-D", data)
+	m := regexp.MustCompile(`Database system identifier:\s+(\d+)`).FindStringSubmatch(control)
+	require.NotNil(t, m, control)
+	systemID, err := strconv.ParseUint(m[1], 10, 64)
+	require.NoError(t, err)
+	assert.Equal(t, systemID, got.DB[0].SystemID, "system-id decoded exactly (uint64)")
+
+	entries, err := os.ReadDir(p.LogPath)
+	require.NoError(t, err)
+	assert.NotEmpty(t, entries, "pgBackRest wrote its log under LogPath")
+}
