@@ -41,7 +41,9 @@ func jsonErrors(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
-			h.ServeHTTP(w, r)
+			// Serve through the mux, not h: only ServeHTTP fills in the
+			// pattern's path values ({code}) on the request.
+			mux.ServeHTTP(w, r)
 			return
 		}
 		// The mux's fallback writes only a status, an Allow header and a
