@@ -36,48 +36,40 @@ func publicAPIIndex() http.Handler {
 }
 
 // jsonErrors answers the mux's own refusals (no route: 404; wrong method:
-// 405 with Allow) as problem+json instead of net/http's text/plain.
+// 405 with Allow) as problem+json instead of net/http's text/plain. The
+// mux marks those with http.Error's text/plain content type; handlers of
+// this app answer errors with problem.Write, so a text/plain 404 or 405
+// can only come from the mux. Matching once, in ServeHTTP, keeps the
+// routing cost to a single lookup.
 func jsonErrors(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, pattern := mux.Handler(r)
-		if pattern != "" {
-			// Serve through the mux, not h: only ServeHTTP fills in the
-			// pattern's path values ({code}) on the request.
-			mux.ServeHTTP(w, r)
-			return
-		}
-		// The mux's fallback writes only a status, an Allow header and a
-		// text body; capture the first two and answer in JSON.
-		probe := &statusProbe{header: http.Header{}}
-		h.ServeHTTP(probe, r)
-		if probe.status == 0 || probe.status == http.StatusMovedPermanently || probe.status == http.StatusTemporaryRedirect || probe.status == http.StatusPermanentRedirect {
-			// A redirect (path cleaning, trailing slash): let the mux answer.
-			h.ServeHTTP(w, r)
-			return
-		}
-		if allow := probe.header.Values("Allow"); len(allow) > 0 {
-			w.Header()["Allow"] = allow
-		}
-		problem.Write(w, probe.status, "")
+		mux.ServeHTTP(&muxErrorWriter{ResponseWriter: w}, r)
 	})
 }
 
-// statusProbe is a ResponseWriter that records the status and headers and
-// discards the body.
-type statusProbe struct {
-	header http.Header
-	status int
+// muxErrorWriter turns http.Error's text/plain 404 and 405 into problem
+// details and drops the text body that follows.
+type muxErrorWriter struct {
+	http.ResponseWriter
+	swallow bool
 }
 
-func (p *statusProbe) Header() http.Header { return p.header }
-func (p *statusProbe) WriteHeader(code int) {
-	if p.status == 0 {
-		p.status = code
+func (w *muxErrorWriter) WriteHeader(code int) {
+	if (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) &&
+		w.Header().Get("Content-Type") == "text/plain; charset=utf-8" {
+		w.swallow = true
+		problem.Write(w.ResponseWriter, code, "")
+		return
 	}
+	w.ResponseWriter.WriteHeader(code)
 }
-func (p *statusProbe) Write(b []byte) (int, error) {
-	if p.status == 0 {
-		p.status = http.StatusOK
+
+func (w *muxErrorWriter) Write(b []byte) (int, error) {
+	if w.swallow {
+		return len(b), nil
 	}
-	return len(b), nil
+	return w.ResponseWriter.Write(b)
 }
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *muxErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
