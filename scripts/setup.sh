@@ -3,7 +3,8 @@
 # installed) to build and test NBMS. Idempotent: run it as often as you like.
 #
 #   - installs the Debian packages the tests use as real consumers
-#     (nginx, pgBackRest, PostGIS), without starting their services;
+#     (nginx, pgBackRest, PostGIS, Chromium for the policy report, shellcheck
+#     for the ops scripts), without starting their services;
 #   - makes sure PostgreSQL and Redis are running on 127.0.0.1;
 #   - installs the Go tools `make check` needs into .tools/;
 #   - downloads the Go modules.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-DEBIAN_PACKAGES=(nginx pgbackrest postgresql-15-postgis-3 postgresql-15-postgis-3-scripts)
+DEBIAN_PACKAGES=(nginx pgbackrest postgresql-15-postgis-3 postgresql-15-postgis-3-scripts chromium shellcheck)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

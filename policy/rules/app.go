@@ -1,0 +1,191 @@
+package rules
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/nbms-deploy/nbms/app/config"
+)
+
+// shownReason keeps a config problem's reason unless it would quote a
+// secret-flagged value; config.Error already hides contract secrets, but a
+// whole-secret Envs array makes every value secret.
+func shownReason(reason string, v Value) string {
+	if s, _ := v.Str(); v.Secret && s != "" && strings.Contains(reason, s) {
+		return "has an invalid value (not shown: the value is secret)"
+	}
+	return reason
+}
+
+// checkSecretDelivery reports contract secrets that arrive as plaintext
+// values. It never needs the value itself, only the flag.
+func checkSecretDelivery(r Resource, env map[string]Value, f *findings) {
+	for _, v := range config.Vars() {
+		val, ok := env[v.Name]
+		if !ok || !v.Secret {
+			continue
+		}
+		if s, _ := val.Str(); s != "" && !val.Secret {
+			f.violation("%s: %s is a secret variable but arrives as a plaintext value; pass the container's envs through pulumi.ToSecret (or build the entry from a secret output).", describe(r), v.Name)
+		}
+	}
+}
+
+var envContract = Rule{
+	Name: "nbms-app-configure-env-contract",
+	Summary: "Checks that the app container's environment satisfies the env contract of app/config for its profile (every production-required variable " +
+		"present and valid, NBMS_ENV matching the nbms.profile label, HSTS at or above minHstsSeconds) and that every secret variable arrives inside a secret-flagged value",
+	Benchmark: "NBMS env contract (app/config); CIS Docker Benchmark v1.6.0 4.10 (secrets)",
+	Level:     Mandatory,
+	Remediation: "Build the app container's Envs from config.Vars(): set every variable RequiredIn(prod) to a valid value, set NBMS_ENV to the nbms.profile label, " +
+		"and wrap the whole Envs value in pulumi.ToSecret when it holds any secret variable (SECRET_KEY, DATABASE_URL, REDIS_URL, ...). " +
+		"Run `nbms predeploy-check` locally with the same environment to see every problem at once.",
+	Scope: ResourceScope, Types: containerOnly,
+	Config: map[string]Property{
+		"minHstsSeconds": {Type: "integer", Default: float64(config.MinHSTSSeconds), Minimum: floatPtr(config.MinHSTSSeconds), Description: "Smallest SECURE_HSTS_SECONDS accepted in production (never below app/config's floor)."},
+	},
+	check: func(r Resource, s Settings, f *findings) {
+		env, st := envOf(r)
+		checkSecretDelivery(r, env, f)
+		if labelOf(r, LabelRole) != RoleApp {
+			return
+		}
+		if st.blind() {
+			f.unknown("envs", st.blindValue)
+			return
+		}
+		if st.bad > 0 {
+			f.violation("%s: %d envs entries are not KEY=VALUE strings.", describe(r), st.bad)
+		}
+		plain := make(map[string]string, len(env))
+		for k, v := range env {
+			plain[k], _ = v.Str()
+		}
+		settings, err := config.Parse(plain)
+		var cerr *config.Error
+		if errors.As(err, &cerr) {
+			for _, p := range cerr.Problems {
+				check := ""
+				if p.Check != "" {
+					check = " [" + p.Check + "]"
+				}
+				f.violation("%s: env contract: %s%s %s.", describe(r), p.Var, check, strings.TrimSuffix(shownReason(p.Reason, env[p.Var]), "."))
+			}
+		} else if err != nil {
+			f.violation("%s: env contract could not be checked: %s", describe(r), err.Error())
+		}
+		profileLabel := labelOf(r, LabelProfile)
+		if profileLabel != "" && settings != nil && string(settings.Profile) != "" && string(settings.Profile) != profileLabel {
+			f.violation("%s: NBMS_ENV is %q but the nbms.profile label is %q; they must match.", describe(r), settings.Profile, profileLabel)
+		}
+		if settings != nil && settings.Production() && err == nil && settings.HSTSSeconds < s.Int("minHstsSeconds") {
+			f.violation("%s: SECURE_HSTS_SECONDS is %d; this organisation requires at least %d.", describe(r), settings.HSTSSeconds, s.Int("minHstsSeconds"))
+		}
+	},
+}
+
+// originVars are the variables whose values go through config.CheckOrigin.
+var originVars = []string{"CORS_ALLOWED_ORIGINS", "CSRF_TRUSTED_ORIGINS"}
+
+var noWildcardCORS = Rule{
+	Name: "nbms-app-disallow-wildcard-cors",
+	Summary: "Checks that CORS_ALLOWED_ORIGINS and CSRF_TRUSTED_ORIGINS list exact origins only: no *, no null, no patterns, https in production " +
+		"(the app's own rule, config.CheckOrigin)",
+	Benchmark: "OWASP ASVS 5.0 3.4.2; NBMS env contract (config.CheckOrigin)",
+	Level:     Mandatory,
+	Remediation: "Set CORS_ALLOWED_ORIGINS and CSRF_TRUSTED_ORIGINS to comma-separated exact origins such as https://portal.example.org " +
+		"(lower case, no path, https in production); leave CORS_ALLOWED_ORIGINS empty to disable CORS.",
+	Scope: ResourceScope, Types: containerOnly,
+	check: func(r Resource, _ Settings, f *findings) {
+		env, st := envOf(r)
+		prod := production(r)
+		for _, name := range originVars {
+			v, ok := env[name]
+			if !ok {
+				if st.blind() && labelOf(r, LabelRole) == RoleApp {
+					f.unknown(name, st.blindValue)
+				}
+				continue
+			}
+			raw, _ := v.Str()
+			for _, origin := range strings.Split(raw, ",") {
+				origin = strings.TrimSpace(origin)
+				if origin == "" {
+					continue
+				}
+				if err := config.CheckOrigin(origin, prod); err != nil {
+					msg := err.Error()
+					if v.Secret {
+						msg = strings.ReplaceAll(msg, origin, "[secret]")
+					}
+					f.violation("%s: %s: %s.", describe(r), name, msg)
+				}
+			}
+		}
+	},
+}
+
+// cronFields accepts the 5-field cron syntax and the @-macros.
+func validSchedule(s string) bool {
+	s = strings.TrimSpace(s)
+	switch s {
+	case "@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually":
+		return true
+	}
+	fields := strings.Fields(s)
+	if len(fields) != 5 {
+		return false
+	}
+	for _, fl := range fields {
+		for _, c := range fl {
+			if !(c >= '0' && c <= '9') && !strings.ContainsRune("*/,-?", c) && !(c >= 'A' && c <= 'Z') && !(c >= 'a' && c <= 'z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+var backupSchedule = Rule{
+	Name: "nbms-backup-configure-schedule-and-retention",
+	Summary: "Checks that the backup scheduler container (nbms.role=backup) sets cron schedules for full and differential pgBackRest backups " +
+		"and keeps at least minRetentionFull full backups",
+	Benchmark: "NIST SP 800-53 CP-9; CIS Controls v8 11.2",
+	Level:     Mandatory,
+	Remediation: "Set envs NBMS_BACKUP_SCHEDULE_FULL and NBMS_BACKUP_SCHEDULE_DIFF to 5-field cron expressions (e.g. \"0 2 * * 0\" and \"0 2 * * 1-6\") " +
+		"and NBMS_BACKUP_RETENTION_FULL to an integer >= minRetentionFull on the role=backup container.",
+	Scope: ResourceScope, Types: containerOnly,
+	Config: map[string]Property{
+		"minRetentionFull": {Type: "integer", Default: float64(2), Minimum: floatPtr(1), Description: "Smallest number of full backups pgBackRest must keep (repo1-retention-full)."},
+	},
+	check: func(r Resource, s Settings, f *findings) {
+		if labelOf(r, LabelRole) != RoleBackup {
+			return
+		}
+		env, st := envOf(r)
+		for _, name := range []string{EnvBackupScheduleFull, EnvBackupScheduleDiff} {
+			v, ok := env[name]
+			switch sched, _ := v.Str(); {
+			case !ok && st.blind():
+				f.unknown(name, st.blindValue)
+			case !ok || strings.TrimSpace(sched) == "":
+				f.violation("%s must set %s.", describe(r), name)
+			case !validSchedule(sched):
+				f.violation("%s: %s = %s is not a cron schedule.", describe(r), name, v.Display())
+			}
+		}
+		v, ok := env[EnvBackupRetentionFull]
+		if !ok {
+			if st.blind() {
+				f.unknown(EnvBackupRetentionFull, st.blindValue)
+			} else {
+				f.violation("%s must set %s.", describe(r), EnvBackupRetentionFull)
+			}
+			return
+		}
+		n, isNum := v.Num()
+		if min := s.Int("minRetentionFull"); !isNum || n != float64(int(n)) || int(n) < min {
+			f.violation("%s: %s = %s; it must be an integer of at least %d.", describe(r), EnvBackupRetentionFull, v.Display(), min)
+		}
+	},
+}
