@@ -1,0 +1,106 @@
+// Package storetest gives tests a throwaway PostgreSQL database of their
+// own on the machine's test server (package testsupport says where), so
+// parallel test packages never see each other's rows. It is imported by
+// tests only.
+//
+// The server must accept the admin user without a password (trust auth)
+// and let it CREATE DATABASE; creating the PostGIS extension needs a
+// superuser. Each database costs about a second to create and migrate:
+// share one per test package (e.g. from TestMain or a sync.Once) unless a
+// test needs an empty slate.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/nbms-deploy/nbms/app/internal/migrate"
+	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+)
+
+// setupTimeout bounds creating, migrating and dropping one database.
+const setupTimeout = 2 * time.Minute
+
+// NewDatabase creates a database with every migration applied and returns
+// its URL. The database is dropped (with any connections still open to it)
+// when the test and its subtests finish.
+func NewDatabase(t testing.TB) (url string) {
+	t.Helper()
+	url = NewEmptyDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	db, err := migrate.Open(url)
+	if err != nil {
+		t.Fatalf("storetest: %v", err)
+	}
+	defer db.Close()
+	if _, err := migrate.Up(ctx, db); err != nil {
+		t.Fatalf("storetest: migrate: %v", err)
+	}
+	return url
+}
+
+// NewEmptyDatabase creates an empty database (no migrations) and returns
+// its URL; it is dropped like NewDatabase's.
+func NewEmptyDatabase(t testing.TB) (url string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+
+	admin := testsupport.DatabaseURL()
+	name := "nbms_test_" + randomHex(8)
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("storetest: connect to the test server: %v", err)
+	}
+	defer conn.Close(ctx)
+	// The name is generated here, and sanitised as an identifier anyway:
+	// CREATE DATABASE takes no parameters.
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("storetest: create database: %v", err)
+	}
+	t.Cleanup(func() { drop(t, admin, name) })
+
+	u, err := urlWithDatabase(admin, name)
+	if err != nil {
+		t.Fatalf("storetest: %v", err)
+	}
+	return u
+}
+
+func drop(t testing.TB, admin, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Errorf("storetest: drop %s: %v", name, err)
+		return
+	}
+	defer conn.Close(ctx)
+	// FORCE ends sessions a test forgot to close, which would otherwise
+	// keep the database alive.
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		t.Errorf("storetest: drop %s: %v", name, err)
+	}
+}
+
+func urlWithDatabase(base, name string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
+}
