@@ -43,9 +43,12 @@ type Deps struct {
 	Health   *health.Health
 	// OnPanic receives recovered panics (the error tracker); may be nil.
 	OnPanic func(r *http.Request, recovered any, stack []byte)
-	// Mount registers the workflow routes on the mux, behind the whole
-	// chain. Nil mounts none.
+	// Mount registers the workflow routes on the API mux (/api/ and
+	// /auth/), behind the whole chain. Nil mounts none.
 	Mount func(mux *http.ServeMux)
+	// Session loads the session and the authenticated user for the API
+	// routes (innermost, after CSRF). Nil leaves every request anonymous.
+	Session func(http.Handler) http.Handler
 }
 
 // isProbe reports whether r is a health probe. Probes come from Docker or
@@ -105,6 +108,9 @@ func New(d Deps) (http.Handler, error) {
 		d.Mount(api)
 	}
 	apiHandler := http.Handler(api)
+	if d.Session != nil {
+		apiHandler = d.Session(apiHandler)
+	}
 	if len(s.CORSAllowedOrigins) > 0 {
 		// Public open data: readable cross-origin, never with credentials.
 		public, err := cors.New(cors.Options{
@@ -127,7 +133,7 @@ func New(d Deps) (http.Handler, error) {
 		if err != nil {
 			return nil, fmt.Errorf("CORS_ALLOWED_ORIGINS: %w", err)
 		}
-		publicHandler, privateHandler := public.Handler(api), private.Handler(api)
+		publicHandler, privateHandler := public.Handler(apiHandler), private.Handler(apiHandler)
 		apiHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasPrefix(r.URL.Path, PublicAPIPrefix) {
 				publicHandler.ServeHTTP(w, r)
