@@ -1,0 +1,183 @@
+package deploy
+
+import (
+	"fmt"
+
+	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/stacks"
+)
+
+const (
+	appUID    = "65532:65532" // distroless nonroot
+	appBinary = "/usr/local/bin/nbms"
+	appAlias  = "app"
+)
+
+// App is the NBMS backend: its image, the media and static volumes, the
+// one-shot migrate and collectstatic runs, and the server.
+type App struct {
+	pulumi.ResourceState
+	Container, Migrate, Collectstatic *docker.Container
+	Static, Media                     *docker.Volume
+	StaticName, MediaName             string
+}
+
+func (d *deployment) newApp(ctx *pulumi.Context, net *Network, sec *Secrets, db *Database, cache *Cache, hook *pulumi.ResourceHook) (*App, error) {
+	a := &App{}
+	if err := ctx.RegisterComponentResource(typeApp, "app", a); err != nil {
+		return nil, err
+	}
+	image, err := docker.NewImage(ctx, "app-image", &docker.ImageArgs{
+		ImageName: pulumi.String("nbms-app:" + d.cfg.Stack),
+		Build: &docker.DockerBuildArgs{
+			// The module root: the build needs go.mod; .dockerignore keeps
+			// the context to go.mod, go.sum and app/.
+			Context:        pulumi.String(d.path(".")),
+			Dockerfile:     pulumi.String(d.path("app/Dockerfile")),
+			Platform:       pulumi.String(d.cfg.Images.Platform),
+			BuilderVersion: docker.BuilderVersionBuilderBuildKit,
+		},
+		SkipPush: pulumi.Bool(true),
+	}, pulumi.Parent(a))
+	if err != nil {
+		return nil, err
+	}
+	var media, static *docker.Volume
+	if media, a.MediaName, err = d.newVolume(ctx, a, "media", true); err != nil {
+		return nil, err
+	}
+	// Static files are rebuilt by every collectstatic run; kept on delete
+	// so nginx never serves an empty directory, but not protected.
+	if static, a.StaticName, err = d.newVolume(ctx, a, "static", false); err != nil {
+		return nil, err
+	}
+	a.Media, a.Static = media, static
+	envs, err := d.appEnv(sec)
+	if err != nil {
+		return nil, err
+	}
+	internal := attachment{network: net.Internal, name: net.InternalName}
+	tmp := map[string]string{"/tmp": tmpfsOptions(64)}
+
+	a.Migrate, err = d.newContainer(ctx, a, containerSpec{
+		role: stacks.RoleMigrate, image: image.RepoDigest, user: appUID,
+		command:     pulumi.ToStringArray([]string{"migrate"}),
+		envs:        envs,
+		healthcheck: oneShotHealthcheck(),
+		networks:    []attachment{internal},
+		tmpfs:       tmp,
+		oneShot:     true,
+		dependsOn:   []pulumi.Resource{db.Container, cache.Container},
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.Collectstatic, err = d.newContainer(ctx, a, containerSpec{
+		role: stacks.RoleCollectstatic, image: image.RepoDigest, user: appUID,
+		command:     pulumi.ToStringArray([]string{"collectstatic"}),
+		envs:        envs,
+		healthcheck: oneShotHealthcheck(),
+		networks:    []attachment{internal},
+		volumes:     []volumeMount{{volume: static, name: a.StaticName, path: stacks.StaticRoot}},
+		tmpfs:       tmp,
+		oneShot:     true,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// The server starts only once both one-shots succeeded: its image input
+	// waits for their exit codes, and a failure stops the update here, with
+	// the old server still running.
+	gated := pulumi.All(image.RepoDigest, a.Migrate.ExitCode, a.Collectstatic.ExitCode).ApplyT(func(v []any) (string, error) {
+		for i, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic} {
+			if code := v[i+1].(int); code != 0 {
+				return "", fmt.Errorf("%s exited with status %d; the app was not replaced (see `docker logs %s`)", role, code, d.name(role))
+			}
+		}
+		return v[0].(string), nil
+	}).(pulumi.StringOutput)
+
+	a.Container, err = d.newContainer(ctx, a, containerSpec{
+		role: stacks.RoleApp, image: gated, user: appUID,
+		command: pulumi.ToStringArray([]string{"serve"}),
+		envs:    envs,
+		// Liveness only: readiness (PostgreSQL, Redis) is the post-deploy
+		// probe's job, and a DB blip must not mark the app unhealthy.
+		healthcheck: healthcheck("10s", "5s", "20s", 3, appBinary, "healthcheck"),
+		networks: []attachment{
+			{network: net.Edge, name: net.EdgeName, aliases: []string{appAlias}},
+			internal,
+		},
+		volumes: []volumeMount{{volume: media, name: a.MediaName, path: stacks.MediaRoot}},
+		tmpfs:   tmp,
+		wait:    true,
+		// SHUTDOWN_TIMEOUT (25s) plus the drain delay fit inside it.
+		stopTimeout: 35,
+		init:        true,
+		dependsOn:   []pulumi.Resource{a.Migrate, a.Collectstatic},
+		opts:        []pulumi.ResourceOption{d.hookBinding(hook)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, ctx.RegisterResourceOutputs(a, pulumi.Map{"container": a.Container.Name})
+}
+
+// appEnv builds the app's environment from the env contract: every
+// variable the stack sets, plus the secrets, and a check that nothing the
+// profile requires is missing. The list is secret as a whole.
+func (d *deployment) appEnv(sec *Secrets) (pulumi.StringArrayInput, error) {
+	plain := d.cfg.AppSettings()
+	secret := map[string]pulumi.StringInput{
+		"SECRET_KEY":   sec.SecretKey,
+		"DATABASE_URL": databaseURL(sec),
+		"REDIS_URL":    redisURL(sec),
+	}
+	if d.cfg.SentryDSN.IsSet() {
+		secret["SENTRY_DSN"] = d.cfg.SentryDSN.Output()
+	}
+	profile := config.Profile(d.cfg.Profile)
+	declared := map[string]bool{}
+	for _, v := range config.Vars() {
+		declared[v.Name] = true
+		_, isPlain := plain[v.Name]
+		_, isSecret := secret[v.Name]
+		if v.Secret && isPlain {
+			return nil, fmt.Errorf("deploy: %s is a secret variable but was built as plain text", v.Name)
+		}
+		if v.RequiredIn(profile) && !isPlain && !isSecret {
+			return nil, fmt.Errorf("deploy: %s is required in %s but the stack does not set it", v.Name, profile)
+		}
+	}
+	for name := range plain {
+		if !declared[name] {
+			return nil, fmt.Errorf("deploy: %s is not in the env contract", name)
+		}
+	}
+	for name := range secret {
+		if !declared[name] {
+			return nil, fmt.Errorf("deploy: %s is not in the env contract", name)
+		}
+	}
+	return envList(plain, secret), nil
+}
+
+// hookBinding runs the post-deploy probe after the container is created
+// (including a replacement) or updated in place.
+func (d *deployment) hookBinding(hook *pulumi.ResourceHook) pulumi.ResourceOption {
+	return pulumi.ResourceHooks(&pulumi.ResourceHookBinding{
+		AfterCreate: []*pulumi.ResourceHook{hook},
+		AfterUpdate: []*pulumi.ResourceHook{hook},
+	})
+}
+
+// oneShotHealthcheck satisfies "every container has a health check" for a
+// run-to-completion container: it proves the binary starts (`nbms help`
+// exits 0) without probing a server that a one-shot never runs.
+func oneShotHealthcheck() *docker.ContainerHealthcheckArgs {
+	return healthcheck("30s", "5s", "0s", 1, appBinary, "help")
+}

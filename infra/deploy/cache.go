@@ -1,0 +1,70 @@
+package deploy
+
+import (
+	"strconv"
+
+	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/nbms-deploy/nbms/stacks"
+)
+
+const (
+	cacheAlias = "cache"
+	redisUID   = "999:1000" // redis user and group of the Alpine redis image
+)
+
+// Cache is Redis: password-protected, memory only (no RDB, no AOF). It
+// holds rate-limit counters and other data the app can rebuild.
+type Cache struct {
+	pulumi.ResourceState
+	Container *docker.Container
+}
+
+func (d *deployment) newCache(ctx *pulumi.Context, net *Network, sec *Secrets) (*Cache, error) {
+	c := &Cache{}
+	if err := ctx.RegisterComponentResource(typeCache, "cache", c); err != nil {
+		return nil, err
+	}
+	image, err := docker.NewRemoteImage(ctx, "redis-image", &docker.RemoteImageArgs{
+		Name: pulumi.String(d.cfg.Images.Redis), KeepLocally: pulumi.Bool(true),
+	}, pulumi.Parent(c))
+	if err != nil {
+		return nil, err
+	}
+	maxMemory := d.cfg.Limits[stacks.RoleCache].MemoryMB * 3 / 4
+	// The password reaches redis-server through a config read on stdin, so
+	// it is in neither the command line nor a file. REDISCLI_AUTH is also
+	// what redis-cli (the health check) authenticates with.
+	script := `exec redis-server --save '' --appendonly no --protected-mode yes --maxmemory "$1" --maxmemory-policy volatile-lru - <<EOF
+requirepass $REDISCLI_AUTH
+EOF`
+	c.Container, err = d.newContainer(ctx, c, containerSpec{
+		role:       stacks.RoleCache,
+		image:      image.ImageId,
+		user:       redisUID,
+		entrypoint: []string{"/bin/sh", "-c", script, "redis"},
+		command:    pulumi.ToStringArray([]string{strconv.Itoa(maxMemory) + "mb"}),
+		envs:       envList(nil, map[string]pulumi.StringInput{"REDISCLI_AUTH": sec.RedisPassword}),
+		// redis-cli exits 0 on an error reply, so look for the PONG.
+		healthcheck: &docker.ContainerHealthcheckArgs{
+			Tests:    pulumi.ToStringArray([]string{"CMD-SHELL", "redis-cli ping | grep -q PONG"}),
+			Interval: pulumi.String("10s"), Timeout: pulumi.String("3s"), StartPeriod: pulumi.String("10s"), Retries: pulumi.Int(3),
+		},
+		networks: []attachment{{network: net.Internal, name: net.InternalName, aliases: []string{cacheAlias}}},
+		// /data is the image's VOLUME; a tmpfs there stops Docker from
+		// creating an anonymous volume.
+		tmpfs:       map[string]string{"/data": tmpfsOptions(16), "/tmp": tmpfsOptions(16)},
+		wait:        true,
+		stopTimeout: 15,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{"container": c.Container.Name})
+}
+
+// redisURL is the app's REDIS_URL (secret).
+func redisURL(sec *Secrets) pulumi.StringOutput {
+	return pulumi.Sprintf("redis://:%s@%s:6379/0", sec.RedisPassword, cacheAlias)
+}

@@ -1,0 +1,203 @@
+package deploy
+
+import (
+	"strconv"
+
+	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// Label keys shared with the policy pack.
+const (
+	LabelRole    = "nbms.role"
+	LabelStack   = "nbms.stack"
+	LabelProfile = "nbms.profile"
+)
+
+// tmpfsOptions is the mount option string of every tmpfs: private scratch
+// space that can hold no executable or device.
+func tmpfsOptions(sizeMB int) string {
+	return "rw,noexec,nosuid,nodev,size=" + strconv.Itoa(sizeMB) + "m"
+}
+
+// volumeMount attaches a named volume (by its fixed name, so that preview
+// knows it).
+type volumeMount struct {
+	volume   *docker.Volume
+	name     string
+	path     string
+	readOnly bool
+}
+
+// attachment puts a container on a network under extra DNS aliases.
+type attachment struct {
+	network *docker.Network
+	name    string
+	aliases []string
+}
+
+// containerSpec is what differs between containers; everything that must
+// hold for all of them (the hardening baseline) is applied by newContainer.
+type containerSpec struct {
+	role        string
+	image       pulumi.StringInput
+	user        string
+	entrypoint  []string
+	command     pulumi.StringArrayInput
+	envs        pulumi.StringArrayInput
+	healthcheck *docker.ContainerHealthcheckArgs
+	networks    []attachment
+	volumes     []volumeMount
+	tmpfs       map[string]string
+	sysctls     map[string]string
+	ports       docker.ContainerPortArray
+	// oneShot containers run to completion once per replacement; the
+	// program reads their exit code (see awaitSuccess).
+	oneShot bool
+	// wait makes creation block until the health check passes, so that
+	// dependents start against a ready service.
+	wait        bool
+	stopTimeout int
+	shmSizeMB   int
+	init        bool
+	dependsOn   []pulumi.Resource
+	opts        []pulumi.ResourceOption
+}
+
+// newContainer registers one container with the hardening every container
+// gets: fixed name, read-only root, all capabilities dropped, no new
+// privileges, memory/CPU/nproc limits, rotated logs, labels, and the
+// replacement options the provider needs.
+func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, spec containerSpec) (*docker.Container, error) {
+	limit := d.cfg.Limits[spec.role]
+	args := &docker.ContainerArgs{
+		Name:         pulumi.String(d.name(spec.role)),
+		Image:        spec.image,
+		User:         pulumi.String(spec.user),
+		Command:      spec.command,
+		Envs:         spec.envs,
+		Healthcheck:  spec.healthcheck,
+		ReadOnly:     pulumi.Bool(true),
+		Capabilities: &docker.ContainerCapabilitiesArgs{Drops: pulumi.StringArray{pulumi.String("ALL")}},
+		SecurityOpts: pulumi.StringArray{pulumi.String("no-new-privileges:true")},
+		Memory:       pulumi.Int(limit.MemoryMB),
+		// Equal to Memory: no swap, so the limit is a real limit.
+		MemorySwap: pulumi.Int(limit.MemoryMB),
+		Cpus:       pulumi.String(strconv.FormatFloat(limit.CPUs, 'f', -1, 64)),
+		// pulumi-docker v4.10 cannot set a pids cgroup limit (CIS 5.29);
+		// RLIMIT_NPROC is the bound available.
+		Ulimits: docker.ContainerUlimitArray{docker.ContainerUlimitArgs{
+			Name: pulumi.String("nproc"), Soft: pulumi.Int(limit.Nproc), Hard: pulumi.Int(limit.Nproc),
+		}},
+		LogDriver: pulumi.String("json-file"),
+		LogOpts: pulumi.StringMap{
+			"max-size": pulumi.String(d.cfg.Logs.MaxSize),
+			"max-file": pulumi.String(strconv.Itoa(d.cfg.Logs.MaxFile)),
+		},
+		Labels: docker.ContainerLabelArray{
+			docker.ContainerLabelArgs{Label: pulumi.String(LabelRole), Value: pulumi.String(spec.role)},
+			docker.ContainerLabelArgs{Label: pulumi.String(LabelStack), Value: pulumi.String(d.cfg.Stack)},
+			docker.ContainerLabelArgs{Label: pulumi.String(LabelProfile), Value: pulumi.String(d.cfg.Profile)},
+		},
+		Ports: spec.ports,
+	}
+	if len(spec.entrypoint) > 0 {
+		args.Entrypoints = pulumi.ToStringArray(spec.entrypoint)
+	}
+	if len(spec.tmpfs) > 0 {
+		args.Tmpfs = pulumi.ToStringMap(spec.tmpfs)
+	}
+	if len(spec.sysctls) > 0 {
+		args.Sysctls = pulumi.ToStringMap(spec.sysctls)
+	}
+	if spec.stopTimeout > 0 {
+		args.StopTimeout = pulumi.Int(spec.stopTimeout)
+	}
+	if spec.shmSizeMB > 0 {
+		args.ShmSize = pulumi.Int(spec.shmSizeMB)
+	}
+	if spec.init {
+		args.Init = pulumi.Bool(true)
+	}
+	deps := append([]pulumi.Resource{}, spec.dependsOn...)
+	var networks docker.ContainerNetworksAdvancedArray
+	for _, n := range spec.networks {
+		networks = append(networks, docker.ContainerNetworksAdvancedArgs{
+			Name:    pulumi.String(n.name),
+			Aliases: pulumi.ToStringArray(n.aliases),
+		})
+		deps = append(deps, n.network)
+	}
+	args.NetworksAdvanced = networks
+	var volumes docker.ContainerVolumeArray
+	for _, v := range spec.volumes {
+		volumes = append(volumes, docker.ContainerVolumeArgs{
+			VolumeName:    pulumi.String(v.name),
+			ContainerPath: pulumi.String(v.path),
+			ReadOnly:      pulumi.Bool(v.readOnly),
+		})
+		deps = append(deps, v.volume)
+	}
+	if len(volumes) > 0 {
+		args.Volumes = volumes
+	}
+	if spec.oneShot {
+		// Attach: creation returns when the process exits, with its exit
+		// code in state. MustRun off: an exited one-shot is not a failure
+		// to refresh away. Restart "no": it runs once per replacement.
+		args.Attach = pulumi.Bool(true)
+		args.Logs = pulumi.Bool(true)
+		args.MustRun = pulumi.Bool(false)
+		args.Restart = pulumi.String("no")
+	} else {
+		args.Restart = pulumi.String("unless-stopped")
+		args.MustRun = pulumi.Bool(true)
+		if spec.wait {
+			args.Wait = pulumi.Bool(true)
+			args.WaitTimeout = pulumi.Int(180)
+		}
+	}
+	opts := append([]pulumi.ResourceOption{
+		pulumi.Parent(parent),
+		pulumi.DependsOn(deps),
+		// Fixed names (and nginx's fixed host ports) collide under
+		// create-before-delete.
+		pulumi.DeleteBeforeReplace(true),
+		// The provider records but never applies these to a running
+		// container; only a replacement does.
+		pulumi.ReplaceOnChanges([]string{"healthcheck", "tmpfs"}),
+	}, spec.opts...)
+	return docker.NewContainer(ctx, spec.role, args, opts...)
+}
+
+// healthcheck returns a Docker health check running test (exec form).
+func healthcheck(interval, timeout, startPeriod string, retries int, test ...string) *docker.ContainerHealthcheckArgs {
+	return &docker.ContainerHealthcheckArgs{
+		Tests:       pulumi.ToStringArray(append([]string{"CMD"}, test...)),
+		Interval:    pulumi.String(interval),
+		Timeout:     pulumi.String(timeout),
+		StartPeriod: pulumi.String(startPeriod),
+		Retries:     pulumi.Int(retries),
+	}
+}
+
+// newVolume registers a named volume. Data volumes survive the stack: they
+// are retained when deleted from the program and, when the stack says so,
+// protected from `pulumi destroy`.
+func (d *deployment) newVolume(ctx *pulumi.Context, parent pulumi.Resource, suffix string, data bool) (*docker.Volume, string, error) {
+	name := d.name(suffix)
+	opts := []pulumi.ResourceOption{pulumi.Parent(parent)}
+	if data {
+		opts = append(opts, pulumi.RetainOnDelete(true), pulumi.Protect(d.cfg.ProtectVolumes))
+	}
+	v, err := docker.NewVolume(ctx, suffix, &docker.VolumeArgs{
+		Name: pulumi.String(name),
+		Labels: docker.VolumeLabelArray{
+			docker.VolumeLabelArgs{Label: pulumi.String(LabelStack), Value: pulumi.String(d.cfg.Stack)},
+		},
+	}, opts...)
+	return v, name, err
+}
+
+// name is the Docker name of a stack object.
+func (d *deployment) name(suffix string) string { return d.cfg.Stack + "-" + suffix }

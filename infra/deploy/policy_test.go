@@ -1,0 +1,74 @@
+package deploy_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/policy/rules"
+)
+
+// toRules converts a registered input value to the policy pack's model,
+// keeping secretness.
+func toRules(v resource.PropertyValue) rules.Value {
+	switch {
+	case v.IsSecret():
+		return toRules(v.SecretValue().Element).AsSecret()
+	case v.IsComputed():
+		return rules.UnknownValue()
+	case v.IsString():
+		return rules.StringValue(v.StringValue())
+	case v.IsBool():
+		return rules.BoolValue(v.BoolValue())
+	case v.IsNumber():
+		return rules.NumberValue(v.NumberValue())
+	case v.IsArray():
+		var items []rules.Value
+		for _, e := range v.ArrayValue() {
+			items = append(items, toRules(e))
+		}
+		return rules.ArrayValue(items...)
+	case v.IsObject():
+		fields := map[string]rules.Value{}
+		for k, e := range v.ObjectValue() {
+			fields[string(k)] = toRules(e)
+		}
+		return rules.ObjectValue(fields)
+	}
+	return rules.NullValue()
+}
+
+// The resources the program registers pass every policy of the pack that
+// guards deployments (policy/), in both stacks: the two sides agree on the
+// conventions (labels, limits, networks, pins, TLS, backups).
+func TestProgramPassesThePolicyPack(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.stack, func(t *testing.T) {
+			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
+			require.NoError(t, res.err)
+			var resources []rules.Resource
+			for _, r := range res.m.regs {
+				resources = append(resources, rules.Resource{
+					URN:  "urn:pulumi:" + p.stack + "::nbms::" + r.TypeToken + "::" + r.Name,
+					Type: r.TypeToken, Name: r.Name,
+					Properties: toRules(resource.NewObjectProperty(r.Inputs)),
+				})
+			}
+			report := rules.Evaluate(resources, rules.Config{})
+			var failures []string
+			for _, rr := range report.Resources {
+				for _, f := range rr.Findings {
+					failures = append(failures, string(f.Level)+" "+f.Policy+" on "+rr.Name+": "+f.Message)
+				}
+			}
+			for _, f := range report.StackFindings {
+				failures = append(failures, string(f.Level)+" "+f.Policy+" (stack): "+f.Message)
+			}
+			assert.False(t, report.MandatoryFailed(), strings.Join(failures, "\n"))
+			assert.Empty(t, failures)
+		})
+	}
+}

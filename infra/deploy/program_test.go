@@ -1,0 +1,599 @@
+package deploy_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/internals"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/infra/deploy"
+	"github.com/nbms-deploy/nbms/stacks"
+)
+
+const (
+	typeContainer   = "docker:index/container:Container"
+	typeNetwork     = "docker:index/network:Network"
+	typeVolume      = "docker:index/volume:Volume"
+	typeImage       = "docker:index/image:Image"
+	typeRemoteImage = "docker:index/remoteImage:RemoteImage"
+	typePassword    = "random:index/randomPassword:RandomPassword"
+)
+
+// mocks records every registration and answers like the providers would,
+// inputs as outputs plus the computed fields the program reads. Generated
+// passwords come back NOT marked secret: the program must keep them secret
+// by itself, whatever the engine does.
+type mocks struct {
+	mu        sync.Mutex
+	regs      []pulumi.MockResourceArgs
+	generated []string
+	exitCodes map[string]int // container resource name -> exit code
+	// preview leaves out what the docker provider only knows after
+	// creating (image digests, exit codes), as in `pulumi preview`.
+	// Generated passwords stay known: the mock monitor cannot carry a
+	// secret whose value is unknown ("malformed RPC secret").
+	preview bool
+}
+
+func (m *mocks) NewResource(a pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.regs = append(m.regs, a)
+	outs := a.Inputs.Copy()
+	if m.preview && a.TypeToken != typePassword {
+		return "", outs, nil
+	}
+	switch a.TypeToken {
+	case typePassword:
+		n := int(a.Inputs["length"].NumberValue())
+		v := randomText(n, a.Name)
+		m.generated = append(m.generated, v)
+		outs["result"] = resource.NewStringProperty(v)
+	case typeImage:
+		outs["repoDigest"] = resource.NewStringProperty("sha256:" + strings.Repeat("b", 64))
+	case typeRemoteImage:
+		outs["imageId"] = resource.NewStringProperty("sha256:" + strings.Repeat("c", 64))
+	case typeContainer:
+		outs["exitCode"] = resource.NewNumberProperty(float64(m.exitCodes[a.Name]))
+	}
+	return a.Name + "-id", outs, nil
+}
+
+func (m *mocks) Call(pulumi.MockCallArgs) (resource.PropertyMap, error) {
+	return resource.PropertyMap{}, nil
+}
+
+// randomText is a deterministic stand-in for a generated password.
+func randomText(n int, seed string) string {
+	const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+	r := mrand.New(mrand.NewPCG(uint64(len(seed)), uint64(seed[0])*7919+uint64(seed[len(seed)-1])))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[r.IntN(len(alphabet))]
+	}
+	return string(b)
+}
+
+func (m *mocks) byType(token string) map[string]pulumi.MockResourceArgs {
+	out := map[string]pulumi.MockResourceArgs{}
+	for _, r := range m.regs {
+		if r.TypeToken == token {
+			out[r.Name] = r
+		}
+	}
+	return out
+}
+
+// testTLS returns a self-signed certificate for host and its key, in PEM.
+func testTLS(t testing.TB, host string) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+}
+
+// stackConfig is a committed stack file plus what the operator sets.
+func stackConfig(t testing.TB, stack string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "Pulumi."+stack+".yaml"))
+	require.NoError(t, err)
+	raw, err := stacks.ParseStackFile(data)
+	require.NoError(t, err)
+	if stack == "prod" {
+		raw["tlsCertificate"], raw["tlsKey"] = testTLS(t, "nbms.example.org")
+		raw["sentryDsn"] = "https://publickey123@sentry.example.org/42"
+	}
+	return raw
+}
+
+// setConfig hands raw to the program the way the CLI does.
+func setConfig(t testing.TB, raw map[string]string) {
+	cfg := map[string]string{}
+	for k, v := range raw {
+		cfg[stacks.Namespace+":"+k] = v
+	}
+	data, err := json.Marshal(cfg)
+	require.NoError(t, err)
+	t.Setenv(pulumi.EnvConfig, string(data))
+	t.Setenv(pulumi.EnvConfigSecretKeys, `["nbms:tlsKey","nbms:sentryDsn"]`)
+}
+
+type result struct {
+	m       *mocks
+	outputs map[string]internals.UnsafeAwaitOutputResult
+	err     error
+}
+
+// deployWith runs the program under mocks and awaits its outputs.
+func deployWith(t testing.TB, stack string, raw map[string]string, m *mocks) result {
+	t.Helper()
+	setConfig(t, raw)
+	res := result{m: m, outputs: map[string]internals.UnsafeAwaitOutputResult{}}
+	res.err = pulumi.RunErr(func(ctx *pulumi.Context) error {
+		outputs, err := deploy.Deploy(ctx)
+		if err != nil {
+			return err
+		}
+		for name, o := range outputs {
+			r, err := internals.UnsafeAwaitOutput(ctx.Context(), pulumi.ToOutput(o))
+			if err != nil {
+				return err
+			}
+			res.outputs[name] = r
+		}
+		return nil
+	}, pulumi.WithMocks("nbms", stack, m))
+	return res
+}
+
+// plain unwraps secrets and returns the Go value.
+func plain(v resource.PropertyValue) any {
+	switch {
+	case v.IsSecret():
+		return plain(v.SecretValue().Element)
+	case v.IsString():
+		return v.StringValue()
+	case v.IsBool():
+		return v.BoolValue()
+	case v.IsNumber():
+		return v.NumberValue()
+	case v.IsArray():
+		out := []any{}
+		for _, e := range v.ArrayValue() {
+			out = append(out, plain(e))
+		}
+		return out
+	case v.IsObject():
+		out := map[string]any{}
+		for k, e := range v.ObjectValue() {
+			out[string(k)] = plain(e)
+		}
+		return out
+	}
+	return nil
+}
+
+func strs(v any) []string {
+	var out []string
+	for _, e := range v.([]any) {
+		out = append(out, e.(string))
+	}
+	return out
+}
+
+func labels(in resource.PropertyMap) map[string]string {
+	out := map[string]string{}
+	for _, l := range plain(in["labels"]).([]any) {
+		m := l.(map[string]any)
+		out[m["label"].(string)] = m["value"].(string)
+	}
+	return out
+}
+
+func envMap(t *testing.T, in resource.PropertyMap) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, kv := range strs(plain(in["envs"])) {
+		k, v, ok := strings.Cut(kv, "=")
+		require.True(t, ok, kv)
+		out[k] = v
+	}
+	return out
+}
+
+// leaks reports every place a generated value appears outside a secret.
+func leaks(v resource.PropertyValue, secrets []string, path string) []string {
+	switch {
+	case v.IsSecret():
+		return nil
+	case v.IsString():
+		var out []string
+		for _, s := range secrets {
+			if strings.Contains(v.StringValue(), s) {
+				out = append(out, path)
+			}
+		}
+		return out
+	case v.IsArray():
+		var out []string
+		for i, e := range v.ArrayValue() {
+			out = append(out, leaks(e, secrets, fmt.Sprintf("%s[%d]", path, i))...)
+		}
+		return out
+	case v.IsObject():
+		var out []string
+		for k, e := range v.ObjectValue() {
+			out = append(out, leaks(e, secrets, path+"."+string(k))...)
+		}
+		return out
+	}
+	return nil
+}
+
+var profiles = []struct {
+	stack, bind string
+	tls         bool
+}{
+	{"prod", "203.0.113.10", true},
+	{"dev", "127.0.0.1", false},
+}
+
+func TestEveryContainerIsHardened(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.stack, func(t *testing.T) {
+			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
+			require.NoError(t, res.err)
+			containers := res.m.byType(typeContainer)
+			require.ElementsMatch(t, stacks.Roles, slices.Collect(mapsKeys(containers)), "one container per role")
+			limits := stacks.Defaults().Limits
+			if p.stack == "dev" {
+				limits[stacks.RoleDB] = stacks.Limit{MemoryMB: 512, CPUs: 1, Nproc: 1024}
+				limits[stacks.RoleBackup] = stacks.Limit{MemoryMB: 256, CPUs: 1, Nproc: 1024}
+			}
+			for role, c := range containers {
+				in := c.Inputs
+				t.Run(role, func(t *testing.T) {
+					assert.Equal(t, p.stack+"-"+role, plain(in["name"]))
+					assert.Equal(t, map[string]string{deploy.LabelRole: role, deploy.LabelStack: p.stack, deploy.LabelProfile: p.stack}, labels(in))
+					assert.Equal(t, true, plain(in["readOnly"]), "read-only root filesystem")
+					assert.NotEmpty(t, plain(in["tmpfs"]), "writable scratch space is tmpfs")
+					caps := plain(in["capabilities"]).(map[string]any)
+					assert.Equal(t, []string{"ALL"}, strs(caps["drops"]))
+					assert.Nil(t, caps["adds"], "no capability is added")
+					assert.Contains(t, strs(plain(in["securityOpts"])), "no-new-privileges:true")
+					user := plain(in["user"]).(string)
+					assert.NotRegexp(t, `^(|0|root)(:.*)?$`, user, "non-root user")
+					assert.Equal(t, float64(limits[role].MemoryMB), plain(in["memory"]))
+					assert.Equal(t, plain(in["memory"]), plain(in["memorySwap"]), "no swap beyond the limit")
+					assert.NotEmpty(t, plain(in["cpus"]))
+					assert.Equal(t, []any{map[string]any{"name": "nproc", "soft": float64(limits[role].Nproc), "hard": float64(limits[role].Nproc)}}, plain(in["ulimits"]))
+					assert.Equal(t, "json-file", plain(in["logDriver"]))
+					assert.Equal(t, map[string]any{"max-size": "10m", "max-file": "5"}, plain(in["logOpts"]))
+					hc := plain(in["healthcheck"]).(map[string]any)
+					assert.GreaterOrEqual(t, len(strs(hc["tests"])), 2, "a health check command")
+					for _, forbidden := range []string{"privileged", "pidMode", "ipcMode", "usernsMode", "networkMode", "publishAllPorts", "devices", "mounts"} {
+						assert.NotContains(t, in, resource.PropertyKey(forbidden))
+					}
+					rpc := c.RegisterRPC
+					assert.True(t, rpc.GetDeleteBeforeReplace(), "fixed name: delete before replace")
+					assert.Subset(t, rpc.GetReplaceOnChanges(), []string{"healthcheck", "tmpfs"})
+					if role == stacks.RoleMigrate || role == stacks.RoleCollectstatic {
+						assert.Equal(t, "no", plain(in["restart"]))
+						assert.Equal(t, true, plain(in["attach"]), "the program awaits the one-shot")
+						assert.Equal(t, false, plain(in["mustRun"]))
+					} else {
+						assert.Equal(t, "unless-stopped", plain(in["restart"]))
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestNetworksAndPorts(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.stack, func(t *testing.T) {
+			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
+			require.NoError(t, res.err)
+			nets := res.m.byType(typeNetwork)
+			require.Len(t, nets, 2)
+			assert.Equal(t, p.stack+"-edge", plain(nets["edge"].Inputs["name"]))
+			assert.Nil(t, plain(nets["edge"].Inputs["internal"]), "the edge network routes out")
+			assert.Equal(t, "172.30.0.0/24", plain(nets["edge"].Inputs["ipamConfigs"]).([]any)[0].(map[string]any)["subnet"])
+			assert.Equal(t, p.stack+"-internal", plain(nets["internal"].Inputs["name"]))
+			assert.Equal(t, true, plain(nets["internal"].Inputs["internal"]), "no route out of the internal network")
+
+			edge, internal := p.stack+"-edge", p.stack+"-internal"
+			want := map[string][]string{
+				stacks.RoleProxy: {edge}, stacks.RoleApp: {edge, internal},
+				stacks.RoleDB: {internal}, stacks.RoleCache: {internal}, stacks.RoleBackup: {internal},
+				stacks.RoleMigrate: {internal}, stacks.RoleCollectstatic: {internal},
+			}
+			for role, c := range res.m.byType(typeContainer) {
+				var got []string
+				for _, n := range plain(c.Inputs["networksAdvanced"]).([]any) {
+					got = append(got, n.(map[string]any)["name"].(string))
+				}
+				assert.ElementsMatch(t, want[role], got, role)
+				for _, n := range want[role] {
+					suffix := "$docker:index/network:Network::" + strings.TrimPrefix(n, p.stack+"-")
+					assert.True(t, slices.ContainsFunc(c.RegisterRPC.GetDependencies(), func(urn string) bool { return strings.HasSuffix(urn, suffix) }),
+						"%s depends on network %s", role, n)
+				}
+				if role != stacks.RoleProxy {
+					assert.NotContains(t, c.Inputs, resource.PropertyKey("ports"), "%s publishes nothing", role)
+					continue
+				}
+				ports := plain(c.Inputs["ports"]).([]any)
+				wantPorts := []any{map[string]any{"internal": 80.0, "external": float64(map[bool]int{true: 80, false: 8080}[p.tls]), "ip": p.bind, "protocol": "tcp"}}
+				if p.tls {
+					wantPorts = append(wantPorts, map[string]any{"internal": 443.0, "external": 443.0, "ip": p.bind, "protocol": "tcp"})
+				}
+				assert.Equal(t, wantPorts, ports)
+			}
+		})
+	}
+}
+
+func TestVolumes(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.stack, func(t *testing.T) {
+			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
+			require.NoError(t, res.err)
+			vols := res.m.byType(typeVolume)
+			data := []string{"pgdata", "pgbackrest-repo", "media"}
+			for _, name := range append(data, "static") {
+				v, ok := vols[name]
+				require.True(t, ok, name)
+				assert.Equal(t, p.stack+"-"+name, plain(v.Inputs["name"]))
+				assert.True(t, v.RegisterRPC.GetRetainOnDelete() || name == "static", "%s is kept when removed", name)
+				assert.Equal(t, p.stack == "prod" && slices.Contains(data, name), v.RegisterRPC.GetProtect(), "%s protected in prod only", name)
+			}
+			mounts := func(role string) map[string]any {
+				out := map[string]any{}
+				for _, m := range plain(res.m.byType(typeContainer)[role].Inputs["volumes"]).([]any) {
+					mm := m.(map[string]any)
+					out[mm["volumeName"].(string)] = mm["readOnly"]
+				}
+				return out
+			}
+			n := func(s string) string { return p.stack + "-" + s }
+			assert.Equal(t, map[string]any{n("pgdata"): false, n("pgbackrest-repo"): false, n("pgrun"): false}, mounts(stacks.RoleDB))
+			assert.Equal(t, map[string]any{n("pgdata"): true, n("pgbackrest-repo"): false, n("pgrun"): false}, mounts(stacks.RoleBackup))
+			assert.Equal(t, map[string]any{n("media"): false}, mounts(stacks.RoleApp))
+			assert.Equal(t, map[string]any{n("static"): false}, mounts(stacks.RoleCollectstatic))
+			assert.Equal(t, map[string]any{n("static"): true, n("media"): true}, mounts(stacks.RoleProxy))
+		})
+	}
+}
+
+func TestAppEnvironmentSatisfiesTheContract(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.stack, func(t *testing.T) {
+			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
+			require.NoError(t, res.err)
+			for _, role := range []string{stacks.RoleApp, stacks.RoleMigrate, stacks.RoleCollectstatic} {
+				in := res.m.byType(typeContainer)[role].Inputs
+				assert.True(t, in["envs"].IsSecret(), "%s: the env list holds secrets, so it is secret as a whole", role)
+				env := envMap(t, in)
+				s, err := config.Parse(env)
+				require.NoError(t, err, role)
+				assert.Equal(t, config.Profile(p.stack), s.Profile)
+				for _, v := range config.Vars() {
+					if v.RequiredIn(config.Prod) && p.stack == "prod" {
+						assert.NotEmpty(t, env[v.Name], "%s: %s", role, v.Name)
+					}
+				}
+				assert.Equal(t, "postgres", strings.SplitN(env["DATABASE_URL"], ":", 2)[0])
+				assert.Contains(t, env["DATABASE_URL"], "@db:5432/nbms")
+				assert.Contains(t, env["REDIS_URL"], "@cache:6379/0")
+				assert.Equal(t, "172.30.0.0/24", env["TRUSTED_PROXY_CIDRS"])
+			}
+		})
+	}
+}
+
+func TestGeneratedSecretsStaySecret(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.stack, func(t *testing.T) {
+			raw := stackConfig(t, p.stack)
+			res := deployWith(t, p.stack, raw, &mocks{})
+			require.NoError(t, res.err)
+			require.Len(t, res.m.generated, 4)
+			secrets := slices.Clone(res.m.generated)
+			if key := raw["tlsKey"]; key != "" {
+				secrets = append(secrets, strings.Split(key, "\n")[1], "publickey123")
+			}
+			for _, r := range res.m.regs {
+				if r.TypeToken == typePassword {
+					continue
+				}
+				assert.Empty(t, leaks(resource.NewObjectProperty(r.Inputs), secrets, r.Name), "plaintext secret in the inputs of %s", r.Name)
+			}
+			gen := res.outputs["generatedSecrets"]
+			assert.True(t, gen.Secret, "generatedSecrets is a secret output")
+			assert.ElementsMatch(t, []string{"dbSuperuserPassword", "appDbPassword", "redisPassword", "secretKey"}, slices.Collect(mapsKeys(gen.Value.(map[string]string))))
+			for name, o := range res.outputs {
+				if name == "generatedSecrets" {
+					continue
+				}
+				assert.False(t, o.Secret, name)
+				dump, err := json.Marshal(o.Value)
+				require.NoError(t, err)
+				for _, s := range secrets {
+					assert.NotContains(t, string(dump), s, "output %s", name)
+				}
+			}
+			assert.Equal(t, map[bool]string{true: "https://nbms.example.org", false: "http://localhost:8080"}[p.tls], res.outputs["url"].Value)
+			assert.Equal(t, map[string]any{"full": "30 1 * * 0", "diff": "30 1 * * 1-6", "retentionFull": 2, "retentionDiff": 6}, res.outputs["backupSchedule"].Value)
+			containers := res.outputs["containers"].Value.(map[string]string)
+			for _, role := range stacks.Roles {
+				assert.Equal(t, p.stack+"-"+role, containers[role])
+			}
+		})
+	}
+}
+
+func TestPostDeployHookIsBoundToAppAndProxy(t *testing.T) {
+	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{})
+	require.NoError(t, res.err)
+	for role, c := range res.m.byType(typeContainer) {
+		hooks := c.RegisterRPC.GetHooks()
+		if role == stacks.RoleApp || role == stacks.RoleProxy {
+			require.NotNil(t, hooks, role)
+			assert.Equal(t, []string{deploy.HookName}, hooks.GetAfterCreate(), role)
+			assert.Equal(t, []string{deploy.HookName}, hooks.GetAfterUpdate(), role)
+		} else {
+			assert.Empty(t, hooks.GetAfterCreate(), role)
+		}
+	}
+}
+
+func TestImagesArePinnedAndBuiltLocally(t *testing.T) {
+	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{})
+	require.NoError(t, res.err)
+	for name, img := range res.m.byType(typeRemoteImage) {
+		assert.NoError(t, stacks.CheckImageRef(plain(img.Inputs["name"]).(string)), name)
+		assert.Equal(t, true, plain(img.Inputs["keepLocally"]), name)
+	}
+	built := res.m.byType(typeImage)
+	require.Len(t, built, 2)
+	assert.Equal(t, map[string]any{"context": "../..", "dockerfile": "../../app/Dockerfile", "platform": "linux/amd64", "builderVersion": "BuilderBuildKit"}, plain(built["app-image"].Inputs["build"]))
+	assert.Equal(t, "../../infra/images/db/Dockerfile", plain(built["db-image"].Inputs["build"]).(map[string]any)["dockerfile"])
+	for name, img := range built {
+		assert.Equal(t, true, plain(img.Inputs["skipPush"]), name)
+	}
+}
+
+func TestOneShotFailureStopsTheAppReplacement(t *testing.T) {
+	for _, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic} {
+		t.Run(role, func(t *testing.T) {
+			res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{exitCodes: map[string]int{role: 3}})
+			require.Error(t, res.err)
+			assert.Contains(t, res.err.Error(), role+" exited with status 3")
+			containers := res.m.byType(typeContainer)
+			assert.NotContains(t, containers, stacks.RoleApp, "the app is not replaced")
+			assert.NotContains(t, containers, stacks.RoleProxy)
+		})
+	}
+}
+
+func TestBadConfigRegistersNothing(t *testing.T) {
+	cases := []struct {
+		name string
+		set  map[string]string
+		keys []string
+	}{
+		{"contract rules", map[string]string{"corsOrigins": `["*"]`, "allowedHosts": `["*"]`, "app": `{"hstsSeconds": 60}`},
+			[]string{"nbms:corsOrigins[0]", "nbms:allowedHosts[0]", "nbms:app.hstsSeconds"}},
+		{"types and pins", map[string]string{"images": `{"nginx": "nginx:latest"}`, "httpPort": "http", "limits": `{"db": {"memoryMb": 1}}`},
+			[]string{"nbms:images.nginx", "nbms:httpPort"}},
+		{"missing operator secrets", map[string]string{"tlsKey": "", "tlsCertificate": ""},
+			[]string{"nbms:tlsCertificate", "nbms:tlsKey"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := stackConfig(t, "prod")
+			for k, v := range tc.set {
+				raw[k] = v
+			}
+			m := &mocks{}
+			res := deployWith(t, "prod", raw, m)
+			require.Error(t, res.err)
+			assert.Empty(t, m.regs, "no resource may be registered")
+			for _, key := range tc.keys {
+				assert.Contains(t, res.err.Error(), key+":")
+			}
+		})
+	}
+}
+
+// A value that passes the stack rules but not a renderer (nginx refuses a
+// leading-dot server name) also stops the program before any resource.
+func TestRendererErrorRegistersNothing(t *testing.T) {
+	raw := stackConfig(t, "dev")
+	raw["allowedHosts"] = `["localhost", ".example.org"]`
+	m := &mocks{}
+	res := deployWith(t, "dev", raw, m)
+	require.Error(t, res.err)
+	assert.Contains(t, res.err.Error(), "nginx")
+	assert.Empty(t, m.regs)
+}
+
+func TestProbeOptions(t *testing.T) {
+	c, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: func(string) bool { return true }})
+	require.NoError(t, err)
+	opts, err := deploy.ProbeOptions(c)
+	require.NoError(t, err)
+	assert.Equal(t, "https://203.0.113.10:443", opts.BaseURL, "the published entry point")
+	assert.Equal(t, "nbms.example.org", opts.Host)
+	assert.Equal(t, []string{"/healthz", "/readyz"}, opts.Paths)
+	assert.Equal(t, 3*time.Minute, opts.Timeout)
+	require.NoError(t, opts.Validate())
+	require.NotNil(t, opts.HTTPClient, "trusts the configured certificate")
+}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// BenchmarkProgramProd measures one evaluation of the production program
+// under mocks (goal: well under a second).
+func BenchmarkProgramProd(b *testing.B) {
+	raw := stackConfig(b, "prod")
+	for b.Loop() {
+		res := deployWith(b, "prod", raw, &mocks{})
+		if res.err != nil {
+			b.Fatal(res.err)
+		}
+	}
+}
+
+// In preview the one-shots have not run and images are not built: the
+// program must still register every resource (with unknown values) so that
+// `pulumi preview` shows the whole plan.
+func TestPreviewRegistersTheWholeStack(t *testing.T) {
+	t.Setenv("PULUMI_DRY_RUN", "true")
+	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{preview: true})
+	require.NoError(t, res.err)
+	containers := res.m.byType(typeContainer)
+	assert.Len(t, containers, len(stacks.Roles))
+	// The mock monitor drops unknown inputs, so "unknown" reads as null here.
+	assert.True(t, containers[stacks.RoleApp].Inputs["image"].IsNull(), "the app waits for the one-shots' exit codes")
+	assert.True(t, containers[stacks.RoleMigrate].Inputs["image"].IsNull(), "the image is built at up")
+	assert.True(t, containers[stacks.RoleProxy].Inputs["image"].IsNull(), "the pulled image's ID is known at up")
+	assert.Equal(t, "prod-db", containers[stacks.RoleDB].Inputs["name"].StringValue(), "what is known is shown")
+}

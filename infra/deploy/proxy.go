@@ -1,0 +1,118 @@
+package deploy
+
+import (
+	"strconv"
+
+	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/nbms-deploy/nbms/infra/nginx"
+	"github.com/nbms-deploy/nbms/stacks"
+)
+
+// Inside the nginx-unprivileged image nginx runs as uid 101 with no
+// capability. It still listens on 80 and 443 inside the container (what the
+// policy pack and CIS 5.8's proxy exception expect): the container's
+// net.ipv4.ip_unprivileged_port_start is 0, which Docker >= 20.10 sets by
+// default and the program sets explicitly.
+const (
+	proxyUID       = "101:101"
+	proxyHTTPPort  = 80
+	proxyHTTPSPort = 443
+	proxyConfPath  = "/tmp/nbms/nginx.conf"
+	proxyCertPath  = "/tmp/nbms/tls/cert.pem"
+	proxyKeyPath   = "/tmp/nbms/tls/key.pem"
+	proxyKeyEnv    = "NBMS_TLS_KEY"
+	dockerDNS      = "127.0.0.11"
+)
+
+// Proxy is nginx, the only container that publishes ports.
+type Proxy struct {
+	pulumi.ResourceState
+	Container *docker.Container
+}
+
+// nginxParams maps the stack config to the renderer's parameters.
+func nginxParams(cfg *stacks.Config) nginx.Params {
+	public := cfg.HTTPPort
+	if cfg.TLS() {
+		public = cfg.HTTPSPort
+	}
+	return nginx.Params{
+		ServerNames: cfg.PublicHosts(),
+		HTTPPort:    proxyHTTPPort, HTTPSPort: proxyHTTPSPort, PublicPort: public,
+		TLS:      cfg.TLS(),
+		CertPath: proxyCertPath, KeyPath: proxyKeyPath,
+		Upstream:   appAlias + ":" + strconv.Itoa(stacks.AppPort),
+		Resolver:   dockerDNS,
+		StaticRoot: stacks.StaticRoot, MediaRoot: stacks.MediaRoot,
+		ClientMaxBodyBytes: cfg.App.MaxUploadBytes,
+		LoginRatePerMinute: cfg.App.LoginRatePerMinute, LoginBurst: cfg.App.LoginBurst,
+		// The app's SECURE_HSTS_INCLUDE_SUBDOMAINS is always true; the flags
+		// only mean something when a header is sent.
+		HSTSSeconds: hstsSeconds(cfg), HSTSIncludeSubdomains: hstsSeconds(cfg) > 0, HSTSPreload: hstsSeconds(cfg) > 0 && cfg.App.HSTSPreload,
+	}
+}
+
+// hstsSeconds: HSTS is only meaningful, and only sent, over HTTPS.
+func hstsSeconds(cfg *stacks.Config) int {
+	if !cfg.TLS() {
+		return 0
+	}
+	return cfg.App.HSTSSeconds
+}
+
+func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, hook *pulumi.ResourceHook) (*Proxy, error) {
+	p := &Proxy{}
+	if err := ctx.RegisterComponentResource(typeProxy, "proxy", p); err != nil {
+		return nil, err
+	}
+	image, err := docker.NewRemoteImage(ctx, "nginx-image", &docker.RemoteImageArgs{
+		Name: pulumi.String(d.cfg.Images.Nginx), KeepLocally: pulumi.Bool(true),
+	}, pulumi.Parent(p))
+	if err != nil {
+		return nil, err
+	}
+	files := []renderedFile{{path: proxyConfPath, content: d.rendered.nginxConf}}
+	var secretEnv map[string]pulumi.StringInput
+	ports := docker.ContainerPortArray{docker.ContainerPortArgs{
+		Internal: pulumi.Int(proxyHTTPPort), External: pulumi.Int(d.cfg.HTTPPort),
+		Ip: pulumi.String(d.cfg.BindAddress), Protocol: pulumi.String("tcp"),
+	}}
+	if d.cfg.TLS() {
+		files = append(files,
+			renderedFile{path: proxyCertPath, content: d.cfg.TLSCertificate},
+			renderedFile{path: proxyKeyPath, fromEnv: proxyKeyEnv})
+		secretEnv = map[string]pulumi.StringInput{proxyKeyEnv: d.cfg.TLSKeyOutput()}
+		ports = append(ports, docker.ContainerPortArgs{
+			Internal: pulumi.Int(proxyHTTPSPort), External: pulumi.Int(d.cfg.HTTPSPort),
+			Ip: pulumi.String(d.cfg.BindAddress), Protocol: pulumi.String("tcp"),
+		})
+	}
+	// The image's entrypoint would rewrite /etc/nginx (read-only here);
+	// nginx runs directly on the rendered file.
+	entry, cmd := withFiles(files, "nginx", "-c", proxyConfPath, "-g", "daemon off;")
+	p.Container, err = d.newContainer(ctx, p, containerSpec{
+		role: stacks.RoleProxy, image: image.ImageId, user: proxyUID,
+		entrypoint: entry, command: cmd,
+		envs: envList(nil, secretEnv),
+		healthcheck: healthcheck("10s", "3s", "5s", 3,
+			"wget", "-q", "-O", "/dev/null", "http://127.0.0.1:"+strconv.Itoa(proxyHTTPPort)+nginx.HealthPath),
+		networks: []attachment{{network: net.Edge, name: net.EdgeName}},
+		volumes: []volumeMount{
+			{volume: app.Static, name: app.StaticName, path: stacks.StaticRoot, readOnly: true},
+			{volume: app.Media, name: app.MediaName, path: stacks.MediaRoot, readOnly: true},
+		},
+		tmpfs:       map[string]string{"/tmp": tmpfsOptions(64)},
+		sysctls:     map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"},
+		ports:       ports,
+		wait:        true,
+		stopTimeout: 15,
+		dependsOn:   []pulumi.Resource{app.Container},
+		opts:        []pulumi.ResourceOption{d.hookBinding(hook)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, ctx.RegisterResourceOutputs(p, pulumi.Map{"container": p.Container.Name})
+}

@@ -1,0 +1,107 @@
+package deploy
+
+import (
+	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
+	"github.com/pulumi/pulumi-random/sdk/v4/go/random"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// Component type tokens, one per tier.
+const (
+	typeNetwork  = "nbms:deploy:Network"
+	typeSecrets  = "nbms:deploy:Secrets"
+	typeDatabase = "nbms:deploy:Database"
+	typeCache    = "nbms:deploy:Cache"
+	typeApp      = "nbms:deploy:App"
+	typeProxy    = "nbms:deploy:Proxy"
+)
+
+// Network is the edge network (nginx and the app) and the internal one
+// (everything else; no route out).
+type Network struct {
+	pulumi.ResourceState
+	Edge, Internal         *docker.Network
+	EdgeName, InternalName string
+}
+
+func (d *deployment) newNetwork(ctx *pulumi.Context) (*Network, error) {
+	n := &Network{EdgeName: d.name("edge"), InternalName: d.name("internal")}
+	if err := ctx.RegisterComponentResource(typeNetwork, "network", n); err != nil {
+		return nil, err
+	}
+	labels := docker.NetworkLabelArray{docker.NetworkLabelArgs{Label: pulumi.String(LabelStack), Value: pulumi.String(d.cfg.Stack)}}
+	var err error
+	// The edge subnet is fixed because the app trusts X-Forwarded-* from it
+	// (TRUSTED_PROXY_CIDRS); only nginx and the app join it.
+	n.Edge, err = docker.NewNetwork(ctx, "edge", &docker.NetworkArgs{
+		Name:        pulumi.String(n.EdgeName),
+		Driver:      pulumi.String("bridge"),
+		IpamConfigs: docker.NetworkIpamConfigArray{docker.NetworkIpamConfigArgs{Subnet: pulumi.String(d.cfg.EdgeSubnet)}},
+		Labels:      labels,
+	}, pulumi.Parent(n))
+	if err != nil {
+		return nil, err
+	}
+	n.Internal, err = docker.NewNetwork(ctx, "internal", &docker.NetworkArgs{
+		Name:     pulumi.String(n.InternalName),
+		Driver:   pulumi.String("bridge"),
+		Internal: pulumi.Bool(true),
+		Labels:   labels,
+	}, pulumi.Parent(n))
+	if err != nil {
+		return nil, err
+	}
+	return n, ctx.RegisterResourceOutputs(n, pulumi.Map{
+		"edge": pulumi.String(n.EdgeName), "internal": pulumi.String(n.InternalName),
+	})
+}
+
+// Secrets are the generated credentials, secret end to end.
+type Secrets struct {
+	pulumi.ResourceState
+	DBSuperuserPassword pulumi.StringOutput
+	AppDBPassword       pulumi.StringOutput
+	RedisPassword       pulumi.StringOutput
+	SecretKey           pulumi.StringOutput
+}
+
+func (d *deployment) newSecrets(ctx *pulumi.Context) (*Secrets, error) {
+	s := &Secrets{}
+	if err := ctx.RegisterComponentResource(typeSecrets, "secrets", s); err != nil {
+		return nil, err
+	}
+	// Passwords go into postgres:// and redis:// URLs unescaped, so they are
+	// letters and digits only; 32 of them is ~190 bits.
+	password := func(name string) (pulumi.StringOutput, error) {
+		p, err := random.NewRandomPassword(ctx, name, &random.RandomPasswordArgs{
+			Length: pulumi.Int(32), Special: pulumi.Bool(false),
+			MinUpper: pulumi.Int(2), MinLower: pulumi.Int(2), MinNumeric: pulumi.Int(2),
+		}, pulumi.Parent(s))
+		if err != nil {
+			return pulumi.StringOutput{}, err
+		}
+		// The engine marks Result secret too; wrapping here keeps it secret
+		// whatever the engine (or a mock) does.
+		return pulumi.ToSecret(p.Result).(pulumi.StringOutput), nil
+	}
+	var err error
+	if s.DBSuperuserPassword, err = password("db-superuser-password"); err != nil {
+		return nil, err
+	}
+	if s.AppDBPassword, err = password("app-db-password"); err != nil {
+		return nil, err
+	}
+	if s.RedisPassword, err = password("redis-password"); err != nil {
+		return nil, err
+	}
+	// SECRET_KEY: 64 characters (the contract wants >= 50 and 16 distinct).
+	key, err := random.NewRandomPassword(ctx, "app-secret-key", &random.RandomPasswordArgs{
+		Length: pulumi.Int(64), Special: pulumi.Bool(true), OverrideSpecial: pulumi.String("-_"),
+		MinUpper: pulumi.Int(4), MinLower: pulumi.Int(4), MinNumeric: pulumi.Int(4),
+	}, pulumi.Parent(s))
+	if err != nil {
+		return nil, err
+	}
+	s.SecretKey = pulumi.ToSecret(key.Result).(pulumi.StringOutput)
+	return s, ctx.RegisterResourceOutputs(s, pulumi.Map{})
+}

@@ -1,0 +1,104 @@
+package stacks
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+)
+
+// ProjectPath is where the project file lives, relative to the repository root.
+const ProjectPath = "Pulumi.yaml"
+
+// docs describes every key; the project schema and the error for an unknown
+// key come from here.
+var docs = map[string]string{
+	"profile":            "App profile: prod or dev. prod enforces HTTPS, HSTS, pinned images and protected volumes.",
+	"domain":             "Public host name of the app (e.g. nbms.example.org); the URL and certificate name.",
+	"allowedHosts":       "Host names the app and nginx answer for (default: [domain]). Exact lower-case names: no wildcards, no leading dot (nginx and the certificate check need exact names).",
+	"csrfTrustedOrigins": "Extra exact origins allowed to send state-changing browser requests (default: the public URL).",
+	"corsOrigins":        "Exact origins allowed to read API responses cross-origin (https in prod; never * or null).",
+	"bindAddress":        "Host address nginx publishes its ports on (0.0.0.0 for a server, 127.0.0.1 for a laptop).",
+	"httpPort":           "Published host port for HTTP (redirects to HTTPS when TLS is on).",
+	"httpsPort":          "Published host port for HTTPS.",
+	"tlsMode":            "off (plain HTTP, dev only) or provided (nbms:tlsCertificate + secret nbms:tlsKey).",
+	"tlsCertificate":     "PEM certificate chain for the allowed hosts: pulumi config set nbms:tlsCertificate -- \"$(cat fullchain.pem)\".",
+	"tlsKey":             "PEM private key (secret): pulumi config set --secret nbms:tlsKey -- \"$(cat privkey.pem)\".",
+	"sentryDsn":          "Sentry DSN (secret, optional): pulumi config set --secret nbms:sentryDsn <dsn>.",
+	"edgeSubnet":         "IPv4 subnet of the edge network (nginx + app); the app trusts X-Forwarded-* from it only.",
+	"protectVolumes":     "Protect the data volumes (pgdata, pgBackRest repo, media) from pulumi destroy and replacement.",
+	"images":             "Pinned third-party images (name:tag@sha256:digest; never latest) and the build platform.",
+	"limits":             "Per container role (app, migrate, collectstatic, proxy, db, cache, backup): memoryMb, cpus, nproc (ulimit; pulumi-docker has no pids limit).",
+	"backup":             "pgBackRest schedule (cron: minute hour day month weekday) and retention (count of full / differential backups).",
+	"logs":               "json-file log rotation of every container (maxSize like 10m, maxFile count).",
+	"app":                "App settings the stack decides: HSTS, body and upload limits, log level, DB pool, nginx login rate limit.",
+	"probe":              "Post-deploy readiness probe: overall timeout and an optional base URL (default: the published address).",
+}
+
+// ProjectYAML renders Pulumi.yaml: the project and its typed config schema,
+// with Defaults as the default of every non-secret key. Values are written
+// as JSON, which YAML reads as flow style.
+func ProjectYAML() string {
+	var b strings.Builder
+	b.WriteString(`# Generated from stacks.Defaults by ` + "`go test ./stacks -run TestProjectFileIsUpToDate -update`" + `; do not edit.
+name: nbms
+description: NBMS backend, nginx, PostgreSQL/PostGIS with pgBackRest, and Redis on one Docker host.
+runtime: go
+main: infra/
+# Resource hooks, after-hook failure semantics, stack policies and binary policy packs.
+requiredPulumiVersion: ">=3.258.0"
+config:
+`)
+	defaults := reflect.ValueOf(Defaults())
+	t := defaults.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key := jsonName(f)
+		if key == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "  %s:\n", key)
+		fmt.Fprintf(&b, "    type: %s\n", schemaType(f.Type))
+		if f.Type.Kind() == reflect.Slice {
+			b.WriteString("    items:\n      type: string\n")
+		}
+		fmt.Fprintf(&b, "    description: %s\n", mustJSON(docs[key]))
+		if f.Tag.Get("secret") == "true" {
+			// A default cannot be secret; Pulumi then insists the stack
+			// value is a `secure:` one.
+			b.WriteString("    secret: true\n")
+			continue
+		}
+		v := defaults.Field(i).Interface()
+		if f.Type.Kind() == reflect.Slice && defaults.Field(i).IsNil() {
+			v = []string{}
+		}
+		fmt.Fprintf(&b, "    default: %s\n", mustJSON(v))
+	}
+	return b.String()
+}
+
+func schemaType(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Int, reflect.Int64:
+		return "integer"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Slice:
+		return "array"
+	}
+	if t == reflect.TypeOf(Secret{}) {
+		return "string"
+	}
+	return "object"
+}
+
+func mustJSON(v any) string {
+	out, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(out)
+}

@@ -1,0 +1,695 @@
+// Package stacks is the typed configuration of an NBMS deployment stack: the
+// `nbms:*` keys of Pulumi.<stack>.yaml, their defaults, and the rules a
+// stack must satisfy before the infra program registers a single resource.
+//
+// Validation reuses the app's env contract (package app/config) instead of
+// copying it: origins go through config.CheckOrigin, hosts through the
+// ALLOWED_HOSTS rule, and the app environment the stack would produce is
+// parsed by config.Parse, so a stack that deploys is a stack the app accepts.
+package stacks
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-playground/validator/v10"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/nbms-deploy/nbms/app/config"
+)
+
+// Namespace is the Pulumi config namespace of every key (the project name).
+const Namespace = "nbms"
+
+// TLS modes.
+const (
+	// TLSOff serves plain HTTP only (dev stacks on a laptop).
+	TLSOff = "off"
+	// TLSProvided serves HTTPS with the operator's certificate (nbms:tlsCertificate)
+	// and key (nbms:tlsKey, a secret).
+	TLSProvided = "provided"
+)
+
+// Container roles, as carried by the nbms.role label and as keys of Limits.
+const (
+	RoleApp           = "app"
+	RoleMigrate       = "migrate"
+	RoleCollectstatic = "collectstatic"
+	RoleProxy         = "proxy"
+	RoleDB            = "db"
+	RoleCache         = "cache"
+	RoleBackup        = "backup"
+)
+
+// Roles lists every container role in deployment order.
+var Roles = []string{RoleDB, RoleCache, RoleBackup, RoleMigrate, RoleCollectstatic, RoleApp, RoleProxy}
+
+// Config is one stack's configuration. JSON names are the Pulumi config keys
+// (without the "nbms:" namespace); object keys are set with
+// `pulumi config set --path 'nbms:limits.app.memoryMb' 512`.
+type Config struct {
+	// Stack is the Pulumi stack name; it prefixes every Docker object name.
+	Stack string `json:"-"`
+
+	Profile            string   `json:"profile" validate:"oneof=prod dev"`
+	Domain             string   `json:"domain" validate:"required,hostname_rfc1123"`
+	AllowedHosts       []string `json:"allowedHosts"`
+	CSRFTrustedOrigins []string `json:"csrfTrustedOrigins"`
+	CORSOrigins        []string `json:"corsOrigins"`
+
+	BindAddress string `json:"bindAddress" validate:"required,ip"`
+	HTTPPort    int    `json:"httpPort" validate:"min=1,max=65535"`
+	HTTPSPort   int    `json:"httpsPort" validate:"min=1,max=65535,nefield=HTTPPort"`
+
+	TLSMode        string `json:"tlsMode" validate:"oneof=off provided"`
+	TLSCertificate string `json:"tlsCertificate"`
+	// TLSKey is the private key of TLSCertificate (secret config only).
+	TLSKey Secret `json:"tlsKey" secret:"true"`
+	// SentryDSN enables error reporting (secret config only; optional).
+	SentryDSN Secret `json:"sentryDsn" secret:"true"`
+
+	EdgeSubnet     string `json:"edgeSubnet" validate:"required,cidrv4"`
+	ProtectVolumes bool   `json:"protectVolumes"`
+
+	Images Images           `json:"images"`
+	Limits map[string]Limit `json:"limits" validate:"required,dive"`
+	Backup Backup           `json:"backup"`
+	Logs   Logs             `json:"logs"`
+	App    App              `json:"app"`
+	Probe  Probe            `json:"probe"`
+}
+
+// Images are the third-party images, pinned by tag and digest. The app and
+// database images are built from this repository (app/Dockerfile,
+// infra/images/db/Dockerfile), whose base images are pinned there.
+type Images struct {
+	Nginx    string `json:"nginx" validate:"required,pinned"`
+	Redis    string `json:"redis" validate:"required,pinned"`
+	Platform string `json:"platform" validate:"oneof=linux/amd64"` // supercronic is pinned for amd64 only
+}
+
+// Limit bounds one container.
+type Limit struct {
+	MemoryMB int     `json:"memoryMb" validate:"min=32,max=262144"`
+	CPUs     float64 `json:"cpus" validate:"gt=0,lte=128"`
+	// Nproc is the RLIMIT_NPROC ulimit: pulumi-docker v4.10 has no pids
+	// limit, so this is the available bound on fork bombs. It counts every
+	// process and thread of the container's UID on the host.
+	Nproc int `json:"nproc" validate:"min=16,max=65536"`
+}
+
+// Backup is the pgBackRest schedule and retention.
+type Backup struct {
+	FullCron      string `json:"fullCron" validate:"required,cron"`
+	DiffCron      string `json:"diffCron" validate:"required,cron"`
+	RetentionFull int    `json:"retentionFull" validate:"min=1,max=9999999"`
+	RetentionDiff int    `json:"retentionDiff" validate:"min=1,max=9999999"`
+	ProcessMax    int    `json:"processMax" validate:"min=1,max=64"`
+}
+
+// Logs is the json-file log rotation of every container.
+type Logs struct {
+	MaxSize string `json:"maxSize" validate:"required,logsize"`
+	MaxFile int    `json:"maxFile" validate:"min=1,max=100"`
+}
+
+// App holds the app settings the stack decides (the rest keep the env
+// contract's defaults).
+type App struct {
+	HSTSSeconds         int    `json:"hstsSeconds" validate:"gte=0"`
+	HSTSPreload         bool   `json:"hstsPreload"`
+	MaxUploadBytes      int64  `json:"maxUploadBytes" validate:"gt=0"`
+	MaxRequestBodyBytes int64  `json:"maxRequestBodyBytes" validate:"gt=0"`
+	LogLevel            string `json:"logLevel" validate:"oneof=debug info warn error"`
+	DBMaxConns          int    `json:"dbMaxConns" validate:"min=1,max=1000"`
+	LoginRatePerMinute  int    `json:"loginRatePerMinute" validate:"min=1,max=6000"`
+	LoginBurst          int    `json:"loginBurst" validate:"min=0,max=1000"`
+}
+
+// Probe configures the post-deploy readiness probe.
+type Probe struct {
+	// BaseURL overrides where the probe connects (default: the published
+	// bind address and port, with Host set to the domain).
+	BaseURL string `json:"baseUrl" validate:"omitempty,url"`
+	Timeout string `json:"timeout" validate:"required,duration"`
+}
+
+// Secret is a secret config value. It never prints, marshals or logs its
+// value; Output hands it to Pulumi as a secret.
+type Secret struct{ value string }
+
+// NewSecret wraps a value read from secret config.
+func NewSecret(v string) Secret { return Secret{value: v} }
+
+// IsSet reports whether a value was given.
+func (s Secret) IsSet() bool { return s.value != "" }
+
+// Output returns the value as a Pulumi secret.
+func (s Secret) Output() pulumi.StringOutput {
+	return pulumi.ToSecret(pulumi.String(s.value)).(pulumi.StringOutput)
+}
+
+// String hides the value from fmt and logs.
+func (s Secret) String() string {
+	if s.value == "" {
+		return ""
+	}
+	return "[secret]"
+}
+
+// MarshalJSON hides the value from JSON dumps.
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// Paths inside the containers that the app settings and the renderers share.
+const (
+	StaticRoot = "/srv/nbms/static"
+	MediaRoot  = "/srv/nbms/media"
+	AppPort    = 8000
+)
+
+// Defaults is the one place defaults live: production-safe values. The
+// project schema in Pulumi.yaml is generated from it (ProjectYAML) and the
+// dev stack file overrides what a laptop needs.
+func Defaults() Config {
+	return Config{
+		Profile: "prod",
+		// Loopback until the operator names the public interface: the
+		// policy pack refuses 0.0.0.0 / :: (CIS 5.14).
+		BindAddress: "127.0.0.1",
+		HTTPPort:    80,
+		HTTPSPort:   443,
+		TLSMode:     TLSProvided,
+		EdgeSubnet:  "172.30.0.0/24",
+		// Protected volumes survive `pulumi destroy` and a replace.
+		ProtectVolumes: true,
+		Images: Images{
+			Nginx:    "nginxinc/nginx-unprivileged:1.27-alpine@sha256:65e3e85dbaed8ba248841d9d58a899b6197106c23cb0ff1a132b7bfe0547e4c0",
+			Redis:    "redis:7.4-alpine@sha256:ff02b58f971e7d7d156a1267e283fcbbeee91773b6aa36c49dac28ecfe28eadf",
+			Platform: "linux/amd64",
+		},
+		Limits: map[string]Limit{
+			RoleApp:           {MemoryMB: 512, CPUs: 1, Nproc: 256},
+			RoleMigrate:       {MemoryMB: 256, CPUs: 0.5, Nproc: 128},
+			RoleCollectstatic: {MemoryMB: 128, CPUs: 0.5, Nproc: 128},
+			RoleProxy:         {MemoryMB: 128, CPUs: 0.5, Nproc: 256},
+			// db, cache and backup images all run as UID 999, and RLIMIT_NPROC
+			// counts that UID's processes host-wide: leave room for all three.
+			RoleDB:     {MemoryMB: 1024, CPUs: 1, Nproc: 1024},
+			RoleCache:  {MemoryMB: 256, CPUs: 0.5, Nproc: 1024},
+			RoleBackup: {MemoryMB: 512, CPUs: 1, Nproc: 1024},
+		},
+		Backup: Backup{FullCron: "30 1 * * 0", DiffCron: "30 1 * * 1-6", RetentionFull: 2, RetentionDiff: 6, ProcessMax: 2},
+		Logs:   Logs{MaxSize: "10m", MaxFile: 5},
+		App: App{
+			HSTSSeconds: 63072000, MaxUploadBytes: 52428800, MaxRequestBodyBytes: 1048576,
+			LogLevel: "info", DBMaxConns: 10, LoginRatePerMinute: 5, LoginBurst: 3,
+		},
+		Probe: Probe{Timeout: "3m"},
+	}
+}
+
+// Values is a stack's raw configuration, as Pulumi hands it to the program.
+type Values struct {
+	// Raw maps keys without the namespace to their raw values: strings as
+	// is, numbers and booleans as text, arrays and objects as JSON.
+	Raw map[string]string
+	// Secret reports whether a key was set with `--secret`.
+	Secret func(key string) bool
+}
+
+// Problem is one bad key.
+type Problem struct {
+	Key    string // e.g. nbms:corsOrigins[0]
+	Reason string
+}
+
+// Error lists every problem of a stack configuration, so the operator fixes
+// them in one round. It never contains a secret value.
+type Error struct {
+	Stack    string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid stack configuration for stack %q: %d problem", e.Stack, len(e.Problems))
+	if len(e.Problems) != 1 {
+		b.WriteString("s")
+	}
+	for _, p := range e.Problems {
+		fmt.Fprintf(&b, "\n  - %s: %s", p.Key, p.Reason)
+	}
+	return b.String()
+}
+
+// Keys names the bad keys in order, without repeats.
+func (e *Error) Keys() []string {
+	var out []string
+	for _, p := range e.Problems {
+		if !slices.Contains(out, p.Key) {
+			out = append(out, p.Key)
+		}
+	}
+	return out
+}
+
+// Load reads the stack configuration from the Pulumi context and validates
+// it. It registers nothing, so a bad configuration stops the program before
+// any resource exists.
+func Load(ctx *pulumi.Context) (*Config, error) {
+	raw := map[string]string{}
+	for _, key := range Keys() {
+		if v, ok := ctx.GetConfig(Namespace + ":" + key); ok {
+			raw[key] = v
+		}
+	}
+	return Parse(ctx.Stack(), Values{
+		Raw:    raw,
+		Secret: func(key string) bool { return ctx.IsConfigSecret(Namespace + ":" + key) },
+	})
+}
+
+// Keys lists every top-level config key.
+func Keys() []string {
+	var out []string
+	t := reflect.TypeOf(Config{})
+	for i := range t.NumField() {
+		if name := jsonName(t.Field(i)); name != "" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func jsonName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	if name == "-" {
+		return ""
+	}
+	return name
+}
+
+// Parse decodes raw values over Defaults and validates the result. It is
+// pure: tests call it without Pulumi.
+func Parse(stack string, v Values) (*Config, error) {
+	c := Defaults()
+	c.Stack = stack
+	var problems []Problem
+	add := func(key, reason string) {
+		problems = append(problems, Problem{Key: Namespace + ":" + key, Reason: reason})
+	}
+
+	if !stackNameRE.MatchString(stack) {
+		problems = append(problems, Problem{Key: "stack", Reason: fmt.Sprintf("%q must be lower-case letters, digits and dashes (it prefixes Docker object names)", stack)})
+	}
+	known := map[string]bool{}
+	rv := reflect.ValueOf(&c).Elem()
+	for i := range rv.NumField() {
+		sf := rv.Type().Field(i)
+		key := jsonName(sf)
+		if key == "" {
+			continue
+		}
+		known[key] = true
+		raw, ok := v.Raw[key]
+		if !ok {
+			continue
+		}
+		secretKey := sf.Tag.Get("secret") == "true"
+		if secretKey {
+			if raw != "" && (v.Secret == nil || !v.Secret(key)) {
+				add(key, fmt.Sprintf("must be set as a secret: `pulumi config set --secret %s:%s` (the plaintext value must also be removed from the stack file and rotated)", Namespace, key))
+			}
+			rv.Field(i).Set(reflect.ValueOf(NewSecret(strings.TrimSpace(raw))))
+			continue
+		}
+		if err := decodeField(rv.Field(i), raw); err != nil {
+			add(key, err.Error())
+		}
+	}
+	for key := range v.Raw {
+		if !known[key] {
+			add(key, "unknown key (typo?); known keys: "+strings.Join(Keys(), ", "))
+		}
+	}
+	slices.SortStableFunc(problems, func(a, b Problem) int { return strings.Compare(a.Key, b.Key) })
+	// The rules run even after a decoding problem, so one error names every
+	// bad key; a key that did not decode keeps its default and is not
+	// reported twice.
+	undecoded := slices.Clone(problems)
+	for _, p := range c.problems() {
+		if !slices.ContainsFunc(undecoded, func(u Problem) bool {
+			return p.Key == u.Key || strings.HasPrefix(p.Key, u.Key+".") || strings.HasPrefix(p.Key, u.Key+"[")
+		}) {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		return &c, &Error{Stack: stack, Problems: problems}
+	}
+	return &c, nil
+}
+
+var stackNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,30}$`)
+
+// decodeField sets one top-level field from its raw text. Objects merge over
+// the defaults, so a stack sets only what differs; unknown nested keys are
+// refused (they are typos).
+func decodeField(f reflect.Value, raw string) error {
+	switch f.Kind() {
+	case reflect.String:
+		f.SetString(raw)
+		return nil
+	case reflect.Map:
+		// A partial limits object overrides role by role, field by field.
+		var roles map[string]json.RawMessage
+		if err := strictJSON(raw, &roles); err != nil {
+			return err
+		}
+		for role, one := range roles {
+			merged := reflect.New(f.Type().Elem()).Elem()
+			if old := f.MapIndex(reflect.ValueOf(role)); old.IsValid() {
+				merged.Set(old)
+			}
+			if err := strictJSON(string(one), merged.Addr().Interface()); err != nil {
+				return fmt.Errorf("%s: %w", role, err)
+			}
+			f.SetMapIndex(reflect.ValueOf(role), merged)
+		}
+		return nil
+	}
+	return strictJSON(raw, f.Addr().Interface())
+}
+
+func strictJSON(raw string, into any) error {
+	dec := json.NewDecoder(strings.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return fmt.Errorf("%s must be of type %s", orValue(typeErr.Field), typeErr.Type)
+		}
+		return fmt.Errorf("cannot decode %q: %s", clip(raw), strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return nil
+}
+
+func orValue(field string) string {
+	if field == "" {
+		return "the value"
+	}
+	return field
+}
+
+func clip(s string) string {
+	if len(s) > 60 {
+		return s[:60] + "…"
+	}
+	return s
+}
+
+var validate = sync.OnceValue(func() *validator.Validate {
+	v := validator.New(validator.WithRequiredStructEnabled())
+	v.RegisterTagNameFunc(func(f reflect.StructField) string { return jsonName(f) })
+	_ = v.RegisterValidation("pinned", func(fl validator.FieldLevel) bool { return CheckImageRef(fl.Field().String()) == nil })
+	_ = v.RegisterValidation("logsize", func(fl validator.FieldLevel) bool { return logSizeRE.MatchString(fl.Field().String()) })
+	_ = v.RegisterValidation("duration", func(fl validator.FieldLevel) bool {
+		d, err := time.ParseDuration(fl.Field().String())
+		return err == nil && d > 0
+	})
+	return v
+})
+
+var (
+	logSizeRE  = regexp.MustCompile(`^[1-9][0-9]*[kmg]$`)
+	imageRefRE = regexp.MustCompile(`^([a-z0-9][a-z0-9._/-]*(?::[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*:([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})@sha256:[0-9a-f]{64}$`)
+)
+
+// CheckImageRef accepts only name:tag@sha256:<digest>, never a latest tag:
+// the tag tells humans what runs, the digest makes it so.
+func CheckImageRef(ref string) error {
+	m := imageRefRE.FindStringSubmatch(ref)
+	if m == nil {
+		return fmt.Errorf("%q must be name:tag@sha256:<64 hex digits>", ref)
+	}
+	if strings.EqualFold(m[2], "latest") {
+		return fmt.Errorf("%q uses the tag latest; pin a version", ref)
+	}
+	return nil
+}
+
+// problems applies the field rules, then the cross-field and env-contract
+// rules, naming each bad key.
+func (c *Config) problems() []Problem {
+	var out []Problem
+	add := func(key, reason string) { out = append(out, Problem{Key: Namespace + ":" + key, Reason: reason}) }
+
+	if err := validate().Struct(c); err != nil {
+		var verrs validator.ValidationErrors
+		if !errors.As(err, &verrs) {
+			add("?", err.Error())
+		}
+		for _, fe := range verrs {
+			add(fieldKey(fe.Namespace()), ruleReason(fe))
+		}
+	}
+	for _, role := range Roles {
+		if _, ok := c.Limits[role]; !ok {
+			add("limits."+role, "missing: every container role needs memoryMb, cpus and nproc")
+		}
+	}
+	for role := range c.Limits {
+		if !slices.Contains(Roles, role) {
+			add("limits."+role, "unknown role; roles: "+strings.Join(Roles, ", "))
+		}
+	}
+	prod := c.Profile == "prod"
+	if a, err := netip.ParseAddr(c.BindAddress); err == nil && a.IsUnspecified() {
+		add("bindAddress", fmt.Sprintf("%q publishes on every host address; name the interface that should serve traffic (CIS 5.14)", c.BindAddress))
+	}
+
+	// Origins: the app's own rule, entry by entry.
+	for name, list := range map[string][]string{"csrfTrustedOrigins": c.CSRFTrustedOrigins, "corsOrigins": c.CORSOrigins} {
+		for i, o := range list {
+			if err := config.CheckOrigin(o, prod); err != nil {
+				add(fmt.Sprintf("%s[%d]", name, i), err.Error())
+			}
+		}
+	}
+	// Hosts: the ALLOWED_HOSTS rule, entry by entry.
+	for i, h := range c.AllowedHosts {
+		if reason := hostProblem(h); reason != "" {
+			add(fmt.Sprintf("allowedHosts[%d]", i), reason)
+		}
+	}
+
+	switch {
+	case prod && c.TLSMode != TLSProvided:
+		add("tlsMode", "must be provided in production: the app redirects to HTTPS and sends HSTS")
+	case c.TLSMode == TLSProvided:
+		out = append(out, c.tlsProblems()...)
+	case c.TLSCertificate != "" || c.TLSKey.IsSet():
+		add("tlsMode", "is off but a certificate or key is configured; set it to provided or remove them")
+	}
+	if prod && c.App.HSTSSeconds < config.MinHSTSSeconds {
+		add("app.hstsSeconds", fmt.Sprintf("is %d; production needs at least %d (one year)", c.App.HSTSSeconds, config.MinHSTSSeconds))
+	}
+	if c.App.MaxUploadBytes < c.App.MaxRequestBodyBytes {
+		add("app.maxUploadBytes", fmt.Sprintf("is %d, below app.maxRequestBodyBytes (%d)", c.App.MaxUploadBytes, c.App.MaxRequestBodyBytes))
+	}
+	if len(out) > 0 {
+		return out
+	}
+	// Last net: the whole environment the app would get, through the app's
+	// own loader. Secrets are stand-ins of the right shape.
+	env := c.AppSettings()
+	env["SECRET_KEY"] = "validation-stand-in-Zr0pX7mW2sLdN9yB4tHcF6gJ1uAeR5iOoPqSTxVzY8wKj3"
+	env["DATABASE_URL"] = "postgres://nbms:stand-in@db:5432/nbms?sslmode=disable"
+	env["REDIS_URL"] = "redis://:stand-in@cache:6379/0"
+	if c.SentryDSN.IsSet() {
+		env["SENTRY_DSN"] = c.SentryDSN.value
+	}
+	if _, err := config.Parse(env); err != nil {
+		var cerr *config.Error
+		if !errors.As(err, &cerr) {
+			return append(out, Problem{Key: Namespace + ":?", Reason: err.Error()})
+		}
+		for _, p := range cerr.Problems {
+			key, ok := envKeys[p.Var]
+			if !ok {
+				key = "(derived " + p.Var + ")"
+			}
+			add(key, p.Reason)
+		}
+	}
+	return out
+}
+
+// envKeys maps the app variables the stack derives to the key that sets them.
+var envKeys = map[string]string{
+	"NBMS_ENV": "profile", "ALLOWED_HOSTS": "allowedHosts", "CSRF_TRUSTED_ORIGINS": "csrfTrustedOrigins",
+	"CORS_ALLOWED_ORIGINS": "corsOrigins", "TRUSTED_PROXY_CIDRS": "edgeSubnet", "SECURE_SSL_REDIRECT": "tlsMode",
+	"SESSION_COOKIE_SECURE": "tlsMode", "SECURE_HSTS_SECONDS": "app.hstsSeconds", "SECURE_HSTS_PRELOAD": "app.hstsPreload",
+	"MAX_UPLOAD_BYTES": "app.maxUploadBytes", "MAX_REQUEST_BODY_BYTES": "app.maxRequestBodyBytes",
+	"LOG_LEVEL": "app.logLevel", "DB_MAX_CONNS": "app.dbMaxConns", "SENTRY_DSN": "sentryDsn",
+}
+
+// hostProblem applies the env contract's ALLOWED_HOSTS rule to one entry by
+// asking the contract itself, so the two can never disagree.
+func hostProblem(h string) string {
+	if strings.Contains(h, ",") {
+		return fmt.Sprintf("%q contains a comma; give one host per entry", h)
+	}
+	if strings.TrimSpace(h) == "" {
+		return "empty host"
+	}
+	_, err := config.Parse(map[string]string{config.EnvProfile: "dev", "ALLOWED_HOSTS": h})
+	var cerr *config.Error
+	if errors.As(err, &cerr) {
+		for _, p := range cerr.Problems {
+			if p.Var == "ALLOWED_HOSTS" {
+				return p.Reason
+			}
+		}
+	}
+	return ""
+}
+
+func (c *Config) tlsProblems() []Problem {
+	var out []Problem
+	add := func(key, reason string) { out = append(out, Problem{Key: Namespace + ":" + key, Reason: reason}) }
+	if strings.TrimSpace(c.TLSCertificate) == "" {
+		add("tlsCertificate", "required when tlsMode is provided: `pulumi config set nbms:tlsCertificate -- \"$(cat fullchain.pem)\"`")
+	}
+	if !c.TLSKey.IsSet() {
+		add("tlsKey", "required when tlsMode is provided: `pulumi config set --secret nbms:tlsKey -- \"$(cat privkey.pem)\"`")
+	}
+	if len(out) > 0 {
+		return out
+	}
+	block, _ := pem.Decode([]byte(c.TLSCertificate))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return append(out, Problem{Namespace + ":tlsCertificate", "is not a PEM certificate"})
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return append(out, Problem{Namespace + ":tlsCertificate", "cannot parse the certificate: " + err.Error()})
+	}
+	for _, host := range c.PublicHosts() {
+		if hostProblem(host) != "" {
+			continue // reported against allowedHosts
+		}
+		if err := leaf.VerifyHostname(strings.TrimPrefix(host, ".")); err != nil {
+			add("tlsCertificate", fmt.Sprintf("does not cover %q", host))
+		}
+	}
+	// The key error text never includes key material.
+	if _, err := tls.X509KeyPair([]byte(c.TLSCertificate), []byte(c.TLSKey.value)); err != nil {
+		add("tlsKey", "does not match tlsCertificate or is not a PEM private key")
+	}
+	return out
+}
+
+func fieldKey(ns string) string {
+	// "Config.limits[app].memoryMb" -> "limits.app.memoryMb"
+	ns = strings.TrimPrefix(ns, "Config.")
+	ns = strings.NewReplacer("[", ".", "]", "").Replace(ns)
+	return ns
+}
+
+func ruleReason(fe validator.FieldError) string {
+	shown := fmt.Sprintf("%v", fe.Value())
+	switch fe.Tag() {
+	case "required":
+		return "required"
+	case "pinned":
+		return CheckImageRef(shown).Error()
+	case "logsize":
+		return fmt.Sprintf("%q must be a size like 10m (k, m or g)", shown)
+	case "duration":
+		return fmt.Sprintf("%q must be a positive duration like 3m", shown)
+	case "cron":
+		return fmt.Sprintf("%q is not a cron expression (minute hour day month weekday)", shown)
+	case "nefield":
+		return fmt.Sprintf("%s must differ from %s", shown, fe.Param())
+	}
+	if fe.Param() != "" {
+		return fmt.Sprintf("%q does not satisfy %s=%s", shown, fe.Tag(), fe.Param())
+	}
+	return fmt.Sprintf("%q does not satisfy %s", shown, fe.Tag())
+}
+
+// TLS reports whether the proxy serves HTTPS.
+func (c *Config) TLS() bool { return c.TLSMode == TLSProvided }
+
+// PublicHosts are the host names the app answers for (allowedHosts, or the
+// domain alone).
+func (c *Config) PublicHosts() []string {
+	if len(c.AllowedHosts) > 0 {
+		return c.AllowedHosts
+	}
+	return []string{c.Domain}
+}
+
+// PublicURL is the URL users reach the app at.
+func (c *Config) PublicURL() string {
+	scheme, port, standard := "http", c.HTTPPort, 80
+	if c.TLS() {
+		scheme, port, standard = "https", c.HTTPSPort, 443
+	}
+	if port == standard {
+		return scheme + "://" + c.Domain
+	}
+	return fmt.Sprintf("%s://%s:%d", scheme, c.Domain, port)
+}
+
+// AppSettings returns the non-secret app environment the stack decides,
+// keyed by env contract name. Secrets (SECRET_KEY, DATABASE_URL, REDIS_URL,
+// SENTRY_DSN) are added by the infra program as Pulumi secrets.
+func (c *Config) AppSettings() map[string]string {
+	csrf := c.CSRFTrustedOrigins
+	if len(csrf) == 0 {
+		csrf = []string{c.PublicURL()}
+	}
+	env := map[string]string{
+		config.EnvProfile:        c.Profile,
+		"HTTP_ADDR":              ":" + strconv.Itoa(AppPort),
+		"ALLOWED_HOSTS":          strings.Join(c.PublicHosts(), ","),
+		"CSRF_TRUSTED_ORIGINS":   strings.Join(csrf, ","),
+		"TRUSTED_PROXY_CIDRS":    c.EdgeSubnet,
+		"SECURE_SSL_REDIRECT":    strconv.FormatBool(c.TLS()),
+		"SESSION_COOKIE_SECURE":  strconv.FormatBool(c.TLS()),
+		"SECURE_HSTS_SECONDS":    strconv.Itoa(c.App.HSTSSeconds),
+		"SECURE_HSTS_PRELOAD":    strconv.FormatBool(c.App.HSTSPreload),
+		"MAX_UPLOAD_BYTES":       strconv.FormatInt(c.App.MaxUploadBytes, 10),
+		"MAX_REQUEST_BODY_BYTES": strconv.FormatInt(c.App.MaxRequestBodyBytes, 10),
+		"LOG_LEVEL":              c.App.LogLevel,
+		"DB_MAX_CONNS":           strconv.Itoa(c.App.DBMaxConns),
+		"STATIC_ROOT":            StaticRoot,
+		"MEDIA_ROOT":             MediaRoot,
+		"SENTRY_ENVIRONMENT":     c.Stack,
+	}
+	if !c.TLS() {
+		// Without HTTPS a Secure or __Host- cookie would never come back.
+		env["SESSION_COOKIE_NAME"] = "nbms_session"
+	}
+	if len(c.CORSOrigins) > 0 {
+		env["CORS_ALLOWED_ORIGINS"] = strings.Join(c.CORSOrigins, ",")
+	}
+	return env
+}
+
+// TLSKeyOutput returns the TLS private key as a Pulumi secret.
+func (c *Config) TLSKeyOutput() pulumi.StringOutput { return c.TLSKey.Output() }

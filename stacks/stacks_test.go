@@ -1,0 +1,325 @@
+package stacks_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"maps"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/stacks"
+)
+
+var update = flag.Bool("update", false, "rewrite Pulumi.yaml from stacks.Defaults")
+
+// testTLS returns a self-signed certificate for hosts and its key, in PEM.
+func testTLS(t testing.TB, hosts ...string) (certPEM, keyPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+}
+
+func readStackFile(t testing.TB, stack string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "Pulumi."+stack+".yaml"))
+	require.NoError(t, err)
+	raw, err := stacks.ParseStackFile(data)
+	require.NoError(t, err)
+	return raw
+}
+
+var secretKeys = map[string]bool{"tlsKey": true, "sentryDsn": true}
+
+func values(raw map[string]string) stacks.Values {
+	return stacks.Values{Raw: raw, Secret: func(k string) bool { return secretKeys[k] }}
+}
+
+// prodValues is Pulumi.prod.yaml plus what the operator sets per stack.
+func prodValues(t testing.TB) map[string]string {
+	raw := readStackFile(t, "prod")
+	raw["tlsCertificate"], raw["tlsKey"] = testTLS(t, "nbms.example.org")
+	return raw
+}
+
+func stackError(t *testing.T, err error) *stacks.Error {
+	t.Helper()
+	var serr *stacks.Error
+	require.ErrorAs(t, err, &serr)
+	return serr
+}
+
+func TestProjectFileIsUpToDate(t *testing.T) {
+	path := filepath.Join("..", stacks.ProjectPath)
+	if *update {
+		require.NoError(t, os.WriteFile(path, []byte(stacks.ProjectYAML()), 0o644))
+	}
+	committed, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, stacks.ProjectYAML(), string(committed), "run `go test ./stacks -run TestProjectFileIsUpToDate -update`")
+	for _, want := range []string{"name: nbms\n", "runtime: go\n", "main: infra/\n", `requiredPulumiVersion: ">=3.258.0"`} {
+		assert.Contains(t, string(committed), want)
+	}
+	blocks := schemaBlocks(string(committed))
+	for _, key := range stacks.Keys() {
+		block, ok := blocks[key]
+		require.True(t, ok, "no schema for %s", key)
+		assert.Contains(t, block, "    type: ", key)
+		assert.Regexp(t, `    description: "[^"]{20,}`, block, key)
+		if secretKeys[key] {
+			assert.Contains(t, block, "    secret: true", key)
+			assert.NotContains(t, block, "default:", "a secret has no plaintext default")
+		} else {
+			assert.Contains(t, block, "    default: ", key)
+		}
+	}
+}
+
+// schemaBlocks splits the config section of Pulumi.yaml into one block of
+// lines per key.
+func schemaBlocks(project string) map[string]string {
+	blocks := map[string]string{}
+	_, section, _ := strings.Cut(project, "\nconfig:\n")
+	key := ""
+	for _, line := range strings.Split(section, "\n") {
+		if name, ok := strings.CutPrefix(line, "  "); ok && !strings.HasPrefix(name, " ") {
+			key = strings.TrimSuffix(name, ":")
+			continue
+		}
+		blocks[key] += line + "\n"
+	}
+	return blocks
+}
+
+func TestCommittedStacksAreValid(t *testing.T) {
+	cases := []struct {
+		stack   string
+		raw     map[string]string
+		profile string
+		url     string
+	}{
+		{"prod", prodValues(t), "prod", "https://nbms.example.org"},
+		{"dev", readStackFile(t, "dev"), "dev", "http://localhost:8080"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.stack, func(t *testing.T) {
+			c, err := stacks.Parse(tc.stack, values(tc.raw))
+			require.NoError(t, err)
+			assert.Equal(t, tc.profile, c.Profile)
+			assert.Equal(t, tc.url, c.PublicURL())
+			// The environment the app gets satisfies the app's own loader.
+			env := c.AppSettings()
+			env["SECRET_KEY"] = "kQ8v3Zr0pX7mW2sLdN9yB4tHcF6gJ1uAeR5iO-oPqS_TxVzY8wKj"
+			env["DATABASE_URL"] = "postgres://nbms:pw@db:5432/nbms"
+			env["REDIS_URL"] = "redis://:pw@cache:6379/0"
+			s, err := config.Parse(env)
+			require.NoError(t, err)
+			assert.Equal(t, config.Profile(tc.profile), s.Profile)
+			assert.Equal(t, c.PublicHosts(), s.AllowedHosts)
+		})
+	}
+}
+
+func TestProdStackFileAloneNamesTheOperatorsSettings(t *testing.T) {
+	_, err := stacks.Parse("prod", values(readStackFile(t, "prod")))
+	serr := stackError(t, err)
+	assert.Equal(t, []string{"nbms:tlsCertificate", "nbms:tlsKey"}, serr.Keys())
+	assert.Contains(t, err.Error(), "pulumi config set --secret nbms:tlsKey")
+}
+
+func TestDevStackOverridesOnlyWhatItNames(t *testing.T) {
+	c, err := stacks.Parse("dev", values(readStackFile(t, "dev")))
+	require.NoError(t, err)
+	assert.Equal(t, 512, c.Limits[stacks.RoleDB].MemoryMB, "overridden")
+	assert.Equal(t, stacks.Defaults().Limits[stacks.RoleDB].Nproc, c.Limits[stacks.RoleDB].Nproc, "rest of the role kept")
+	assert.Equal(t, stacks.Defaults().Limits[stacks.RoleApp], c.Limits[stacks.RoleApp], "other roles kept")
+	assert.Equal(t, "127.0.0.1", c.BindAddress)
+	assert.False(t, c.TLS())
+}
+
+// Each bad value is reported against its own key, with the rule's reason.
+func TestEachBadValueNamesItsKey(t *testing.T) {
+	cases := []struct {
+		key, value string
+		wantKey    string
+		reason     string
+	}{
+		{"corsOrigins", `["*"]`, "nbms:corsOrigins[0]", `wildcard origin "*" is not allowed`},
+		{"corsOrigins", `["https://a.example.org", "null"]`, "nbms:corsOrigins[1]", `origin "null" is not allowed`},
+		{"corsOrigins", `["http://portal.example.org"]`, "nbms:corsOrigins[0]", "https in production"},
+		{"csrfTrustedOrigins", `["https://nbms.example.org/"]`, "nbms:csrfTrustedOrigins[0]", "nothing after"},
+		{"allowedHosts", `["*.example.org"]`, "nbms:allowedHosts[0]", "wildcards are not allowed"},
+		{"allowedHosts", `["nbms.example.org", "https://nbms.example.org"]`, "nbms:allowedHosts[1]", "not a host name"},
+		{"allowedHosts", `["a.example.org,b.example.org"]`, "nbms:allowedHosts[0]", "comma"},
+		{"domain", "not a host!", "nbms:domain", "hostname_rfc1123"},
+		{"profile", "production", "nbms:profile", "oneof"},
+		{"bindAddress", "localhost", "nbms:bindAddress", "ip"},
+		{"bindAddress", "0.0.0.0", "nbms:bindAddress", "every host address"},
+		{"bindAddress", "::", "nbms:bindAddress", "CIS 5.14"},
+		{"httpsPort", "80", "nbms:httpsPort", "must differ"},
+		{"httpPort", "70000", "nbms:httpPort", "max=65535"},
+		{"httpPort", "eighty", "nbms:httpPort", "cannot decode"},
+		{"tlsMode", "off", "nbms:tlsMode", "must be provided in production"},
+		{"edgeSubnet", "0.0.0.0", "nbms:edgeSubnet", "cidrv4"},
+		{"images", `{"nginx": "nginx:latest"}`, "nbms:images.nginx", "name:tag@sha256"},
+		{"images", `{"redis": "redis:latest@sha256:` + strings.Repeat("a", 64) + `"}`, "nbms:images.redis", "latest"},
+		{"images", `{"ngnix": "x"}`, "nbms:images", "unknown field"},
+		{"limits", `{"app": {"memoryMb": 8}}`, "nbms:limits.app.memoryMb", "min=32"},
+		{"limits", `{"app": {"cpus": 0}}`, "nbms:limits.app.cpus", "gt=0"},
+		{"limits", `{"worker": {"memoryMb": 64, "cpus": 1, "nproc": 64}}`, "nbms:limits.worker", "unknown role"},
+		{"backup", `{"fullCron": "every sunday"}`, "nbms:backup.fullCron", "cron"},
+		{"backup", `{"retentionFull": 0}`, "nbms:backup.retentionFull", "min=1"},
+		{"logs", `{"maxSize": "10MB"}`, "nbms:logs.maxSize", "like 10m"},
+		{"logs", `{"maxFile": 0}`, "nbms:logs.maxFile", "min=1"},
+		{"app", `{"hstsSeconds": 3600}`, "nbms:app.hstsSeconds", "at least 31536000"},
+		{"app", `{"logLevel": "debug"}`, "nbms:app.logLevel", "not allowed in production"},
+		{"app", `{"maxUploadBytes": 1024}`, "nbms:app.maxUploadBytes", "below app.maxRequestBodyBytes"},
+		{"probe", `{"timeout": "soon"}`, "nbms:probe.timeout", "positive duration"},
+		{"colour", "blue", "nbms:colour", "unknown key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
+			raw := prodValues(t)
+			raw[tc.key] = tc.value
+			_, err := stacks.Parse("prod", values(raw))
+			serr := stackError(t, err)
+			assert.Equal(t, []string{tc.wantKey}, serr.Keys(), err.Error())
+			assert.Contains(t, err.Error(), tc.reason)
+		})
+	}
+}
+
+func TestOneErrorNamesEveryBadKey(t *testing.T) {
+	raw := prodValues(t)
+	raw["corsOrigins"] = `["*", "https://ok.example.org", "null"]`
+	raw["allowedHosts"] = `["*"]`
+	raw["images"] = `{"nginx": "nginx:1.27", "redis": "redis:latest"}`
+	raw["limits"] = `{"db": {"nproc": 1}}`
+	raw["backup"] = `{"diffCron": "x"}`
+	raw["app"] = `{"hstsSeconds": 1}`
+	_, err := stacks.Parse("prod", values(raw))
+	serr := stackError(t, err)
+	want := []string{
+		"nbms:allowedHosts[0]", "nbms:corsOrigins[0]", "nbms:corsOrigins[2]", "nbms:images.nginx",
+		"nbms:images.redis", "nbms:limits.db.nproc", "nbms:backup.diffCron", "nbms:app.hstsSeconds",
+	}
+	assert.ElementsMatch(t, want, serr.Keys())
+	msg := err.Error()
+	assert.True(t, strings.HasPrefix(msg, `invalid stack configuration for stack "prod": `), msg)
+	assert.Contains(t, msg, `nbms:corsOrigins[0]: wildcard origin "*" is not allowed`)
+	assert.Equal(t, len(serr.Problems)+1, strings.Count(msg, "\n")+1, "a header line plus one line per problem")
+}
+
+func TestSecretsMustBeSecretAndAreNeverEchoed(t *testing.T) {
+	raw := prodValues(t)
+	key := raw["tlsKey"]
+	raw["sentryDsn"] = "not-a-dsn-but-secret-value"
+	// Plaintext secret: named, refused, and not echoed.
+	_, err := stacks.Parse("prod", stacks.Values{Raw: raw, Secret: func(string) bool { return false }})
+	serr := stackError(t, err)
+	assert.Equal(t, []string{"nbms:sentryDsn", "nbms:tlsKey"}, serr.Keys())
+	assert.Contains(t, err.Error(), "pulumi config set --secret nbms:tlsKey")
+	// Secret but invalid: named, and not echoed either.
+	_, err = stacks.Parse("prod", values(raw))
+	serr = stackError(t, err)
+	assert.Equal(t, []string{"nbms:sentryDsn"}, serr.Keys())
+	for _, secret := range []string{"not-a-dsn-but-secret-value", strings.Split(key, "\n")[1]} {
+		assert.NotContains(t, err.Error(), secret)
+	}
+	// A key that does not match the certificate.
+	_, otherKey := testTLS(t, "nbms.example.org")
+	raw["tlsKey"], raw["sentryDsn"] = otherKey, "https://public@sentry.example.org/42"
+	_, err = stacks.Parse("prod", values(raw))
+	serr = stackError(t, err)
+	assert.Equal(t, []string{"nbms:tlsKey"}, serr.Keys())
+	assert.NotContains(t, err.Error(), strings.Split(otherKey, "\n")[1])
+}
+
+func TestCertificateMustCoverEveryHost(t *testing.T) {
+	raw := prodValues(t)
+	raw["allowedHosts"] = `["nbms.example.org", "www.example.org"]`
+	_, err := stacks.Parse("prod", values(raw))
+	serr := stackError(t, err)
+	assert.Equal(t, []string{"nbms:tlsCertificate"}, serr.Keys())
+	assert.Contains(t, err.Error(), `does not cover "www.example.org"`)
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	c, err := stacks.Parse("prod", values(prodValues(t)))
+	require.NoError(t, err)
+	out, err := json.Marshal(c)
+	require.NoError(t, err)
+	dump := fmt.Sprintf("%v %+v %s", c, c, out)
+	assert.NotContains(t, dump, "PRIVATE KEY")
+	assert.Contains(t, string(out), `"tlsKey":"[secret]"`)
+}
+
+func TestStackNameIsChecked(t *testing.T) {
+	_, err := stacks.Parse("Prod Stack", values(prodValues(t)))
+	serr := stackError(t, err)
+	assert.Equal(t, []string{"stack"}, serr.Keys())
+}
+
+func TestParseStackFileRefusesEncryptedValues(t *testing.T) {
+	_, err := stacks.ParseStackFile([]byte("config:\n  nbms:tlsKey: secure: v1:abc\n"))
+	assert.ErrorContains(t, err, "carry no secret")
+	raw, err := stacks.ParseStackFile([]byte("# c\nconfig:\n  docker:host: unix:///x\n  nbms:tlsMode: \"off\"\n  nbms:httpPort: 8080\n"))
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"tlsMode": "off", "httpPort": "8080"}, raw)
+}
+
+func TestCheckImageRef(t *testing.T) {
+	digest := "@sha256:" + strings.Repeat("0123456789abcdef", 4)
+	for _, ok := range []string{"redis:7.4-alpine" + digest, "registry.example.org:5000/team/nginx:1.27.3" + digest} {
+		assert.NoError(t, stacks.CheckImageRef(ok), ok)
+	}
+	for _, bad := range []string{"redis", "redis:7.4", "redis" + digest, "redis:latest" + digest, "redis:LATEST" + digest, "redis:7@sha256:abc"} {
+		assert.Error(t, stacks.CheckImageRef(bad), bad)
+	}
+}
+
+// FuzzParse: any raw values give a config or an *Error; Parse never panics
+// and never echoes the secret values.
+func FuzzParse(f *testing.F) {
+	f.Add("prod", `["*"]`, `{"app": {"memoryMb": 1}}`, "80", "secret-key-material")
+	f.Add("dev", `[]`, `{}`, "x", "")
+	f.Add("", `{`, `[]`, "-1", "\x00")
+	f.Fuzz(func(t *testing.T, profile, origins, limits, port, key string) {
+		raw := map[string]string{"profile": profile, "corsOrigins": origins, "limits": limits, "httpPort": port, "tlsKey": key, "domain": "nbms.example.org"}
+		c, err := stacks.Parse("fuzz", values(maps.Clone(raw)))
+		require.NotNil(t, c)
+		if err == nil {
+			return
+		}
+		var serr *stacks.Error
+		require.ErrorAs(t, err, &serr)
+		require.NotEmpty(t, serr.Problems)
+		if k := strings.TrimSpace(key); len(k) >= 8 && !strings.Contains(profile+origins+limits+port, k) {
+			require.NotContains(t, err.Error(), k)
+		}
+	})
+}
