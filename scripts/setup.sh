@@ -41,7 +41,7 @@ fi
 # PostgreSQL: the machine's cluster on 127.0.0.1:5432 with trust auth.
 if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
 	log "starting PostgreSQL"
-	as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
+	as_root pg_ctlcluster --skip-systemctl-redirect "$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" | sort -V | tail -n1)" main start
 	for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
 pg_isready -h 127.0.0.1 -p 5432

@@ -1,0 +1,13 @@
+package backup
+
+import (
+	"log/slog"
+
+	"github.com/robfig/cron/v3"
+)
+
+// NewSchedulerWithSeconds builds a Scheduler whose specs have a leading
+// seconds field, so tests of the cron loop take seconds, not minutes.
+func NewSchedulerWithSeconds(opts ScheduleOptions, logger *slog.Logger) (*Scheduler, error) {
+	return newScheduler(opts, logger, cron.NewParser(cron.Second|cron.Minute|cron.Hour|cron.Dom|cron.Month|cron.Dow))
+}
