@@ -6,7 +6,8 @@
 #     (nginx, pgBackRest, PostGIS, Chromium for the policy report, shellcheck
 #     for the ops scripts), without starting their services;
 #   - makes sure PostgreSQL and Redis are running on 127.0.0.1;
-#   - installs the Go tools `make check` needs into .tools/;
+#   - installs the Go tools `make check` needs into .tools/ and builds the
+#     pinned Pulumi CLI (scripts/build-pulumi.sh);
 #   - downloads the Go modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,4 +75,7 @@ fi
 
 log "downloading Go modules"
 go mod download
+
+# The Pulumi CLI the engine tests drive, built from the module proxy.
+./scripts/build-pulumi.sh
 log "setup complete"

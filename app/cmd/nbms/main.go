@@ -24,6 +24,10 @@ var commands = map[string]command{
 	"predeploy-check":    {"check that this environment is ready for production (exit 1 on any failure, 78 on a config error)", runPredeploy},
 	"healthcheck":        {"probe the local server's /healthz (or --path) for a container HEALTHCHECK", runHealthcheck},
 	"settings-reference": {"print the Markdown reference of every environment variable", runSettingsReference},
+	"migrate":            {"apply (up) or list (status) the schema migrations; needs a direct PostgreSQL connection", runMigrate},
+	"collectstatic":      {"publish the static assets to STATIC_ROOT with content-hashed names and a manifest", runCollectstatic},
+	"backup-schedule":    {"run pgBackRest full and differential backups on cron schedules (the backup container)", runBackupSchedule},
+	"backup-status":      {"check that backups and the WAL archive are fresh enough (exit 1 when stale)", runBackupStatus},
 }
 
 func main() {

@@ -23,10 +23,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/app/internal/store/storetest"
 	"github.com/nbms-deploy/nbms/app/internal/testsupport"
 )
 
-var binary string
+var (
+	binary string
+	// databaseURL is a migrated database of this package's own.
+	databaseURL string
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "nbms-bin-")
@@ -39,7 +44,7 @@ func TestMain(m *testing.M) {
 	if err := build.Run(); err != nil {
 		panic("building nbms: " + err.Error())
 	}
-	code := m.Run()
+	code := storetest.Main(m, &databaseURL)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -50,7 +55,7 @@ func prodEnv(t *testing.T) map[string]string {
 	return map[string]string{
 		"NBMS_ENV":             "prod",
 		"SECRET_KEY":           strongKey,
-		"DATABASE_URL":         testsupport.DatabaseURL(),
+		"DATABASE_URL":         databaseURL,
 		"REDIS_URL":            testsupport.RedisURL(),
 		"ALLOWED_HOSTS":        "nbms.example.org",
 		"CSRF_TRUSTED_ORIGINS": "https://nbms.example.org",
@@ -183,6 +188,9 @@ func TestPredeployCheck(t *testing.T) {
 		assert.Regexp(t, `PASS\s+NBMS-DB\s`, out)
 		assert.Regexp(t, `PASS\s+NBMS-REDIS\s`, out)
 		assert.Regexp(t, `SKIP\s+NBMS-MIGRATE\s`, out)
+		out, errOut, code = run(t, prodEnv(t), "predeploy-check")
+		assert.Equal(t, 0, code, out+errOut)
+		assert.Regexp(t, `PASS\s+NBMS-MIGRATE\s`, out, "the test database is migrated")
 	})
 	t.Run("database unreachable", func(t *testing.T) {
 		env := prodEnv(t)

@@ -11,6 +11,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/app/internal/cache"
 	"github.com/nbms-deploy/nbms/app/internal/database"
+	"github.com/nbms-deploy/nbms/app/internal/migrate"
 	"github.com/nbms-deploy/nbms/app/internal/predeploy"
 	"github.com/nbms-deploy/nbms/app/internal/service"
 )
@@ -54,8 +55,16 @@ func runPredeploy(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	switch {
 	case *skipMigrate:
 		in.SkipMigrateReason = "--skip-migrate-check given"
+	case contractBroken && mentions(cerr, "DATABASE_URL"):
+		in.SkipMigrateReason = "DATABASE_URL invalid: see NBMS-ENV"
 	default:
-		in.SkipMigrateReason = "this build has no migrations yet"
+		db, err := migrate.Open(s.DatabaseURL)
+		if err != nil {
+			in.PendingMigrations = func(context.Context) ([]string, error) { return nil, err }
+			break
+		}
+		defer db.Close()
+		in.PendingMigrations = func(ctx context.Context) ([]string, error) { return migrate.Pending(ctx, db) }
 	}
 
 	rep := predeploy.Run(ctx, in)

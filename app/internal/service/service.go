@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nbms-deploy/nbms/app/config"
@@ -23,6 +24,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/errtrack"
 	"github.com/nbms-deploy/nbms/app/internal/health"
 	"github.com/nbms-deploy/nbms/app/internal/logging"
+	"github.com/nbms-deploy/nbms/app/internal/migrate"
 	"github.com/nbms-deploy/nbms/app/internal/server"
 )
 
@@ -79,8 +81,11 @@ func Build(ctx context.Context, s *config.Settings, o Options) (*Service, error)
 		pool.Close()
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
+	// The migration check reads goose's table through the same pool; the
+	// *sql.DB view borrows the pool's connections and owns none.
+	sqlDB := stdlib.OpenDBFromPool(pool)
 	h := health.New(health.Options{
-		Checks:  []health.Checker{database.Check(pool), cache.Check(rdb)},
+		Checks:  []health.Checker{database.Check(pool), cache.Check(rdb), migrate.NewCheck(sqlDB)},
 		Timeout: s.ReadinessTimeout,
 		Logger:  logger,
 	})

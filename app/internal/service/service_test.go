@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/logging"
 	"github.com/nbms-deploy/nbms/app/internal/problem"
 	"github.com/nbms-deploy/nbms/app/internal/service"
+	"github.com/nbms-deploy/nbms/app/internal/store/storetest"
 	"github.com/nbms-deploy/nbms/app/internal/testsupport"
 )
 
@@ -40,10 +42,15 @@ const (
 	dbPassword = "db-Pa55word-never-logged"
 )
 
+// databaseURL is a migrated database of this package's own (TestMain).
+var databaseURL string
+
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m, &databaseURL)) }
+
 // prodEnv is a production environment pointing at the test services. The
 // test client plays the reverse proxy: 127.0.0.1 is trusted.
 func prodEnv(t *testing.T) map[string]string {
-	dbURL := strings.Replace(testsupport.DatabaseURL(), "postgres://root@", "postgres://root:"+dbPassword+"@", 1)
+	dbURL := strings.Replace(databaseURL, "postgres://root@", "postgres://root:"+dbPassword+"@", 1)
 	return map[string]string{
 		"NBMS_ENV":               "prod",
 		"SECRET_KEY":             secretKey,
@@ -478,7 +485,7 @@ func TestCSPReportEndpoint(t *testing.T) {
 func TestReadinessFollowsTheDatabase(t *testing.T) {
 	pg := testsupport.NewForwarder(t, testsupport.PostgresAddr())
 	env := prodEnv(t)
-	env["DATABASE_URL"] = "postgres://root:" + dbPassword + "@" + pg.Addr() + "/test?sslmode=disable"
+	env["DATABASE_URL"] = strings.Replace(prodEnv(t)["DATABASE_URL"], testsupport.PostgresAddr(), pg.Addr(), 1)
 	a := startApp(t, env, nil, nil)
 
 	res := a.request(t, "GET", "/readyz", nil, nil)

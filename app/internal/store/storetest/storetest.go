@@ -14,7 +14,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
+	"os"
 	"testing"
 	"time"
 
@@ -33,15 +35,8 @@ const setupTimeout = 2 * time.Minute
 func NewDatabase(t testing.TB) (url string) {
 	t.Helper()
 	url = NewEmptyDatabase(t)
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-	db, err := migrate.Open(url)
-	if err != nil {
+	if err := migrateUp(url); err != nil {
 		t.Fatalf("storetest: %v", err)
-	}
-	defer db.Close()
-	if _, err := migrate.Up(ctx, db); err != nil {
-		t.Fatalf("storetest: migrate: %v", err)
 	}
 	return url
 }
@@ -50,44 +45,96 @@ func NewDatabase(t testing.TB) (url string) {
 // its URL; it is dropped like NewDatabase's.
 func NewEmptyDatabase(t testing.TB) (url string) {
 	t.Helper()
+	url, dropDB, err := createEmpty()
+	if err != nil {
+		t.Fatalf("storetest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := dropDB(); err != nil {
+			t.Errorf("storetest: %v", err)
+		}
+	})
+	return url
+}
+
+// Main is TestMain for a package whose tests share one migrated database:
+// it creates it, stores its URL in *url, runs the tests and drops it.
+func Main(m *testing.M, url *string) int {
+	u, dropDB, err := createEmpty()
+	if err == nil {
+		err = migrateUp(u)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "storetest:", err)
+		if dropDB != nil {
+			_ = dropDB()
+		}
+		return 1
+	}
+	*url = u
+	code := m.Run()
+	if err := dropDB(); err != nil {
+		fmt.Fprintln(os.Stderr, "storetest:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+func migrateUp(url string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
+	db, err := migrate.Open(url)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := migrate.Up(ctx, db); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
 
+// createEmpty creates a database with a random name and returns its URL
+// and the function that drops it.
+func createEmpty() (url string, dropDB func() error, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
 	admin := testsupport.DatabaseURL()
 	name := "nbms_test_" + randomHex(8)
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
-		t.Fatalf("storetest: connect to the test server: %v", err)
+		return "", nil, fmt.Errorf("connect to the test server: %w", err)
 	}
 	defer conn.Close(ctx)
 	// The name is generated here, and sanitised as an identifier anyway:
 	// CREATE DATABASE takes no parameters.
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("storetest: create database: %v", err)
+		return "", nil, fmt.Errorf("create database: %w", err)
 	}
-	t.Cleanup(func() { drop(t, admin, name) })
-
+	dropDB = func() error { return drop(admin, name) }
 	u, err := urlWithDatabase(admin, name)
 	if err != nil {
-		t.Fatalf("storetest: %v", err)
+		return "", dropDB, err
 	}
-	return u
+	return u, dropDB, nil
 }
 
-func drop(t testing.TB, admin, name string) {
+func drop(admin, name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
-		t.Errorf("storetest: drop %s: %v", name, err)
-		return
+		return fmt.Errorf("drop %s: %w", name, err)
 	}
 	defer conn.Close(ctx)
 	// FORCE ends sessions a test forgot to close, which would otherwise
 	// keep the database alive.
 	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-		t.Errorf("storetest: drop %s: %v", name, err)
+		return fmt.Errorf("drop %s: %w", name, err)
 	}
+	return nil
 }
 
 func urlWithDatabase(base, name string) (string, error) {

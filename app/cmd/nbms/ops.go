@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/app/internal/backup"
+	"github.com/nbms-deploy/nbms/app/internal/logging"
+	"github.com/nbms-deploy/nbms/app/internal/migrate"
+	"github.com/nbms-deploy/nbms/app/internal/static"
+)
+
+// runMigrate applies or lists the embedded schema migrations. It needs a
+// direct PostgreSQL connection (see package migrate): DATABASE_URL must not
+// point at PgBouncer in transaction mode when running `up`.
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "up" && args[0] != "status") {
+		fmt.Fprintln(stderr, "Usage: nbms migrate up|status")
+		return exitUsage
+	}
+	s, ok := loadSettings(stderr)
+	if !ok {
+		return config.ExitConfig
+	}
+	db, err := migrate.Open(s.DatabaseURL)
+	if err != nil {
+		fmt.Fprintln(stderr, "nbms migrate:", err)
+		return exitFail
+	}
+	defer db.Close()
+	switch args[0] {
+	case "up":
+		applied, err := migrate.Up(ctx, db)
+		for _, m := range applied {
+			fmt.Fprintf(stdout, "applied %05d %s (%s)\n", m.Version, m.Name, m.Duration.Round(1e6))
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "nbms migrate up:", err)
+			return exitFail
+		}
+		if len(applied) == 0 {
+			fmt.Fprintln(stdout, "no pending migration")
+		}
+	case "status":
+		all, err := migrate.Status(ctx, db)
+		if err != nil {
+			fmt.Fprintln(stderr, "nbms migrate status:", err)
+			return exitFail
+		}
+		pending := 0
+		for _, m := range all {
+			state := "applied " + m.AppliedAt.UTC().Format("2006-01-02T15:04:05Z")
+			if !m.Applied {
+				state = "PENDING"
+				pending++
+			}
+			fmt.Fprintf(stdout, "%05d %-40s %s\n", m.Version, m.Name, state)
+		}
+		fmt.Fprintf(stdout, "%d migrations, %d pending\n", len(all), pending)
+	}
+	return exitOK
+}
+
+// runCollectstatic publishes the embedded static assets to STATIC_ROOT.
+func runCollectstatic(_ context.Context, _ []string, stdout, stderr io.Writer) int {
+	s, ok := loadSettings(stderr)
+	if !ok {
+		return config.ExitConfig
+	}
+	manifest, err := static.Collect(s.StaticRoot)
+	if err != nil {
+		fmt.Fprintln(stderr, "nbms collectstatic:", err)
+		return exitFail
+	}
+	fmt.Fprintf(stdout, "published %d assets to %s\n", len(manifest), s.StaticRoot)
+	return exitOK
+}
+
+// opsLogger is the JSON logger of the commands that run outside the app's
+// environment (the backup container has no app settings).
+func opsLogger(w io.Writer) *slog.Logger {
+	return slog.New(logging.NewHandler(w, slog.LevelInfo, logging.NewRedactor()))
+}
+
+// runBackupSchedule is the backup scheduler container's process. It runs
+// beside PostgreSQL with pgBackRest, not with the app's settings, so it is
+// configured by flags only.
+func runBackupSchedule(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("backup-schedule", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opts backup.ScheduleOptions
+	opts.Flags(fs, true)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if err := backup.RunSchedule(ctx, opts, opsLogger(stdout)); err != nil {
+		fmt.Fprintln(stderr, "nbms backup-schedule:", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+// runBackupStatus says whether the backups and the WAL archive are fresh
+// enough: exit 0 fresh, 1 stale or missing (for monitoring).
+func runBackupStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("backup-status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opts backup.StatusOptions
+	opts.Flags(fs)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	rep, err := backup.Status(ctx, opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "nbms backup-status:", err)
+		return exitFail
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(rep)
+	} else {
+		err = rep.WriteText(stdout)
+	}
+	if err != nil || !rep.OK {
+		return exitFail
+	}
+	return exitOK
+}
