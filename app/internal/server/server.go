@@ -18,6 +18,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/health"
 	"github.com/nbms-deploy/nbms/app/internal/logging"
 	"github.com/nbms-deploy/nbms/app/internal/proxy"
+	"github.com/nbms-deploy/nbms/app/internal/ratelimit"
 	"github.com/nbms-deploy/nbms/app/internal/recovery"
 )
 
@@ -49,6 +50,9 @@ type Deps struct {
 	// Session loads the session and the authenticated user for the API
 	// routes (innermost, after CSRF). Nil leaves every request anonymous.
 	Session func(http.Handler) http.Handler
+	// Limiter throttles the API routes with the policies named in
+	// limits.go. Nil limits nothing (RATE_LIMIT_ENABLED=false).
+	Limiter *ratelimit.Limiter
 }
 
 // isProbe reports whether r is a health probe. Probes come from Docker or
@@ -107,7 +111,7 @@ func New(d Deps) (http.Handler, error) {
 	if d.Mount != nil {
 		d.Mount(api)
 	}
-	apiHandler := http.Handler(api)
+	apiHandler := throttle(api, d.Limiter)
 	if d.Session != nil {
 		apiHandler = d.Session(apiHandler)
 	}

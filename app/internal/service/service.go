@@ -25,6 +25,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/health"
 	"github.com/nbms-deploy/nbms/app/internal/logging"
 	"github.com/nbms-deploy/nbms/app/internal/migrate"
+	"github.com/nbms-deploy/nbms/app/internal/ratelimit"
 	"github.com/nbms-deploy/nbms/app/internal/server"
 )
 
@@ -36,6 +37,7 @@ type Service struct {
 	Redis    *redis.Client
 	Health   *health.Health
 	Reporter *errtrack.Reporter
+	Limiter  *ratelimit.Limiter
 	Handler  http.Handler
 	Server   *http.Server
 }
@@ -89,8 +91,18 @@ func Build(ctx context.Context, s *config.Settings, o Options) (*Service, error)
 		Timeout: s.ReadinessTimeout,
 		Logger:  logger,
 	})
+	var limiter *ratelimit.Limiter
+	if s.RateLimitEnabled {
+		limiter, err = ratelimit.New(rdb, logger, server.RatePolicies(s)...)
+		if err != nil {
+			rdb.Close()
+			pool.Close()
+			return nil, fmt.Errorf("rate limits: %w", err)
+		}
+	}
 	handler, err := server.New(server.Deps{
 		Settings: s, Logger: logger, Health: h, OnPanic: reporter.CapturePanic, Mount: o.Mount,
+		Limiter: limiter,
 	})
 	if err != nil {
 		rdb.Close()
@@ -111,7 +123,7 @@ func Build(ctx context.Context, s *config.Settings, o Options) (*Service, error)
 	}
 	return &Service{
 		Settings: s, Logger: logger, DB: pool, Redis: rdb, Health: h,
-		Reporter: reporter, Handler: handler, Server: srv,
+		Reporter: reporter, Limiter: limiter, Handler: handler, Server: srv,
 	}, nil
 }
 

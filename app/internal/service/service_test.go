@@ -626,3 +626,26 @@ func TestDatabaseOptionsFollowTheContract(t *testing.T) {
 	assert.EqualValues(t, 7, svc.DB.Config().MaxConns)
 	assert.NotEqual(t, svc.DB.Config().ConnConfig.DefaultQueryExecMode.String(), "cache_statement", "no server-side prepared statements behind PgBouncer")
 }
+
+func TestPublicAPIIsThrottledPerClient(t *testing.T) {
+	env := prodEnv(t)
+	env["RATE_LIMIT_PUBLIC_API"] = "3/1m"
+	a := startApp(t, env, nil, nil)
+	// Keys are per client IP; make this run's clients unique.
+	client := fmt.Sprintf("198.51.100.%d", time.Now().UnixNano()%200+1)
+	other := fmt.Sprintf("203.0.113.%d", time.Now().UnixNano()%200+1)
+	for i := 0; i < 3; i++ {
+		res := a.request(t, "GET", "/api/public/", nil, map[string]string{"X-Forwarded-For": client})
+		require.Equal(t, 200, res.StatusCode)
+		assert.Equal(t, `"public-api";q=3;w=60`, res.Header.Get("RateLimit-Policy"))
+	}
+	res := a.request(t, "GET", "/api/public/", nil, map[string]string{"X-Forwarded-For": client})
+	assert.Equal(t, 429, res.StatusCode)
+	assert.NotEmpty(t, res.Header.Get("Retry-After"))
+	assert.Contains(t, res.Header.Get("RateLimit"), `"public-api";r=0`)
+	assertSecurityHeaders(t, res, "throttled")
+	assert.Equal(t, problem.ContentType, res.Header.Get("Content-Type"))
+
+	assert.Equal(t, 200, a.request(t, "GET", "/api/public/", nil, map[string]string{"X-Forwarded-For": other}).StatusCode, "another client has its own bucket")
+	assert.Equal(t, 200, a.request(t, "GET", "/healthz", nil, map[string]string{"X-Forwarded-For": client}).StatusCode, "probes are never throttled")
+}
