@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -117,3 +118,14 @@ func (c *Checker) Check(ctx context.Context) error {
 	}
 	return nil
 }
+
+// slogAdapter sends go-redis's own messages (dial failures, pool events)
+// to the structured log instead of stderr, redacted like everything else.
+type slogAdapter struct{ logger *slog.Logger }
+
+func (a slogAdapter) Printf(ctx context.Context, format string, v ...any) {
+	a.logger.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
+// UseLogger routes go-redis's process-wide logger to logger.
+func UseLogger(logger *slog.Logger) { redis.SetLogger(slogAdapter{logger: logger}) }

@@ -3,6 +3,8 @@ package cache_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/nbms-deploy/nbms/app/internal/cache"
 	"github.com/nbms-deploy/nbms/app/internal/health"
+	"github.com/nbms-deploy/nbms/app/internal/testsupport"
 )
 
 // The checker must plug into the readiness endpoint.
@@ -166,4 +169,18 @@ func FuzzOpenErrorHasNoPassword(f *testing.F) {
 		}
 		_ = client.Close()
 	})
+}
+
+func TestGoRedisMessagesReachTheStructuredLog(t *testing.T) {
+	var logs testsupport.SyncBuffer
+	cache.UseLogger(slog.New(slog.NewJSONHandler(&logs, nil)))
+	t.Cleanup(func() { cache.UseLogger(slog.New(slog.NewTextHandler(io.Discard, nil))) })
+	fwd := testsupport.NewForwarder(t, testsupport.RedisAddr())
+	client, err := cache.Open(context.Background(), "redis://"+fwd.Addr()+"/0", cache.Options{})
+	require.NoError(t, err)
+	defer client.Close()
+	require.NoError(t, client.Ping(context.Background()).Err())
+	fwd.Stop()
+	_ = client.Ping(context.Background()).Err()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"component":"go-redis"`) }, 5*time.Second, 20*time.Millisecond)
 }

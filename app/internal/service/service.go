@@ -78,6 +78,7 @@ func Build(ctx context.Context, s *config.Settings, o Options) (*Service, error)
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
+	cache.UseLogger(logger)
 	rdb, err := cache.Open(ctx, s.RedisURL, cache.Options{})
 	if err != nil {
 		pool.Close()
