@@ -58,8 +58,9 @@ func NewEmptyDatabase(t testing.TB) (url string) {
 }
 
 // Main is TestMain for a package whose tests share one migrated database:
-// it creates it, stores its URL in *url, runs the tests and drops it.
-func Main(m *testing.M, url *string) int {
+// it creates it, stores its URL in *url, runs setup (if any: e.g. opening
+// a pool on it, released after the tests), runs the tests and drops it.
+func Main(m *testing.M, url *string, setup ...func() (release func(), err error)) int {
 	u, dropDB, err := createEmpty()
 	if err == nil {
 		err = migrateUp(u)
@@ -72,7 +73,24 @@ func Main(m *testing.M, url *string) int {
 		return 1
 	}
 	*url = u
+	var releases []func()
+	releaseAll := func() {
+		for i := len(releases) - 1; i >= 0; i-- {
+			releases[i]()
+		}
+	}
+	for _, s := range setup {
+		release, err := s()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "storetest: setup:", err)
+			releaseAll()
+			_ = dropDB()
+			return 1
+		}
+		releases = append(releases, release)
+	}
 	code := m.Run()
+	releaseAll()
 	if err := dropDB(); err != nil {
 		fmt.Fprintln(os.Stderr, "storetest:", err)
 		if code == 0 {
