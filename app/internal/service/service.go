@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/app/internal/api"
 	"github.com/nbms-deploy/nbms/app/internal/cache"
 	"github.com/nbms-deploy/nbms/app/internal/database"
 	"github.com/nbms-deploy/nbms/app/internal/errtrack"
@@ -27,6 +28,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/migrate"
 	"github.com/nbms-deploy/nbms/app/internal/ratelimit"
 	"github.com/nbms-deploy/nbms/app/internal/server"
+	"github.com/nbms-deploy/nbms/app/internal/store"
 )
 
 // Service is a built, not yet running, app.
@@ -55,7 +57,8 @@ func NewLogger(s *config.Settings, w io.Writer) (*slog.Logger, *logging.Redactor
 type Options struct {
 	// LogOutput receives the JSON log; os.Stdout in production.
 	LogOutput io.Writer
-	// Mount registers extra routes behind the whole middleware chain.
+	// Mount registers extra routes behind the whole middleware chain,
+	// beside the app's own (tests use it).
 	Mount func(mux *http.ServeMux)
 }
 
@@ -101,8 +104,15 @@ func Build(ctx context.Context, s *config.Settings, o Options) (*Service, error)
 			return nil, fmt.Errorf("rate limits: %w", err)
 		}
 	}
+	st := store.New(pool)
+	mount := func(mux *http.ServeMux) {
+		api.Mount(mux, api.Deps{Store: st, MediaRoot: s.MediaRoot, MaxUploadBytes: s.MaxUploadBytes, Logger: logger})
+		if o.Mount != nil {
+			o.Mount(mux)
+		}
+	}
 	handler, err := server.New(server.Deps{
-		Settings: s, Logger: logger, Health: h, OnPanic: reporter.CapturePanic, Mount: o.Mount,
+		Settings: s, Logger: logger, Health: h, OnPanic: reporter.CapturePanic, Mount: mount,
 		Limiter: limiter,
 	})
 	if err != nil {
