@@ -97,7 +97,7 @@ type Config struct {
 type Images struct {
 	Nginx    string `json:"nginx" validate:"required,pinned"`
 	Redis    string `json:"redis" validate:"required,pinned"`
-	Platform string `json:"platform" validate:"oneof=linux/amd64"` // supercronic is pinned for amd64 only
+	Platform string `json:"platform" validate:"oneof=linux/amd64"` // of both built images: the db image copies the app image's binary
 }
 
 // Limit bounds one container.

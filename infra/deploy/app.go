@@ -20,18 +20,23 @@ const (
 // one-shot migrate and collectstatic runs, and the server.
 type App struct {
 	pulumi.ResourceState
+	Image                             *docker.Image
 	Container, Migrate, Collectstatic *docker.Container
 	Static, Media                     *docker.Volume
 	StaticName, MediaName             string
 }
 
-func (d *deployment) newApp(ctx *pulumi.Context, net *Network, sec *Secrets, db *Database, cache *Cache, hook *pulumi.ResourceHook) (*App, error) {
+// newApp registers the App component with what other tiers need before
+// the app runs: its image (the database image copies the nbms binary out
+// of it) and its volumes. startApp adds the containers.
+func (d *deployment) newApp(ctx *pulumi.Context) (*App, error) {
 	a := &App{}
 	if err := ctx.RegisterComponentResource(typeApp, "app", a); err != nil {
 		return nil, err
 	}
-	image, err := docker.NewImage(ctx, "app-image", &docker.ImageArgs{
-		ImageName: pulumi.String("nbms-app:" + d.cfg.Stack),
+	var err error
+	a.Image, err = docker.NewImage(ctx, "app-image", &docker.ImageArgs{
+		ImageName: pulumi.String(appImageName(d.cfg)),
 		Build: &docker.DockerBuildArgs{
 			// The module root: the build needs go.mod; .dockerignore keeps
 			// the context to go.mod, go.sum and app/.
@@ -45,19 +50,28 @@ func (d *deployment) newApp(ctx *pulumi.Context, net *Network, sec *Secrets, db 
 	if err != nil {
 		return nil, err
 	}
-	var media, static *docker.Volume
-	if media, a.MediaName, err = d.newVolume(ctx, a, "media", true); err != nil {
+	if a.Media, a.MediaName, err = d.newVolume(ctx, a, "media", true); err != nil {
 		return nil, err
 	}
 	// Static files are rebuilt by every collectstatic run; kept on delete
 	// so nginx never serves an empty directory, but not protected.
-	if static, a.StaticName, err = d.newVolume(ctx, a, "static", false); err != nil {
+	if a.Static, a.StaticName, err = d.newVolume(ctx, a, "static", false); err != nil {
 		return nil, err
 	}
-	a.Media, a.Static = media, static
+	return a, nil
+}
+
+// appImageName is the local tag of the app image. A tag is not unique per
+// build, which is why containers run the image ID (RepoDigest) instead.
+func appImageName(cfg *stacks.Config) string { return "nbms-app:" + cfg.Stack }
+
+// startApp registers the one-shot migrate and collectstatic runs and the
+// server, which starts only once both succeeded.
+func (d *deployment) startApp(ctx *pulumi.Context, a *App, net *Network, sec *Secrets, db *Database, cache *Cache, hook *pulumi.ResourceHook) error {
+	image, media, static := a.Image, a.Media, a.Static
 	envs, err := d.appEnv(sec)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	internal := attachment{network: net.Internal, name: net.InternalName}
 	tmp := map[string]string{"/tmp": tmpfsOptions(64)}
@@ -73,7 +87,7 @@ func (d *deployment) newApp(ctx *pulumi.Context, net *Network, sec *Secrets, db 
 		dependsOn:   []pulumi.Resource{db.Container, cache.Container},
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	a.Collectstatic, err = d.newContainer(ctx, a, containerSpec{
 		role: stacks.RoleCollectstatic, image: image.RepoDigest, user: appUID,
@@ -86,7 +100,7 @@ func (d *deployment) newApp(ctx *pulumi.Context, net *Network, sec *Secrets, db 
 		oneShot:     true,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 
 	// The server starts only once both one-shots succeeded: its image input
@@ -122,16 +136,14 @@ func (d *deployment) newApp(ctx *pulumi.Context, net *Network, sec *Secrets, db 
 		opts:        []pulumi.ResourceOption{d.hookBinding(hook)},
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return a, ctx.RegisterResourceOutputs(a, pulumi.Map{"container": a.Container.Name})
+	return ctx.RegisterResourceOutputs(a, pulumi.Map{"container": a.Container.Name})
 }
 
-// appEnv builds the app's environment from the env contract: every
-// variable the stack sets, plus the secrets, and a check that nothing the
-// profile requires is missing. The list is secret as a whole.
+// appEnv is the environment of the app, migrate and collectstatic
+// containers: AppEnv with the generated secrets, secret as a whole.
 func (d *deployment) appEnv(sec *Secrets) (pulumi.StringArrayInput, error) {
-	plain := d.cfg.AppSettings()
 	secret := map[string]pulumi.StringInput{
 		"SECRET_KEY":   sec.SecretKey,
 		"DATABASE_URL": databaseURL(sec),
@@ -140,7 +152,25 @@ func (d *deployment) appEnv(sec *Secrets) (pulumi.StringArrayInput, error) {
 	if d.cfg.SentryDSN.IsSet() {
 		secret["SENTRY_DSN"] = d.cfg.SentryDSN.Output()
 	}
-	profile := config.Profile(d.cfg.Profile)
+	plain, err := AppEnv(d.cfg, secret)
+	if err != nil {
+		return nil, err
+	}
+	return envList(plain, secret), nil
+}
+
+// AppEnv returns the plain part of the app's environment for a stack (the
+// variables stacks.Config.AppSettings decides) after checking it, together
+// with the names in secret, against the env contract: every variable the
+// profile requires is set, no secret variable is plain text, and nothing
+// outside the contract is set. secret holds the secret variables' values
+// (Pulumi outputs in the program, plain strings in a live test); AppEnv
+// only reads its keys. It is the one place the app's environment is
+// decided, so a test that runs the real binary with it runs what the
+// program deploys.
+func AppEnv[S any](cfg *stacks.Config, secret map[string]S) (map[string]string, error) {
+	plain := cfg.AppSettings()
+	profile := config.Profile(cfg.Profile)
 	declared := map[string]bool{}
 	for _, v := range config.Vars() {
 		declared[v.Name] = true
@@ -148,6 +178,9 @@ func (d *deployment) appEnv(sec *Secrets) (pulumi.StringArrayInput, error) {
 		_, isSecret := secret[v.Name]
 		if v.Secret && isPlain {
 			return nil, fmt.Errorf("deploy: %s is a secret variable but was built as plain text", v.Name)
+		}
+		if !v.Secret && isSecret {
+			return nil, fmt.Errorf("deploy: %s is not a secret variable; the stack sets it in plain text", v.Name)
 		}
 		if v.RequiredIn(profile) && !isPlain && !isSecret {
 			return nil, fmt.Errorf("deploy: %s is required in %s but the stack does not set it", v.Name, profile)
@@ -163,7 +196,7 @@ func (d *deployment) appEnv(sec *Secrets) (pulumi.StringArrayInput, error) {
 			return nil, fmt.Errorf("deploy: %s is not in the env contract", name)
 		}
 	}
-	return envList(plain, secret), nil
+	return plain, nil
 }
 
 // hookBinding runs the post-deploy probe after the container is created

@@ -21,11 +21,9 @@ const (
 	pgRepoPath     = "/var/lib/pgbackrest"
 	pgStanza       = "nbms"
 	pgConfigPath   = "/tmp/nbms/pgbackrest.conf"
-	crontabPath    = "/tmp/nbms/crontab"
 	dbAlias        = "db"
 	appDBName      = "nbms"
 	appDBUser      = "nbms"
-	backupRunner   = "/usr/local/bin/nbms-backup-scheduler"
 	dbEntrypoint   = "/usr/local/bin/docker-entrypoint.sh"
 	dbImageContext = "infra/images/db"
 )
@@ -37,7 +35,7 @@ type Database struct {
 	Container, Backup *docker.Container
 }
 
-func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets) (*Database, error) {
+func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets, appImage *docker.Image) (*Database, error) {
 	db := &Database{}
 	if err := ctx.RegisterComponentResource(typeDatabase, "database", db); err != nil {
 		return nil, err
@@ -49,6 +47,17 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 			Dockerfile:     pulumi.String(d.path(filepath.Join(dbImageContext, "Dockerfile"))),
 			Platform:       pulumi.String(d.cfg.Images.Platform),
 			BuilderVersion: docker.BuilderVersionBuilderBuildKit,
+			// The image copies the nbms binary out of the app image (the
+			// backup scheduler is its backup-schedule subcommand).
+			// BuildKit cannot use an image ID in FROM (moby/buildkit#2204),
+			// so APP_IMAGE is the local tag; APP_IMAGE_ID, the ID of the
+			// build that tag points to, changes with every app build and
+			// so rebuilds this image whenever the binary changes (it also
+			// ends up in a label, for provenance).
+			Args: pulumi.StringMap{
+				"APP_IMAGE":    appImage.ImageName,
+				"APP_IMAGE_ID": appImage.RepoDigest,
+			},
 		},
 		// One host: the image never leaves it.
 		SkipPush: pulumi.Bool(true),
@@ -111,18 +120,23 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		return nil, err
 	}
 
-	// Backup scheduler: the same image (it has pgBackRest and the
-	// PostgreSQL client), running supercronic. It reads the data directory
-	// read-only and reaches PostgreSQL through the shared socket.
-	entry, cmd = withFiles([]renderedFile{conf}, backupRunner, crontabPath)
+	// Backup scheduler: the same image (pgBackRest, the PostgreSQL client
+	// and the app's nbms binary), running `nbms backup-schedule`. It reads
+	// the data directory read-only and reaches PostgreSQL through the
+	// shared socket. It starts after PostgreSQL is healthy; if PostgreSQL
+	// is down at a later start, stanza-create fails, the process exits
+	// and Docker restarts it with a growing delay.
+	entry, cmd = withFiles([]renderedFile{conf}, BackupSchedulerCommand(d.cfg)...)
 	db.Backup, err = d.newContainer(ctx, db, containerSpec{
 		role:       stacks.RoleBackup,
 		image:      image.RepoDigest,
 		user:       pgUID,
 		entrypoint: entry,
 		command:    cmd,
-		// The schedule travels as NBMS_BACKUP_* variables (what the policy
-		// pack checks); the runner writes the crontab from them.
+		// The scheduler takes its schedule from its flags; the same values
+		// travel as NBMS_BACKUP_* variables because that is what the policy
+		// pack checks (policy/rules EnvBackup*). PGBACKREST_* serve the
+		// health check and `docker exec ... pgbackrest info`.
 		envs: envList(map[string]string{
 			"PGBACKREST_CONFIG":          pgConfigPath,
 			"PGBACKREST_STANZA":          pgStanza,
@@ -150,6 +164,22 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 	return db, ctx.RegisterResourceOutputs(db, pulumi.Map{
 		"container": db.Container.Name, "backup": db.Backup.Name,
 	})
+}
+
+// BackupSchedulerCommand is the backup container's command line: the app
+// binary's scheduler (robfig/cron, one structured log line per run, never
+// two runs at once) on the stack's schedule, exiting on a failed backup so
+// that the container restarts and the failure is loud. Retention is in the
+// pgBackRest config, applied by the expire that ends every backup.
+func BackupSchedulerCommand(cfg *stacks.Config) []string {
+	return []string{
+		appBinary, "backup-schedule",
+		"--config", pgConfigPath,
+		"--stanza", pgStanza,
+		"--full", cfg.Backup.FullCron,
+		"--diff", cfg.Backup.DiffCron,
+		"--exit-on-failure",
+	}
 }
 
 // databaseURL is the app's DATABASE_URL (a secret: it carries the password).

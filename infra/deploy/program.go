@@ -82,7 +82,7 @@ func render(cfg *stacks.Config) (rendered, error) {
 	var r rendered
 	var errs []error
 	var err error
-	if r.nginxConf, err = nginx.Render(nginxParams(cfg)); err != nil {
+	if r.nginxConf, err = nginx.Render(NginxParams(cfg)); err != nil {
 		errs = append(errs, err)
 	}
 	r.pgbackrestConf, err = pgbackrest.Render(pgbackrest.Params{
@@ -112,7 +112,13 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := d.newDatabase(ctx, net, sec)
+	// The app image comes first: the database image copies its nbms
+	// binary, which runs the backup schedule.
+	app, err := d.newApp(ctx)
+	if err != nil {
+		return nil, err
+	}
+	db, err := d.newDatabase(ctx, net, sec, app.Image)
 	if err != nil {
 		return nil, err
 	}
@@ -120,8 +126,7 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 	if err != nil {
 		return nil, err
 	}
-	app, err := d.newApp(ctx, net, sec, db, cache, hook)
-	if err != nil {
+	if err := d.startApp(ctx, app, net, sec, db, cache, hook); err != nil {
 		return nil, err
 	}
 	proxy, err := d.newProxy(ctx, net, app, hook)

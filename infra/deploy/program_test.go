@@ -53,11 +53,17 @@ type mocks struct {
 	// Generated passwords stay known: the mock monitor cannot carry a
 	// secret whose value is unknown ("malformed RPC secret").
 	preview bool
+	// mutate, when set, edits a registration before it is recorded: how a
+	// test breaks one resource the way a faulty program would.
+	mutate func(a *pulumi.MockResourceArgs)
 }
 
 func (m *mocks) NewResource(a pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.mutate != nil {
+		m.mutate(&a)
+	}
 	m.regs = append(m.regs, a)
 	outs := a.Inputs.Copy()
 	if m.preview && a.TypeToken != typePassword {
@@ -486,9 +492,47 @@ func TestImagesArePinnedAndBuiltLocally(t *testing.T) {
 	built := res.m.byType(typeImage)
 	require.Len(t, built, 2)
 	assert.Equal(t, map[string]any{"context": "../..", "dockerfile": "../../app/Dockerfile", "platform": "linux/amd64", "builderVersion": "BuilderBuildKit"}, plain(built["app-image"].Inputs["build"]))
-	assert.Equal(t, "../../infra/images/db/Dockerfile", plain(built["db-image"].Inputs["build"]).(map[string]any)["dockerfile"])
+	dbBuild := plain(built["db-image"].Inputs["build"]).(map[string]any)
+	assert.Equal(t, "../../infra/images/db/Dockerfile", dbBuild["dockerfile"])
+	// The db image copies the nbms binary out of the app image just built:
+	// by its tag (what BuildKit can resolve) and its ID (which changes, and
+	// so rebuilds the db image, whenever the app does).
+	assert.Equal(t, map[string]any{"APP_IMAGE": "nbms-app:prod", "APP_IMAGE_ID": "sha256:" + strings.Repeat("b", 64)}, dbBuild["args"])
+	assert.True(t, slices.ContainsFunc(built["db-image"].RegisterRPC.GetDependencies(), func(urn string) bool {
+		return strings.HasSuffix(urn, "::app-image")
+	}), "the db image is built after the app image")
 	for name, img := range built {
 		assert.Equal(t, true, plain(img.Inputs["skipPush"]), name)
+	}
+}
+
+// The backup container runs the app binary's scheduler on the stack's
+// schedule, after the prologue that writes the pgBackRest config; the
+// NBMS_BACKUP_* variables the policy pack reads say the same.
+func TestBackupSchedulerRunsTheAppBinary(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.stack, func(t *testing.T) {
+			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
+			require.NoError(t, res.err)
+			in := res.m.byType(typeContainer)[stacks.RoleBackup].Inputs
+			cmd := strs(plain(in["command"]))
+			i := slices.Index(cmd, "--")
+			require.GreaterOrEqual(t, i, 0, "the files prologue ends with --")
+			assert.Equal(t, "/tmp/nbms/pgbackrest.conf", cmd[0], "the prologue writes the rendered pgBackRest config")
+			assert.Contains(t, cmd[1], "\n[global]\n")
+			want := []string{"/usr/local/bin/nbms", "backup-schedule", "--config", "/tmp/nbms/pgbackrest.conf", "--stanza", "nbms",
+				"--full", "30 1 * * 0", "--diff", "30 1 * * 1-6", "--exit-on-failure"}
+			assert.Equal(t, want, cmd[i+1:])
+			c, err := stacks.Parse(p.stack, stacks.Values{Raw: stackConfig(t, p.stack), Secret: func(string) bool { return true }})
+			require.NoError(t, err)
+			assert.Equal(t, want, deploy.BackupSchedulerCommand(c), "one source of the command line")
+			env := envMap(t, in)
+			assert.Equal(t, "30 1 * * 0", env["NBMS_BACKUP_SCHEDULE_FULL"])
+			assert.Equal(t, "30 1 * * 1-6", env["NBMS_BACKUP_SCHEDULE_DIFF"])
+			assert.Equal(t, "2", env["NBMS_BACKUP_RETENTION_FULL"])
+			assert.Equal(t, "/tmp/nbms/pgbackrest.conf", env["PGBACKREST_CONFIG"])
+			assert.Equal(t, true, plain(in["init"]), "tini reaps the pgbackrest processes")
+		})
 	}
 }
 

@@ -32,8 +32,10 @@ type Proxy struct {
 	Container *docker.Container
 }
 
-// nginxParams maps the stack config to the renderer's parameters.
-func nginxParams(cfg *stacks.Config) nginx.Params {
+// NginxParams maps the stack config to the renderer's parameters, as the
+// proxy container runs them. A live test overrides only what is local to
+// the container (ports, paths, the upstream address) and keeps the rest.
+func NginxParams(cfg *stacks.Config) nginx.Params {
 	public := cfg.HTTPPort
 	if cfg.TLS() {
 		public = cfg.HTTPSPort

@@ -6,6 +6,7 @@ package images
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,6 +60,7 @@ var (
 	digestRE      = regexp.MustCompile(`@sha256:[0-9a-f]{64}$`)
 	exactTagRE    = regexp.MustCompile(`:[0-9]+\.[0-9]+(\.[0-9]+)?[A-Za-z0-9._-]*$`)
 	secretNameRE  = regexp.MustCompile(`(?i)(password|passwd|secret|token|api_?key|private_?key)`)
+	argRefRE      = regexp.MustCompile(`^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$`)
 	insecureTLSRE = regexp.MustCompile(`curl\s[^;&|]*(-k\b|--insecure)|--no-check-certificate|--allow-unauthenticated|--force-yes|--nogpgcheck`)
 )
 
@@ -70,10 +72,25 @@ func check(ins []instruction) []string {
 		problems = append(problems, fmt.Sprintf("line %d: %s", in.line, fmt.Sprintf(format, args...)))
 	}
 	aliases := map[string]bool{}
+	// globalArgs are the ARGs before the first FROM, the only ones a FROM
+	// can use: name -> default ("" and false when it has none).
+	globalArgs := map[string]struct {
+		value      string
+		hasDefault bool
+	}{}
+	seenFrom := false
 	lastUser, healthcheck := "", false
 	for _, in := range ins {
+		if in.cmd == "ARG" && !seenFrom {
+			name, value, hasDefault := strings.Cut(in.args, "=")
+			globalArgs[name] = struct {
+				value      string
+				hasDefault bool
+			}{strings.Trim(value, `"`), hasDefault}
+		}
 		switch in.cmd {
 		case "FROM":
+			seenFrom = true
 			fields := strings.Fields(in.args)
 			var image string
 			for _, f := range fields {
@@ -90,6 +107,20 @@ func check(ins []instruction) []string {
 				aliases[alias] = true
 			}
 			lastUser = "" // a new stage starts as root again
+			if m := argRefRE.FindStringSubmatch(image); m != nil {
+				arg, declared := globalArgs[m[1]]
+				switch {
+				case !declared:
+					bad(in, "CKV_DOCKER_7: %s names no ARG declared before the first FROM", image)
+					continue
+				case !arg.hasDefault:
+					// The builder must pass it, or the build fails: the
+					// caller pins it (the infra program passes the image
+					// it has just built, and its test says so).
+					continue
+				}
+				image = arg.value // judge the default like a literal
+			}
 			switch {
 			case aliases[strings.ToLower(image)] && !strings.Contains(image, ":"):
 				// an earlier stage
@@ -193,17 +224,43 @@ func TestAppImage(t *testing.T) {
 func TestDatabaseImage(t *testing.T) {
 	text := read(t, "db/Dockerfile")
 	ins := parse(t, text)
-	assert.Regexp(t, `^postgis/postgis:15-[0-9.]+@sha256:[0-9a-f]{64}$`, ins[0].args)
-	assert.Contains(t, text, "sha1sum -c -", "the downloaded scheduler is checked against a pinned checksum")
-	assert.Contains(t, text, "pgbackrest")
-	for _, script := range []string{"db/initdb/20-nbms.sh", "db/nbms-backup-scheduler"} {
-		info, err := os.Stat(script)
-		require.NoError(t, err)
-		assert.NotZero(t, info.Mode()&0o100, "%s is executable", script)
-		assert.True(t, strings.HasPrefix(read(t, script), "#!/bin/sh\n"), script)
-		assert.Contains(t, text, filepath.Base(script), "%s is copied into the image", script)
+	var froms, copies []string
+	for _, in := range ins {
+		switch in.cmd {
+		case "FROM":
+			froms = append(froms, in.args)
+		case "COPY":
+			copies = append(copies, in.args)
+		}
 	}
-	assert.NotContains(t, read(t, "db/initdb/20-nbms.sh"), "$NBMS_DB_PASSWORD", "the password is read with \\getenv, never on a command line")
+	require.Len(t, froms, 2, "the app image as a stage, then the runtime")
+	assert.Equal(t, "${APP_IMAGE} AS app", froms[0], "the app image comes from the build arg the program passes")
+	assert.Regexp(t, `^postgis/postgis:15-[0-9.]+@sha256:[0-9a-f]{64}$`, froms[1])
+	assert.Contains(t, text, "pgbackrest")
+
+	// The backup scheduler is the app's binary, copied from where the app
+	// image keeps it (its ENTRYPOINT), to where the program runs it.
+	var appBinary string
+	for _, in := range parse(t, read(t, "../../app/Dockerfile")) {
+		if in.cmd == "ENTRYPOINT" {
+			var argv []string
+			require.NoError(t, json.Unmarshal([]byte(in.args), &argv))
+			appBinary = argv[0]
+		}
+	}
+	require.NotEmpty(t, appBinary)
+	assert.Contains(t, copies, "--from=app "+appBinary+" /usr/local/bin/nbms")
+	for _, gone := range []string{"supercronic", "curl", "sha1sum", "nbms-backup-scheduler"} {
+		assert.NotContains(t, text, gone, "nothing is downloaded at build time; no shell scheduler")
+	}
+
+	script := "db/initdb/20-nbms.sh"
+	info, err := os.Stat(script)
+	require.NoError(t, err)
+	assert.NotZero(t, info.Mode()&0o100, "%s is executable", script)
+	assert.True(t, strings.HasPrefix(read(t, script), "#!/bin/sh\n"), script)
+	assert.Contains(t, text, filepath.Base(script), "%s is copied into the image", script)
+	assert.NotContains(t, read(t, script), "$NBMS_DB_PASSWORD", "the password is read with \\getenv, never on a command line")
 }
 
 // The app image's build context is the repository root: .dockerignore must
@@ -247,6 +304,9 @@ func TestCheckCatchesMistakes(t *testing.T) {
 		{"ssh port", good + "EXPOSE 22\n", "CKV_DOCKER_1"},
 		{"relative workdir", good + "WORKDIR app\n", "CKV_DOCKER_10"},
 		{"duplicate alias", "FROM a:1.2 AS b\nFROM c:1.2 AS b\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_11"},
+		{"build arg with a latest default", "ARG BASE=alpine:latest\nFROM ${BASE}\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_7"},
+		{"undeclared build arg", "FROM $BASE\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_7"},
+		{"build arg declared after FROM", "FROM alpine:3.20.3\nARG BASE\nFROM ${BASE}\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_7"},
 	}
 	assert.Empty(t, check(parse(t, good)), "the baseline passes")
 	for _, tc := range cases {

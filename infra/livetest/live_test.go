@@ -1,0 +1,616 @@
+package livetest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/infra/deploy"
+	"github.com/nbms-deploy/nbms/infra/nginx"
+	"github.com/nbms-deploy/nbms/stacks"
+)
+
+const (
+	nginxBin = "/usr/sbin/nginx"
+	// adminDatabaseURL is the machine's test server (trust auth).
+	adminDatabaseURL = "postgres://root@127.0.0.1:5432/test?sslmode=disable"
+	redisURL         = "redis://127.0.0.1:6379/0"
+	// clientAddr is where the test's requests come from. It is not
+	// nginx's address (127.0.0.1), so the app's client_ip can only be it
+	// if the app believed nginx's X-Forwarded-For.
+	clientAddr = "127.0.0.2"
+	// Small limits keep the test fast; the stack validation accepts them.
+	maxUploadBytes = 256 << 10
+	loginBurst     = 2
+)
+
+// site is the running stack: the app behind nginx.
+type site struct {
+	httpPort, httpsPort int
+	staticRoot          string
+	mediaRoot           string
+	appLog              string
+	client              *http.Client
+}
+
+func (s *site) httpsURL(path string) string {
+	return "https://localhost:" + strconv.Itoa(s.httpsPort) + path
+}
+
+func (s *site) httpURL(path string) string {
+	return "http://localhost:" + strconv.Itoa(s.httpPort) + path
+}
+
+func (s *site) do(t *testing.T, method, url string, body io.Reader, header map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	require.NoError(t, err)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := s.client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(b)
+}
+
+// appRequests returns the app's access log lines (one JSON object each).
+func (s *site) appRequests(t *testing.T) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(s.appLog)
+	require.NoError(t, err)
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "request" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// waitForRequest waits for the app's access log line of request id.
+func (s *site) waitForRequest(t *testing.T, id string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, line := range s.appRequests(t) {
+			if line["request_id"] == id {
+				return line
+			}
+		}
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(s.appLog)
+			t.Fatalf("no app access log line for request %s:\n%s", id, data)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// settle sends one more request and waits for the app to log it, so that
+// every earlier request the app received is in its log too.
+func (s *site) settle(t *testing.T) {
+	t.Helper()
+	resp, _ := s.do(t, "GET", s.httpsURL("/healthz?settle"), nil, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	s.waitForRequest(t, resp.Header.Get("X-Request-Id"))
+}
+
+func TestDeployedStackLive(t *testing.T) {
+	s := startSite(t)
+
+	t.Run("healthz and readyz answer 200 through nginx", func(t *testing.T) {
+		for _, path := range []string{"/healthz", "/readyz"} {
+			resp, body := s.do(t, "GET", s.httpsURL(path), nil, nil)
+			assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, body)
+		}
+	})
+
+	t.Run("security headers appear once each", func(t *testing.T) {
+		resp, _ := s.do(t, "GET", s.httpsURL("/"), nil, nil)
+		for _, name := range []string{
+			"Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options", "X-Request-Id",
+			"Content-Security-Policy", "Referrer-Policy", "Cross-Origin-Opener-Policy",
+		} {
+			assert.Len(t, resp.Header.Values(name), 1, "%s: %q", name, resp.Header.Values(name))
+		}
+		assert.Equal(t, "max-age=63072000; includeSubDomains", resp.Header.Get("Strict-Transport-Security"))
+		assert.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"))
+		assert.Equal(t, "nginx", resp.Header.Get("Server"), "no version")
+	})
+
+	t.Run("the app logs the real client and the request id the client saw", func(t *testing.T) {
+		const forgedIP, forgedID = "203.0.113.66", "forged-request-id"
+		resp, _ := s.do(t, "GET", s.httpsURL("/?who=me"), nil, map[string]string{
+			"X-Forwarded-For": forgedIP, "X-Real-IP": forgedIP, "Forwarded": "for=" + forgedIP, "X-Request-ID": forgedID,
+		})
+		id := resp.Header.Get("X-Request-Id")
+		assert.Regexp(t, `^[0-9a-f]{32}$`, id, "nginx's own id, not the client's")
+		line := s.waitForRequest(t, id)
+		assert.Equal(t, clientAddr, line["client_ip"], "the client, via nginx's X-Forwarded-For from a trusted proxy")
+		assert.NotEqual(t, forgedIP, line["client_ip"])
+		assert.Equal(t, "/", line["path"])
+		for _, l := range s.appRequests(t) {
+			assert.NotEqual(t, forgedID, l["request_id"])
+		}
+	})
+
+	t.Run("collected static files are served immutable", func(t *testing.T) {
+		data, err := os.ReadFile(filepath.Join(s.staticRoot, "manifest.json"))
+		require.NoError(t, err)
+		var manifest map[string]string
+		require.NoError(t, json.Unmarshal(data, &manifest))
+		require.NotEmpty(t, manifest)
+		for logical, hashed := range manifest {
+			require.NotEqual(t, logical, hashed)
+			want, err := os.ReadFile(filepath.Join(s.staticRoot, filepath.FromSlash(hashed)))
+			require.NoError(t, err)
+			resp, body := s.do(t, "GET", s.httpsURL("/static/"+hashed), nil, nil)
+			require.Equal(t, http.StatusOK, resp.StatusCode, hashed)
+			assert.Equal(t, string(want), body, hashed)
+			assert.Equal(t, "public, max-age=31536000, immutable", resp.Header.Get("Cache-Control"), hashed)
+		}
+	})
+
+	t.Run("media files are attachments", func(t *testing.T) {
+		path := filepath.Join(s.mediaRoot, "uploads", "report.html")
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte("<script>alert(1)</script>"), 0o644))
+		resp, body := s.do(t, "GET", s.httpsURL("/media/uploads/report.html"), nil, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, "<script>alert(1)</script>", body)
+		assert.Equal(t, "attachment", resp.Header.Get("Content-Disposition"))
+		assert.Equal(t, "default-src 'none'; sandbox", resp.Header.Get("Content-Security-Policy"))
+	})
+
+	t.Run("a body over the upload limit stops at nginx with 413", func(t *testing.T) {
+		const path = "/api/v1/too-large"
+		resp, body := s.do(t, "POST", s.httpsURL(path), bytes.NewReader(make([]byte, maxUploadBytes+1)),
+			map[string]string{"Content-Type": "application/octet-stream"})
+		assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, body)
+		assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
+		s.settle(t)
+		for _, l := range s.appRequests(t) {
+			assert.NotEqual(t, path, l["path"], "the app never saw the request")
+		}
+	})
+
+	t.Run("login POSTs beyond the burst get 429 from nginx", func(t *testing.T) {
+		var statuses []int
+		var last *http.Response
+		for range loginBurst + 3 {
+			last, _ = s.do(t, "POST", s.httpsURL("/auth/login"), strings.NewReader(`{"username":"x","password":"y"}`),
+				map[string]string{"Content-Type": "application/json"})
+			statuses = append(statuses, last.StatusCode)
+		}
+		// Rate 1/min: the first request and the burst pass, the rest not.
+		for i, status := range statuses {
+			if i > loginBurst {
+				assert.Equal(t, http.StatusTooManyRequests, status, "attempt %d: %v", i+1, statuses)
+			} else {
+				assert.NotEqual(t, http.StatusTooManyRequests, status, "attempt %d: %v", i+1, statuses)
+			}
+		}
+		assert.Equal(t, "60", last.Header.Get("Retry-After"))
+		s.settle(t)
+		logins := 0
+		for _, l := range s.appRequests(t) {
+			if l["path"] == "/auth/login" && l["method"] == "POST" {
+				logins++
+			}
+		}
+		assert.Equal(t, loginBurst+1, logins, "refused attempts never reach the app")
+	})
+
+	t.Run("plain HTTP is redirected to HTTPS", func(t *testing.T) {
+		resp, _ := s.do(t, "GET", s.httpURL("/some/page?x=1"), nil, nil)
+		assert.Equal(t, http.StatusMovedPermanently, resp.StatusCode)
+		assert.Equal(t, s.httpsURL("/some/page?x=1"), resp.Header.Get("Location"))
+	})
+}
+
+// startSite builds and starts everything; t.Cleanup stops the processes
+// and drops the database.
+func startSite(t *testing.T) *site {
+	t.Helper()
+	dir := nobodyDir(t)
+	s := &site{
+		httpPort: freePort(t), httpsPort: freePort(t),
+		staticRoot: filepath.Join(dir, "static"), mediaRoot: filepath.Join(dir, "media"),
+		appLog: filepath.Join(dir, "app.log"),
+	}
+	for _, d := range []string{s.staticRoot, s.mediaRoot} {
+		require.NoError(t, os.Mkdir(d, 0o755))
+	}
+	certPEM, keyPEM := newTestCert(t)
+
+	// The production stack, as an operator would configure it for this
+	// host: only addresses and ports are local.
+	raw := map[string]string{
+		"profile": "prod", "domain": "localhost", "allowedHosts": `["localhost"]`,
+		"bindAddress": "127.0.0.1", "httpPort": strconv.Itoa(s.httpPort), "httpsPort": strconv.Itoa(s.httpsPort),
+		"tlsMode": "provided", "tlsCertificate": string(certPEM), "tlsKey": string(keyPEM),
+		// nginx's address: the only proxy whose X-Forwarded-For the app believes.
+		"edgeSubnet": "127.0.0.1/32",
+		"app": fmt.Sprintf(`{"maxUploadBytes": %d, "maxRequestBodyBytes": %d, "loginRatePerMinute": 1, "loginBurst": %d}`,
+			maxUploadBytes, 64<<10, loginBurst),
+	}
+	cfg, err := stacks.Parse("live", stacks.Values{Raw: raw, Secret: func(key string) bool { return key == "tlsKey" }})
+	require.NoError(t, err)
+
+	bin := buildApp(t)
+	appPort := freePort(t)
+	secret := map[string]string{
+		"SECRET_KEY":   randomHex(t, 32),
+		"DATABASE_URL": newDatabase(t),
+		"REDIS_URL":    redisURL,
+	}
+	plain, err := deploy.AppEnv(cfg, secret)
+	require.NoError(t, err)
+	env := map[string]string{}
+	for k, v := range plain {
+		env[k] = v
+	}
+	for k, v := range secret {
+		env[k] = v
+	}
+	// Container-local values: in Docker these are :8000 and the volumes'
+	// mount points.
+	env["HTTP_ADDR"] = "127.0.0.1:" + strconv.Itoa(appPort)
+	env["STATIC_ROOT"] = s.staticRoot
+	env["MEDIA_ROOT"] = s.mediaRoot
+	environ := []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		environ = append(environ, k+"="+v)
+	}
+
+	// What the one-shot containers do before the app starts.
+	for _, args := range [][]string{{"migrate", "up"}, {"collectstatic"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = environ
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "nbms %s:\n%s", strings.Join(args, " "), out)
+	}
+	startApp(t, bin, environ, s.appLog, appPort)
+
+	p := deploy.NginxParams(cfg)
+	p.ListenAddress = "127.0.0.1"
+	p.HTTPPort, p.HTTPSPort = s.httpPort, s.httpsPort
+	p.CertPath, p.KeyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	p.Upstream = "127.0.0.1:" + strconv.Itoa(appPort)
+	p.Resolver = "" // an IP upstream needs none (Docker's DNS is not here)
+	p.StaticRoot, p.MediaRoot = s.staticRoot, s.mediaRoot
+	p.WorkerProcesses = 1
+	tmp := filepath.Join(dir, "tmp")
+	require.NoError(t, os.Mkdir(tmp, 0o700))
+	chownNobody(t, tmp)
+	p.PidPath, p.TempDir = filepath.Join(tmp, "nginx.pid"), tmp
+	require.Equal(t, s.httpsPort, p.PublicPort, "the stack's published HTTPS port")
+	conf, err := nginx.Render(p)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(p.CertPath, certPEM, 0o644))
+	require.NoError(t, os.WriteFile(p.KeyPath, keyPEM, 0o600))
+	chownNobody(t, p.KeyPath)
+	confPath := filepath.Join(dir, "nginx.conf")
+	require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o644))
+	s.client = newClient(t, certPEM)
+	startNginx(t, dir, confPath, s.httpURL(nginx.HealthPath), s.client)
+	return s
+}
+
+// buildApp builds the real binary, as app/Dockerfile does.
+func buildApp(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "nbms")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/nbms-deploy/nbms/app/cmd/nbms")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build:\n%s", out)
+	return bin
+}
+
+// newDatabase creates an empty database on the test server and returns
+// its URL; `nbms migrate up` fills it. It is dropped at cleanup.
+func newDatabase(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, adminDatabaseURL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	name := "nbms_live_" + randomHex(t, 8)
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, adminDatabaseURL)
+		if err != nil {
+			t.Errorf("drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		// FORCE ends the app's pooled connections, should any survive it.
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(adminDatabaseURL)
+	require.NoError(t, err)
+	u.Path = "/" + name
+	return u.String()
+}
+
+// startApp runs `nbms serve` until the test ends, logging to logPath, and
+// waits for its /healthz.
+func startApp(t *testing.T, bin string, environ []string, logPath string, port int) {
+	t.Helper()
+	logFile, err := os.Create(logPath)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = logFile.Close() })
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = environ
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { stop(cmd, exited, syscall.SIGTERM, 40*time.Second) })
+	waitHealthy(t, "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz", http.DefaultClient, exited, logPath)
+}
+
+// startNginx runs the real nginx in the foreground as nobody.
+func startNginx(t *testing.T, dir, confPath, healthURL string, client *http.Client) {
+	t.Helper()
+	logPath := filepath.Join(dir, "nginx.log")
+	// nobody must own its stdout: "access_log /dev/stdout" reopens it.
+	logFile, err := os.Create(logPath)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = logFile.Close() })
+	chownNobody(t, logPath)
+	cmd := exec.Command(nginxBin, "-c", confPath, "-p", dir, "-g", "daemon off;")
+	uid, gid := nobody(t)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// QUIT is nginx's graceful stop: the master waits for its workers.
+	t.Cleanup(func() { stop(cmd, exited, syscall.SIGQUIT, 5*time.Second) })
+	waitHealthy(t, healthURL, client, exited, logPath)
+}
+
+func stop(cmd *exec.Cmd, exited <-chan error, sig syscall.Signal, grace time.Duration) {
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+func waitHealthy(t *testing.T, url string, client *http.Client, exited <-chan error, logPath string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("%s: the process exited: %v\n%s", url, err, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("%s never answered 200 (last error %v)\n%s", url, err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// newClient trusts the test certificate, connects from clientAddr to
+// nginx on 127.0.0.1 whatever the URL's host (so "localhost" is both the
+// SNI name and the Host), and does not follow redirects.
+func newClient(t *testing.T, certPEM []byte) *http.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(certPEM))
+	dialer := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientAddr)}}
+	return &http.Client{
+		Timeout: 15 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+				_, port, err := net.SplitHostPort(addr)
+				if err != nil {
+					return nil, err
+				}
+				return dialer.DialContext(ctx, "tcp4", "127.0.0.1:"+port)
+			},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// newTestCert is a self-signed certificate for localhost, in PEM.
+func newTestCert(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return hex.EncodeToString(b)
+}
+
+// nobody is the unprivileged account nginx runs as: the tests run as
+// root, production runs nginx as a non-root container user.
+func nobody(t *testing.T) (uid, gid uint32) {
+	t.Helper()
+	u, err := user.Lookup("nobody")
+	require.NoError(t, err)
+	uid64, err := strconv.ParseUint(u.Uid, 10, 32)
+	require.NoError(t, err)
+	gid64, err := strconv.ParseUint(u.Gid, 10, 32)
+	require.NoError(t, err)
+	return uint32(uid64), uint32(gid64)
+}
+
+func chownNobody(t *testing.T, path string) {
+	t.Helper()
+	uid, gid := nobody(t)
+	require.NoError(t, os.Chown(path, int(uid), int(gid)))
+}
+
+// nobodyDir is a temporary directory everyone may traverse (t.TempDir's
+// parent is private to root).
+func nobodyDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "nbms-live-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	chownNobody(t, dir)
+	return dir
+}
+
+// The backup container's command line, as the program builds it, starts
+// the real scheduler: its flags exist, its cron specs pass the app's own
+// parser, and it creates the stanza with the rendered config's path before
+// scheduling. pgbackrest is a recording stand-in here (the real one runs
+// against a real cluster in infra/pgbackrest's tests); the scheduler stops
+// cleanly on SIGTERM, as on `docker stop`.
+func TestBackupSchedulerRunsTheProgramsCommandLine(t *testing.T) {
+	cfg, err := stacks.Parse("live", stacks.Values{Raw: map[string]string{"profile": "dev", "domain": "localhost", "tlsMode": "off"}})
+	require.NoError(t, err)
+	argv := deploy.BackupSchedulerCommand(cfg)
+	require.Equal(t, "backup-schedule", argv[1])
+
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	fake := "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " + calls + "\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "pgbackrest"), []byte(fake), 0o755))
+
+	out := &lockedBuffer{}
+	cmd := exec.Command(buildApp(t), argv[1:]...)
+	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin"}
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "backup scheduler started") {
+		select {
+		case err := <-exited:
+			t.Fatalf("the scheduler exited: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("the scheduler did not start:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-exited:
+		require.NoError(t, err, out.String())
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("the scheduler ignored SIGTERM:\n%s", out.String())
+	}
+	recorded, err := os.ReadFile(calls)
+	require.NoError(t, err)
+	assert.Equal(t, "--config=/tmp/nbms/pgbackrest.conf --stanza=nbms stanza-create\n", string(recorded))
+	var started map[string]any
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, "backup scheduler started") {
+			require.NoError(t, json.Unmarshal([]byte(line), &started), line)
+		}
+	}
+	assert.Equal(t, cfg.Backup.FullCron, started["full"])
+	assert.Equal(t, cfg.Backup.DiffCron, started["diff"])
+	assert.Equal(t, true, started["exit_on_failure"])
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
