@@ -28,6 +28,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/conventions"
 )
 
 // Namespace is the Pulumi config namespace of every key (the project name).
@@ -42,19 +43,20 @@ const (
 	TLSProvided = "provided"
 )
 
-// Container roles, as carried by the nbms.role label and as keys of Limits.
+// Container roles, as carried by the nbms.role label and as keys of Limits
+// (declared in package conventions, shared with the policy pack).
 const (
-	RoleApp           = "app"
-	RoleMigrate       = "migrate"
-	RoleCollectstatic = "collectstatic"
-	RoleProxy         = "proxy"
-	RoleDB            = "db"
-	RoleCache         = "cache"
-	RoleBackup        = "backup"
+	RoleApp           = conventions.RoleApp
+	RoleMigrate       = conventions.RoleMigrate
+	RoleCollectstatic = conventions.RoleCollectstatic
+	RoleProxy         = conventions.RoleProxy
+	RoleDB            = conventions.RoleDB
+	RoleCache         = conventions.RoleCache
+	RoleBackup        = conventions.RoleBackup
 )
 
 // Roles lists every container role in deployment order.
-var Roles = []string{RoleDB, RoleCache, RoleBackup, RoleMigrate, RoleCollectstatic, RoleApp, RoleProxy}
+var Roles = conventions.Roles
 
 // Config is one stack's configuration. JSON names are the Pulumi config keys
 // (without the "nbms:" namespace); object keys are set with

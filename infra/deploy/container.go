@@ -3,15 +3,16 @@ package deploy
 import (
 	"strconv"
 
+	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 )
 
-// Label keys shared with the policy pack.
+// Label keys shared with the policy pack (package conventions).
 const (
-	LabelRole    = "nbms.role"
-	LabelStack   = "nbms.stack"
-	LabelProfile = "nbms.profile"
+	LabelRole    = conventions.LabelRole
+	LabelStack   = conventions.LabelStack
+	LabelProfile = conventions.LabelProfile
 )
 
 // tmpfsOptions is the mount option string of every tmpfs: private scratch

@@ -9,6 +9,7 @@ import (
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/nbms-deploy/nbms/infra/pgbackrest"
 	"github.com/nbms-deploy/nbms/stacks"
 )
@@ -138,13 +139,13 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		// pack checks (policy/rules EnvBackup*). PGBACKREST_* serve the
 		// health check and `docker exec ... pgbackrest info`.
 		envs: envList(map[string]string{
-			"PGBACKREST_CONFIG":          pgConfigPath,
-			"PGBACKREST_STANZA":          pgStanza,
-			"PGHOST":                     pgSocketPath,
-			"NBMS_BACKUP_SCHEDULE_FULL":  d.cfg.Backup.FullCron,
-			"NBMS_BACKUP_SCHEDULE_DIFF":  d.cfg.Backup.DiffCron,
-			"NBMS_BACKUP_RETENTION_FULL": strconv.Itoa(d.cfg.Backup.RetentionFull),
-			"NBMS_BACKUP_RETENTION_DIFF": strconv.Itoa(d.cfg.Backup.RetentionDiff),
+			"PGBACKREST_CONFIG":                pgConfigPath,
+			"PGBACKREST_STANZA":                pgStanza,
+			"PGHOST":                           pgSocketPath,
+			conventions.EnvBackupScheduleFull:  d.cfg.Backup.FullCron,
+			conventions.EnvBackupScheduleDiff:  d.cfg.Backup.DiffCron,
+			conventions.EnvBackupRetentionFull: strconv.Itoa(d.cfg.Backup.RetentionFull),
+			conventions.EnvBackupRetentionDiff: strconv.Itoa(d.cfg.Backup.RetentionDiff),
 		}, nil),
 		healthcheck: healthcheck("5m", "30s", "2m", 3, "pgbackrest", "info"),
 		networks:    []attachment{{network: net.Internal, name: net.InternalName}},

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
 	"github.com/pulumi/pulumi-random/sdk/v4/go/random"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -25,7 +26,7 @@ type Network struct {
 }
 
 func (d *deployment) newNetwork(ctx *pulumi.Context) (*Network, error) {
-	n := &Network{EdgeName: d.name("edge"), InternalName: d.name("internal")}
+	n := &Network{EdgeName: conventions.EdgeNetwork(d.cfg.Stack), InternalName: conventions.InternalNetwork(d.cfg.Stack)}
 	if err := ctx.RegisterComponentResource(typeNetwork, "network", n); err != nil {
 		return nil, err
 	}

@@ -2,49 +2,42 @@ package rules
 
 import (
 	"strings"
+
+	"github.com/nbms-deploy/nbms/conventions"
 )
 
-// Labels the infra program puts on every docker.Container (see README.md).
+// The conventions the infra program follows (package conventions is their
+// one declaration; see README.md), under the names the rules use.
 const (
-	LabelRole    = "nbms.role"
-	LabelStack   = "nbms.stack"
-	LabelProfile = "nbms.profile"
-	// LabelReadOnlyExempt carries the reason a container's root filesystem
-	// cannot be read-only.
-	LabelReadOnlyExempt = "nbms.policy.readonly-rootfs-exempt"
-	// LabelCapabilitiesReason names every added capability and why.
-	LabelCapabilitiesReason = "nbms.policy.capabilities-reason"
-	// LabelRootExempt carries the reason a container must start as root.
-	LabelRootExempt = "nbms.policy.root-exempt"
+	LabelRole               = conventions.LabelRole
+	LabelStack              = conventions.LabelStack
+	LabelProfile            = conventions.LabelProfile
+	LabelReadOnlyExempt     = conventions.LabelReadOnlyExempt
+	LabelCapabilitiesReason = conventions.LabelCapabilitiesReason
+	LabelRootExempt         = conventions.LabelRootExempt
 	// LabelNginxConf may carry the rendered nginx config of the proxy.
 	LabelNginxConf = "nbms.nginx.conf"
-)
 
-// Container roles (values of nbms.role).
-const (
-	RoleApp           = "app"
-	RoleMigrate       = "migrate"
-	RoleCollectstatic = "collectstatic"
-	RoleProxy         = "proxy"
-	RoleDB            = "db"
-	RoleCache         = "cache"
-	RoleBackup        = "backup"
-)
+	RoleApp           = conventions.RoleApp
+	RoleMigrate       = conventions.RoleMigrate
+	RoleCollectstatic = conventions.RoleCollectstatic
+	RoleProxy         = conventions.RoleProxy
+	RoleDB            = conventions.RoleDB
+	RoleCache         = conventions.RoleCache
+	RoleBackup        = conventions.RoleBackup
 
-// Roles lists every valid role.
-var Roles = []string{RoleApp, RoleMigrate, RoleCollectstatic, RoleProxy, RoleDB, RoleCache, RoleBackup}
-
-// Environment variables the backup scheduler container must carry.
-const (
-	EnvBackupScheduleFull  = "NBMS_BACKUP_SCHEDULE_FULL"
-	EnvBackupScheduleDiff  = "NBMS_BACKUP_SCHEDULE_DIFF"
-	EnvBackupRetentionFull = "NBMS_BACKUP_RETENTION_FULL"
+	EnvBackupScheduleFull  = conventions.EnvBackupScheduleFull
+	EnvBackupScheduleDiff  = conventions.EnvBackupScheduleDiff
+	EnvBackupRetentionFull = conventions.EnvBackupRetentionFull
 	// EnvNginxConf may carry the rendered nginx config of the proxy.
 	EnvNginxConf = "NBMS_NGINX_CONF"
 )
 
+// Roles lists every valid role.
+var Roles = conventions.Roles
+
 // oneShot reports whether a role runs to completion instead of serving.
-func oneShot(role string) bool { return role == RoleMigrate || role == RoleCollectstatic }
+func oneShot(role string) bool { return conventions.OneShot(role) }
 
 // labelValue returns the value of a container label. found is false when
 // the label is absent; the value is Unknown when the labels are unknown.

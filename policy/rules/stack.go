@@ -4,10 +4,12 @@ import (
 	"encoding/base64"
 	"regexp"
 	"strings"
+
+	"github.com/nbms-deploy/nbms/conventions"
 )
 
 // internalNetwork is the name of the stack's data-tier network.
-func internalNetwork(stack string) string { return stack + "-internal" }
+func internalNetwork(stack string) string { return conventions.InternalNetwork(stack) }
 
 var isolateDataTier = Rule{
 	Name: "nbms-stack-isolate-data-tier",
