@@ -36,6 +36,7 @@ func TestDownMigrations(t *testing.T) {
 		version int64
 		tables  []string
 	}{
+		{100, []string{"sessions"}},
 		{6, []string{"monitoring_sites"}},
 		{5, []string{"evidence_files", "datasets"}},
 		{4, []string{"indicator_data_points", "indicators"}},

@@ -28,6 +28,8 @@ var commands = map[string]command{
 	"collectstatic":      {"publish the static assets to STATIC_ROOT with content-hashed names and a manifest", runCollectstatic},
 	"backup-schedule":    {"run pgBackRest full and differential backups on cron schedules (the backup container)", runBackupSchedule},
 	"backup-status":      {"check that backups and the WAL archive are fresh enough (exit 1 when stale)", runBackupStatus},
+	"createorg":          {"create an organisation", runCreateOrg},
+	"createuser":         {"create a user; the password is read from standard input, never from the command line", runCreateUser},
 }
 
 func main() {

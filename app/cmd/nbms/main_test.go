@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -235,4 +236,107 @@ func TestSettingsReferenceMatchesTheCommittedFile(t *testing.T) {
 	committed, err := os.ReadFile(filepath.Join("..", "..", "..", config.ReferencePath))
 	require.NoError(t, err)
 	assert.Equal(t, string(committed), out, fmt.Sprintf("regenerate with `make docs` (%s)", config.ReferencePath))
+}
+
+// runWithStdin is run with standard input.
+func runWithStdin(t *testing.T, env map[string]string, stdin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := nbmsCommand(ctx, env, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running nbms: %v", err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestAccountsLoginAndThrottlingEndToEnd(t *testing.T) {
+	env := prodEnv(t)
+	env["HTTP_ADDR"] = freeAddr(t)
+	env["RATE_LIMIT_LOGIN_USER"] = "3/1m"
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	org, user := "e2e-"+suffix, "alice-"+suffix
+	const pw = "correct horse battery staple"
+
+	out, errOut, code := run(t, env, "createorg", "--slug", org, "--name", "E2E Org")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "created organisation "+org)
+	_, errOut, code = runWithStdin(t, env, "short\n", "createuser", "--org", org, "--username", "bob-"+suffix)
+	assert.Equal(t, exitFail, code, "a short password is refused")
+	assert.NotContains(t, errOut, "short\n")
+	out, errOut, code = runWithStdin(t, env, pw+"\n", "createuser", "--org", org, "--username", user, "--role", "staff")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "created staff user "+user)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := nbmsCommand(ctx, env, "serve")
+	var logs testsupport.SyncBuffer
+	srv.Stdout, srv.Stderr = &logs, &logs
+	require.NoError(t, srv.Start())
+	t.Cleanup(func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() })
+	base := "http://" + env["HTTP_ADDR"]
+	require.Eventually(t, func() bool {
+		res, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	}, 20*time.Second, 50*time.Millisecond)
+
+	send := func(method, path, body, cookie string) *http.Response {
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Host = "nbms.example.org"
+		req.Header.Set("X-Forwarded-Proto", "https")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		req.Header.Set("X-Forwarded-For", "192.0.2.77")
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		t.Cleanup(func() { res.Body.Close() })
+		return res
+	}
+	login := func(password string) *http.Response {
+		body, _ := json.Marshal(map[string]string{"username": strings.ToUpper(user), "password": password})
+		return send("POST", "/auth/login", string(body), "")
+	}
+
+	res := login(pw)
+	require.Equal(t, 200, res.StatusCode)
+	cookie := strings.SplitN(res.Header.Get("Set-Cookie"), ";", 2)[0]
+	require.True(t, strings.HasPrefix(cookie, "__Host-nbms_session="), cookie)
+
+	res = send("GET", "/auth/me", "", cookie)
+	assert.Equal(t, 200, res.StatusCode)
+	assert.Equal(t, "no-store", res.Header.Get("Cache-Control"))
+	res = send("POST", "/api/indicators", `{"code":"E2E-`+suffix[len(suffix)-6:]+`","title":"End to end","description":"","unit":"%","framework_target":"GBF Target 3","published":true}`, cookie)
+	assert.Equal(t, 201, res.StatusCode, "staff may create indicators")
+	assert.Equal(t, 403, send("GET", "/api/audit", "", cookie).StatusCode, "only administrators read the audit trail")
+
+	// Per-username throttling: the 4th attempt on the account within the
+	// window is refused, whatever the password, before it is checked.
+	assert.Equal(t, 401, login("wrong password, attempt one").StatusCode)
+	assert.Equal(t, 401, login("wrong password, attempt two").StatusCode)
+	res = login(pw)
+	assert.Equal(t, 429, res.StatusCode)
+	assert.NotEmpty(t, res.Header.Get("Retry-After"))
+
+	res = send("POST", "/auth/logout", "", cookie)
+	assert.Equal(t, 204, res.StatusCode)
+	assert.Equal(t, 401, send("GET", "/auth/me", "", cookie).StatusCode, "the session ended server-side")
+	assert.NotContains(t, logs.String(), pw)
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -20,12 +21,14 @@ import (
 
 	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/app/internal/api"
+	"github.com/nbms-deploy/nbms/app/internal/auth"
 	"github.com/nbms-deploy/nbms/app/internal/cache"
 	"github.com/nbms-deploy/nbms/app/internal/database"
 	"github.com/nbms-deploy/nbms/app/internal/errtrack"
 	"github.com/nbms-deploy/nbms/app/internal/health"
 	"github.com/nbms-deploy/nbms/app/internal/logging"
 	"github.com/nbms-deploy/nbms/app/internal/migrate"
+	"github.com/nbms-deploy/nbms/app/internal/password"
 	"github.com/nbms-deploy/nbms/app/internal/ratelimit"
 	"github.com/nbms-deploy/nbms/app/internal/server"
 	"github.com/nbms-deploy/nbms/app/internal/store"
@@ -40,6 +43,7 @@ type Service struct {
 	Health   *health.Health
 	Reporter *errtrack.Reporter
 	Limiter  *ratelimit.Limiter
+	Sessions *auth.Manager
 	Handler  http.Handler
 	Server   *http.Server
 }
@@ -104,8 +108,21 @@ func Build(ctx context.Context, s *config.Settings, o Options) (*Service, error)
 			return nil, fmt.Errorf("rate limits: %w", err)
 		}
 	}
+	sessions, err := auth.New(auth.Options{
+		Settings: s, Pool: pool, Logger: logger, Hasher: password.Default(),
+		ThrottleUsername: func(w http.ResponseWriter, r *http.Request, username string) bool {
+			// Usernames are case-insensitive: one bucket per account.
+			return limiter.Check(w, r, server.PolicyLoginUser, strings.ToLower(username))
+		},
+	})
+	if err != nil {
+		rdb.Close()
+		pool.Close()
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
 	st := store.New(pool)
 	mount := func(mux *http.ServeMux) {
+		sessions.Mount(mux)
 		api.Mount(mux, api.Deps{Store: st, MediaRoot: s.MediaRoot, MaxUploadBytes: s.MaxUploadBytes, Logger: logger})
 		if o.Mount != nil {
 			o.Mount(mux)
@@ -113,9 +130,10 @@ func Build(ctx context.Context, s *config.Settings, o Options) (*Service, error)
 	}
 	handler, err := server.New(server.Deps{
 		Settings: s, Logger: logger, Health: h, OnPanic: reporter.CapturePanic, Mount: mount,
-		Limiter: limiter,
+		Session: sessions.Middleware, Limiter: limiter,
 	})
 	if err != nil {
+		sessions.Close()
 		rdb.Close()
 		pool.Close()
 		return nil, err
@@ -133,7 +151,7 @@ func Build(ctx context.Context, s *config.Settings, o Options) (*Service, error)
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return &Service{
-		Settings: s, Logger: logger, DB: pool, Redis: rdb, Health: h,
+		Settings: s, Logger: logger, DB: pool, Redis: rdb, Health: h, Sessions: sessions,
 		Reporter: reporter, Limiter: limiter, Handler: handler, Server: srv,
 	}, nil
 }
@@ -199,6 +217,7 @@ func (svc *Service) Run(ctx context.Context, ln net.Listener) error {
 
 // Close releases the clients and flushes the error tracker.
 func (svc *Service) Close() {
+	svc.Sessions.Close()
 	svc.Redis.Close()
 	svc.DB.Close()
 	svc.Reporter.Flush(2 * time.Second)
