@@ -24,6 +24,7 @@ var all = []string{
 	"00004_indicators.sql",
 	"00005_datasets_evidence.sql",
 	"00006_monitoring_sites.sql",
+	"00100_sessions.sql",
 }
 
 func open(t *testing.T, url string) *sql.DB {
