@@ -53,3 +53,43 @@ bench: ## run the benchmarks
 
 clean: ## remove build outputs
 	rm -rf $(BIN) var
+
+# --- Deployment (infra/driver): the Pulumi Automation API driver --------------
+# STACK picks Pulumi.<stack>.yaml; DEPLOY_FLAGS passes the operator's files, e.g.
+#   make up STACK=prod DEPLOY_FLAGS='--config-file tlsCertificate=fullchain.pem --secret-file tlsKey=privkey.pem'
+# Needs PULUMI_CONFIG_PASSPHRASE (or _FILE); state goes to file://$(CURDIR)/.pulumi-state
+# unless PULUMI_BACKEND_URL says otherwise. Exit status: 0 ok, 1 engine failure,
+# 2 usage/configuration, 3 mandatory policy violation, 4 post-deploy probe failure.
+STACK        ?= prod
+DEPLOY_FLAGS ?=
+REPORT_DIR   ?= $(BIN)/reports/audit
+DEPLOY       := $(BIN)/nbms-deploy
+
+.PHONY: tools policy preview up destroy outputs audit
+
+tools: ## build the pinned Pulumi CLI into .tools/pulumi (for machines that cannot install Pulumi)
+	./scripts/build-pulumi.sh
+
+policy: ## build the policy pack binary bin/nbms-policy
+	$(GO) build -trimpath -o $(BIN)/nbms-policy ./policy/cmd/nbms-policy
+
+preview: policy ## plan STACK (default prod) with the policy pack; report in bin/reports/STACK
+	$(GO) build -trimpath -o $(DEPLOY) ./infra/driver/cmd/nbms-deploy
+	$(DEPLOY) preview --stack $(STACK) $(DEPLOY_FLAGS)
+
+up: policy ## preview, deploy STACK, write the policy report, probe /healthz and /readyz
+	$(GO) build -trimpath -o $(DEPLOY) ./infra/driver/cmd/nbms-deploy
+	$(DEPLOY) up --stack $(STACK) $(DEPLOY_FLAGS)
+
+destroy: ## delete STACK's resources except the protected data volumes
+	$(GO) build -trimpath -o $(DEPLOY) ./infra/driver/cmd/nbms-deploy
+	$(DEPLOY) destroy --stack $(STACK) $(DEPLOY_FLAGS)
+
+outputs: ## print STACK's outputs (secrets masked)
+	$(GO) build -trimpath -o $(DEPLOY) ./infra/driver/cmd/nbms-deploy
+	$(DEPLOY) outputs --stack $(STACK) $(DEPLOY_FLAGS)
+
+audit: policy ## policy reports for FILE (`pulumi preview --json` or `pulumi stack export` output) into REPORT_DIR
+	@test -n "$(FILE)" || { echo "usage: make audit FILE=preview.json|state.json [REPORT_DIR=dir]" >&2; exit 2; }
+	kind=preview; if grep -q '"deployment"' "$(FILE)"; then kind=state; fi; \
+	$(BIN)/nbms-policy audit --$$kind "$(FILE)" --out "$(REPORT_DIR)"

@@ -57,18 +57,21 @@ config:
 		if key == "" {
 			continue
 		}
+		if f.Tag.Get("secret") == "true" {
+			// Secret keys are optional (sentryDsn; tlsKey only with
+			// tlsMode provided) and Pulumi's schema cannot say so: a key
+			// without a default is demanded on every stack, and a default
+			// of a secret key must itself be encrypted. So they are listed
+			// here as comments; Load refuses them in plaintext.
+			fmt.Fprintf(&b, "  # %s (secret, set with `pulumi config set --secret %s:%s`): %s\n", key, Namespace, key, docs[key])
+			continue
+		}
 		fmt.Fprintf(&b, "  %s:\n", key)
 		fmt.Fprintf(&b, "    type: %s\n", schemaType(f.Type))
 		if f.Type.Kind() == reflect.Slice {
 			b.WriteString("    items:\n      type: string\n")
 		}
 		fmt.Fprintf(&b, "    description: %s\n", mustJSON(docs[key]))
-		if f.Tag.Get("secret") == "true" {
-			// A default cannot be secret; Pulumi then insists the stack
-			// value is a `secure:` one.
-			b.WriteString("    secret: true\n")
-			continue
-		}
 		v := defaults.Field(i).Interface()
 		if f.Type.Kind() == reflect.Slice && defaults.Field(i).IsNil() {
 			v = []string{}

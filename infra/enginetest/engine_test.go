@@ -1,0 +1,584 @@
+package enginetest_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"maps"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/infra/driver"
+	"github.com/nbms-deploy/nbms/infra/enginetest/fakeprovider"
+	"github.com/nbms-deploy/nbms/stacks"
+)
+
+const (
+	domain     = "nbms.example.org"
+	sentryDSN  = "https://sentrykey0123456789@sentry.example.org/42"
+	passphrase = "enginetest-passphrase"
+)
+
+var (
+	root       string // repository root
+	pulumiBin  string // the CLI built by `make setup`
+	policyPack string // the policy pack, built by TestMain
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		var err error
+		if root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		pulumiBin = filepath.Join(root, ".tools", "pulumi", "bin", "pulumi")
+		if _, err := os.Stat(pulumiBin); err != nil {
+			fmt.Fprintf(os.Stderr, "enginetest: the Pulumi CLI is missing at %s: run `make setup` (or `make tools`) first\n", pulumiBin)
+			return 1
+		}
+		dir, err := os.MkdirTemp("", "enginetest-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		policyPack = filepath.Join(dir, "nbms-policy")
+		build := exec.Command("go", "build", "-o", policyPack, "./policy/cmd/nbms-policy")
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "enginetest: building the policy pack: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}())
+}
+
+// env is one test's engine environment: its own state backend and Pulumi
+// home, and the provider doubles the engine attaches to.
+type env struct {
+	t              *testing.T
+	backend        string
+	docker, random *fakeprovider.Provider
+	certFile       string
+	keyFile        string
+	cert, key      string
+	dsnFile        string
+	out            *bytes.Buffer
+}
+
+func newEnv(t *testing.T) *env {
+	e := &env{
+		t:      t,
+		docker: fakeprovider.New("docker", "4.10.0"),
+		random: fakeprovider.New("random", "4.18.0"),
+		out:    &bytes.Buffer{},
+	}
+	ports := map[*fakeprovider.Provider]int{}
+	for _, p := range []*fakeprovider.Provider{e.docker, e.random} {
+		port, stop, err := p.Serve()
+		require.NoError(t, err)
+		t.Cleanup(stop)
+		ports[p] = port
+	}
+	e.backend = t.TempDir()
+	t.Setenv("PULUMI_DEBUG_PROVIDERS", fakeprovider.Env(ports))
+	t.Setenv("PULUMI_HOME", t.TempDir())
+	t.Setenv("PULUMI_BACKEND_URL", "file://"+e.backend)
+	t.Setenv("PULUMI_CONFIG_PASSPHRASE", passphrase)
+	t.Setenv("PULUMI_CONFIG_PASSPHRASE_FILE", "")
+
+	e.cert, e.key = testTLS(t, domain)
+	dir := t.TempDir()
+	e.certFile, e.keyFile, e.dsnFile = filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem"), filepath.Join(dir, "dsn")
+	require.NoError(t, os.WriteFile(e.certFile, []byte(e.cert), 0o600))
+	require.NoError(t, os.WriteFile(e.keyFile, []byte(e.key), 0o600))
+	require.NoError(t, os.WriteFile(e.dsnFile, []byte(sentryDSN+"\n"), 0o600))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("driver output:\n%s", e.out)
+		}
+	})
+	return e
+}
+
+// stackFile writes the committed production stack file with some keys
+// replaced (values in the file's flat YAML/JSON style) and returns its path.
+func (e *env) stackFile(overrides map[string]string) string {
+	data, err := os.ReadFile(filepath.Join(root, "Pulumi.prod.yaml"))
+	require.NoError(e.t, err)
+	var b strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		key, _, _ := strings.Cut(strings.TrimSpace(line), ": ")
+		if _, replaced := overrides[strings.TrimPrefix(key, stacks.Namespace+":")]; replaced {
+			continue
+		}
+		b.WriteString(line + "\n")
+	}
+	for _, k := range slices.Sorted(maps.Keys(overrides)) {
+		fmt.Fprintf(&b, "  %s:%s: %s\n", stacks.Namespace, k, overrides[k])
+	}
+	path := filepath.Join(e.t.TempDir(), "Pulumi.prod.yaml")
+	require.NoError(e.t, os.WriteFile(path, []byte(b.String()), 0o600))
+	return path
+}
+
+func (e *env) options(stackFile string) driver.Options {
+	return driver.Options{
+		Stack: "prod", Root: root, StackFile: stackFile,
+		ConfigFiles: map[string]string{"tlsCertificate": e.certFile},
+		SecretFiles: map[string]string{"tlsKey": e.keyFile, "sentryDsn": e.dsnFile},
+		PulumiRoot:  filepath.Dir(filepath.Dir(pulumiBin)),
+		PolicyPack:  policyPack,
+		ReportDir:   e.t.TempDir(),
+		Stdout:      e.out, Stderr: e.out,
+	}
+}
+
+// run runs one driver command and records its wall time.
+func (e *env) run(cmd driver.Command, opts driver.Options) (*driver.Result, error) {
+	start := time.Now()
+	res, err := driver.Run(context.Background(), cmd, opts)
+	e.t.Logf("%s took %s", cmd, time.Since(start).Round(time.Millisecond))
+	return res, err
+}
+
+// calls returns the provider calls (docker then random) of the given methods.
+func (e *env) calls(methods ...string) []fakeprovider.Call {
+	var out []fakeprovider.Call
+	for _, c := range append(e.docker.Calls(), e.random.Calls()...) {
+		if slices.Contains(methods, c.Method) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// applied are the calls that would change something at a real provider.
+func (e *env) applied() []fakeprovider.Call {
+	var out []fakeprovider.Call
+	for _, c := range e.calls("Create", "Update", "Delete") {
+		if !c.Preview {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (e *env) reset() {
+	e.docker.Reset()
+	e.random.Reset()
+}
+
+// publicEntry is a stand-in for nginx at the public URL: an HTTPS server
+// on 127.0.0.1 with the stack's certificate, answering /healthz and
+// /readyz. ready decides /readyz's status. It remembers how many docker
+// provider calls had happened at each request, to place the probe in the
+// deployment's timeline.
+type publicEntry struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	seen   []int // len(docker.Calls()) at each request
+	hosts  []string
+	docker *fakeprovider.Provider
+}
+
+func (e *env) publicEntry(ready bool) *publicEntry {
+	p := &publicEntry{docker: e.docker}
+	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.seen = append(p.seen, len(p.docker.Calls()))
+		p.hosts = append(p.hosts, r.Host)
+		p.mu.Unlock()
+		switch {
+		case r.URL.Path == "/healthz":
+			fmt.Fprint(w, `{"status":"ok"}`)
+		case r.URL.Path == "/readyz" && ready:
+			fmt.Fprint(w, `{"status":"ready"}`)
+		case r.URL.Path == "/readyz":
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"status":"unavailable","database":"connection refused"}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	pair, err := tls.X509KeyPair([]byte(e.cert), []byte(e.key))
+	require.NoError(e.t, err)
+	p.srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	p.srv.StartTLS()
+	e.t.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *publicEntry) requests() (seen []int, hosts []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.seen), slices.Clone(p.hosts)
+}
+
+// probeSetting points the post-deploy probe at the stand-in.
+func (p *publicEntry) probeSetting(timeout string) string {
+	return fmt.Sprintf(`{"baseUrl": %q, "timeout": %q}`, p.srv.URL, timeout)
+}
+
+// expectedPlan is every resource the program registers for the production
+// stack (type and name; see infra/deploy and its mock tests), besides the
+// stack itself and the default providers.
+var expectedPlan = []string{
+	"nbms:deploy:Network network", "docker:index/network:Network edge", "docker:index/network:Network internal",
+	"nbms:deploy:Secrets secrets",
+	"random:index/randomPassword:RandomPassword db-superuser-password",
+	"random:index/randomPassword:RandomPassword app-db-password",
+	"random:index/randomPassword:RandomPassword redis-password",
+	"random:index/randomPassword:RandomPassword app-secret-key",
+	"nbms:deploy:Database database", "docker:index/image:Image db-image",
+	"docker:index/volume:Volume pgdata", "docker:index/volume:Volume pgbackrest-repo", "docker:index/volume:Volume pgrun",
+	"docker:index/container:Container db", "docker:index/container:Container backup",
+	"nbms:deploy:Cache cache", "docker:index/remoteImage:RemoteImage redis-image", "docker:index/container:Container cache",
+	"nbms:deploy:App app", "docker:index/image:Image app-image",
+	"docker:index/volume:Volume media", "docker:index/volume:Volume static",
+	"docker:index/container:Container migrate", "docker:index/container:Container collectstatic", "docker:index/container:Container app",
+	"nbms:deploy:Proxy proxy", "docker:index/remoteImage:RemoteImage nginx-image", "docker:index/container:Container proxy",
+}
+
+func nameOf(urn string) string { return urn[strings.LastIndex(urn, "::")+2:] }
+
+// planned lists "type name" of the steps with op, leaving out the engine's
+// own stack and provider resources.
+func planned(steps []driver.Step, ops ...string) []string {
+	var out []string
+	for _, s := range steps {
+		if s.Type == "pulumi:pulumi:Stack" || strings.HasPrefix(s.Type, "pulumi:providers:") || !slices.Contains(ops, s.Op) {
+			continue
+		}
+		out = append(out, s.Type+" "+nameOf(s.URN))
+	}
+	return out
+}
+
+func TestPreviewOfTheProductionStackPlansTheProgramAndPassesThePolicyPack(t *testing.T) {
+	e := newEnv(t)
+	entry := e.publicEntry(true)
+	opts := e.options(e.stackFile(map[string]string{"probe": entry.probeSetting("20s")}))
+
+	res, err := e.run(driver.Preview, opts)
+	require.NoError(t, err)
+
+	assert.ElementsMatch(t, expectedPlan, planned(res.Steps, "create"), "exactly the program's resources, all to create")
+	assert.Len(t, res.Steps, len(expectedPlan)+3, "plus the stack and the two default providers; nothing else")
+	for _, ev := range res.Policy {
+		assert.NotEqual(t, "mandatory", ev.EnforcementLevel, "%s: %s", ev.PolicyName, ev.Message)
+	}
+	assert.Empty(t, e.applied(), "a preview changes nothing at the providers")
+	assert.NotEmpty(t, e.calls("Check"), "the engine did check the resources with the providers")
+	seen, _ := entry.requests()
+	assert.Empty(t, seen, "hooks do not run in preview")
+
+	rep := readReport(t, res.Report)
+	assert.Equal(t, "pass", rep.Result)
+	assert.Empty(t, rep.Summary.MandatoryFailed)
+	assert.Greater(t, rep.Summary.Passed, 10, "the policies did evaluate the plan")
+	for _, f := range []string{"report.md", "report.html", "report.sarif"} {
+		assert.FileExists(t, filepath.Join(res.Report, f))
+	}
+}
+
+type reportDoc struct {
+	Result  string `json:"result"`
+	Summary struct {
+		Passed          int      `json:"passed"`
+		MandatoryFailed []string `json:"mandatoryFailed"`
+	} `json:"summary"`
+}
+
+func readReport(t *testing.T, dir string) reportDoc {
+	t.Helper()
+	require.NotEmpty(t, dir, "a report was written")
+	data, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	require.NoError(t, err)
+	var doc reportDoc
+	require.NoError(t, json.Unmarshal(data, &doc))
+	return doc
+}
+
+func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testing.T) {
+	e := newEnv(t)
+	entry := e.publicEntry(true)
+	stackFile := e.stackFile(map[string]string{"probe": entry.probeSetting("20s")})
+	opts := e.options(stackFile)
+
+	// First up: everything is created, in dependency order.
+	res, err := e.run(driver.Up, opts)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, expectedPlan, planned(res.Steps, "create"))
+	created := map[string]int{} // name -> position among docker creates
+	var order []string
+	for _, c := range e.docker.Calls() {
+		if c.Method == "Create" && !c.Preview {
+			created[c.Name] = len(order)
+			order = append(order, c.Name)
+		}
+	}
+	t.Logf("docker create order: %v", order)
+	for _, first := range []string{"edge", "internal", "pgdata", "pgbackrest-repo", "pgrun", "media", "static"} {
+		for _, container := range stacks.Roles {
+			assert.Less(t, created[first], created[container], "%s before the %s container", first, container)
+		}
+	}
+	assert.Less(t, created["db"], created["migrate"], "the database before migrations")
+	assert.Less(t, created["migrate"], created["app"], "migrations before the app")
+	assert.Less(t, created["collectstatic"], created["app"], "collectstatic before the app")
+	assert.Less(t, created["app"], created["proxy"], "the app before nginx")
+	assert.Len(t, order, 7+2+5+2+2, "7 containers, 2 networks, 5 volumes, 2 built and 2 pulled images")
+
+	// The hook probed the public entry during the update, right after the
+	// app container was created and before nginx was: the driver's own
+	// probe only comes after the whole update.
+	seen, hosts := entry.requests()
+	require.NotEmpty(t, seen)
+	appAt, proxyAt := callIndex(e.docker.Calls(), "Create", "app"), callIndex(e.docker.Calls(), "Create", "proxy")
+	assert.Greater(t, seen[0], appAt, "first probe after the app container exists")
+	assert.LessOrEqual(t, seen[0], proxyAt, "first probe before nginx is created: the AfterCreate hook of the app")
+	assert.Equal(t, domain, hosts[0], "probed as a visitor of the domain")
+	require.NotNil(t, res.Probe, "the driver probed after up")
+	assert.True(t, res.Probe.Paths[len(res.Probe.Paths)-1].Ready)
+	assert.Equal(t, "https://"+domain, res.Outputs["url"].Value)
+	assert.True(t, res.Outputs["generatedSecrets"].Secret)
+	assert.Equal(t, "pass", readReport(t, res.Report).Result, "the deployed state passes the audit too")
+
+	// No secret in plaintext: not in `pulumi stack export`, not in any
+	// file of the backend.
+	export := e.stackExport()
+	assert.Contains(t, export, `"4dabf18193072939515e22adb298388d"`, "the state does hold secrets, encrypted")
+	secrets := map[string]string{"sentry DSN": sentryDSN, "TLS key": pemBody(e.key)}
+	generated := e.random.Generated()
+	require.Len(t, generated, 4)
+	for i, g := range generated {
+		secrets[fmt.Sprintf("generated password %d", i)] = g
+	}
+	files := map[string]string{"pulumi stack export": export}
+	require.NoError(t, filepath.Walk(e.backend, func(path string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			data, rerr := os.ReadFile(path)
+			files[path] = string(data)
+			return rerr
+		}
+		return err
+	}))
+	require.Greater(t, len(files), 1, "the backend holds state files")
+	for where, text := range files {
+		for what, secret := range secrets {
+			assert.NotContains(t, text, secret, "%s in plaintext in %s", what, where)
+		}
+	}
+
+	// outputs: secrets stay masked.
+	e.out.Reset()
+	out, err := e.run(driver.Outputs, opts)
+	require.NoError(t, err)
+	assert.True(t, out.Outputs["generatedSecrets"].Secret)
+	assert.Contains(t, e.out.String(), `"generatedSecrets": "[secret]"`)
+	for _, g := range generated {
+		assert.NotContains(t, e.out.String(), g)
+	}
+
+	// A second up changes nothing at the providers.
+	e.reset()
+	res, err = e.run(driver.Up, opts)
+	require.NoError(t, err)
+	assert.Empty(t, e.applied(), "second up: no Create, Update or Delete")
+	assert.Equal(t, map[string]int{"same": len(expectedPlan) + 1}, res.Changes)
+	require.NotNil(t, res.Probe, "the driver probes even when nothing changed")
+
+	// One setting changed: the app's memory limit updates the app container
+	// in place and nothing else.
+	e.reset()
+	opts.StackFile = e.stackFile(map[string]string{
+		"probe":  entry.probeSetting("20s"),
+		"limits": `{"app": {"memoryMb": 768}}`,
+	})
+	preview, err := e.run(driver.Preview, opts)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"docker:index/container:Container app"}, planned(preview.Steps, "update", "replace", "create", "delete", "create-replacement", "delete-replaced"))
+	assert.Equal(t, []string{"docker:index/container:Container app"}, planned(preview.Steps, "update"))
+	e.reset()
+	res, err = e.run(driver.Up, opts)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int{"same": len(expectedPlan), "update": 1}, res.Changes)
+	var changed []string
+	for _, c := range e.applied() {
+		changed = append(changed, c.Method+" "+c.Name)
+	}
+	assert.Equal(t, []string{"Update app"}, changed)
+	for _, c := range e.calls("Diff") {
+		if c.Name == "app" {
+			assert.Equal(t, []string{"memory", "memorySwap"}, c.Diffs)
+			assert.Empty(t, c.Replaces)
+		} else {
+			assert.Empty(t, c.Diffs, c.Name)
+		}
+	}
+
+	// destroy deletes everything but the protected data volumes.
+	e.reset()
+	_, err = e.run(driver.Destroy, opts)
+	require.NoError(t, err)
+	var deleted []string
+	for _, c := range e.applied() {
+		require.Equal(t, "Delete", c.Method)
+		deleted = append(deleted, c.Name)
+	}
+	assert.ElementsMatch(t, []string{
+		"edge", "internal", "db-superuser-password", "app-db-password", "redis-password", "app-secret-key",
+		"db-image", "pgrun", "db", "backup", "redis-image", "cache", "app-image", "static",
+		"migrate", "collectstatic", "app", "nginx-image", "proxy",
+	}, deleted)
+	remaining := e.stackExport()
+	for _, kept := range []string{"pgdata", "pgbackrest-repo", "media"} {
+		assert.Contains(t, remaining, "docker:index/volume:Volume::"+kept, "%s stays in the state", kept)
+	}
+	assert.NotContains(t, remaining, "docker:index/container:Container::")
+}
+
+func callIndex(calls []fakeprovider.Call, method, name string) int {
+	for i, c := range calls {
+		if c.Method == method && c.Name == name && !c.Preview {
+			return i
+		}
+	}
+	return -1
+}
+
+// stackExport runs `pulumi stack export` with the real CLI.
+func (e *env) stackExport() string {
+	dir := e.t.TempDir()
+	cmd := exec.Command(pulumiBin, "stack", "export", "--stack", "organization/nbms/prod", "--non-interactive")
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(e.t, err, stderr.String())
+	return string(out)
+}
+
+// pemBody is the base64 body of a PEM block: what a leak would contain.
+func pemBody(p string) string {
+	return strings.Split(strings.TrimSpace(p), "\n")[1]
+}
+
+func TestUpFailsWithTheHookMessageWhenTheStackNeverGetsReady(t *testing.T) {
+	e := newEnv(t)
+	entry := e.publicEntry(false)
+	opts := e.options(e.stackFile(map[string]string{"probe": entry.probeSetting("3s")}))
+
+	_, err := e.run(driver.Up, opts)
+	require.Error(t, err)
+	assert.Equal(t, driver.ExitProbe, driver.ExitCode(err))
+	assert.Contains(t, err.Error(), "post-deploy probe")
+	output := e.out.String()
+	assert.Contains(t, output, `after hook "nbms-post-deploy-probe" failed`)
+	assert.Contains(t, output, "/readyz not ready after 3s")
+	assert.Contains(t, output, "503")
+	assert.Equal(t, -1, callIndex(e.docker.Calls(), "Create", "proxy"), "the update stopped at the app: nginx was not created")
+}
+
+func TestAStackThatBreaksAMandatoryRuleIsRefusedBeforeAnythingIsCreated(t *testing.T) {
+	cases := []struct {
+		name      string
+		overrides map[string]string
+		policy    string // policy config JSON, optional
+		code      int
+		message   string
+	}{
+		// The stack validation (stacks.Parse, the program's first step)
+		// refuses these before the policy pack sees a resource; the pack
+		// would refuse them too (nbms-app-disallow-wildcard-cors,
+		// docker-container-restrict-published-ports,
+		// docker-image-require-pinned-version, nbms-app-configure-env-contract).
+		{"wildcard CORS origin", map[string]string{"corsOrigins": `["*"]`}, "", driver.ExitUsage, "nbms:corsOrigins[0]"},
+		{"http CSRF origin in production", map[string]string{"csrfTrustedOrigins": `["http://nbms.example.org"]`}, "", driver.ExitUsage, "nbms:csrfTrustedOrigins[0]"},
+		{"published on 0.0.0.0", map[string]string{"bindAddress": "0.0.0.0"}, "", driver.ExitUsage, "nbms:bindAddress"},
+		{"unpinned image", map[string]string{"images": `{"nginx": "nginx:latest"}`}, "", driver.ExitUsage, "nbms:images.nginx"},
+		{"HSTS below a year", map[string]string{"app": `{"hstsSeconds": 86400}`}, "", driver.ExitUsage, "nbms:app.hstsSeconds"},
+		// These pass the stack validation and only the policy pack refuses.
+		{"one full backup kept", map[string]string{"backup": `{"retentionFull": 1}`}, "", driver.ExitPolicy, "nbms-backup-configure-schedule-and-retention"},
+		{"memory above the organisation's ceiling", map[string]string{"limits": `{"db": {"memoryMb": 4096}}`},
+			`{"docker-container-configure-memory-limit": {"maxMemoryMb": 2048}}`, driver.ExitPolicy, "docker-container-configure-memory-limit"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			entry := e.publicEntry(true)
+			tc.overrides["probe"] = entry.probeSetting("5s")
+			opts := e.options(e.stackFile(tc.overrides))
+			if tc.policy != "" {
+				opts.PolicyConfig = filepath.Join(t.TempDir(), "policy-config.json")
+				require.NoError(t, os.WriteFile(opts.PolicyConfig, []byte(tc.policy), 0o600))
+			}
+			for _, cmd := range []driver.Command{driver.Preview, driver.Up} {
+				e.out.Reset()
+				_, err := e.run(cmd, opts)
+				require.Error(t, err, cmd)
+				assert.Equal(t, tc.code, driver.ExitCode(err), "%s: %v", cmd, err)
+				assert.Contains(t, e.out.String()+err.Error(), tc.message, cmd)
+				assert.Empty(t, e.applied(), "%s: nothing reached a provider", cmd)
+				if tc.code == driver.ExitUsage {
+					assert.Empty(t, e.calls("Check"), "%s: the program registered nothing", cmd)
+				}
+			}
+			seen, _ := entry.requests()
+			assert.Empty(t, seen, "no hook ran")
+		})
+	}
+}
+
+// testTLS returns a self-signed certificate for host and its key, in PEM.
+func testTLS(t testing.TB, host string) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+}
+
+// The dev stack needs no operator secret: the optional secret keys
+// (sentryDsn, and tlsKey with TLS off) must not be demanded by the CLI.
+func TestPreviewOfTheDevStackNeedsNoSecrets(t *testing.T) {
+	e := newEnv(t)
+	opts := e.options(filepath.Join(root, "Pulumi.dev.yaml"))
+	opts.Stack, opts.ConfigFiles, opts.SecretFiles = "dev", nil, nil
+
+	res, err := e.run(driver.Preview, opts)
+	require.NoError(t, err, "driver output:\n%s", e.out)
+	assert.NotEmpty(t, planned(res.Steps, "create"))
+	for _, ev := range res.Policy {
+		assert.NotEqual(t, "mandatory", ev.EnforcementLevel, "%s: %s", ev.PolicyName, ev.Message)
+	}
+	assert.Empty(t, e.applied(), "a preview changes nothing at the providers")
+}
