@@ -32,8 +32,9 @@ vet:
 
 lint:
 	$(TOOLS)/staticcheck $(PKGS)
+	shellcheck scripts/*.sh scripts/ops/*.sh .ci/run
 
-check: fmt-check vet lint test ## gofmt, go vet, staticcheck and the tests
+check: fmt-check vet lint test ## gofmt, go vet, staticcheck, shellcheck and the tests
 
 build: ## build bin/nbms
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/nbms ./app/cmd/nbms
