@@ -1,5 +1,5 @@
-// Package static holds the app's static assets (the API's browsable page
-// and its OpenAPI document) and publishes them for nginx: `nbms
+// Package static holds the app's static assets (the landing page, the
+// API's browsable page and its OpenAPI document) and publishes them for nginx: `nbms
 // collectstatic` copies each one to STATIC_ROOT under a content-hashed name
 // and writes a manifest, so nginx can cache them forever (immutable) and a
 // new release never serves a stale copy under an old name.
@@ -22,6 +22,16 @@ import (
 
 //go:embed assets
 var assets embed.FS
+
+// LandingPage is the page the app serves at /; it is published with the
+// other assets too.
+func LandingPage() []byte {
+	b, err := assets.ReadFile("assets/index.html")
+	if err != nil {
+		panic("static: index.html is not embedded: " + err.Error()) // a build defect
+	}
+	return b
+}
 
 // ManifestName is the manifest's file name inside the static root.
 const ManifestName = "manifest.json"

@@ -20,7 +20,7 @@ func TestCollectPublishesHashedFilesAndManifest(t *testing.T) {
 
 	names, err := Files()
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{"api.html", "openapi.json"}, names)
+	require.ElementsMatch(t, []string{"api.html", "index.html", "openapi.json"}, names)
 	immutable := regexp.MustCompile(nginx.HashedNamePattern)
 	for _, name := range names {
 		original, err := assets.ReadFile("assets/" + name)
@@ -80,4 +80,10 @@ func TestHashedNameChangesWithContent(t *testing.T) {
 	b := HashedName("x/app.css", []byte("b"))
 	assert.NotEqual(t, a, b)
 	assert.Regexp(t, `^x/app\.[0-9a-f]{12}\.css$`, a)
+}
+
+func TestLandingPageIsTheEmbeddedIndex(t *testing.T) {
+	page := LandingPage()
+	assert.Contains(t, string(page), "<title>NBMS")
+	assert.NotContains(t, string(page), "<script", "the API's CSP allows no script")
 }
