@@ -65,6 +65,13 @@ func (d *deployment) newApp(ctx *pulumi.Context) (*App, error) {
 // build, which is why containers run the image ID (RepoDigest) instead.
 func appImageName(cfg *stacks.Config) string { return "nbms-app:" + cfg.Stack }
 
+// The one-shot runs' arguments to the app image's nbms entrypoint. The live
+// test runs the real binary with exactly these.
+var (
+	MigrateCommand       = []string{"migrate", "up"}
+	CollectstaticCommand = []string{"collectstatic"}
+)
+
 // startApp registers the one-shot migrate and collectstatic runs and the
 // server, which starts only once both succeeded.
 func (d *deployment) startApp(ctx *pulumi.Context, a *App, net *Network, sec *Secrets, db *Database, cache *Cache, hook *pulumi.ResourceHook) error {
@@ -78,7 +85,7 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, net *Network, sec *Se
 
 	a.Migrate, err = d.newContainer(ctx, a, containerSpec{
 		role: stacks.RoleMigrate, image: image.RepoDigest, user: appUID,
-		command:     pulumi.ToStringArray([]string{"migrate"}),
+		command:     pulumi.ToStringArray(MigrateCommand),
 		envs:        envs,
 		healthcheck: oneShotHealthcheck(),
 		networks:    []attachment{internal},
@@ -91,7 +98,7 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, net *Network, sec *Se
 	}
 	a.Collectstatic, err = d.newContainer(ctx, a, containerSpec{
 		role: stacks.RoleCollectstatic, image: image.RepoDigest, user: appUID,
-		command:     pulumi.ToStringArray([]string{"collectstatic"}),
+		command:     pulumi.ToStringArray(CollectstaticCommand),
 		envs:        envs,
 		healthcheck: oneShotHealthcheck(),
 		networks:    []attachment{internal},
@@ -126,9 +133,14 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, net *Network, sec *Se
 			{network: net.Edge, name: net.EdgeName, aliases: []string{appAlias}},
 			internal,
 		},
-		volumes: []volumeMount{{volume: media, name: a.MediaName, path: stacks.MediaRoot}},
-		tmpfs:   tmp,
-		wait:    true,
+		// Static is mounted too (read-write, as collectstatic wrote it) so
+		// that `nbms predeploy-check` run in this container finds it.
+		volumes: []volumeMount{
+			{volume: media, name: a.MediaName, path: stacks.MediaRoot},
+			{volume: static, name: a.StaticName, path: stacks.StaticRoot},
+		},
+		tmpfs: tmp,
+		wait:  true,
 		// SHUTDOWN_TIMEOUT (25s) plus the drain delay fit inside it.
 		stopTimeout: 35,
 		init:        true,

@@ -393,7 +393,7 @@ func TestVolumes(t *testing.T) {
 			n := func(s string) string { return p.stack + "-" + s }
 			assert.Equal(t, map[string]any{n("pgdata"): false, n("pgbackrest-repo"): false, n("pgrun"): false}, mounts(stacks.RoleDB))
 			assert.Equal(t, map[string]any{n("pgdata"): true, n("pgbackrest-repo"): false, n("pgrun"): false}, mounts(stacks.RoleBackup))
-			assert.Equal(t, map[string]any{n("media"): false}, mounts(stacks.RoleApp))
+			assert.Equal(t, map[string]any{n("media"): false, n("static"): false}, mounts(stacks.RoleApp), "static too, for predeploy-check")
 			assert.Equal(t, map[string]any{n("static"): false}, mounts(stacks.RoleCollectstatic))
 			assert.Equal(t, map[string]any{n("static"): true, n("media"): true}, mounts(stacks.RoleProxy))
 		})
