@@ -5,6 +5,11 @@
 # cannot download it, such as this project's CI. Idempotent: a binary of the
 # pinned version is kept.
 set -euo pipefail
+case "${1:-}" in
+-h|--help) printf '%b\n' "Usage: scripts/build-pulumi.sh\nBuild the Pulumi CLI pinned in tools/pulumi/go.mod into .tools/pulumi/bin/pulumi (idempotent)."; exit 0 ;;
+"") ;;
+*) echo "$(basename "$0"): unexpected argument: $1 (see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 version=$(awk '$1 == "require" && $2 == "github.com/pulumi/pulumi/pkg/v3" { print $3 }' tools/pulumi/go.mod)

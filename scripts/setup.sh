@@ -10,6 +10,11 @@
 #     pinned Pulumi CLI (scripts/build-pulumi.sh);
 #   - downloads the Go modules.
 set -euo pipefail
+case "${1:-}" in
+-h|--help) printf '%b\n' "Usage: scripts/setup.sh\nPrepare this machine to build and test NBMS (idempotent): Debian packages, PostgreSQL and Redis running, Go tools, the pinned Pulumi CLI."; exit 0 ;;
+"") ;;
+*) echo "$(basename "$0"): unexpected argument: $1 (see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*"; }
