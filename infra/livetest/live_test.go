@@ -4,24 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -35,12 +26,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/infra/deploy"
+	"github.com/nbms-deploy/nbms/infra/internal/nginxtest"
 	"github.com/nbms-deploy/nbms/infra/nginx"
 	"github.com/nbms-deploy/nbms/stacks"
 )
 
 const (
-	nginxBin = "/usr/sbin/nginx"
 	// adminDatabaseURL is the machine's test server (trust auth).
 	adminDatabaseURL = "postgres://root@127.0.0.1:5432/test?sslmode=disable"
 	redisURL         = "redis://127.0.0.1:6379/0"
@@ -55,34 +46,10 @@ const (
 
 // site is the running stack: the app behind nginx.
 type site struct {
-	httpPort, httpsPort int
-	staticRoot          string
-	mediaRoot           string
-	appLog              string
-	client              *http.Client
-}
-
-func (s *site) httpsURL(path string) string {
-	return "https://localhost:" + strconv.Itoa(s.httpsPort) + path
-}
-
-func (s *site) httpURL(path string) string {
-	return "http://localhost:" + strconv.Itoa(s.httpPort) + path
-}
-
-func (s *site) do(t *testing.T, method, url string, body io.Reader, header map[string]string) (*http.Response, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, body)
-	require.NoError(t, err)
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := s.client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp, string(b)
+	nginxtest.Site
+	staticRoot string
+	mediaRoot  string
+	appLog     string
 }
 
 // appRequests returns the app's access log lines (one JSON object each).
@@ -124,7 +91,7 @@ func (s *site) waitForRequest(t *testing.T, id string) map[string]any {
 // every earlier request the app received is in its log too.
 func (s *site) settle(t *testing.T) {
 	t.Helper()
-	resp, _ := s.do(t, "GET", s.httpsURL("/healthz?settle"), nil, nil)
+	resp, _ := s.Do(t, "GET", s.HTTPSURL("/healthz?settle"), nil, nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	s.waitForRequest(t, resp.Header.Get("X-Request-Id"))
 }
@@ -134,13 +101,13 @@ func TestDeployedStackLive(t *testing.T) {
 
 	t.Run("healthz and readyz answer 200 through nginx", func(t *testing.T) {
 		for _, path := range []string{"/healthz", "/readyz"} {
-			resp, body := s.do(t, "GET", s.httpsURL(path), nil, nil)
+			resp, body := s.Do(t, "GET", s.HTTPSURL(path), nil, nil)
 			assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, body)
 		}
 	})
 
 	t.Run("security headers appear once each", func(t *testing.T) {
-		resp, _ := s.do(t, "GET", s.httpsURL("/"), nil, nil)
+		resp, _ := s.Do(t, "GET", s.HTTPSURL("/"), nil, nil)
 		for _, name := range []string{
 			"Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options", "X-Request-Id",
 			"Content-Security-Policy", "Referrer-Policy", "Cross-Origin-Opener-Policy",
@@ -154,7 +121,7 @@ func TestDeployedStackLive(t *testing.T) {
 
 	t.Run("the app logs the real client and the request id the client saw", func(t *testing.T) {
 		const forgedIP, forgedID = "203.0.113.66", "forged-request-id"
-		resp, _ := s.do(t, "GET", s.httpsURL("/?who=me"), nil, map[string]string{
+		resp, _ := s.Do(t, "GET", s.HTTPSURL("/?who=me"), nil, map[string]string{
 			"X-Forwarded-For": forgedIP, "X-Real-IP": forgedIP, "Forwarded": "for=" + forgedIP, "X-Request-ID": forgedID,
 		})
 		id := resp.Header.Get("X-Request-Id")
@@ -178,7 +145,7 @@ func TestDeployedStackLive(t *testing.T) {
 			require.NotEqual(t, logical, hashed)
 			want, err := os.ReadFile(filepath.Join(s.staticRoot, filepath.FromSlash(hashed)))
 			require.NoError(t, err)
-			resp, body := s.do(t, "GET", s.httpsURL("/static/"+hashed), nil, nil)
+			resp, body := s.Do(t, "GET", s.HTTPSURL("/static/"+hashed), nil, nil)
 			require.Equal(t, http.StatusOK, resp.StatusCode, hashed)
 			assert.Equal(t, string(want), body, hashed)
 			assert.Equal(t, "public, max-age=31536000, immutable", resp.Header.Get("Cache-Control"), hashed)
@@ -189,7 +156,7 @@ func TestDeployedStackLive(t *testing.T) {
 		path := filepath.Join(s.mediaRoot, "uploads", "report.html")
 		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 		require.NoError(t, os.WriteFile(path, []byte("<script>alert(1)</script>"), 0o644))
-		resp, body := s.do(t, "GET", s.httpsURL("/media/uploads/report.html"), nil, nil)
+		resp, body := s.Do(t, "GET", s.HTTPSURL("/media/uploads/report.html"), nil, nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, "<script>alert(1)</script>", body)
 		assert.Equal(t, "attachment", resp.Header.Get("Content-Disposition"))
@@ -198,7 +165,7 @@ func TestDeployedStackLive(t *testing.T) {
 
 	t.Run("a body over the upload limit stops at nginx with 413", func(t *testing.T) {
 		const path = "/api/v1/too-large"
-		resp, body := s.do(t, "POST", s.httpsURL(path), bytes.NewReader(make([]byte, maxUploadBytes+1)),
+		resp, body := s.Do(t, "POST", s.HTTPSURL(path), bytes.NewReader(make([]byte, maxUploadBytes+1)),
 			map[string]string{"Content-Type": "application/octet-stream"})
 		assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, body)
 		assert.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"))
@@ -211,8 +178,10 @@ func TestDeployedStackLive(t *testing.T) {
 	t.Run("login POSTs beyond the burst get 429 from nginx", func(t *testing.T) {
 		var statuses []int
 		var last *http.Response
+		// A username of this run's own: the app's Redis buckets outlive it.
+		username := "live-" + rand.Text()
 		for range loginBurst + 3 {
-			last, _ = s.do(t, "POST", s.httpsURL("/auth/login"), strings.NewReader(`{"username":"x","password":"y"}`),
+			last, _ = s.Do(t, "POST", s.HTTPSURL("/auth/login"), strings.NewReader(`{"username":"`+username+`","password":"y"}`),
 				map[string]string{"Content-Type": "application/json"})
 			statuses = append(statuses, last.StatusCode)
 		}
@@ -236,9 +205,9 @@ func TestDeployedStackLive(t *testing.T) {
 	})
 
 	t.Run("plain HTTP is redirected to HTTPS", func(t *testing.T) {
-		resp, _ := s.do(t, "GET", s.httpURL("/some/page?x=1"), nil, nil)
+		resp, _ := s.Do(t, "GET", s.HTTPURL("/some/page?x=1"), nil, nil)
 		assert.Equal(t, http.StatusMovedPermanently, resp.StatusCode)
-		assert.Equal(t, s.httpsURL("/some/page?x=1"), resp.Header.Get("Location"))
+		assert.Equal(t, s.HTTPSURL("/some/page?x=1"), resp.Header.Get("Location"))
 	})
 }
 
@@ -246,23 +215,23 @@ func TestDeployedStackLive(t *testing.T) {
 // and drops the database.
 func startSite(t *testing.T) *site {
 	t.Helper()
-	dir := nobodyDir(t)
+	dir := nginxtest.NobodyDir(t)
 	s := &site{
-		httpPort: freePort(t), httpsPort: freePort(t),
+		Site:       nginxtest.Site{HTTPPort: nginxtest.FreePort(t), HTTPSPort: nginxtest.FreePort(t)},
 		staticRoot: filepath.Join(dir, "static"), mediaRoot: filepath.Join(dir, "media"),
 		appLog: filepath.Join(dir, "app.log"),
 	}
 	for _, d := range []string{s.staticRoot, s.mediaRoot} {
 		require.NoError(t, os.Mkdir(d, 0o755))
 	}
-	certPEM, keyPEM := newTestCert(t)
+	cert := nginxtest.WriteCert(t, dir)
 
 	// The production stack, as an operator would configure it for this
 	// host: only addresses and ports are local.
 	raw := map[string]string{
 		"profile": "prod", "domain": "localhost", "allowedHosts": `["localhost"]`,
-		"bindAddress": "127.0.0.1", "httpPort": strconv.Itoa(s.httpPort), "httpsPort": strconv.Itoa(s.httpsPort),
-		"tlsMode": "provided", "tlsCertificate": string(certPEM), "tlsKey": string(keyPEM),
+		"bindAddress": "127.0.0.1", "httpPort": strconv.Itoa(s.HTTPPort), "httpsPort": strconv.Itoa(s.HTTPSPort),
+		"tlsMode": "provided", "tlsCertificate": string(cert.CertPEM), "tlsKey": string(cert.KeyPEM),
 		// nginx's address: the only proxy whose X-Forwarded-For the app believes.
 		"edgeSubnet": "127.0.0.1/32",
 		"app": fmt.Sprintf(`{"maxUploadBytes": %d, "maxRequestBodyBytes": %d, "loginRatePerMinute": 1, "loginBurst": %d}`,
@@ -272,9 +241,12 @@ func startSite(t *testing.T) *site {
 	require.NoError(t, err)
 
 	bin := buildApp(t)
-	appPort := freePort(t)
+	appPort := nginxtest.FreePort(t)
 	secret := map[string]string{
-		"SECRET_KEY":   randomHex(t, 32),
+		// What random.RandomPassword makes for the program: letters and
+		// digits (hex would have at most 16 distinct characters, the
+		// contract's floor).
+		"SECRET_KEY":   rand.Text() + rand.Text(),
 		"DATABASE_URL": newDatabase(t),
 		"REDIS_URL":    redisURL,
 	}
@@ -292,13 +264,18 @@ func startSite(t *testing.T) *site {
 	env["HTTP_ADDR"] = "127.0.0.1:" + strconv.Itoa(appPort)
 	env["STATIC_ROOT"] = s.staticRoot
 	env["MEDIA_ROOT"] = s.mediaRoot
+	// Lift the app's own login throttles (Redis) so that the 429 this test
+	// sees is nginx's limit_req, before the app's would answer.
+	env["RATE_LIMIT_LOGIN_IP"] = "10000/1m"
+	env["RATE_LIMIT_LOGIN_USER"] = "10000/1m"
 	environ := []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		environ = append(environ, k+"="+v)
 	}
 
 	// What the one-shot containers do before the app starts.
-	for _, args := range [][]string{{"migrate", "up"}, {"collectstatic"}} {
+	// The program's own one-shot command lines, run with the real binary.
+	for _, args := range [][]string{deploy.MigrateCommand, deploy.CollectstaticCommand} {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = environ
 		out, err := cmd.CombinedOutput()
@@ -308,26 +285,23 @@ func startSite(t *testing.T) *site {
 
 	p := deploy.NginxParams(cfg)
 	p.ListenAddress = "127.0.0.1"
-	p.HTTPPort, p.HTTPSPort = s.httpPort, s.httpsPort
-	p.CertPath, p.KeyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	p.HTTPPort, p.HTTPSPort = s.HTTPPort, s.HTTPSPort
+	p.CertPath, p.KeyPath = cert.CertPath, cert.KeyPath
 	p.Upstream = "127.0.0.1:" + strconv.Itoa(appPort)
 	p.Resolver = "" // an IP upstream needs none (Docker's DNS is not here)
 	p.StaticRoot, p.MediaRoot = s.staticRoot, s.mediaRoot
 	p.WorkerProcesses = 1
 	tmp := filepath.Join(dir, "tmp")
 	require.NoError(t, os.Mkdir(tmp, 0o700))
-	chownNobody(t, tmp)
+	nginxtest.ChownNobody(t, tmp)
 	p.PidPath, p.TempDir = filepath.Join(tmp, "nginx.pid"), tmp
-	require.Equal(t, s.httpsPort, p.PublicPort, "the stack's published HTTPS port")
+	require.Equal(t, s.HTTPSPort, p.PublicPort, "the stack's published HTTPS port")
 	conf, err := nginx.Render(p)
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(p.CertPath, certPEM, 0o644))
-	require.NoError(t, os.WriteFile(p.KeyPath, keyPEM, 0o600))
-	chownNobody(t, p.KeyPath)
 	confPath := filepath.Join(dir, "nginx.conf")
 	require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o644))
-	s.client = newClient(t, certPEM)
-	startNginx(t, dir, confPath, s.httpURL(nginx.HealthPath), s.client)
+	s.Client = nginxtest.NewClient(cert.Pool(t), net.ParseIP(clientAddr))
+	nginxtest.StartNginx(t, dir, confPath, s.HTTPURL(nginx.HealthPath), s.Client)
 	return s
 }
 
@@ -384,119 +358,8 @@ func startApp(t *testing.T, bin string, environ []string, logPath string, port i
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = environ
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { stop(cmd, exited, syscall.SIGTERM, 40*time.Second) })
-	waitHealthy(t, "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz", http.DefaultClient, exited, logPath)
-}
-
-// startNginx runs the real nginx in the foreground as nobody.
-func startNginx(t *testing.T, dir, confPath, healthURL string, client *http.Client) {
-	t.Helper()
-	logPath := filepath.Join(dir, "nginx.log")
-	// nobody must own its stdout: "access_log /dev/stdout" reopens it.
-	logFile, err := os.Create(logPath)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = logFile.Close() })
-	chownNobody(t, logPath)
-	cmd := exec.Command(nginxBin, "-c", confPath, "-p", dir, "-g", "daemon off;")
-	uid, gid := nobody(t)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	// QUIT is nginx's graceful stop: the master waits for its workers.
-	t.Cleanup(func() { stop(cmd, exited, syscall.SIGQUIT, 5*time.Second) })
-	waitHealthy(t, healthURL, client, exited, logPath)
-}
-
-func stop(cmd *exec.Cmd, exited <-chan error, sig syscall.Signal, grace time.Duration) {
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(grace):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-}
-
-func waitHealthy(t *testing.T, url string, client *http.Client, exited <-chan error, logPath string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		select {
-		case err := <-exited:
-			log, _ := os.ReadFile(logPath)
-			t.Fatalf("%s: the process exited: %v\n%s", url, err, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logPath)
-			t.Fatalf("%s never answered 200 (last error %v)\n%s", url, err, log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// newClient trusts the test certificate, connects from clientAddr to
-// nginx on 127.0.0.1 whatever the URL's host (so "localhost" is both the
-// SNI name and the Host), and does not follow redirects.
-func newClient(t *testing.T, certPEM []byte) *http.Client {
-	t.Helper()
-	pool := x509.NewCertPool()
-	require.True(t, pool.AppendCertsFromPEM(certPEM))
-	dialer := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientAddr)}}
-	return &http.Client{
-		Timeout: 15 * time.Second,
-		Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-				_, port, err := net.SplitHostPort(addr)
-				if err != nil {
-					return nil, err
-				}
-				return dialer.DialContext(ctx, "tcp4", "127.0.0.1:"+port)
-			},
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
-
-// newTestCert is a self-signed certificate for localhost, in PEM.
-func newTestCert(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	exited := nginxtest.Start(t, cmd, syscall.SIGTERM, 40*time.Second)
+	nginxtest.WaitHealthy(t, "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz", http.DefaultClient, exited, logPath)
 }
 
 func randomHex(t *testing.T, n int) string {
@@ -505,37 +368,6 @@ func randomHex(t *testing.T, n int) string {
 	_, err := rand.Read(b)
 	require.NoError(t, err)
 	return hex.EncodeToString(b)
-}
-
-// nobody is the unprivileged account nginx runs as: the tests run as
-// root, production runs nginx as a non-root container user.
-func nobody(t *testing.T) (uid, gid uint32) {
-	t.Helper()
-	u, err := user.Lookup("nobody")
-	require.NoError(t, err)
-	uid64, err := strconv.ParseUint(u.Uid, 10, 32)
-	require.NoError(t, err)
-	gid64, err := strconv.ParseUint(u.Gid, 10, 32)
-	require.NoError(t, err)
-	return uint32(uid64), uint32(gid64)
-}
-
-func chownNobody(t *testing.T, path string) {
-	t.Helper()
-	uid, gid := nobody(t)
-	require.NoError(t, os.Chown(path, int(uid), int(gid)))
-}
-
-// nobodyDir is a temporary directory everyone may traverse (t.TempDir's
-// parent is private to root).
-func nobodyDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "nbms-live-")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	require.NoError(t, os.Chmod(dir, 0o755))
-	chownNobody(t, dir)
-	return dir
 }
 
 // The backup container's command line, as the program builds it, starts

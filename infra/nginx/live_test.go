@@ -3,28 +3,25 @@ package nginx
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/infra/internal/nginxtest"
 )
 
 const (
@@ -76,44 +73,11 @@ func (u *recordingUpstream) requests(path string) []seenRequest {
 // liveSite is a running nginx with the rendered config in front of a
 // recordingUpstream.
 type liveSite struct {
+	nginxtest.Site
 	upstream       *recordingUpstream
 	upstreamServer *httptest.Server
-	httpPort       int
-	httpsPort      int
-	client         *http.Client
 	logPath        string
 	pool           *x509.CertPool
-}
-
-func (s *liveSite) httpURL(path string) string {
-	return "http://localhost:" + strconv.Itoa(s.httpPort) + path
-}
-
-func (s *liveSite) httpsURL(path string) string {
-	return "https://localhost:" + strconv.Itoa(s.httpsPort) + path
-}
-
-func (s *liveSite) do(t *testing.T, method, url string, body io.Reader, header map[string]string) (*http.Response, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, body)
-	require.NoError(t, err)
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := s.client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp, string(b)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -127,7 +91,7 @@ func writeFile(t *testing.T, path, content string) {
 // nobody. Everything is stopped and removed by t.Cleanup.
 func startLiveSite(t *testing.T) *liveSite {
 	t.Helper()
-	dir := nobodyDir(t)
+	dir := nginxtest.NobodyDir(t)
 	www := filepath.Join(dir, "www")
 	writeFile(t, filepath.Join(www, "secret.txt"), secretContent)
 	writeFile(t, filepath.Join(www, "static", "hello.txt"), "static-ok")
@@ -136,18 +100,19 @@ func startLiveSite(t *testing.T) *liveSite {
 	writeFile(t, filepath.Join(dir, "acme", ".well-known", "acme-challenge", "tok123"), "tok123.thumbprint")
 	tmp := filepath.Join(dir, "tmp")
 	require.NoError(t, os.Mkdir(tmp, 0o700))
-	chownNobody(t, tmp)
+	nginxtest.ChownNobody(t, tmp)
 
 	s := &liveSite{upstream: &recordingUpstream{seen: map[string][]seenRequest{}}}
 	s.upstreamServer = httptest.NewServer(s.upstream)
 	t.Cleanup(s.upstreamServer.Close)
-	s.httpPort, s.httpsPort = freePort(t), freePort(t)
+	s.HTTPPort, s.HTTPSPort = nginxtest.FreePort(t), nginxtest.FreePort(t)
 
 	p := prodParams()
 	p.ServerNames = []string{"localhost"}
 	p.ListenAddress = "127.0.0.1"
-	p.HTTPPort, p.HTTPSPort, p.PublicPort = s.httpPort, s.httpsPort, s.httpsPort
-	p.CertPath, p.KeyPath = writeTestCert(t, dir)
+	p.HTTPPort, p.HTTPSPort, p.PublicPort = s.HTTPPort, s.HTTPSPort, s.HTTPSPort
+	cert := nginxtest.WriteCert(t, dir)
+	p.CertPath, p.KeyPath = cert.CertPath, cert.KeyPath
 	p.Upstream = s.upstreamServer.Listener.Addr().String() // an IP: the resolver is never asked
 	p.StaticRoot = filepath.Join(www, "static")
 	p.MediaRoot = filepath.Join(www, "media")
@@ -162,77 +127,10 @@ func startLiveSite(t *testing.T) *liveSite {
 	confPath := filepath.Join(dir, "nginx.conf")
 	require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o644))
 
-	s.logPath = filepath.Join(dir, "nginx.log")
-	logFile := nobodyFile(t, s.logPath)
-	cmd := exec.Command(nginxBin, "-c", confPath, "-p", dir, "-g", "daemon off;")
-	runAsNobody(t, cmd)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		// QUIT is nginx's graceful stop: the master waits for its workers.
-		_ = cmd.Process.Signal(syscall.SIGQUIT)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-
-	certPEM, err := os.ReadFile(p.CertPath)
-	require.NoError(t, err)
-	s.pool = x509.NewCertPool()
-	require.True(t, s.pool.AppendCertsFromPEM(certPEM))
-	s.client = s.newClient(nil)
-
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := s.client.Get(s.httpURL(HealthPath))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s
-			}
-		}
-		select {
-		case err := <-exited:
-			log, _ := os.ReadFile(s.logPath)
-			t.Fatalf("nginx exited: %v\n%s", err, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(s.logPath)
-			t.Fatalf("nginx did not become healthy: %v\n%s", err, log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// newClient trusts the test certificate, dials 127.0.0.1 whatever the URL
-// host (so "localhost" is both the SNI name and the Host), and does not
-// follow redirects.
-func (s *liveSite) newClient(tlsConfig *tls.Config) *http.Client {
-	if tlsConfig == nil {
-		tlsConfig = &tls.Config{}
-	}
-	tlsConfig.RootCAs = s.pool
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	return &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{
-			TLSClientConfig: tlsConfig,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				_, port, err := net.SplitHostPort(addr)
-				if err != nil {
-					return nil, err
-				}
-				return dialer.DialContext(ctx, "tcp4", "127.0.0.1:"+port)
-			},
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	s.pool = cert.Pool(t)
+	s.Client = nginxtest.NewClient(s.pool, nil)
+	s.logPath = nginxtest.StartNginx(t, dir, confPath, s.HTTPURL(HealthPath), s.Client)
+	return s
 }
 
 var hexID = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -255,9 +153,9 @@ func TestLiveNginx(t *testing.T) {
 
 	t.Run("HTTP redirects to HTTPS on the same host and public port", func(t *testing.T) {
 		for _, path := range []string{"/some/path?x=1&y=2", "/healthz", "/static/hello.txt"} {
-			resp, _ := s.do(t, "GET", s.httpURL(path), nil, nil)
+			resp, _ := s.Do(t, "GET", s.HTTPURL(path), nil, nil)
 			assert.Equal(t, http.StatusMovedPermanently, resp.StatusCode, path)
-			assert.Equal(t, s.httpsURL(path), resp.Header.Get("Location"))
+			assert.Equal(t, s.HTTPSURL(path), resp.Header.Get("Location"))
 			assert.Empty(t, resp.Header.Get("Strict-Transport-Security"), "HSTS over plain HTTP is ignored by browsers")
 			assert.Equal(t, "nginx", resp.Header.Get("Server"))
 		}
@@ -266,10 +164,10 @@ func TestLiveNginx(t *testing.T) {
 
 	t.Run("nginx health answers for any host without the app", func(t *testing.T) {
 		for _, host := range []string{"localhost", "unknown.example"} {
-			req, err := http.NewRequest("GET", s.httpURL(HealthPath), nil)
+			req, err := http.NewRequest("GET", s.HTTPURL(HealthPath), nil)
 			require.NoError(t, err)
 			req.Host = host
-			resp, err := s.client.Do(req)
+			resp, err := s.Client.Do(req)
 			require.NoError(t, err)
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -279,17 +177,17 @@ func TestLiveNginx(t *testing.T) {
 	})
 
 	t.Run("ACME challenge is served over HTTP, not redirected", func(t *testing.T) {
-		resp, body := s.do(t, "GET", s.httpURL("/.well-known/acme-challenge/tok123"), nil, nil)
+		resp, body := s.Do(t, "GET", s.HTTPURL("/.well-known/acme-challenge/tok123"), nil, nil)
 		assert.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, "tok123.thumbprint", body)
 	})
 
 	t.Run("unknown host gets no answer", func(t *testing.T) {
-		for _, url := range []string{s.httpURL("/"), s.httpsURL("/")} {
+		for _, url := range []string{s.HTTPURL("/"), s.HTTPSURL("/")} {
 			req, err := http.NewRequest("GET", url, nil)
 			require.NoError(t, err)
 			req.Host = "evil.example"
-			resp, err := s.client.Do(req)
+			resp, err := s.Client.Do(req)
 			if err == nil {
 				resp.Body.Close()
 			}
@@ -298,7 +196,7 @@ func TestLiveNginx(t *testing.T) {
 	})
 
 	t.Run("TLS handshake refused for unknown SNI, no SNI and TLS 1.1", func(t *testing.T) {
-		addr := "127.0.0.1:" + strconv.Itoa(s.httpsPort)
+		addr := "127.0.0.1:" + strconv.Itoa(s.HTTPSPort)
 		for name, cfg := range map[string]*tls.Config{
 			"unknown SNI": {ServerName: "evil.example", InsecureSkipVerify: true},
 			"no SNI":      {InsecureSkipVerify: true},
@@ -321,7 +219,7 @@ func TestLiveNginx(t *testing.T) {
 
 	var proxiedID string
 	t.Run("upstream gets the real client and forged headers are replaced", func(t *testing.T) {
-		resp, body := s.do(t, "GET", s.httpsURL("/api/things?q=1"), nil, map[string]string{
+		resp, body := s.Do(t, "GET", s.HTTPSURL("/api/things?q=1"), nil, map[string]string{
 			"X-Forwarded-For":   "6.6.6.6",
 			"X-Forwarded-Proto": "http",
 			"X-Forwarded-Host":  "evil.example",
@@ -341,7 +239,7 @@ func TestLiveNginx(t *testing.T) {
 		assert.Equal(t, []string{"127.0.0.1"}, got.header.Values("X-Forwarded-For"))
 		assert.Equal(t, []string{"https"}, got.header.Values("X-Forwarded-Proto"))
 		assert.Equal(t, []string{"localhost"}, got.header.Values("X-Forwarded-Host"))
-		assert.Equal(t, []string{strconv.Itoa(s.httpsPort)}, got.header.Values("X-Forwarded-Port"))
+		assert.Equal(t, []string{strconv.Itoa(s.HTTPSPort)}, got.header.Values("X-Forwarded-Port"))
 		assert.Empty(t, got.header.Values("Forwarded"))
 		proxiedID = got.header.Get("X-Request-Id")
 		assert.Regexp(t, hexID, proxiedID)
@@ -349,7 +247,7 @@ func TestLiveNginx(t *testing.T) {
 	})
 
 	t.Run("the edge replaces the app's copies of its headers and drops banners", func(t *testing.T) {
-		resp, _ := s.do(t, "GET", s.httpsURL("/leaky"), nil, nil)
+		resp, _ := s.Do(t, "GET", s.HTTPSURL("/leaky"), nil, nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		assertEdgeHeaders(t, resp)
 		seen := s.upstream.requests("/leaky")
@@ -365,21 +263,21 @@ func TestLiveNginx(t *testing.T) {
 			{"/static/app.0123abcd.css", "body{}", "text/css", "public, max-age=31536000, immutable"},
 		}
 		for _, tc := range cases {
-			resp, body := s.do(t, "GET", s.httpsURL(tc.path), nil, nil)
+			resp, body := s.Do(t, "GET", s.HTTPSURL(tc.path), nil, nil)
 			require.Equal(t, http.StatusOK, resp.StatusCode, tc.path)
 			assert.Equal(t, tc.body, body)
 			assert.Equal(t, tc.contentType, resp.Header.Get("Content-Type"))
 			assert.Equal(t, tc.cacheControl, resp.Header.Get("Cache-Control"))
 			assertEdgeHeaders(t, resp)
 		}
-		resp, _ := s.do(t, "GET", s.httpsURL("/static/missing.css"), nil, nil)
+		resp, _ := s.Do(t, "GET", s.HTTPSURL("/static/missing.css"), nil, nil)
 		assert.Equal(t, http.StatusNotFound, resp.StatusCode)
 		assertEdgeHeaders(t, resp)
 		assert.Empty(t, s.upstream.requests("/static/hello.txt"), "static files never reach the app")
 	})
 
 	t.Run("media files are downloads with nosniff and a sandbox", func(t *testing.T) {
-		resp, body := s.do(t, "GET", s.httpsURL("/media/uploads/pic.txt"), nil, nil)
+		resp, body := s.Do(t, "GET", s.HTTPSURL("/media/uploads/pic.txt"), nil, nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, "media-ok", body)
 		assert.Equal(t, "attachment", resp.Header.Get("Content-Disposition"))
@@ -394,10 +292,10 @@ func TestLiveNginx(t *testing.T) {
 			"/static../secret.txt", "/static..%2fsecret.txt", "/staticx/../secret.txt",
 			"/media/../secret.txt", "/media../secret.txt", "/static/../../www/secret.txt",
 		} {
-			req, err := http.NewRequest("GET", s.httpsURL("/"), nil)
+			req, err := http.NewRequest("GET", s.HTTPSURL("/"), nil)
 			require.NoError(t, err)
 			req.URL.Opaque = path // sent byte for byte, never cleaned by the client
-			resp, err := s.client.Do(req)
+			resp, err := s.Client.Do(req)
 			require.NoError(t, err, path)
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -415,7 +313,7 @@ func TestLiveNginx(t *testing.T) {
 	})
 
 	t.Run("bodies over the upload limit stop at the edge with 413", func(t *testing.T) {
-		resp, _ := s.do(t, "POST", s.httpsURL("/upload/exact"), bytes.NewReader(make([]byte, liveBodyLimit)), nil)
+		resp, _ := s.Do(t, "POST", s.HTTPSURL("/upload/exact"), bytes.NewReader(make([]byte, liveBodyLimit)), nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		seen := s.upstream.requests("/upload/exact")
 		require.Len(t, seen, 1)
@@ -425,7 +323,7 @@ func TestLiveNginx(t *testing.T) {
 			"/upload/with-length": bytes.NewReader(make([]byte, liveBodyLimit+1)),
 			"/upload/chunked":     io.MultiReader(bytes.NewReader(make([]byte, liveBodyLimit+1))), // no length: chunked
 		} {
-			resp, respBody := s.do(t, "POST", s.httpsURL(name), body, nil)
+			resp, respBody := s.Do(t, "POST", s.HTTPSURL(name), body, nil)
 			assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, name)
 			assertProblem(t, resp, respBody, http.StatusRequestEntityTooLarge)
 			assertEdgeHeaders(t, resp)
@@ -438,7 +336,7 @@ func TestLiveNginx(t *testing.T) {
 		var last *http.Response
 		var lastBody string
 		for range 5 {
-			last, lastBody = s.do(t, "POST", s.httpsURL(DefaultLoginPath), strings.NewReader("{}"), nil)
+			last, lastBody = s.Do(t, "POST", s.HTTPSURL(DefaultLoginPath), strings.NewReader("{}"), nil)
 			statuses = append(statuses, last.StatusCode)
 		}
 		// rate 1r/m, burst 2: one request plus the burst pass.
@@ -449,9 +347,9 @@ func TestLiveNginx(t *testing.T) {
 		assert.Len(t, s.upstream.requests(DefaultLoginPath), 3, "refused attempts never reach the app")
 
 		for range 3 {
-			resp, _ := s.do(t, "GET", s.httpsURL(DefaultLoginPath), nil, nil)
+			resp, _ := s.Do(t, "GET", s.HTTPSURL(DefaultLoginPath), nil, nil)
 			assert.Equal(t, http.StatusOK, resp.StatusCode, "GET is not limited")
-			resp, _ = s.do(t, "POST", s.httpsURL("/api/other"), strings.NewReader("{}"), nil)
+			resp, _ = s.Do(t, "POST", s.HTTPSURL("/api/other"), strings.NewReader("{}"), nil)
 			assert.Equal(t, http.StatusOK, resp.StatusCode, "other POSTs are not limited")
 		}
 	})
@@ -477,7 +375,7 @@ func TestLiveNginx(t *testing.T) {
 
 	t.Run("app down: 502 in the problem+json shape", func(t *testing.T) {
 		s.upstreamServer.Close()
-		resp, body := s.do(t, "GET", s.httpsURL("/api/things"), nil, nil)
+		resp, body := s.Do(t, "GET", s.HTTPSURL("/api/things"), nil, nil)
 		assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
 		assertProblem(t, resp, body, http.StatusBadGateway)
 		assertEdgeHeaders(t, resp)

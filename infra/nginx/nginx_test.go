@@ -4,21 +4,17 @@ import (
 	"flag"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/infra/internal/nginxtest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
-
-// nginxBin is the real nginx the tests run (Debian's 1.22, as in ops-anchors).
-const nginxBin = "/usr/sbin/nginx"
 
 // prodParams is a production-like configuration: Docker service names, the
 // embedded Docker DNS, unprivileged container ports published as 80/443.
@@ -163,23 +159,24 @@ func TestNginxAcceptsRenderedConfig(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := nobodyDir(t)
+			dir := nginxtest.NobodyDir(t)
 			p := prodParams()
 			tc.change(&p, dir)
 			// Only files nginx opens at load time must really exist.
 			p.PidPath = filepath.Join(dir, "nginx.pid")
 			p.TempDir = dir
 			if p.TLS {
-				p.CertPath, p.KeyPath = writeTestCert(t, dir)
+				cert := nginxtest.WriteCert(t, dir)
+				p.CertPath, p.KeyPath = cert.CertPath, cert.KeyPath
 			}
 			conf, err := Render(p)
 			require.NoError(t, err)
 			confPath := filepath.Join(dir, "nginx.conf")
 			require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o644))
 
-			cmd := exec.Command(nginxBin, "-t", "-c", confPath, "-p", dir)
-			runAsNobody(t, cmd)
-			output := nobodyFile(t, filepath.Join(dir, "nginx-t.out"))
+			cmd := exec.Command(nginxtest.Bin, "-t", "-c", confPath, "-p", dir)
+			nginxtest.RunAsNobody(t, cmd)
+			output := nginxtest.NobodyFile(t, filepath.Join(dir, "nginx-t.out"))
 			cmd.Stdout, cmd.Stderr = output, output
 			err = cmd.Run()
 			out, readErr := os.ReadFile(output.Name())
@@ -189,54 +186,6 @@ func TestNginxAcceptsRenderedConfig(t *testing.T) {
 			assert.NotContains(t, string(out), "[warn]", "the config should load without warnings")
 		})
 	}
-}
-
-// nobody is the unprivileged account the tests run nginx as: this machine
-// runs as root, and production runs nginx as a non-root container user.
-func nobody(t *testing.T) (uid, gid uint32) {
-	t.Helper()
-	u, err := user.Lookup("nobody")
-	require.NoError(t, err)
-	uid64, err := strconv.ParseUint(u.Uid, 10, 32)
-	require.NoError(t, err)
-	gid64, err := strconv.ParseUint(u.Gid, 10, 32)
-	require.NoError(t, err)
-	return uint32(uid64), uint32(gid64)
-}
-
-func runAsNobody(t *testing.T, cmd *exec.Cmd) {
-	uid, gid := nobody(t)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
-}
-
-// nobodyDir is a temporary directory that nobody owns and everyone may
-// traverse (t.TempDir's parent is private to root).
-func nobodyDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "nbms-nginx-")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	require.NoError(t, os.Chmod(dir, 0o755))
-	chownNobody(t, dir)
-	return dir
-}
-
-// nobodyFile creates a file for nginx's stdout and stderr. It must be a file
-// nobody owns: "access_log /dev/stdout" reopens fd 1, and a pipe created by
-// root refuses that (in Docker, runc hands the container user its stdio).
-func nobodyFile(t *testing.T, path string) *os.File {
-	t.Helper()
-	f, err := os.Create(path)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = f.Close() })
-	chownNobody(t, path)
-	return f
-}
-
-func chownNobody(t *testing.T, path string) {
-	t.Helper()
-	uid, gid := nobody(t)
-	require.NoError(t, os.Chown(path, int(uid), int(gid)))
 }
 
 // FuzzRenderKeepsValuesInert checks that whatever reaches the config through

@@ -28,16 +28,12 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fields := map[string]string{}
-	page := parsePage(q, auditCursor, store.MaxLimit, fields)
+	page := parsePage(q, auditCursor, listPageSize, fields)
 	if len(fields) > 0 {
 		writeFieldErrors(w, fields)
 		return
 	}
-	limit := page.limit
-	if limit == 0 {
-		limit = store.DefaultLimit
-	}
-	events, err := a.Store.ListAuditEvents(r.Context(), store.AuditQuery{BeforeID: page.cursor.ID, Limit: limit})
+	events, err := a.Store.ListAuditEvents(r.Context(), store.AuditQuery{BeforeID: page.cursor.ID, Limit: page.limit})
 	if err != nil {
 		a.storeError(w, r, err, nil)
 		return
@@ -56,7 +52,7 @@ func (a *api) listAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Items = append(out.Items, ev)
 	}
-	if len(events) == limit {
+	if len(events) == page.limit {
 		out.Next = encodeCursor(cursor{Kind: auditCursor, ID: events[len(events)-1].ID})
 	}
 	a.writeJSON(w, r, http.StatusOK, jsonType, out)

@@ -114,16 +114,12 @@ func (a *api) listDatasets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fields := map[string]string{}
-	page := parsePage(q, datasetCursor, store.MaxLimit, fields)
+	page := parsePage(q, datasetCursor, listPageSize, fields)
 	if len(fields) > 0 {
 		writeFieldErrors(w, fields)
 		return
 	}
-	limit := page.limit
-	if limit == 0 {
-		limit = store.DefaultLimit
-	}
-	datasets, err := a.Store.ListDatasetsVisibleTo(r.Context(), u.ID, store.DatasetQuery{BeforeID: page.cursor.ID, Limit: limit})
+	datasets, err := a.Store.ListDatasetsVisibleTo(r.Context(), u.ID, store.DatasetQuery{BeforeID: page.cursor.ID, Limit: page.limit})
 	if err != nil {
 		a.storeError(w, r, err, nil)
 		return
@@ -132,7 +128,7 @@ func (a *api) listDatasets(w http.ResponseWriter, r *http.Request) {
 	for _, d := range datasets {
 		out.Items = append(out.Items, toDatasetJSON(d))
 	}
-	if len(datasets) == limit {
+	if len(datasets) == page.limit {
 		out.Next = encodeCursor(cursor{Kind: datasetCursor, ID: datasets[len(datasets)-1].ID})
 	}
 	a.writeJSON(w, r, http.StatusOK, jsonType, out)

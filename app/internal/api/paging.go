@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/nbms-deploy/nbms/app/internal/store"
 )
 
 // A cursor is an opaque page position: base64url of a small JSON keyset
@@ -61,21 +63,36 @@ func decodeCursor(s, kind string) (c cursor, ok bool) {
 	return c, true
 }
 
+// pageSize bounds how many rows one page of a list holds.
+type pageSize struct {
+	def int // when the request names no limit
+	max int // the largest limit a request may name
+}
+
+// The page sizes of the lists: the store's, so that what the API asks for
+// is what the store answers.
+var (
+	listPageSize = pageSize{def: store.DefaultLimit, max: store.MaxLimit}
+	sitePageSize = pageSize{def: store.DefaultSiteLimit, max: store.MaxSiteLimit}
+)
+
 // pageQuery is the paging part of a list request.
 type pageQuery struct {
-	limit  int    // 0 when absent: the store's default
+	limit  int    // the limit asked for, or the list's default
 	cursor cursor // zero when absent
 	raw    string // the cursor as sent, for the ETag
 }
 
 // parsePage reads ?limit= and ?cursor= into p, adding to fields what is
-// wrong with them. A limit outside 1..max is refused rather than clamped,
-// so a client learns the bound instead of silently getting fewer rows.
-func parsePage(q url.Values, kind string, max int, fields map[string]string) (p pageQuery) {
+// wrong with them. A limit outside 1..size.max is refused rather than
+// clamped, so a client learns the bound instead of silently getting fewer
+// rows.
+func parsePage(q url.Values, kind string, size pageSize, fields map[string]string) (p pageQuery) {
+	p.limit = size.def
 	if s, ok := single(q, "limit", fields); ok && s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > max {
-			fields["limit"] = "must be an integer from 1 to " + strconv.Itoa(max)
+		if err != nil || n < 1 || n > size.max {
+			fields["limit"] = "must be an integer from 1 to " + strconv.Itoa(size.max)
 		} else {
 			p.limit = n
 		}

@@ -108,16 +108,12 @@ func (a *api) listPublicIndicators(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fields := map[string]string{}
-	page := parsePage(q, indicatorCursor, store.MaxLimit, fields)
+	page := parsePage(q, indicatorCursor, listPageSize, fields)
 	target := textParam(q, "framework_target", maxFrameworkTargetLen, fields)
 	search := textParam(q, "q", maxSearchLen, fields)
 	if len(fields) > 0 {
 		writeFieldErrors(w, fields)
 		return
-	}
-	limit := page.limit
-	if limit == 0 {
-		limit = store.DefaultLimit
 	}
 
 	// The version is read before the page: if a write lands in between,
@@ -128,12 +124,12 @@ func (a *api) listPublicIndicators(w http.ResponseWriter, r *http.Request) {
 		a.internalError(w, r, err)
 		return
 	}
-	etag := weakETag("indicators", version, strconv.Itoa(limit), page.raw, target, search)
+	etag := weakETag("indicators", version, strconv.Itoa(page.limit), page.raw, target, search)
 	if notModified(w, r, etag) {
 		return
 	}
 
-	query := store.IndicatorQuery{FrameworkTarget: target, Search: search, Limit: limit}
+	query := store.IndicatorQuery{FrameworkTarget: target, Search: search, Limit: page.limit}
 	if page.raw != "" {
 		query.After = &store.IndicatorKey{Code: page.cursor.Code, ID: page.cursor.ID}
 	}
@@ -217,7 +213,7 @@ func (a *api) listPublicSites(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fields := map[string]string{}
-	page := parsePage(q, siteCursor, store.MaxSiteLimit, fields)
+	page := parsePage(q, siteCursor, sitePageSize, fields)
 	var bbox *store.BBox
 	if s, ok := single(q, "bbox", fields); ok && s != "" {
 		if b, ok := parseBBox(s); ok {
@@ -230,11 +226,7 @@ func (a *api) listPublicSites(w http.ResponseWriter, r *http.Request) {
 		writeFieldErrors(w, fields)
 		return
 	}
-	limit := page.limit
-	if limit == 0 {
-		limit = store.DefaultSiteLimit
-	}
-	sites, err := a.Store.ListSites(r.Context(), store.SiteQuery{BBox: bbox, AfterID: page.cursor.ID, Limit: limit})
+	sites, err := a.Store.ListSites(r.Context(), store.SiteQuery{BBox: bbox, AfterID: page.cursor.ID, Limit: page.limit})
 	if err != nil {
 		a.storeError(w, r, err, nil)
 		return
@@ -245,7 +237,7 @@ func (a *api) listPublicSites(w http.ResponseWriter, r *http.Request) {
 	}
 	// A full page may be followed by more; the store does not say, so the
 	// last page can come back empty (with next: null).
-	if len(sites) == limit {
+	if len(sites) == page.limit {
 		out.Next = encodeCursor(cursor{Kind: siteCursor, ID: sites[len(sites)-1].ID})
 	}
 	setPublicCaching(w.Header())

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,14 +20,6 @@ import (
 // The checker must plug into the readiness endpoint.
 var _ health.Checker = cache.Check(nil)
 
-// testURL points at the real Redis these tests run against.
-func testURL() string {
-	if u := os.Getenv("NBMS_TEST_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
-
 const secret = "Sup3rS3cretPW"
 
 func TestOpenAppliesTimeouts(t *testing.T) {
@@ -42,13 +32,13 @@ func TestOpenAppliesTimeouts(t *testing.T) {
 	}{
 		{
 			name: "defaults when nothing is set",
-			url:  testURL(),
+			url:  testsupport.RedisURL(),
 			dial: cache.DefaultDialTimeout, read: cache.DefaultReadTimeout,
 			write: cache.DefaultWriteTimeout, poolWait: cache.DefaultPoolTimeout,
 		},
 		{
 			name: "options win",
-			url:  testURL(),
+			url:  testsupport.RedisURL(),
 			opts: cache.Options{DialTimeout: 3 * time.Second, ReadTimeout: 400 * time.Millisecond,
 				WriteTimeout: 300 * time.Millisecond, PoolTimeout: 700 * time.Millisecond, PoolSize: 4},
 			dial: 3 * time.Second, read: 400 * time.Millisecond,
@@ -56,7 +46,7 @@ func TestOpenAppliesTimeouts(t *testing.T) {
 		},
 		{
 			name: "URL values kept when options are zero",
-			url:  testURL() + "?dial_timeout=7s&read_timeout=600ms&write_timeout=500ms&pool_timeout=9s&pool_size=3",
+			url:  testsupport.RedisURL() + "?dial_timeout=7s&read_timeout=600ms&write_timeout=500ms&pool_timeout=9s&pool_size=3",
 			dial: 7 * time.Second, read: 600 * time.Millisecond,
 			write: 500 * time.Millisecond, poolWait: 9 * time.Second, poolSize: 3,
 		},
@@ -110,17 +100,14 @@ func TestOpenErrorsNeverContainPassword(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	closed := l.Addr().String()
-	require.NoError(t, l.Close())
+	closed := testsupport.ClosedAddr(t)
 
 	tests := []struct {
 		name    string
 		url     string
 		wantErr bool
 	}{
-		{"reachable", testURL(), false},
+		{"reachable", testsupport.RedisURL(), false},
 		{"unreachable", "redis://:" + secret + "@" + closed + "/0", true},
 	}
 	for _, tt := range tests {

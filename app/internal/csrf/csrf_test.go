@@ -1,40 +1,21 @@
 package csrf_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/app/internal/csrf"
+	"github.com/nbms-deploy/nbms/app/internal/testsupport"
 )
 
 const trusted = "https://app.example.org"
-
-// syncBuffer lets the server goroutine log while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestHandler(t *testing.T) {
 	const self = "<self>" // replaced by the test server's own origin
@@ -63,7 +44,7 @@ func TestHandler(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs testsupport.SyncBuffer
 			p, err := csrf.New([]string{trusted}, slog.New(slog.NewJSONHandler(&logs, nil)))
 			require.NoError(t, err)
 			srv := httptest.NewServer(p.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -3,8 +3,6 @@ package database_test
 import (
 	"context"
 	"errors"
-	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,38 +14,21 @@ import (
 
 	"github.com/nbms-deploy/nbms/app/internal/database"
 	"github.com/nbms-deploy/nbms/app/internal/health"
+	"github.com/nbms-deploy/nbms/app/internal/testsupport"
 )
 
 // The checker must plug into the readiness endpoint.
 var _ health.Checker = database.Check(nil)
 
-// testURL points at the real PostgreSQL these tests run against (trust auth).
-func testURL() string {
-	if u := os.Getenv("NBMS_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
 func open(t *testing.T, o database.Options) *pgxpool.Pool {
 	t.Helper()
 	if o.URL == "" {
-		o.URL = testURL()
+		o.URL = testsupport.DatabaseURL()
 	}
 	pool, err := database.Open(context.Background(), o)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	return pool
-}
-
-// closedAddr returns a local address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
 }
 
 func TestOpenAppliesOptions(t *testing.T) {
@@ -78,7 +59,7 @@ func TestOpenAppliesOptions(t *testing.T) {
 		},
 		{
 			name: "zero options keep the URL's pool settings",
-			opts: database.Options{URL: testURL() + "&pool_max_conns=9&pool_max_conn_lifetime=42s&connect_timeout=3"},
+			opts: database.Options{URL: testsupport.DatabaseURL() + "&pool_max_conns=9&pool_max_conn_lifetime=42s&connect_timeout=3"},
 			check: func(t *testing.T, cfg *pgxpool.Config) {
 				assert.Equal(t, int32(9), cfg.MaxConns)
 				assert.Equal(t, 42*time.Second, cfg.MaxConnLifetime)
@@ -87,7 +68,7 @@ func TestOpenAppliesOptions(t *testing.T) {
 		},
 		{
 			name: "options override the URL",
-			opts: database.Options{URL: testURL() + "&pool_max_conns=9&connect_timeout=3", MaxConns: 3, ConnectTimeout: time.Second},
+			opts: database.Options{URL: testsupport.DatabaseURL() + "&pool_max_conns=9&connect_timeout=3", MaxConns: 3, ConnectTimeout: time.Second},
 			check: func(t *testing.T, cfg *pgxpool.Config) {
 				assert.Equal(t, int32(3), cfg.MaxConns)
 				assert.Equal(t, time.Second, cfg.ConnConfig.ConnectTimeout)
@@ -158,7 +139,7 @@ func TestOpenErrorsNeverContainPassword(t *testing.T) {
 
 func TestPingErrorHasNoPassword(t *testing.T) {
 	pool := open(t, database.Options{
-		URL:            "postgres://postgres:" + secret + "@" + closedAddr(t) + "/test?sslmode=disable",
+		URL:            "postgres://postgres:" + secret + "@" + testsupport.ClosedAddr(t) + "/test?sslmode=disable",
 		ConnectTimeout: time.Second,
 	})
 	err := database.Ping(context.Background(), pool)
@@ -261,7 +242,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestCheckUnreachableDatabase(t *testing.T) {
-	pool := open(t, database.Options{URL: "postgres://postgres:" + secret + "@" + closedAddr(t) + "/test?sslmode=disable"})
+	pool := open(t, database.Options{URL: "postgres://postgres:" + secret + "@" + testsupport.ClosedAddr(t) + "/test?sslmode=disable"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	err := database.Check(pool).Check(ctx)

@@ -2,7 +2,6 @@ package headers_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,34 +9,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/app/internal/headers"
+	"github.com/nbms-deploy/nbms/app/internal/testsupport"
 )
 
-// syncBuffer lets the server goroutine log while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// records parses every JSON log line written so far.
-func (b *syncBuffer) records(t *testing.T) []map[string]any {
+// logRecords parses every JSON log line written to logs so far.
+func logRecords(t *testing.T, logs *testsupport.SyncBuffer) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	sc := bufio.NewScanner(strings.NewReader(logs.String()))
 	for sc.Scan() {
 		var rec map[string]any
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &rec), sc.Text())
@@ -118,7 +103,7 @@ func TestCSPReportHandler(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs testsupport.SyncBuffer
 			logger := slog.New(slog.NewJSONHandler(&logs, nil))
 			srv := httptest.NewServer(headers.CSPReportHandler(logger, maxBytes))
 			defer srv.Close()
@@ -142,7 +127,7 @@ func TestCSPReportHandler(t *testing.T) {
 			require.NoError(t, err)
 
 			require.Equal(t, tt.wantStatus, resp.StatusCode, string(respBody))
-			records := logs.records(t)
+			records := logRecords(t, &logs)
 			require.Len(t, records, len(tt.wantLogs))
 			for i, want := range tt.wantLogs {
 				for k, v := range want {
@@ -176,7 +161,7 @@ func TestCSPReportHandler(t *testing.T) {
 }
 
 func TestCSPReportHandlerCapsLogLinesPerBody(t *testing.T) {
-	var logs syncBuffer
+	var logs testsupport.SyncBuffer
 	srv := httptest.NewServer(headers.CSPReportHandler(slog.New(slog.NewJSONHandler(&logs, nil)), 1<<20))
 	defer srv.Close()
 
@@ -187,7 +172,7 @@ func TestCSPReportHandlerCapsLogLinesPerBody(t *testing.T) {
 	require.NoError(t, resp.Body.Close())
 
 	require.Equal(t, http.StatusNoContent, resp.StatusCode)
-	records := logs.records(t)
+	records := logRecords(t, &logs)
 	require.Len(t, records, 10)
 	assert.Equal(t, float64(15), records[0]["reports_dropped"])
 }

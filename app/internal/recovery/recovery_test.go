@@ -19,6 +19,7 @@ import (
 
 	"github.com/nbms-deploy/nbms/app/internal/logging"
 	"github.com/nbms-deploy/nbms/app/internal/recovery"
+	"github.com/nbms-deploy/nbms/app/internal/testsupport"
 )
 
 const dbPassword = "pg-pass-w0rd-xyz"
@@ -64,9 +65,9 @@ func logLines(t *testing.T, buf fmt.Stringer) map[string]map[string]any {
 
 // newServer runs h behind the production order of middlewares:
 // RequestID, AccessLog, recovery.
-func newServer(t *testing.T, h http.HandlerFunc, onPanic func(*http.Request, any, []byte)) (*httptest.Server, *syncBuffer) {
+func newServer(t *testing.T, h http.HandlerFunc, onPanic func(*http.Request, any, []byte)) (*httptest.Server, *testsupport.SyncBuffer) {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &testsupport.SyncBuffer{}
 	logger := slog.New(logging.NewHandler(buf, slog.LevelInfo, logging.NewRedactor(dbPassword)))
 	withSecurityHeader := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -80,24 +81,6 @@ func newServer(t *testing.T, h http.HandlerFunc, onPanic func(*http.Request, any
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv, buf
-}
-
-// syncBuffer is written by server goroutines and read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 type oddValue struct{ code int }

@@ -1,7 +1,7 @@
 // Package testsupport holds what several packages' tests share: where the
-// machine's real PostgreSQL and Redis are, a TCP forwarder that can cut a
-// dependency off, and a log buffer safe for concurrent writers. It is
-// imported by tests only.
+// machine's real PostgreSQL and Redis are, an address where nothing is, a
+// TCP forwarder that can cut a dependency off, and a log buffer safe for
+// concurrent writers. It is imported by tests only.
 package testsupport
 
 import (
@@ -27,6 +27,21 @@ func DatabaseURL() string {
 
 // RedisURL is a URL of the test Redis.
 func RedisURL() string { return env("NBMS_TEST_REDIS_URL", "redis://"+RedisAddr()+"/0") }
+
+// ClosedAddr is a loopback host:port nothing listens on: a dependency
+// that is down.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("closed address: %v", err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatalf("closed address: %v", err)
+	}
+	return addr
+}
 
 func env(name, fallback string) string {
 	if v := os.Getenv(name); v != "" {
