@@ -6,8 +6,10 @@ package testsupport
 
 import (
 	"bytes"
+	"crypto/rand"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"testing"
@@ -143,4 +145,13 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// UniqueClientIP returns an IPv6 client address in a /64 no other test run
+// uses, for tests that go through the app's Redis rate limits: their
+// buckets outlive a test run (the limiter keys IPv6 clients by /64).
+func UniqueClientIP() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], 0, 0, 0, 1}).String()
 }
