@@ -41,6 +41,8 @@ build: ## build bin/nbms
 
 run: build ## run the app locally against the local PostgreSQL and Redis (dev profile)
 	mkdir -p var/static var/media
+	NBMS_ENV=dev $(BIN)/nbms migrate up
+	NBMS_ENV=dev $(BIN)/nbms collectstatic
 	NBMS_ENV=dev $(BIN)/nbms serve
 
 deploy-check: build ## run predeploy-check against the production contract (export the production environment first)

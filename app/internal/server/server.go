@@ -70,8 +70,9 @@ func isAPI(r *http.Request) bool {
 func HeaderPolicy(s *config.Settings) headers.Policy {
 	p := headers.DefaultPolicy()
 	p.HSTSMaxAge = time.Duration(s.HSTSSeconds) * time.Second
-	p.HSTSIncludeSubdomains = s.HSTSIncludeSubdomains
-	p.HSTSPreload = s.HSTSPreload
+	// With HSTS off (dev's plain HTTP) its flags have nothing to qualify.
+	p.HSTSIncludeSubdomains = s.HSTSSeconds > 0 && s.HSTSIncludeSubdomains
+	p.HSTSPreload = s.HSTSSeconds > 0 && s.HSTSPreload
 	p.CSP = s.CSP
 	p.CSPReportOnly = s.CSPReportOnly
 	p.CSPReportPath = s.CSPReportPath
