@@ -43,7 +43,14 @@ func CheckOrigin(origin string, production bool) error {
 	if u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" || strings.HasSuffix(origin, "?") || strings.HasSuffix(origin, "#") {
 		return fmt.Errorf("origin %q must be scheme://host[:port] with nothing after it", origin)
 	}
-	// Browsers send origins in lower case; a mixed-case entry would never match.
+	if u.Scheme+"://"+u.Host != origin {
+		return fmt.Errorf("origin %q must be scheme://host[:port] with nothing after it", origin)
+	}
+	if !isOriginHost(u.Hostname()) {
+		return fmt.Errorf("origin %q has an invalid host (a DNS name or an IP address)", origin)
+	}
+	// Matching is byte-for-byte against what browsers send: lower case, no
+	// default port. Any other spelling would silently never match.
 	if origin != strings.ToLower(origin) {
 		return fmt.Errorf("origin %q must be lower case, as browsers send it", origin)
 	}
@@ -51,11 +58,32 @@ func CheckOrigin(origin string, production bool) error {
 		if n, err := parsePort(p); err != nil || n == 0 {
 			return fmt.Errorf("origin %q has an invalid port", origin)
 		}
+		if (u.Scheme == "https" && p == "443") || (u.Scheme == "http" && p == "80") {
+			return fmt.Errorf("origin %q must omit the default port, as browsers do", origin)
+		}
 	}
 	if production && u.Scheme != "https" {
 		return fmt.Errorf("origin %q must use https in production", origin)
 	}
 	return nil
+}
+
+// isOriginHost reports whether host is a DNS name (ASCII: IDNs in the
+// punycode form browsers send) or an IP address without a zone.
+func isOriginHost(host string) bool {
+	if addr, err := netip.ParseAddr(host); err == nil {
+		return addr.Zone() == ""
+	}
+	if host == "" {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // CheckOrigins applies CheckOrigin to every entry and joins the failures.

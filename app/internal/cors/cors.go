@@ -15,12 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/app/internal/problem"
 )
 
@@ -82,8 +81,11 @@ func New(o Options) (*Policy, error) {
 		headers: map[string]bool{},
 	}
 	for _, origin := range o.AllowedOrigins {
-		if err := checkOrigin(origin); err != nil {
-			return nil, err
+		// The one origin rule of the env contract: exact, browser-spelled,
+		// never "*" or "null". (Whether http is allowed is the contract's
+		// production rule, applied when the settings load.)
+		if err := config.CheckOrigin(origin, false); err != nil {
+			return nil, fmt.Errorf("cors: %w", err)
 		}
 		p.origins[origin] = []string{origin}
 	}
@@ -129,60 +131,6 @@ func New(o Options) (*Policy, error) {
 		p.credentials = credTrue
 	}
 	return p, nil
-}
-
-// checkOrigin accepts only the exact serialisation a browser sends in the
-// Origin header, because matching is byte-for-byte: anything else is either
-// dangerous ("*", "null") or an entry that can never match.
-func checkOrigin(origin string) error {
-	if origin == "*" || origin == "null" {
-		return fmt.Errorf("cors: origin %q is not allowed; list exact origins", origin)
-	}
-	u, err := url.Parse(origin)
-	if err != nil {
-		return fmt.Errorf("cors: origin %q: %w", origin, err)
-	}
-	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
-		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" ||
-		strings.ContainsAny(origin, "?#") {
-		return fmt.Errorf("cors: origin %q is not of the form scheme://host[:port]", origin)
-	}
-	if !isHostname(u.Hostname()) {
-		return fmt.Errorf("cors: origin %q has an invalid host (wildcards are not supported)", origin)
-	}
-	if origin != strings.ToLower(origin) {
-		return fmt.Errorf("cors: origin %q must be lowercase, as browsers send it", origin)
-	}
-	if port := u.Port(); port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("cors: origin %q has an invalid port", origin)
-		}
-		if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
-			return fmt.Errorf("cors: origin %q must omit the default port, as browsers do", origin)
-		}
-	}
-	if u.Scheme+"://"+u.Host != origin {
-		return fmt.Errorf("cors: origin %q is not of the form scheme://host[:port]", origin)
-	}
-	return nil
-}
-
-// isHostname reports whether host is a DNS name (ASCII, so IDNs in their
-// punycode form, which is what browsers send) or an IP address.
-func isHostname(host string) bool {
-	if addr, err := netip.ParseAddr(host); err == nil {
-		return addr.Zone() == "" // browsers never send a zone
-	}
-	if host == "" {
-		return false
-	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // isToken reports whether s is an RFC 9110 token (method or header name).

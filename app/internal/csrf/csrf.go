@@ -21,9 +21,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strings"
 
+	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/app/internal/problem"
 )
 
@@ -49,7 +48,9 @@ func New(trustedOrigins []string, logger *slog.Logger) (*Protection, error) {
 		if err := cop.AddTrustedOrigin(origin); err != nil {
 			return nil, fmt.Errorf("csrf: trusted origin %q: %w", origin, err)
 		}
-		if err := checkCanonical(origin); err != nil {
+		// AddTrustedOrigin accepts spellings a browser never sends; the
+		// contract's origin rule refuses them.
+		if err := config.CheckOrigin(origin, false); err != nil {
 			return nil, fmt.Errorf("csrf: trusted origin %q: %w", origin, err)
 		}
 	}
@@ -65,26 +66,6 @@ func New(trustedOrigins []string, logger *slog.Logger) (*Protection, error) {
 		problem.Write(w, http.StatusForbidden, "cross-origin request refused")
 	}))
 	return &Protection{cop: cop}, nil
-}
-
-// checkCanonical rejects what AddTrustedOrigin accepts but a browser would
-// never send: other schemes, credentials, uppercase, default ports.
-func checkCanonical(origin string) error {
-	u, err := url.Parse(origin)
-	if err != nil {
-		return err
-	}
-	switch {
-	case u.Scheme != "https" && u.Scheme != "http":
-		return fmt.Errorf("scheme must be https or http")
-	case u.User != nil || u.Opaque != "" || strings.ContainsAny(origin, "?#*"):
-		return fmt.Errorf("must be of the form scheme://host[:port]")
-	case origin != strings.ToLower(origin):
-		return fmt.Errorf("must be lowercase, as browsers send it")
-	case u.Scheme == "https" && u.Port() == "443", u.Scheme == "http" && u.Port() == "80":
-		return fmt.Errorf("must omit the default port, as browsers do")
-	}
-	return nil
 }
 
 // truncate keeps at most n bytes of s.
