@@ -11,7 +11,10 @@ package config
 
 import (
 	"net/netip"
+	"strings"
 	"time"
+
+	"github.com/nbms-deploy/nbms/app/internal/headers"
 )
 
 // Profile selects defaults and how strict validation is.
@@ -298,12 +301,12 @@ var contract = []Var{
 		field: func(s *Settings) any { return &s.ReferrerPolicy },
 	},
 	{
-		Name: "SECURE_CROSS_ORIGIN_OPENER_POLICY", Group: "Browser policies", Default: "same-origin", Rules: "oneof=same-origin same-origin-allow-popups noopener-allow-popups unsafe-none",
+		Name: "SECURE_CROSS_ORIGIN_OPENER_POLICY", Group: "Browser policies", Default: "same-origin", Rules: "oneof=" + strings.Join(headers.COOPValues, " "),
 		Doc:   "Cross-Origin-Opener-Policy header.",
 		field: func(s *Settings) any { return &s.CrossOriginOpenerPolicy },
 	},
 	{
-		Name: "SECURE_CROSS_ORIGIN_RESOURCE_POLICY", Group: "Browser policies", Default: "same-origin", Rules: "oneof=same-origin same-site cross-origin",
+		Name: "SECURE_CROSS_ORIGIN_RESOURCE_POLICY", Group: "Browser policies", Default: "same-origin", Rules: "oneof=" + strings.Join(headers.CORPValues, " "),
 		Doc:   "Cross-Origin-Resource-Policy header.",
 		field: func(s *Settings) any { return &s.CrossOriginResourcePolicy },
 	},

@@ -89,14 +89,21 @@ func DefaultPolicy() Policy {
 	}
 }
 
+// The valid values of the cross-origin policy headers; the env contract
+// offers exactly these.
+var (
+	// Django check security.E024.
+	COOPValues = []string{"same-origin", "same-origin-allow-popups", "unsafe-none"}
+	CORPValues = []string{"same-origin", "same-site", "cross-origin"}
+)
+
 var (
 	// Django check security.E023.
 	referrerTokens = set("no-referrer", "no-referrer-when-downgrade", "origin", "origin-when-cross-origin",
 		"same-origin", "strict-origin", "strict-origin-when-cross-origin", "unsafe-url")
-	// Django check security.E024.
-	coopValues    = set("same-origin", "same-origin-allow-popups", "unsafe-none")
+	coopValues    = set(COOPValues...)
 	coepValues    = set("require-corp", "credentialless", "unsafe-none")
-	corpValues    = set("same-origin", "same-site", "cross-origin")
+	corpValues    = set(CORPValues...)
 	frameValues   = set("DENY", "SAMEORIGIN")
 	minPreloadAge = 365 * 24 * time.Hour
 )
@@ -143,10 +150,8 @@ func (p Policy) Validate() error {
 	}
 
 	if p.ReferrerPolicy != "" {
-		for token := range strings.SplitSeq(p.ReferrerPolicy, ",") {
-			if !referrerTokens[strings.TrimSpace(token)] {
-				add("Referrer-Policy token %q is not valid", strings.TrimSpace(token))
-			}
+		if err := CheckReferrerPolicy(p.ReferrerPolicy); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	checkOneOf := func(header, value string, allowed map[string]bool) {
@@ -162,6 +167,23 @@ func (p Policy) Validate() error {
 		add("Permissions-Policy contains control or non-ASCII characters")
 	}
 	return errors.Join(errs...)
+}
+
+// CheckReferrerPolicy says why v is not a valid Referrer-Policy value
+// (comma-separated tokens).
+func CheckReferrerPolicy(v string) error {
+	for token := range strings.SplitSeq(v, ",") {
+		if !referrerTokens[strings.TrimSpace(token)] {
+			return fmt.Errorf("headers: Referrer-Policy token %q is not valid", strings.TrimSpace(token))
+		}
+	}
+	return nil
+}
+
+// CheckCSP says why csp is not a policy this package can serve.
+func CheckCSP(csp string) error {
+	_, err := parseCSP(csp)
+	return err
 }
 
 // directive is one parsed CSP directive; name is lowercase.
