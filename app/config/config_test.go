@@ -411,3 +411,39 @@ func TestRates(t *testing.T) {
 	_, err = Parse(map[string]string{"NBMS_ENV": "dev", "RATE_LIMIT_ENABLED": "false"})
 	assert.NoError(t, err, "allowed outside production")
 }
+
+func TestParseTrustedProxies(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []string
+		want    []string
+		wantErr string
+	}{
+		{name: "CIDRs and bare IPs", in: []string{"10.0.0.0/8", "10.1.2.3", "::1", " fd00::/8 "}, want: []string{"10.0.0.0/8", "10.1.2.3/32", "::1/128", "fd00::/8"}},
+		{name: "blank entries skipped", in: []string{"", "  ", "192.168.0.0/16"}, want: []string{"192.168.0.0/16"}},
+		{name: "host bits cleared", in: []string{"10.1.2.3/8"}, want: []string{"10.0.0.0/8"}},
+		{name: "IPv4-mapped converted", in: []string{"::ffff:10.0.0.0/104", "::ffff:10.1.2.3"}, want: []string{"10.0.0.0/8", "10.1.2.3/32"}},
+		{name: "nil list", in: nil, want: []string{}},
+		{name: "not an address", in: []string{"10.0.0.0/8", "proxy.internal"}, wantErr: `"proxy.internal"`},
+		{name: "bad prefix length", in: []string{"10.0.0.0/33"}, wantErr: `"10.0.0.0/33"`},
+		{name: "zone refused", in: []string{"fe80::1%eth0"}, wantErr: `"fe80::1%eth0"`},
+		{name: "IPv4 trust-all refused", in: []string{"0.0.0.0/0"}, wantErr: `"0.0.0.0/0"`},
+		{name: "IPv6 trust-all refused", in: []string{"::/0"}, wantErr: `"::/0"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseTrustedProxies(tt.in)
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			strs := make([]string, 0, len(got))
+			for _, p := range got {
+				strs = append(strs, p.String())
+			}
+			assert.Equal(t, tt.want, strs)
+		})
+	}
+}

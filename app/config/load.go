@@ -296,20 +296,52 @@ func (v Var) assign(s *Settings, raw string, production bool) string {
 }
 
 // ParsePrefix accepts a CIDR or a bare address (a single-host network).
+// Host bits are cleared and IPv4-mapped IPv6 entries become IPv4, which is
+// how peers are compared; zones are refused (a prefix never contains a
+// zoned address).
 func ParsePrefix(s string) (netip.Prefix, error) {
+	var p netip.Prefix
 	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return netip.Prefix{}, err
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
 		if err != nil {
 			return netip.Prefix{}, err
 		}
-		return p.Masked(), nil
+		if a.Zone() != "" {
+			return netip.Prefix{}, errors.New("zones are not allowed")
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return p.Masked(), nil
+}
+
+// ParseTrustedProxies parses a list of trusted-proxy networks by the
+// contract's rules (TRUSTED_PROXY_CIDRS): blank entries skipped, each a
+// CIDR or an address, never a trust-everyone /0.
+func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, raw := range list {
+		entry := strings.TrimSpace(raw)
+		if entry == "" {
+			continue
+		}
+		p, err := ParsePrefix(entry)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP network (CIDR) or address", clip(entry))
+		}
+		if err := checkTrustedProxy(p); err != nil {
+			return nil, fmt.Errorf("%q: %w", entry, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func splitList(raw string) []string {

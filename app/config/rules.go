@@ -202,9 +202,17 @@ func checkAllowedHostsVar(v any, _ bool) error {
 
 func checkTrustedProxiesVar(v any, _ bool) error {
 	for _, p := range v.([]netip.Prefix) {
-		if p.Bits() == 0 {
-			return fmt.Errorf("%s trusts every address: any client could forge X-Forwarded-For", p)
+		if err := checkTrustedProxy(p); err != nil {
+			return fmt.Errorf("%s %w", p, err)
 		}
+	}
+	return nil
+}
+
+// checkTrustedProxy refuses a network that trusts every address.
+func checkTrustedProxy(p netip.Prefix) error {
+	if p.Bits() == 0 {
+		return errors.New("trusts every address: any client could forge X-Forwarded-For")
 	}
 	return nil
 }

@@ -23,7 +23,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -134,42 +133,6 @@ func FromRequest(r *http.Request) Info {
 // limiting, audit and access logs.
 func ClientIP(r *http.Request) netip.Addr {
 	return FromRequest(r).ClientIP
-}
-
-// ParsePrefixes parses trusted-proxy entries: CIDR prefixes ("10.0.0.0/8",
-// "fd00::/8") or bare addresses ("10.1.2.3" means /32, "::1" /128). Blank
-// entries are skipped. Host bits are cleared and IPv4-mapped IPv6 entries
-// are converted to IPv4, matching how peers are compared. A /0 prefix is
-// refused: trusting every address would let any client forge its IP.
-func ParsePrefixes(list []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(list))
-	for _, raw := range list {
-		entry := strings.TrimSpace(raw)
-		if entry == "" {
-			continue
-		}
-		var p netip.Prefix
-		if strings.Contains(entry, "/") {
-			var err error
-			if p, err = netip.ParsePrefix(entry); err != nil {
-				return nil, fmt.Errorf("proxy: trusted proxy entry %q is not a CIDR prefix or IP address", entry)
-			}
-		} else {
-			a, err := netip.ParseAddr(entry)
-			if err != nil || a.Zone() != "" {
-				return nil, fmt.Errorf("proxy: trusted proxy entry %q is not a CIDR prefix or IP address", entry)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		if p.Bits() == 0 {
-			return nil, fmt.Errorf("proxy: trusted proxy entry %q trusts every address", entry)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
 }
 
 // errNoAddr marks an X-Forwarded-For entry that is not an IP address.

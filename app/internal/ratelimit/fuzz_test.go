@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/app/internal/proxy"
 	"github.com/nbms-deploy/nbms/app/internal/ratelimit"
 )
@@ -31,7 +32,7 @@ func FuzzClientIPKey(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s.remote, s.xff)
 	}
-	trusted, err := proxy.ParsePrefixes([]string{"10.0.0.0/8", "fd00::/8"})
+	trusted, err := config.ParseTrustedProxies([]string{"10.0.0.0/8", "fd00::/8"})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func TestSeparateKeysHaveSeparateBuckets(t *testing.T) {
 // ClientIPKey takes the trusted-proxy rule's client IP, unmaps IPv4 and
 // buckets IPv6 by /64.
 func TestClientIPKey(t *testing.T) {
-	trusted, err := proxy.ParsePrefixes([]string{"10.0.0.0/8", "fd00::/8"})
+	trusted, err := config.ParseTrustedProxies([]string{"10.0.0.0/8", "fd00::/8"})
 	require.NoError(t, err)
 	cases := []struct {
 		name, remote, xff string
@@ -169,7 +169,7 @@ func TestClientIPKey(t *testing.T) {
 // X-Forwarded-For; behind a trusted proxy, the right-most untrusted hop is
 // the bucket; IPv6 addresses in one /64 share a bucket.
 func TestClientBucketsFollowTrustedProxyRule(t *testing.T) {
-	trusted, err := proxy.ParsePrefixes([]string{"10.0.0.0/8"})
+	trusted, err := config.ParseTrustedProxies([]string{"10.0.0.0/8"})
 	require.NoError(t, err)
 	type step struct {
 		remote, xff string
