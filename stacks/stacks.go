@@ -426,6 +426,8 @@ var validate = sync.OnceValue(func() *validator.Validate {
 	v := validator.New(validator.WithRequiredStructEnabled())
 	v.RegisterTagNameFunc(func(f reflect.StructField) string { return jsonName(f) })
 	_ = v.RegisterValidation("pinned", func(fl validator.FieldLevel) bool { return CheckImageRef(fl.Field().String()) == nil })
+	// The backup scheduler's own parser, not validator's laxer "cron".
+	_ = v.RegisterValidation("cron", func(fl validator.FieldLevel) bool { return config.CheckCronSpec(fl.Field().String()) == nil })
 	_ = v.RegisterValidation("logsize", func(fl validator.FieldLevel) bool { return logSizeRE.MatchString(fl.Field().String()) })
 	_ = v.RegisterValidation("duration", func(fl validator.FieldLevel) bool {
 		d, err := time.ParseDuration(fl.Field().String())

@@ -323,3 +323,15 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+// A schedule the stack accepts is one the deployed scheduler runs: the
+// forms validator's own "cron" tag allows but `nbms backup-schedule`
+// refuses are refused here too.
+func TestBackupSchedulesFollowTheSchedulersParser(t *testing.T) {
+	for _, spec := range []string{"@daily", "@every 1h", "0 0 2 * * *"} {
+		raw := prodValues(t)
+		raw["backup"] = `{"fullCron": "` + spec + `"}`
+		_, err := stacks.Parse("prod", values(raw))
+		require.Error(t, err, spec)
+		assert.Contains(t, err.Error(), "backup.fullCron", spec)
+	}
+}

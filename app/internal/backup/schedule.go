@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/robfig/cron/v3"
 )
 
@@ -48,10 +49,9 @@ func (o *ScheduleOptions) Flags(fs *flag.FlagSet, production bool) {
 	fs.BoolVar(&o.CreateStanza, "create-stanza", true, "run the idempotent stanza-create at start")
 }
 
-// specParser accepts exactly the standard five fields: no seconds field
-// and no @every, whose meaning a reader of the stack config would have to
-// look up.
-var specParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow)
+// specParser is the contract's schedule parser (config.CronParser), the
+// one the stack config is validated with.
+var specParser = config.CronParser
 
 // ValidateSpec reports whether spec is a standard 5-field cron spec.
 func ValidateSpec(spec string) error { return parseSpec(specParser, "cron", spec) }
