@@ -447,3 +447,22 @@ func TestParseTrustedProxies(t *testing.T) {
 		})
 	}
 }
+
+// Settings that each load but that the server would refuse together are
+// refused when they load, so predeploy-check and start-up agree.
+func TestHeaderSettingsTheServerWouldRefuse(t *testing.T) {
+	for _, env := range []map[string]string{
+		with(validProd(), "SECURE_CSP", DefaultCSP+"; report-uri /elsewhere"),
+		with(validProd(), "SECURE_HSTS_PRELOAD", "true", "SECURE_HSTS_SECONDS", "31536000", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "true", "SECURE_CSP_REPORT_PATH", "/a b"),
+		{"NBMS_ENV": "dev", "SECURE_HSTS_SECONDS": "100", "SECURE_HSTS_PRELOAD": "true"},
+	} {
+		_, err := Parse(env)
+		cerr := contractError(t, err)
+		require.NotEmpty(t, cerr.Problems)
+		found := false
+		for _, p := range cerr.Problems {
+			found = found || p.Check == "NBMS-C009" || p.Var == "SECURE_CSP_REPORT_PATH"
+		}
+		assert.True(t, found, cerr.Error())
+	}
+}

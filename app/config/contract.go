@@ -11,6 +11,7 @@ package config
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -164,10 +165,8 @@ func (v Var) RequiredIn(p Profile) bool {
 
 func str(s string) *string { return &s }
 
-// DefaultCSP is the enforced policy for a JSON API: nothing may load,
-// nothing may frame it, and the directives without a default-src fallback
-// (base-uri, form-action, frame-ancestors) are spelled out.
-const DefaultCSP = "default-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+// DefaultCSP is the headers package's policy for a JSON API.
+const DefaultCSP = headers.DefaultCSP
 
 // Variable names read outside the contract table itself.
 const (
@@ -263,7 +262,7 @@ var contract = []Var{
 		field: func(s *Settings) any { return &s.SSLRedirect },
 	},
 	{
-		Name: "SECURE_HSTS_SECONDS", Group: "Hosts, proxies and HTTPS", Default: "63072000", DevDefault: str("0"), Rules: "gte=0",
+		Name: "SECURE_HSTS_SECONDS", Group: "Hosts, proxies and HTTPS", Default: strconv.Itoa(int(headers.DefaultHSTSMaxAge / time.Second)), DevDefault: str("0"), Rules: "gte=0",
 		Doc:   "Strict-Transport-Security max-age in seconds; 0 disables the header. Production requires at least 31536000 (one year).",
 		field: func(s *Settings) any { return &s.HSTSSeconds },
 	},
@@ -497,4 +496,20 @@ func Lookup(name string) (Var, bool) {
 		}
 	}
 	return Var{}, false
+}
+
+// HeaderPolicy is the response header policy the settings describe.
+func (s *Settings) HeaderPolicy() headers.Policy {
+	p := headers.DefaultPolicy()
+	p.HSTSMaxAge = time.Duration(s.HSTSSeconds) * time.Second
+	// With HSTS off (dev's plain HTTP) its flags have nothing to qualify.
+	p.HSTSIncludeSubdomains = s.HSTSSeconds > 0 && s.HSTSIncludeSubdomains
+	p.HSTSPreload = s.HSTSSeconds > 0 && s.HSTSPreload
+	p.CSP = s.CSP
+	p.CSPReportOnly = s.CSPReportOnly
+	p.CSPReportPath = s.CSPReportPath
+	p.ReferrerPolicy = s.ReferrerPolicy
+	p.CrossOriginOpenerPolicy = s.CrossOriginOpenerPolicy
+	p.CrossOriginResourcePolicy = s.CrossOriginResourcePolicy
+	return p
 }

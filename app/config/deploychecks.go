@@ -157,6 +157,17 @@ var deployChecks = []DeployCheck{
 		},
 	},
 	{
+		// The variables are checked one by one as they load; this catches
+		// the combinations the server would refuse at start-up (a report
+		// path next to a CSP that has its own report-uri, preload with a
+		// short max-age, ...), so predeploy-check and start-up agree.
+		ID: "NBMS-C009", Title: "the response header settings make a servable policy", AllProfiles: true,
+		Vars: []string{"SECURE_CSP", "SECURE_CSP_REPORT_PATH", "SECURE_HSTS_SECONDS", "SECURE_HSTS_PRELOAD",
+			"SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_CSP_REPORT_ONLY", "SECURE_REFERRER_POLICY",
+			"SECURE_CROSS_ORIGIN_OPENER_POLICY", "SECURE_CROSS_ORIGIN_RESOURCE_POLICY"},
+		check: func(s *Settings) error { return s.HeaderPolicy().Validate() },
+	},
+	{
 		ID: "NBMS-C005", Title: "the upload limit is not below the body limit", Vars: []string{"MAX_UPLOAD_BYTES", "MAX_REQUEST_BODY_BYTES"}, AllProfiles: true,
 		check: func(s *Settings) error {
 			if s.MaxUploadBytes < s.MaxRequestBodyBytes {

@@ -252,10 +252,13 @@ func checkServiceURL(raw string, schemes ...string) error {
 	return fmt.Errorf("must use the scheme %s", strings.Join(schemes, " or "))
 }
 
-func checkSentryDSNVar(v any, _ bool) error {
-	dsn := v.(string)
+func checkSentryDSNVar(v any, _ bool) error { return CheckSentryDSN(v.(string)) }
+
+// CheckSentryDSN is the one rule for a Sentry DSN; the error tracker
+// applies it too. Its message never contains the DSN (the key is a secret).
+func CheckSentryDSN(dsn string) error {
 	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User == nil || u.User.Username() == "" || strings.Trim(u.Path, "/") == "" {
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" || u.User == nil || u.User.Username() == "" || strings.Trim(u.Path, "/") == "" {
 		return errors.New("is not a Sentry DSN (scheme://publickey@host/project-id)")
 	}
 	return nil

@@ -11,12 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/getsentry/sentry-go"
 
+	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/app/internal/logging"
 )
 
@@ -96,10 +96,7 @@ func New(o Options) (*Reporter, error) {
 // checkDSN mirrors the SDK's requirements (scheme, public key, host,
 // project) closely enough to fail fast with an error free of the DSN.
 func checkDSN(dsn string) error {
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") ||
-		u.User == nil || u.User.Username() == "" || u.Hostname() == "" ||
-		strings.Trim(u.Path, "/") == "" {
+	if config.CheckSentryDSN(dsn) != nil {
 		return ErrInvalidDSN
 	}
 	return nil

@@ -69,16 +69,22 @@ type Policy struct {
 // reportEndpointName names the Reporting-Endpoints entry the CSP reports to.
 const reportEndpointName = "csp-endpoint"
 
+// DefaultCSP is the enforced policy for a JSON API: nothing may load,
+// nothing may frame it. base-uri, form-action and frame-ancestors do not
+// fall back to default-src, so they are spelled out.
+const DefaultCSP = "default-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// DefaultHSTSMaxAge is two years (OWASP's recommendation).
+const DefaultHSTSMaxAge = 63072000 * time.Second
+
 // DefaultPolicy returns the strict baseline for a JSON API: nothing may be
 // loaded, framed, or submitted from a response; no referrer leaks; the
 // response is isolated from other origins. (See app-hardening-anchors §2.6.)
 func DefaultPolicy() Policy {
 	return Policy{
-		HSTSMaxAge:            63072000 * time.Second, // two years
-		HSTSIncludeSubdomains: true,
-		// base-uri, form-action and frame-ancestors do not fall back to
-		// default-src, so they are spelled out.
-		CSP:                       "default-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+		HSTSMaxAge:                DefaultHSTSMaxAge,
+		HSTSIncludeSubdomains:     true,
+		CSP:                       DefaultCSP,
 		FrameOptions:              "DENY",
 		ReferrerPolicy:            "no-referrer",
 		CrossOriginOpenerPolicy:   "same-origin",

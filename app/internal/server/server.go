@@ -66,22 +66,6 @@ func isAPI(r *http.Request) bool {
 	return strings.HasPrefix(r.URL.Path, APIPrefix) || strings.HasPrefix(r.URL.Path, AuthPrefix)
 }
 
-// HeaderPolicy derives the response header policy from the contract.
-func HeaderPolicy(s *config.Settings) headers.Policy {
-	p := headers.DefaultPolicy()
-	p.HSTSMaxAge = time.Duration(s.HSTSSeconds) * time.Second
-	// With HSTS off (dev's plain HTTP) its flags have nothing to qualify.
-	p.HSTSIncludeSubdomains = s.HSTSSeconds > 0 && s.HSTSIncludeSubdomains
-	p.HSTSPreload = s.HSTSSeconds > 0 && s.HSTSPreload
-	p.CSP = s.CSP
-	p.CSPReportOnly = s.CSPReportOnly
-	p.CSPReportPath = s.CSPReportPath
-	p.ReferrerPolicy = s.ReferrerPolicy
-	p.CrossOriginOpenerPolicy = s.CrossOriginOpenerPolicy
-	p.CrossOriginResourcePolicy = s.CrossOriginResourcePolicy
-	return p
-}
-
 // New returns the complete handler. It fails when the settings cannot be
 // turned into a policy (a bad trusted origin, a bad header value), so that
 // a misconfiguration stops start-up instead of weakening a protection.
@@ -91,7 +75,7 @@ func New(d Deps) (http.Handler, error) {
 		return nil, errors.New("server: Settings, Logger and Health are required")
 	}
 
-	hdrPolicy := HeaderPolicy(s)
+	hdrPolicy := s.HeaderPolicy()
 	if err := hdrPolicy.Validate(); err != nil {
 		return nil, fmt.Errorf("security headers: %w", err)
 	}

@@ -329,12 +329,14 @@ func (s *Store) ListPublishedIndicators(ctx context.Context, q IndicatorQuery) (
 
 // likePattern makes a substring search pattern for ILIKE ... ESCAPE '\',
 // so %, _ and \ in the search match themselves. "" stays "" (no filter).
+// likeEscaper makes LIKE's wildcards and escape character literal.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
 func likePattern(search string) string {
 	if search == "" {
 		return ""
 	}
-	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-	return "%" + r.Replace(search) + "%"
+	return "%" + likeEscaper.Replace(search) + "%"
 }
 
 // PublishedIndicatorsVersion returns a cheap validator of the published
