@@ -76,20 +76,22 @@ tools: ## build the pinned Pulumi CLI into .tools/pulumi (for machines that cann
 policy: ## build the policy pack binary bin/nbms-policy
 	$(GO) build -trimpath -o $(BIN)/nbms-policy ./policy/cmd/nbms-policy
 
-preview: policy ## plan STACK (default prod) with the policy pack; report in bin/reports/STACK
-	$(GO) build -trimpath -o $(DEPLOY) ./infra/driver/cmd/nbms-deploy
+# The driver, rebuilt on every use (.PHONY): its sources are the whole
+# module, more than make could track.
+.PHONY: $(DEPLOY)
+$(DEPLOY):
+	$(GO) build -trimpath -o $@ ./infra/driver/cmd/nbms-deploy
+
+preview: policy $(DEPLOY) ## plan STACK (default prod) with the policy pack; report in bin/reports/STACK
 	$(DEPLOY) preview --stack $(STACK) $(DEPLOY_FLAGS)
 
-up: policy ## preview, deploy STACK, write the policy report, probe /healthz and /readyz
-	$(GO) build -trimpath -o $(DEPLOY) ./infra/driver/cmd/nbms-deploy
+up: policy $(DEPLOY) ## preview, deploy STACK, write the policy report, probe /healthz and /readyz
 	$(DEPLOY) up --stack $(STACK) $(DEPLOY_FLAGS)
 
-destroy: ## delete STACK's resources except the protected data volumes
-	$(GO) build -trimpath -o $(DEPLOY) ./infra/driver/cmd/nbms-deploy
+destroy: $(DEPLOY) ## delete STACK's resources except the protected data volumes
 	$(DEPLOY) destroy --stack $(STACK) $(DEPLOY_FLAGS)
 
-outputs: ## print STACK's outputs (secrets masked)
-	$(GO) build -trimpath -o $(DEPLOY) ./infra/driver/cmd/nbms-deploy
+outputs: $(DEPLOY) ## print STACK's outputs (secrets masked)
 	$(DEPLOY) outputs --stack $(STACK) $(DEPLOY_FLAGS)
 
 audit: policy ## policy reports for FILE (`pulumi preview --json` or `pulumi stack export` output) into REPORT_DIR

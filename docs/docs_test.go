@@ -40,6 +40,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -51,14 +52,19 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
-// generatedReference is checked by app/config's TestReferenceIsUpToDate,
-// not here: it is the output of `nbms settings-reference`.
-const generatedReference = "secure_settings_reference.md"
-
-// runbookDir holds the runbooks, relative to the repository root.
-const runbookDir = "docs/production_hardening"
+var (
+	// generatedReference is checked by app/config's TestReferenceIsUpToDate,
+	// not here: it is the output of `nbms settings-reference`.
+	generatedReference = path.Base(config.ReferencePath)
+	// runbookDir holds the runbooks, relative to the repository root: the
+	// generated reference sits among them.
+	runbookDir = path.Dir(config.ReferencePath)
+)
 
 // requiredRunbooks are the documents issue 6 asks for.
 var requiredRunbooks = []string{
@@ -97,11 +103,9 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		nbmsBin = filepath.Join(dir, "nbms")
 		policyBin = filepath.Join(dir, "nbms-policy")
-		for bin, pkg := range map[string]string{nbmsBin: "./app/cmd/nbms", policyBin: "./policy/cmd/nbms-policy"} {
-			cmd := exec.Command("go", "build", "-o", bin, pkg)
-			cmd.Dir = root
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "docs: go build %s: %v\n%s", pkg, err, out)
+		for bin, pkg := range map[string]string{nbmsBin: "github.com/nbms-deploy/nbms/app/cmd/nbms", policyBin: "github.com/nbms-deploy/nbms/policy/cmd/nbms-policy"} {
+			if err := testsupport.BuildBinary(bin, pkg); err != nil {
+				fmt.Fprintf(os.Stderr, "docs: %v\n", err)
 				return 1
 			}
 		}

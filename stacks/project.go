@@ -3,12 +3,32 @@ package stacks
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 )
 
 // ProjectPath is where the project file lives, relative to the repository root.
 const ProjectPath = "Pulumi.yaml"
+
+// FindRoot returns the repository root, the nearest directory at or above
+// the working directory that holds ProjectPath, relative to the working
+// directory (the program's image build contexts are relative paths).
+func FindRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, ProjectPath)); err == nil {
+			return filepath.Rel(wd, dir)
+		}
+		if filepath.Dir(dir) == dir {
+			return "", fmt.Errorf("no %s in %s or above", ProjectPath, wd)
+		}
+	}
+}
 
 // docs describes every key; the project schema and the error for an unknown
 // key come from here.

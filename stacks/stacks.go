@@ -647,13 +647,27 @@ func (c *Config) PublicHosts() []string {
 	return []string{c.Domain}
 }
 
+// Scheme is how visitors reach the app: "https" with TLS, else "http".
+func (c *Config) Scheme() string {
+	if c.TLS() {
+		return "https"
+	}
+	return "http"
+}
+
+// PublicPort is the host port visitors reach the app on: HTTPSPort with
+// TLS (HTTPPort then only redirects), else HTTPPort.
+func (c *Config) PublicPort() int {
+	if c.TLS() {
+		return c.HTTPSPort
+	}
+	return c.HTTPPort
+}
+
 // PublicURL is the URL users reach the app at.
 func (c *Config) PublicURL() string {
-	scheme, port, standard := "http", c.HTTPPort, 80
-	if c.TLS() {
-		scheme, port, standard = "https", c.HTTPSPort, 443
-	}
-	if port == standard {
+	scheme, port := c.Scheme(), c.PublicPort()
+	if port == map[string]int{"http": 80, "https": 443}[scheme] {
 		return scheme + "://" + c.Domain
 	}
 	return fmt.Sprintf("%s://%s:%d", scheme, c.Domain, port)

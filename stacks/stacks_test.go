@@ -1,48 +1,24 @@
 package stacks_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"maps"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 	"github.com/nbms-deploy/nbms/stacks"
 )
 
 var update = flag.Bool("update", false, "rewrite Pulumi.yaml from stacks.Defaults")
-
-// testTLS returns a self-signed certificate for hosts and its key, in PEM.
-func testTLS(t testing.TB, hosts ...string) (certPEM, keyPEM string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	require.NoError(t, err)
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
-}
 
 func readStackFile(t testing.TB, stack string) map[string]string {
 	t.Helper()
@@ -62,7 +38,7 @@ func values(raw map[string]string) stacks.Values {
 // prodValues is Pulumi.prod.yaml plus what the operator sets per stack.
 func prodValues(t testing.TB) map[string]string {
 	raw := readStackFile(t, "prod")
-	raw["tlsCertificate"], raw["tlsKey"] = testTLS(t, "nbms.example.org")
+	raw["tlsCertificate"], raw["tlsKey"] = testsupport.SelfSignedCert(t, "nbms.example.org")
 	return raw
 }
 
@@ -251,7 +227,7 @@ func TestSecretsMustBeSecretAndAreNeverEchoed(t *testing.T) {
 		assert.NotContains(t, err.Error(), secret)
 	}
 	// A key that does not match the certificate.
-	_, otherKey := testTLS(t, "nbms.example.org")
+	_, otherKey := testsupport.SelfSignedCert(t, "nbms.example.org")
 	raw["tlsKey"], raw["sentryDsn"] = otherKey, "https://public@sentry.example.org/42"
 	_, err = stacks.Parse("prod", values(raw))
 	serr = stackError(t, err)
@@ -323,6 +299,7 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
 // A schedule the stack accepts is one the deployed scheduler runs: the
 // forms validator's own "cron" tag allows but `nbms backup-schedule`
 // refuses are refused here too.

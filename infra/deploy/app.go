@@ -90,7 +90,6 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, net *Network, sec *Se
 		healthcheck: oneShotHealthcheck(),
 		networks:    []attachment{internal},
 		tmpfs:       tmp,
-		oneShot:     true,
 		dependsOn:   []pulumi.Resource{db.Container, cache.Container},
 	})
 	if err != nil {
@@ -104,7 +103,6 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, net *Network, sec *Se
 		networks:    []attachment{internal},
 		volumes:     []volumeMount{{volume: static, name: a.StaticName, path: stacks.StaticRoot}},
 		tmpfs:       tmp,
-		oneShot:     true,
 	})
 	if err != nil {
 		return err

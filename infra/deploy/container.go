@@ -52,9 +52,6 @@ type containerSpec struct {
 	tmpfs       map[string]string
 	sysctls     map[string]string
 	ports       docker.ContainerPortArray
-	// oneShot containers run to completion once per replacement; the
-	// program reads their exit code (see awaitSuccess).
-	oneShot bool
 	// wait makes creation block until the health check passes, so that
 	// dependents start against a ready service.
 	wait        bool
@@ -142,7 +139,9 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 	if len(volumes) > 0 {
 		args.Volumes = volumes
 	}
-	if spec.oneShot {
+	if conventions.OneShot(spec.role) {
+		// One-shot roles run to completion once per replacement; the
+		// program reads their exit code (see awaitSuccess).
 		// Attach: creation returns when the process exits, with its exit
 		// code in state. MustRun off: an exited one-shot is not a failure
 		// to refresh away. Restart "no": it runs once per replacement.

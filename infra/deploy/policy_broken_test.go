@@ -178,7 +178,7 @@ var brokenVariants = []brokenVariant{
 	},
 	{
 		policy:  "nbms-proxy-require-tls",
-		refused: map[string]string{"tlsMode": "off"}, refusedKey: "nbms:tlsMode",
+		refused: map[string]string{"tlsMode": stacks.TLSOff}, refusedKey: "nbms:tlsMode",
 		resource: stacks.RoleProxy, mutate: func(_ *testing.T, in resource.PropertyMap) {
 			var kept []resource.PropertyValue
 			for _, p := range in["ports"].ArrayValue() {

@@ -8,13 +8,10 @@ package deploy
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -70,9 +67,11 @@ func Deploy(ctx *pulumi.Context) (pulumi.Map, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := repoRoot()
+	// The CLI runs the program in infra/, an Automation API driver anywhere
+	// below the root.
+	root, err := stacks.FindRoot()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("deploy: %w", err)
 	}
 	d := &deployment{cfg: cfg, rendered: r, root: root}
 	return d.run(ctx)
@@ -163,7 +162,7 @@ func ProbeOptions(cfg *stacks.Config) (hooks.Options, error) {
 		return hooks.Options{}, fmt.Errorf("nbms:probe.timeout: %w", err)
 	}
 	opts := hooks.Options{
-		BaseURL: cfg.Probe.BaseURL, Paths: []string{"/healthz", "/readyz"},
+		BaseURL: cfg.Probe.BaseURL, Paths: hooks.DefaultPaths(),
 		Host: cfg.Domain, Timeout: timeout, InitialBackoff: time.Second, MaxBackoff: 10 * time.Second,
 		// Two in a row: a container still settling must not pass once by luck.
 		SuccessesRequired: 2,
@@ -171,12 +170,7 @@ func ProbeOptions(cfg *stacks.Config) (hooks.Options, error) {
 	if opts.BaseURL == "" {
 		// A specific address (the stack refuses 0.0.0.0), reachable from the
 		// host running `pulumi up`; override with nbms:probe.baseUrl otherwise.
-		host := cfg.BindAddress
-		scheme, port := "http", cfg.HTTPPort
-		if cfg.TLS() {
-			scheme, port = "https", cfg.HTTPSPort
-		}
-		opts.BaseURL = scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port))
+		opts.BaseURL = cfg.Scheme() + "://" + net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.PublicPort()))
 	}
 	if cfg.TLS() {
 		// Trust the configured chain as well as the system roots, so a
@@ -186,10 +180,7 @@ func ProbeOptions(cfg *stacks.Config) (hooks.Options, error) {
 			roots = x509.NewCertPool()
 		}
 		roots.AppendCertsFromPEM([]byte(cfg.TLSCertificate))
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.DisableKeepAlives = true
-		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.Domain, RootCAs: roots}
-		opts.HTTPClient = &http.Client{Transport: t}
+		opts.HTTPClient = hooks.DefaultClient(cfg.Domain, roots)
 	}
 	return opts, nil
 }
@@ -206,24 +197,6 @@ func (d *deployment) probe(args *pulumi.ResourceHookArgs) error {
 		return fmt.Errorf("post-deploy probe after %s: %w", args.Name, err)
 	}
 	return nil
-}
-
-// repoRoot finds the directory holding Pulumi.yaml (the CLI runs the
-// program in infra/, an Automation API driver anywhere below the root) and
-// returns it relative to the working directory.
-func repoRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, stacks.ProjectPath)); err == nil {
-			return filepath.Rel(wd, dir)
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("deploy: no %s in %s or any parent", stacks.ProjectPath, wd)
-		}
-	}
 }
 
 // path is a repository path relative to the working directory.

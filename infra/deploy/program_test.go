@@ -1,15 +1,9 @@
 package deploy_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
+	"maps"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -27,6 +21,7 @@ import (
 
 	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/infra/deploy"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 	"github.com/nbms-deploy/nbms/stacks"
 )
 
@@ -110,21 +105,6 @@ func (m *mocks) byType(token string) map[string]pulumi.MockResourceArgs {
 	return out
 }
 
-// testTLS returns a self-signed certificate for host and its key, in PEM.
-func testTLS(t testing.TB, host string) (string, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	require.NoError(t, err)
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
-}
-
 // stackConfig is a committed stack file plus what the operator sets.
 func stackConfig(t testing.TB, stack string) map[string]string {
 	t.Helper()
@@ -133,7 +113,7 @@ func stackConfig(t testing.TB, stack string) map[string]string {
 	raw, err := stacks.ParseStackFile(data)
 	require.NoError(t, err)
 	if stack == "prod" {
-		raw["tlsCertificate"], raw["tlsKey"] = testTLS(t, "nbms.example.org")
+		raw["tlsCertificate"], raw["tlsKey"] = testsupport.SelfSignedCert(t, "nbms.example.org")
 		raw["sentryDsn"] = "https://publickey123@sentry.example.org/42"
 	}
 	return raw
@@ -277,7 +257,7 @@ func TestEveryContainerIsHardened(t *testing.T) {
 			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
 			require.NoError(t, res.err)
 			containers := res.m.byType(typeContainer)
-			require.ElementsMatch(t, stacks.Roles, slices.Collect(mapsKeys(containers)), "one container per role")
+			require.ElementsMatch(t, stacks.Roles, slices.Collect(maps.Keys(containers)), "one container per role")
 			limits := stacks.Defaults().Limits
 			if p.stack == "dev" {
 				limits[stacks.RoleDB] = stacks.Limit{MemoryMB: 512, CPUs: 1, Nproc: 1024}
@@ -445,7 +425,7 @@ func TestGeneratedSecretsStaySecret(t *testing.T) {
 			}
 			gen := res.outputs["generatedSecrets"]
 			assert.True(t, gen.Secret, "generatedSecrets is a secret output")
-			assert.ElementsMatch(t, []string{"dbSuperuserPassword", "appDbPassword", "redisPassword", "secretKey"}, slices.Collect(mapsKeys(gen.Value.(map[string]string))))
+			assert.ElementsMatch(t, []string{"dbSuperuserPassword", "appDbPassword", "redisPassword", "secretKey"}, slices.Collect(maps.Keys(gen.Value.(map[string]string))))
 			for name, o := range res.outputs {
 				if name == "generatedSecrets" {
 					continue
@@ -602,16 +582,6 @@ func TestProbeOptions(t *testing.T) {
 	assert.Equal(t, 3*time.Minute, opts.Timeout)
 	require.NoError(t, opts.Validate())
 	require.NotNil(t, opts.HTTPClient, "trusts the configured certificate")
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // BenchmarkProgramProd measures one evaluation of the production program

@@ -36,13 +36,9 @@ type Proxy struct {
 // proxy container runs them. A live test overrides only what is local to
 // the container (ports, paths, the upstream address) and keeps the rest.
 func NginxParams(cfg *stacks.Config) nginx.Params {
-	public := cfg.HTTPPort
-	if cfg.TLS() {
-		public = cfg.HTTPSPort
-	}
 	return nginx.Params{
 		ServerNames: cfg.PublicHosts(),
-		HTTPPort:    proxyHTTPPort, HTTPSPort: proxyHTTPSPort, PublicPort: public,
+		HTTPPort:    proxyHTTPPort, HTTPSPort: proxyHTTPSPort, PublicPort: cfg.PublicPort(),
 		TLS:      cfg.TLS(),
 		CertPath: proxyCertPath, KeyPath: proxyKeyPath,
 		Upstream:   appAlias + ":" + strconv.Itoa(stacks.AppPort),

@@ -185,14 +185,17 @@ type run struct {
 	opts Options
 	// raw is the stack's nbms settings (file plus operator files) as
 	// stacks.Parse wants them, for the probe options.
-	raw     map[string]string
-	pulumi  auto.PulumiCommand
-	env     map[string]string
-	project *workspace.Project
+	raw map[string]string
+	// stackFile is the stack file as read once, copied verbatim into the
+	// workspace.
+	stackFile []byte
+	pulumi    auto.PulumiCommand
+	env       map[string]string
+	project   *workspace.Project
 }
 
 func newRun(cmd Command, opts Options) (*run, error) {
-	if !isCommand(cmd) {
+	if !slices.Contains(Commands, cmd) {
 		return nil, usageErr("unknown command %q; want one of %v", cmd, Commands)
 	}
 	if opts.Stack == "" {
@@ -205,9 +208,9 @@ func newRun(cmd Command, opts Options) (*run, error) {
 		opts.Stderr = os.Stderr
 	}
 	if opts.Root == "" {
-		root, err := findRoot()
+		root, err := stacks.FindRoot()
 		if err != nil {
-			return nil, usageErr("%v", err)
+			return nil, usageErr("%v; run from the repository or pass --root", err)
 		}
 		opts.Root = root
 	}
@@ -232,11 +235,10 @@ func newRun(cmd Command, opts Options) (*run, error) {
 	}
 	r := &run{cmd: cmd, opts: opts}
 
-	data, err := os.ReadFile(opts.StackFile)
-	if err != nil {
+	if r.stackFile, err = os.ReadFile(opts.StackFile); err != nil {
 		return nil, usageErr("stack %s: %v", opts.Stack, err)
 	}
-	if r.raw, err = stacks.ParseStackFile(data); err != nil {
+	if r.raw, err = stacks.ParseStackFile(r.stackFile); err != nil {
 		return nil, usageErr("%s: %v", opts.StackFile, err)
 	}
 	for _, files := range []map[string]string{opts.ConfigFiles, opts.SecretFiles} {
@@ -277,15 +279,6 @@ func newRun(cmd Command, opts Options) (*run, error) {
 	return r, nil
 }
 
-func isCommand(c Command) bool {
-	for _, known := range Commands {
-		if c == known {
-			return true
-		}
-	}
-	return false
-}
-
 // engineEnv is the environment of every pulumi command: the caller's, plus
 // defaults for CI.
 func engineEnv(root string) (map[string]string, error) {
@@ -317,33 +310,12 @@ func engineEnv(root string) (map[string]string, error) {
 	return env, nil
 }
 
-// findRoot returns the nearest directory at or above the working directory
-// that holds Pulumi.yaml.
-func findRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, stacks.ProjectPath)); err == nil {
-			return dir, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("no %s in %s or above; run from the repository or pass --root", stacks.ProjectPath, wd)
-		}
-	}
-}
-
 // openStack creates the inline workspace in work, copies the stack file
 // into it, selects (or creates) the stack and sets the operator's values.
 func (r *run) openStack(ctx context.Context, work string) (auto.Stack, error) {
 	// The committed file verbatim: the settings keep their YAML types
 	// (objects stay objects for the project's config schema).
-	data, err := os.ReadFile(r.opts.StackFile)
-	if err != nil {
-		return auto.Stack{}, err
-	}
-	if err := os.WriteFile(filepath.Join(work, "Pulumi."+r.opts.Stack+".yaml"), data, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(work, "Pulumi."+r.opts.Stack+".yaml"), r.stackFile, 0o600); err != nil {
 		return auto.Stack{}, err
 	}
 	ws, err := auto.NewLocalWorkspace(ctx,

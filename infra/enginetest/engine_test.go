@@ -3,17 +3,10 @@ package enginetest_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"maps"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -30,6 +23,7 @@ import (
 
 	"github.com/nbms-deploy/nbms/infra/driver"
 	"github.com/nbms-deploy/nbms/infra/enginetest/fakeprovider"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 	"github.com/nbms-deploy/nbms/stacks"
 )
 
@@ -64,10 +58,8 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		policyPack = filepath.Join(dir, "nbms-policy")
-		build := exec.Command("go", "build", "-o", policyPack, "./policy/cmd/nbms-policy")
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "enginetest: building the policy pack: %v\n%s", err, out)
+		if err := testsupport.BuildBinary(policyPack, "github.com/nbms-deploy/nbms/policy/cmd/nbms-policy"); err != nil {
+			fmt.Fprintf(os.Stderr, "enginetest: building the policy pack: %v\n", err)
 			return 1
 		}
 		return m.Run()
@@ -108,7 +100,7 @@ func newEnv(t *testing.T) *env {
 	t.Setenv("PULUMI_CONFIG_PASSPHRASE", passphrase)
 	t.Setenv("PULUMI_CONFIG_PASSPHRASE_FILE", "")
 
-	e.cert, e.key = testTLS(t, domain)
+	e.cert, e.key = testsupport.SelfSignedCert(t, domain)
 	dir := t.TempDir()
 	e.certFile, e.keyFile, e.dsnFile = filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem"), filepath.Join(dir, "dsn")
 	require.NoError(t, os.WriteFile(e.certFile, []byte(e.cert), 0o600))
@@ -550,21 +542,6 @@ func TestAStackThatBreaksAMandatoryRuleIsRefusedBeforeAnythingIsCreated(t *testi
 			assert.Empty(t, seen, "no hook ran")
 		})
 	}
-}
-
-// testTLS returns a self-signed certificate for host and its key, in PEM.
-func testTLS(t testing.TB, host string) (string, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	require.NoError(t, err)
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
 }
 
 // The dev stack needs no operator secret: the optional secret keys

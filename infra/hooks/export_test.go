@@ -8,10 +8,6 @@ import (
 // FullJitter is the production jitter, kept before any test replaces it.
 var FullJitter = jitter
 
-// DefaultClient exposes the default client's construction so that a test can
-// give it the test CA (the system pool would never trust it).
-var DefaultClient = defaultClient
-
 // OneLine exposes the body sanitiser to the fuzz target.
 var OneLine = oneLine
 

@@ -37,9 +37,11 @@ const (
 // ends up in CI logs and Pulumi's error output.
 const maxBodyBytes = 512
 
-// defaultPaths are probed in order: liveness first (is the process up and
-// reachable through Nginx?), then readiness (are PostgreSQL and Redis too?).
-var defaultPaths = []string{"/healthz", "/readyz"}
+// DefaultPaths are probed in order when Options.Paths is empty: liveness
+// first (is the process up and reachable through Nginx?), then readiness
+// (are PostgreSQL and Redis too?). It returns a new slice each time, so a
+// caller may change its copy.
+func DefaultPaths() []string { return []string{"/healthz", "/readyz"} }
 
 // Options configures Probe. Zero values mean the documented default.
 type Options struct {
@@ -169,7 +171,7 @@ func (o Options) Validate() error {
 
 func (o Options) withDefaults() Options {
 	if len(o.Paths) == 0 {
-		o.Paths = defaultPaths
+		o.Paths = DefaultPaths()
 	}
 	if o.Timeout == 0 {
 		o.Timeout = defaultTimeout
@@ -243,18 +245,20 @@ func clientFor(o Options) *http.Client {
 	if o.HTTPClient != nil {
 		c = *o.HTTPClient
 	} else {
-		c = *defaultClient((&url.URL{Host: o.Host}).Hostname(), nil)
+		c = *DefaultClient((&url.URL{Host: o.Host}).Hostname(), nil)
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &c
 }
 
-// defaultClient verifies TLS against roots (nil: the system pool) and the
-// serverName when set, so that probing an IP with a Host override still
-// checks the certificate of the public name. Keep-alives are off so that each
-// attempt connects and handshakes afresh, as a new visitor would, and never
-// reuses a connection to a container that has just been replaced.
-func defaultClient(serverName string, roots *x509.CertPool) *http.Client {
+// DefaultClient is the client Probe uses when Options.HTTPClient is nil;
+// a caller that must trust more roots builds its client with it. It
+// verifies TLS against roots (nil: the system pool) and the serverName
+// when set, so that probing an IP with a Host override still checks the
+// certificate of the public name. Keep-alives are off so that each attempt
+// connects and handshakes afresh, as a new visitor would, and never reuses
+// a connection to a container that has just been replaced.
+func DefaultClient(serverName string, roots *x509.CertPool) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DisableKeepAlives = true
 	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName, RootCAs: roots}

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,13 +27,11 @@ import (
 	"github.com/nbms-deploy/nbms/infra/deploy"
 	"github.com/nbms-deploy/nbms/infra/internal/nginxtest"
 	"github.com/nbms-deploy/nbms/infra/nginx"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 	"github.com/nbms-deploy/nbms/stacks"
 )
 
 const (
-	// adminDatabaseURL is the machine's test server (trust auth).
-	adminDatabaseURL = "postgres://root@127.0.0.1:5432/test?sslmode=disable"
-	redisURL         = "redis://127.0.0.1:6379/0"
 	// clientAddr is where the test's requests come from. It is not
 	// nginx's address (127.0.0.1), so the app's client_ip can only be it
 	// if the app believed nginx's X-Forwarded-For.
@@ -217,7 +214,7 @@ func startSite(t *testing.T) *site {
 	t.Helper()
 	dir := nginxtest.NobodyDir(t)
 	s := &site{
-		Site:       nginxtest.Site{HTTPPort: nginxtest.FreePort(t), HTTPSPort: nginxtest.FreePort(t)},
+		Site:       nginxtest.Site{HTTPPort: testsupport.FreePort(t), HTTPSPort: testsupport.FreePort(t)},
 		staticRoot: filepath.Join(dir, "static"), mediaRoot: filepath.Join(dir, "media"),
 		appLog: filepath.Join(dir, "app.log"),
 	}
@@ -241,14 +238,14 @@ func startSite(t *testing.T) *site {
 	require.NoError(t, err)
 
 	bin := buildApp(t)
-	appPort := nginxtest.FreePort(t)
+	appPort := testsupport.FreePort(t)
 	secret := map[string]string{
 		// What random.RandomPassword makes for the program: letters and
 		// digits (hex would have at most 16 distinct characters, the
 		// contract's floor).
 		"SECRET_KEY":   rand.Text() + rand.Text(),
 		"DATABASE_URL": newDatabase(t),
-		"REDIS_URL":    redisURL,
+		"REDIS_URL":    testsupport.RedisURL(),
 	}
 	plain, err := deploy.AppEnv(cfg, secret)
 	require.NoError(t, err)
@@ -309,10 +306,7 @@ func startSite(t *testing.T) *site {
 func buildApp(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "nbms")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/nbms-deploy/nbms/app/cmd/nbms")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build:\n%s", out)
+	require.NoError(t, testsupport.BuildBinary(bin, "github.com/nbms-deploy/nbms/app/cmd/nbms"))
 	return bin
 }
 
@@ -322,7 +316,7 @@ func newDatabase(t *testing.T) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, adminDatabaseURL)
+	conn, err := pgx.Connect(ctx, testsupport.DatabaseURL())
 	require.NoError(t, err)
 	defer conn.Close(ctx)
 	name := "nbms_live_" + randomHex(t, 8)
@@ -331,7 +325,7 @@ func newDatabase(t *testing.T) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, adminDatabaseURL)
+		conn, err := pgx.Connect(ctx, testsupport.DatabaseURL())
 		if err != nil {
 			t.Errorf("drop %s: %v", name, err)
 			return
@@ -342,7 +336,7 @@ func newDatabase(t *testing.T) string {
 			t.Errorf("drop %s: %v", name, err)
 		}
 	})
-	u, err := url.Parse(adminDatabaseURL)
+	u, err := url.Parse(testsupport.DatabaseURL())
 	require.NoError(t, err)
 	u.Path = "/" + name
 	return u.String()
@@ -377,7 +371,7 @@ func randomHex(t *testing.T, n int) string {
 // against a real cluster in infra/pgbackrest's tests); the scheduler stops
 // cleanly on SIGTERM, as on `docker stop`.
 func TestBackupSchedulerRunsTheProgramsCommandLine(t *testing.T) {
-	cfg, err := stacks.Parse("live", stacks.Values{Raw: map[string]string{"profile": "dev", "domain": "localhost", "tlsMode": "off"}})
+	cfg, err := stacks.Parse("live", stacks.Values{Raw: map[string]string{"profile": "dev", "domain": "localhost", "tlsMode": stacks.TLSOff}})
 	require.NoError(t, err)
 	argv := deploy.BackupSchedulerCommand(cfg)
 	require.Equal(t, "backup-schedule", argv[1])
@@ -387,7 +381,7 @@ func TestBackupSchedulerRunsTheProgramsCommandLine(t *testing.T) {
 	fake := "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " + calls + "\n"
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "pgbackrest"), []byte(fake), 0o755))
 
-	out := &lockedBuffer{}
+	out := &testsupport.SyncBuffer{}
 	cmd := exec.Command(buildApp(t), argv[1:]...)
 	cmd.Env = []string{"PATH=" + dir + ":/usr/bin:/bin"}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -427,22 +421,4 @@ func TestBackupSchedulerRunsTheProgramsCommandLine(t *testing.T) {
 	assert.Equal(t, cfg.Backup.FullCron, started["full"])
 	assert.Equal(t, cfg.Backup.DiffCron, started["diff"])
 	assert.Equal(t, true, started["exit_on_failure"])
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/infra/internal/nginxtest"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 const (
@@ -105,7 +106,7 @@ func startLiveSite(t *testing.T) *liveSite {
 	s := &liveSite{upstream: &recordingUpstream{seen: map[string][]seenRequest{}}}
 	s.upstreamServer = httptest.NewServer(s.upstream)
 	t.Cleanup(s.upstreamServer.Close)
-	s.HTTPPort, s.HTTPSPort = nginxtest.FreePort(t), nginxtest.FreePort(t)
+	s.HTTPPort, s.HTTPSPort = testsupport.FreePort(t), testsupport.FreePort(t)
 
 	p := prodParams()
 	p.ServerNames = []string{"localhost"}

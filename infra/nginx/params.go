@@ -17,12 +17,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/infra/internal/confpath"
 )
 
 // Defaults applied to zero-valued Params fields.
@@ -135,10 +135,6 @@ var (
 	// insensitively; lowercase keeps the config and the app's ALLOWED_HOSTS
 	// spelled alike). Wildcards are refused: the app allows exact hosts.
 	hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
-	// pathRE is the character set allowed in file system paths. Values are
-	// written into the config unquoted, so anything nginx's parser treats
-	// specially (space, quotes, ; { } $ #) must never get through.
-	pathRE = regexp.MustCompile(`^/[A-Za-z0-9._/@+~-]*$`)
 	// urlPathRE is the character set allowed in LoginPath.
 	urlPathRE = regexp.MustCompile(`^/[A-Za-z0-9._/-]*$`)
 )
@@ -185,7 +181,7 @@ func (p Params) Validate() error {
 	}
 
 	checkPath := func(field, path string) {
-		if !validPath(path) {
+		if !confpath.Valid(path) {
 			add(field, "%q must be a clean absolute path of letters, digits and ._/@+~-", path)
 		}
 	}
@@ -201,7 +197,7 @@ func (p Params) Validate() error {
 	}
 	checkPath("StaticRoot", p.StaticRoot)
 	checkPath("MediaRoot", p.MediaRoot)
-	if validPath(p.StaticRoot) && validPath(p.MediaRoot) && nested(p.StaticRoot, p.MediaRoot) {
+	if confpath.Valid(p.StaticRoot) && confpath.Valid(p.MediaRoot) && confpath.Nested(p.StaticRoot, p.MediaRoot) {
 		// Otherwise uploads would also be served from /static/ without the
 		// attachment and sandbox headers that make them harmless.
 		add("MediaRoot", "%q and StaticRoot %q must not contain one another", p.MediaRoot, p.StaticRoot)
@@ -255,15 +251,6 @@ func validHost(name string) bool {
 		return addr.Is4()
 	}
 	return len(name) <= 253 && hostnameRE.MatchString(name)
-}
-
-func validPath(path string) bool {
-	return path != "/" && pathRE.MatchString(path) && filepath.Clean(path) == path
-}
-
-// nested reports whether a and b are equal or one is inside the other.
-func nested(a, b string) bool {
-	return a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
 }
 
 func checkUpstream(upstream, resolver string) error {

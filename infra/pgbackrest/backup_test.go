@@ -2,7 +2,6 @@ package pgbackrest
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 const pgBin = "/usr/lib/postgresql/15/bin"
@@ -61,14 +62,6 @@ func (pg postgresOS) mkdir(path string) {
 	require.NoError(pg.t, os.Chown(path, int(pg.uid), int(pg.gid)))
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // info is the part of `pgbackrest --output=json info` (2.45) the test reads.
 type info struct {
 	Name   string `json:"name"`
@@ -110,7 +103,7 @@ func TestRealBackup(t *testing.T) {
 		pg.mkdir(dir)
 	}
 	confPath := filepath.Join(confDir, "pgbackrest.conf")
-	port := freePort(t)
+	port := testsupport.FreePort(t)
 	const stanza = "nbms-test"
 
 	p := Params{

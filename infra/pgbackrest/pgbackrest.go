@@ -10,11 +10,13 @@ package pgbackrest
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/nbms-deploy/nbms/infra/internal/confpath"
 )
 
 // Params is everything the rendered configuration depends on.
@@ -46,9 +48,6 @@ type Params struct {
 // they appear: an INI section header, a shell command, a file name.
 var stanzaRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
-// pathRE keeps paths to characters that are safe in an INI value.
-var pathRE = regexp.MustCompile(`^/[A-Za-z0-9._/@+~-]*$`)
-
 var userRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // Validate reports every problem with p at once.
@@ -65,12 +64,11 @@ func (p Params) Validate() error {
 		{"LogPath", p.LogPath}, {"LockPath", p.LockPath},
 	}
 	for _, path := range paths {
-		if path.value == "/" || !pathRE.MatchString(path.value) || filepath.Clean(path.value) != path.value {
+		if !confpath.Valid(path.value) {
 			add(path.field, "%q must be a clean absolute path of letters, digits and ._/@+~-", path.value)
 		}
 	}
-	if p.RepoPath != "" && (p.RepoPath == p.PGDataPath || strings.HasPrefix(p.RepoPath, p.PGDataPath+"/") ||
-		strings.HasPrefix(p.PGDataPath, p.RepoPath+"/")) {
+	if p.RepoPath != "" && confpath.Nested(p.RepoPath, p.PGDataPath) {
 		add("RepoPath", "%q must be outside the data directory (and the other way round): a lost volume must not take both", p.RepoPath)
 	}
 	if !userRE.MatchString(p.PGUser) {
@@ -185,13 +183,8 @@ func PostgresSettings(configPath, stanza string) map[string]string {
 // ArchiveCommand's shell quoting can produce) are doubled, and so are
 // single quotes.
 func PostgresConf(settings map[string]string) string {
-	names := make([]string, 0, len(settings))
-	for name := range settings {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	var b strings.Builder
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(settings)) {
 		value := strings.ReplaceAll(settings[name], `\`, `\\`)
 		b.WriteString(name + " = '" + strings.ReplaceAll(value, "'", "''") + "'\n")
 	}

@@ -3,6 +3,7 @@ package rules
 import (
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -33,7 +34,7 @@ var requireLabels = Rule{
 				f.unknown("label "+key, v)
 			case !found || !isStr || strings.TrimSpace(s) == "":
 				f.violation("%s must carry the label %s.", describe(r), key)
-			case key == LabelRole && !contains(Roles, s):
+			case key == LabelRole && !slices.Contains(Roles, s):
 				f.violation("%s has label %s=%s; it must be one of %s.", describe(r), key, v.Display(), strings.Join(Roles, ", "))
 			case key == LabelProfile && s != "prod" && s != "dev":
 				f.violation("%s has label %s=%s; it must be prod or dev.", describe(r), key, v.Display())
@@ -114,7 +115,7 @@ var restrictCapabilities = Rule{
 			switch {
 			case !ok:
 				f.violation("%s adds a capability that is not a string.", describe(r))
-			case contains(neverAddable, c):
+			case slices.Contains(neverAddable, c):
 				f.violation("%s must not add capability %s: it is equivalent to root on the host.", describe(r), a.Display())
 			case !named[c]:
 				f.violation("%s adds capability %s without naming it in the %s label.", describe(r), a.Display(), LabelCapabilitiesReason)
@@ -153,7 +154,7 @@ var requireNoNewPrivileges = Rule{
 		if !ok {
 			return
 		}
-		if !contains(opts, "no-new-privileges") && !contains(opts, "no-new-privileges:true") {
+		if !slices.Contains(opts, "no-new-privileges") && !slices.Contains(opts, "no-new-privileges:true") {
 			f.violation("%s must set securityOpts \"no-new-privileges:true\".", describe(r))
 		}
 	},
@@ -603,13 +604,4 @@ var disallowRootUser = Rule{
 		}
 		f.violation("%s must not run as root (user %s).", describe(r), user.Display())
 	},
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -3,6 +3,7 @@ package rules
 import (
 	"strings"
 
+	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/conventions"
 )
 
@@ -72,7 +73,7 @@ func production(r Resource) bool {
 		return true
 	}
 	env, _ := envOf(r)
-	if v, ok := env["NBMS_ENV"]; ok {
+	if v, ok := env[config.EnvProfile]; ok {
 		s, _ := v.Str()
 		return strings.TrimSpace(s) == "prod"
 	}

@@ -3,7 +3,8 @@ package rules
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 )
 
 // CheckResource runs one resource policy on one resource and returns its
@@ -72,12 +73,7 @@ func ParseConfig(data []byte) (Config, error) {
 		known[r.Name] = r
 	}
 	cfg := Config{Policies: map[string]PolicyConfig{}}
-	names := make([]string, 0, len(raw))
-	for k := range raw {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
 		msg := raw[name]
 		if name == "environments" {
 			continue // Pulumi Cloud ESC environments; irrelevant offline

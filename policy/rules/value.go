@@ -1,7 +1,8 @@
 package rules
 
 import (
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 )
 
@@ -106,12 +107,7 @@ func (v Value) Keys() []string {
 	if v.Kind != Object {
 		return nil
 	}
-	keys := make([]string, 0, len(v.obj))
-	for k := range v.obj {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	return slices.Sorted(maps.Keys(v.obj))
 }
 
 // Items returns an array's elements (nil for anything else).

@@ -38,7 +38,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/server"
 	"github.com/nbms-deploy/nbms/app/internal/store"
 	"github.com/nbms-deploy/nbms/app/internal/store/storetest"
-	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 const (

@@ -33,7 +33,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/app/internal/cache"
 	"github.com/nbms-deploy/nbms/app/internal/ratelimit"
-	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 	"github.com/stretchr/testify/require"
 )
 

@@ -16,7 +16,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/auth"
 	"github.com/nbms-deploy/nbms/app/internal/password"
 	"github.com/nbms-deploy/nbms/app/internal/problem"
-	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 func TestLoginSetsContractCookieAndMeWorks(t *testing.T) {

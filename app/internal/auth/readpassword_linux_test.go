@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/app/internal/auth"
-	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 // openPTY returns both ends of a new pseudo-terminal, so the prompt is

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -24,6 +23,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/migrate"
 	"github.com/nbms-deploy/nbms/app/internal/store"
 	"github.com/nbms-deploy/nbms/infra/pgbackrest"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 const (
@@ -63,7 +63,7 @@ func newCluster(t *testing.T) *cluster {
 		t: t, base: base, uid: uid, gid: gid,
 		data: filepath.Join(base, "data"), sock: filepath.Join(base, "sock"),
 		conf: filepath.Join(base, "pgbackrest.conf"), repo: filepath.Join(base, "repo"),
-		port: freePort(t),
+		port: testsupport.FreePort(t),
 	}
 	for _, dir := range []string{base, c.sock, c.repo, filepath.Join(base, "log"), filepath.Join(base, "lock")} {
 		require.NoError(t, os.MkdirAll(dir, 0o700))
@@ -118,14 +118,6 @@ func newCluster(t *testing.T) *cluster {
 	_, err = migrate.Up(ctx, db)
 	require.NoError(t, err)
 	return c
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (c *cluster) writeFile(path, content string) {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/nbms-deploy/nbms/app/internal/database"
 	"github.com/nbms-deploy/nbms/app/internal/health"
-	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 // The checker must plug into the readiness endpoint.

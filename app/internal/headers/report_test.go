@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/app/internal/headers"
-	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 // logRecords parses every JSON log line written to logs so far.

@@ -18,7 +18,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/app/internal/cache"
 	"github.com/nbms-deploy/nbms/app/internal/ratelimit"
-	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 // redisClient returns a client of the real test Redis (or of addr, e.g. a

@@ -22,7 +22,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/app/internal/proxy"
 	"github.com/nbms-deploy/nbms/app/internal/ratelimit"
-	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 // The N+1th request in the window is refused with 429, Retry-After and the

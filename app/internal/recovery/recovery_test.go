@@ -19,7 +19,7 @@ import (
 
 	"github.com/nbms-deploy/nbms/app/internal/logging"
 	"github.com/nbms-deploy/nbms/app/internal/recovery"
-	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 const dbPassword = "pg-pass-w0rd-xyz"

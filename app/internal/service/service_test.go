@@ -30,7 +30,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/problem"
 	"github.com/nbms-deploy/nbms/app/internal/service"
 	"github.com/nbms-deploy/nbms/app/internal/store/storetest"
-	"github.com/nbms-deploy/nbms/app/internal/testsupport"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 const (

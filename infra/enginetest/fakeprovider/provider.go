@@ -34,8 +34,6 @@ const (
 	ContainerType   = "docker:index/container:Container"
 	ImageType       = "docker:index/image:Image"
 	RemoteImageType = "docker:index/remoteImage:RemoteImage"
-	NetworkType     = "docker:index/network:Network"
-	VolumeType      = "docker:index/volume:Volume"
 	PasswordType    = "random:index/randomPassword:RandomPassword"
 )
 

@@ -1,6 +1,6 @@
 // Package nginxtest is for tests only: the plumbing that infra/nginx's live
 // test and infra/livetest share to run the real nginx on this machine. It
-// makes a test certificate, finds free ports, runs nginx in the foreground
+// writes a test certificate, runs nginx in the foreground
 // as the unprivileged user nobody (the tests run as root; production runs
 // nginx as a non-root container user), waits for a health URL and stops
 // the processes at cleanup, and gives a client that reaches the site by
@@ -9,15 +9,9 @@ package nginxtest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +24,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 // Bin is the real nginx the tests run (Debian's 1.22, as in ops-anchors).
@@ -47,27 +43,10 @@ type Cert struct {
 // runs as nobody in these tests).
 func WriteCert(t *testing.T, dir string) Cert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
+	certPEM, keyPEM := testsupport.SelfSignedCert(t, "localhost", "127.0.0.1")
 	c := Cert{
-		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		CertPEM:  []byte(certPEM),
+		KeyPEM:   []byte(keyPEM),
 		CertPath: filepath.Join(dir, "cert.pem"),
 		KeyPath:  filepath.Join(dir, "key.pem"),
 	}
@@ -83,15 +62,6 @@ func (c Cert) Pool(t *testing.T) *x509.CertPool {
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM(c.CertPEM))
 	return pool
-}
-
-// FreePort is a loopback TCP port nothing listens on right now.
-func FreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Nobody is the unprivileged account the tests run nginx as.

@@ -1,7 +1,10 @@
 // Package testsupport holds what several packages' tests share: where the
-// machine's real PostgreSQL and Redis are, an address where nothing is, a
-// TCP forwarder that can cut a dependency off, and a log buffer safe for
-// concurrent writers. It is imported by tests only.
+// machine's real PostgreSQL and Redis are, a port and an address where
+// nothing is, a TCP forwarder that can cut a dependency off, a log buffer
+// safe for concurrent writers, a self-signed certificate and a way to
+// build the module's binaries. It sits at the module root so that app,
+// infra, stacks and docs tests can all import it; it is imported by tests
+// only.
 package testsupport
 
 import (
@@ -11,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -34,15 +38,21 @@ func RedisURL() string { return env("NBMS_TEST_REDIS_URL", "redis://"+RedisAddr(
 // that is down.
 func ClosedAddr(t testing.TB) string {
 	t.Helper()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+}
+
+// FreePort is a loopback TCP port nothing listens on right now.
+func FreePort(t testing.TB) int {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("closed address: %v", err)
+		t.Fatalf("free port: %v", err)
 	}
-	addr := l.Addr().String()
+	port := l.Addr().(*net.TCPAddr).Port
 	if err := l.Close(); err != nil {
-		t.Fatalf("closed address: %v", err)
+		t.Fatalf("free port: %v", err)
 	}
-	return addr
+	return port
 }
 
 func env(name, fallback string) string {
