@@ -4,14 +4,19 @@
 #
 #   - installs the Debian packages the tests use as real consumers
 #     (nginx, pgBackRest, PostGIS, Chromium for the policy report, shellcheck
-#     for the ops scripts), without starting their services;
-#   - makes sure PostgreSQL and Redis are running on 127.0.0.1;
-#   - installs the Go tools `make check` needs into .tools/ and builds the
-#     pinned Pulumi CLI (scripts/build-pulumi.sh);
+#     for the ops scripts, Docker's engine and mmdebstrap for the real
+#     deploy), without starting their services;
+#   - makes sure PostgreSQL and Redis are running on 127.0.0.1 and that a
+#     Docker engine answers (scripts/docker-daemon.sh);
+#   - installs the Go tools `make check` needs into .tools/, builds the
+#     pinned Pulumi CLI (scripts/build-pulumi.sh) and the provider plugins
+#     (scripts/build-providers.sh);
+#   - makes the local Debian base image every NBMS image builds from
+#     (scripts/base-image.sh);
 #   - downloads the Go modules.
 set -euo pipefail
 case "${1:-}" in
--h|--help) printf '%b\n' "Usage: scripts/setup.sh\nPrepare this machine to build and test NBMS (idempotent): Debian packages, PostgreSQL and Redis running, Go tools, the pinned Pulumi CLI."; exit 0 ;;
+-h|--help) printf '%b\n' "Usage: scripts/setup.sh\nPrepare this machine to build and test NBMS (idempotent): Debian packages, PostgreSQL, Redis and a Docker engine running, Go tools, the pinned Pulumi CLI and provider plugins, the local base image."; exit 0 ;;
 "") ;;
 *) echo "$(basename "$0"): unexpected argument: $1 (see --help)" >&2; exit 2 ;;
 esac
@@ -20,7 +25,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-DEBIAN_PACKAGES=(nginx pgbackrest postgresql-15-postgis-3 postgresql-15-postgis-3-scripts chromium shellcheck)
+DEBIAN_PACKAGES=(nginx pgbackrest postgresql-15-postgis-3 postgresql-15-postgis-3-scripts chromium shellcheck docker.io mmdebstrap)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -81,6 +86,13 @@ fi
 log "downloading Go modules"
 go mod download
 
-# The Pulumi CLI the engine tests drive, built from the module proxy.
+# The Pulumi CLI the engine tests drive, built from the module proxy, and
+# the provider plugins the real deploy runs, built from their sources.
 ./scripts/build-pulumi.sh
+./scripts/build-providers.sh
+
+# The Docker engine the real deploy (`make e2e`) targets, and the base
+# image every NBMS image builds from: no registry is reachable from CI.
+./scripts/docker-daemon.sh
+./scripts/base-image.sh >/dev/null
 log "setup complete"
