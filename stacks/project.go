@@ -47,7 +47,7 @@ var docs = map[string]string{
 	"sentryDsn":          "Sentry DSN (secret, optional): pulumi config set --secret nbms:sentryDsn <dsn>.",
 	"edgeSubnet":         "IPv4 subnet of the edge network (nginx + app); the app trusts X-Forwarded-* from it only.",
 	"protectVolumes":     "Protect the data volumes (pgdata, pgBackRest repo, media) from pulumi destroy and replacement.",
-	"images":             "Pinned third-party images (name:tag@sha256:digest; never latest) and the build platform.",
+	"images":             "base: the one Debian bookworm image every NBMS image is built from, pinned (name:tag@sha256:digest, or the sha256: image ID of a local image made by scripts/base-image.sh); platform: of the built images.",
 	"limits":             "Per container role (app, migrate, collectstatic, proxy, db, cache, backup): memoryMb, cpus, nproc (ulimit; pulumi-docker has no pids limit).",
 	"backup":             "pgBackRest schedule (cron: minute hour day month weekday) and retention (count of full / differential backups).",
 	"logs":               "json-file log rotation of every container (maxSize like 10m, maxFile count).",

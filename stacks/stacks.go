@@ -93,13 +93,17 @@ type Config struct {
 	Probe  Probe            `json:"probe"`
 }
 
-// Images are the third-party images, pinned by tag and digest. The app and
-// database images are built from this repository (app/Dockerfile,
-// infra/images/db/Dockerfile), whose base images are pinned there.
+// Images says what every image is built from. The program builds all four
+// images (app, nginx, PostgreSQL/PostGIS/pgBackRest, Redis) from this one
+// Debian base with Debian's packages (infra/images, app/Dockerfile), so a
+// stack has exactly one third-party image to pin and to patch.
 type Images struct {
-	Nginx    string `json:"nginx" validate:"required,pinned"`
-	Redis    string `json:"redis" validate:"required,pinned"`
-	Platform string `json:"platform" validate:"oneof=linux/amd64"` // of both built images: the db image copies the app image's binary
+	// Base is the Debian bookworm image every Dockerfile starts FROM, pinned
+	// by content: name:tag@sha256:<manifest digest> to pull from a registry,
+	// or sha256:<image ID> for an image already on the Docker host (what
+	// scripts/base-image.sh makes where no registry is reachable).
+	Base     string `json:"base" validate:"required,pinned"`
+	Platform string `json:"platform" validate:"oneof=linux/amd64"` // of the built images: the db image copies the app image's binary
 }
 
 // Limit bounds one container.
@@ -174,6 +178,9 @@ func (s Secret) String() string {
 // MarshalJSON hides the value from JSON dumps.
 func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
 
+// DefaultBaseImage is the production base image (see Images.Base).
+const DefaultBaseImage = "debian:bookworm-slim@sha256:4b50eb66f977b4062683ff434ef18ac191da862dbe966961bc11990cf5791a8d"
+
 // Paths inside the containers that the app settings and the renderers share.
 const (
 	StaticRoot = "/srv/nbms/static"
@@ -197,8 +204,10 @@ func Defaults() Config {
 		// Protected volumes survive `pulumi destroy` and a replace.
 		ProtectVolumes: true,
 		Images: Images{
-			Nginx:    "nginxinc/nginx-unprivileged:1.27-alpine@sha256:65e3e85dbaed8ba248841d9d58a899b6197106c23cb0ff1a132b7bfe0547e4c0",
-			Redis:    "redis:7.4-alpine@sha256:ff02b58f971e7d7d156a1267e283fcbbeee91773b6aa36c49dac28ecfe28eadf",
+			// Debian's bookworm-slim, by the digest of its multi-platform
+			// index. Re-check before changing it:
+			//   docker buildx imagetools inspect debian:bookworm-slim
+			Base:     DefaultBaseImage,
 			Platform: "linux/amd64",
 		},
 		Limits: map[string]Limit{
@@ -439,14 +448,20 @@ var validate = sync.OnceValue(func() *validator.Validate {
 var (
 	logSizeRE  = regexp.MustCompile(`^[1-9][0-9]*[kmg]$`)
 	imageRefRE = regexp.MustCompile(`^([a-z0-9][a-z0-9._/-]*(?::[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*:([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})@sha256:[0-9a-f]{64}$`)
+	imageIDRE  = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 )
 
-// CheckImageRef accepts only name:tag@sha256:<digest>, never a latest tag:
-// the tag tells humans what runs, the digest makes it so.
+// CheckImageRef accepts an image pinned by content: name:tag@sha256:<digest>
+// (never a latest tag: the tag tells humans what runs, the digest makes it
+// so) or a local image ID, sha256:<64 hex digits>, which is the hash of
+// the image's configuration and so pins it as firmly.
 func CheckImageRef(ref string) error {
+	if imageIDRE.MatchString(ref) {
+		return nil
+	}
 	m := imageRefRE.FindStringSubmatch(ref)
 	if m == nil {
-		return fmt.Errorf("%q must be name:tag@sha256:<64 hex digits>", ref)
+		return fmt.Errorf("%q must be name:tag@sha256:<64 hex digits> or a local image ID sha256:<64 hex digits>", ref)
 	}
 	if strings.EqualFold(m[2], "latest") {
 		return fmt.Errorf("%q uses the tag latest; pin a version", ref)

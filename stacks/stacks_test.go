@@ -161,9 +161,11 @@ func TestEachBadValueNamesItsKey(t *testing.T) {
 		{"httpPort", "eighty", "nbms:httpPort", "cannot decode"},
 		{"tlsMode", "off", "nbms:tlsMode", "must be provided in production"},
 		{"edgeSubnet", "0.0.0.0", "nbms:edgeSubnet", "cidrv4"},
-		{"images", `{"nginx": "nginx:latest"}`, "nbms:images.nginx", "name:tag@sha256"},
-		{"images", `{"redis": "redis:latest@sha256:` + strings.Repeat("a", 64) + `"}`, "nbms:images.redis", "latest"},
-		{"images", `{"ngnix": "x"}`, "nbms:images", "unknown field"},
+		{"images", `{"base": "debian:latest"}`, "nbms:images.base", "name:tag@sha256"},
+		{"images", `{"base": "debian:latest@sha256:` + strings.Repeat("a", 64) + `"}`, "nbms:images.base", "latest"},
+		{"images", `{"base": "nbms-base:bookworm"}`, "nbms:images.base", "local image ID sha256:"},
+		{"images", `{"base": ""}`, "nbms:images.base", "required"},
+		{"images", `{"nginx": "x"}`, "nbms:images", "unknown field"},
 		{"limits", `{"app": {"memoryMb": 8}}`, "nbms:limits.app.memoryMb", "min=32"},
 		{"limits", `{"app": {"cpus": 0}}`, "nbms:limits.app.cpus", "gt=0"},
 		{"limits", `{"worker": {"memoryMb": 64, "cpus": 1, "nproc": 64}}`, "nbms:limits.worker", "unknown role"},
@@ -193,15 +195,15 @@ func TestOneErrorNamesEveryBadKey(t *testing.T) {
 	raw := prodValues(t)
 	raw["corsOrigins"] = `["*", "https://ok.example.org", "null"]`
 	raw["allowedHosts"] = `["*"]`
-	raw["images"] = `{"nginx": "nginx:1.27", "redis": "redis:latest"}`
+	raw["images"] = `{"base": "debian:bookworm"}`
 	raw["limits"] = `{"db": {"nproc": 1}}`
 	raw["backup"] = `{"diffCron": "x"}`
 	raw["app"] = `{"hstsSeconds": 1}`
 	_, err := stacks.Parse("prod", values(raw))
 	serr := stackError(t, err)
 	want := []string{
-		"nbms:allowedHosts[0]", "nbms:corsOrigins[0]", "nbms:corsOrigins[2]", "nbms:images.nginx",
-		"nbms:images.redis", "nbms:limits.db.nproc", "nbms:backup.diffCron", "nbms:app.hstsSeconds",
+		"nbms:allowedHosts[0]", "nbms:corsOrigins[0]", "nbms:corsOrigins[2]", "nbms:images.base",
+		"nbms:limits.db.nproc", "nbms:backup.diffCron", "nbms:app.hstsSeconds",
 	}
 	assert.ElementsMatch(t, want, serr.Keys())
 	msg := err.Error()
@@ -270,10 +272,15 @@ func TestParseStackFileRefusesEncryptedValues(t *testing.T) {
 
 func TestCheckImageRef(t *testing.T) {
 	digest := "@sha256:" + strings.Repeat("0123456789abcdef", 4)
-	for _, ok := range []string{"redis:7.4-alpine" + digest, "registry.example.org:5000/team/nginx:1.27.3" + digest} {
+	id := "sha256:" + strings.Repeat("0123456789abcdef", 4)
+	for _, ok := range []string{"debian:bookworm-slim" + digest, "registry.example.org:5000/team/debian:12.8" + digest, id, stacks.DefaultBaseImage} {
 		assert.NoError(t, stacks.CheckImageRef(ok), ok)
 	}
-	for _, bad := range []string{"redis", "redis:7.4", "redis" + digest, "redis:latest" + digest, "redis:LATEST" + digest, "redis:7@sha256:abc"} {
+	for _, bad := range []string{
+		"debian", "debian:bookworm", "debian" + digest, "debian:latest" + digest, "debian:LATEST" + digest, "debian:12@sha256:abc",
+		// An image ID is 64 lower-case hex digits, nothing before or after.
+		"sha256:" + strings.Repeat("A", 64), id[:70], id + ":x", "sha256:" + id,
+	} {
 		assert.Error(t, stacks.CheckImageRef(bad), bad)
 	}
 }

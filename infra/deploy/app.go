@@ -16,40 +16,23 @@ const (
 	appAlias  = "app"
 )
 
-// App is the NBMS backend: its image, the media and static volumes, the
-// one-shot migrate and collectstatic runs, and the server.
+// App is the NBMS backend: the media and static volumes, the one-shot
+// migrate and collectstatic runs, and the server.
 type App struct {
 	pulumi.ResourceState
-	Image                             *docker.Image
 	Container, Migrate, Collectstatic *docker.Container
 	Static, Media                     *docker.Volume
 	StaticName, MediaName             string
 }
 
 // newApp registers the App component with what other tiers need before
-// the app runs: its image (the database image copies the nbms binary out
-// of it) and its volumes. startApp adds the containers.
+// the app runs: its volumes. startApp adds the containers.
 func (d *deployment) newApp(ctx *pulumi.Context) (*App, error) {
 	a := &App{}
 	if err := ctx.RegisterComponentResource(typeApp, "app", a); err != nil {
 		return nil, err
 	}
 	var err error
-	a.Image, err = docker.NewImage(ctx, "app-image", &docker.ImageArgs{
-		ImageName: pulumi.String(appImageName(d.cfg)),
-		Build: &docker.DockerBuildArgs{
-			// The module root: the build needs go.mod; .dockerignore keeps
-			// the context to go.mod, go.sum and app/.
-			Context:        pulumi.String(d.path(".")),
-			Dockerfile:     pulumi.String(d.path("app/Dockerfile")),
-			Platform:       pulumi.String(d.cfg.Images.Platform),
-			BuilderVersion: docker.BuilderVersionBuilderBuildKit,
-		},
-		SkipPush: pulumi.Bool(true),
-	}, pulumi.Parent(a))
-	if err != nil {
-		return nil, err
-	}
 	if a.Media, a.MediaName, err = d.newVolume(ctx, a, "media", true); err != nil {
 		return nil, err
 	}
@@ -61,10 +44,6 @@ func (d *deployment) newApp(ctx *pulumi.Context) (*App, error) {
 	return a, nil
 }
 
-// appImageName is the local tag of the app image. A tag is not unique per
-// build, which is why containers run the image ID (RepoDigest) instead.
-func appImageName(cfg *stacks.Config) string { return "nbms-app:" + cfg.Stack }
-
 // The one-shot runs' arguments to the app image's nbms entrypoint. The live
 // test runs the real binary with exactly these.
 var (
@@ -74,8 +53,8 @@ var (
 
 // startApp registers the one-shot migrate and collectstatic runs and the
 // server, which starts only once both succeeded.
-func (d *deployment) startApp(ctx *pulumi.Context, a *App, net *Network, sec *Secrets, db *Database, cache *Cache, hook *pulumi.ResourceHook) error {
-	image, media, static := a.Image, a.Media, a.Static
+func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, net *Network, sec *Secrets, db *Database, cache *Cache, hook *pulumi.ResourceHook) error {
+	media, static := a.Media, a.Static
 	envs, err := d.appEnv(sec)
 	if err != nil {
 		return err

@@ -11,7 +11,7 @@ import (
 
 const (
 	cacheAlias = "cache"
-	redisUID   = "999:1000" // redis user and group of the Alpine redis image
+	redisUID   = "998:998" // the redis user of infra/images/redis
 )
 
 // Cache is Redis: password-protected, memory only (no RDB, no AOF). It
@@ -21,17 +21,12 @@ type Cache struct {
 	Container *docker.Container
 }
 
-func (d *deployment) newCache(ctx *pulumi.Context, net *Network, sec *Secrets) (*Cache, error) {
+func (d *deployment) newCache(ctx *pulumi.Context, net *Network, sec *Secrets, image *docker.Image) (*Cache, error) {
 	c := &Cache{}
 	if err := ctx.RegisterComponentResource(typeCache, "cache", c); err != nil {
 		return nil, err
 	}
-	image, err := docker.NewRemoteImage(ctx, "redis-image", &docker.RemoteImageArgs{
-		Name: pulumi.String(d.cfg.Images.Redis), KeepLocally: pulumi.Bool(true),
-	}, pulumi.Parent(c))
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	maxMemory := d.cfg.Limits[stacks.RoleCache].MemoryMB * 3 / 4
 	// The password reaches redis-server through a config read on stdin, so
 	// it is in neither the command line nor a file. REDISCLI_AUTH is also
@@ -41,7 +36,7 @@ requirepass $REDISCLI_AUTH
 EOF`
 	c.Container, err = d.newContainer(ctx, c, containerSpec{
 		role:       stacks.RoleCache,
-		image:      image.ImageId,
+		image:      image.RepoDigest,
 		user:       redisUID,
 		entrypoint: []string{"/bin/sh", "-c", script, "redis"},
 		command:    pulumi.ToStringArray([]string{strconv.Itoa(maxMemory) + "mb"}),
@@ -52,8 +47,8 @@ EOF`
 			Interval: pulumi.String("10s"), Timeout: pulumi.String("3s"), StartPeriod: pulumi.String("10s"), Retries: pulumi.Int(3),
 		},
 		networks: []attachment{{network: net.Internal, name: net.InternalName, aliases: []string{cacheAlias}}},
-		// /data is the image's VOLUME; a tmpfs there stops Docker from
-		// creating an anonymous volume.
+		// /data is redis-server's working directory; nothing is persisted
+		// there (no RDB, no AOF), so memory is enough.
 		tmpfs:       map[string]string{"/data": tmpfsOptions(16), "/tmp": tmpfsOptions(16)},
 		wait:        true,
 		stopTimeout: 15,

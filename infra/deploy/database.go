@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"maps"
-	"path/filepath"
 	"slices"
 	"strconv"
 
@@ -16,17 +15,18 @@ import (
 
 // Paths and names inside the database image (infra/images/db/Dockerfile).
 const (
-	pgUID          = "999:999" // the postgres user of the Debian postgres images
-	pgDataPath     = "/var/lib/postgresql/data"
-	pgSocketPath   = "/var/run/postgresql"
-	pgRepoPath     = "/var/lib/pgbackrest"
-	pgStanza       = "nbms"
-	pgConfigPath   = "/tmp/nbms/pgbackrest.conf"
-	dbAlias        = "db"
-	appDBName      = "nbms"
-	appDBUser      = "nbms"
-	dbEntrypoint   = "/usr/local/bin/docker-entrypoint.sh"
-	dbImageContext = "infra/images/db"
+	pgUID        = "999:999" // the postgres user of infra/images/db
+	pgDataPath   = "/var/lib/postgresql/data"
+	pgSocketPath = "/var/run/postgresql"
+	pgRepoPath   = "/var/lib/pgbackrest"
+	pgStanza     = "nbms"
+	pgConfigPath = "/tmp/nbms/pgbackrest.conf"
+	dbAlias      = "db"
+	appDBName    = "nbms"
+	appDBUser    = "nbms"
+	// dbEntrypoint initialises an empty data directory (superuser password,
+	// the app's role and database with PostGIS) and then execs postgres.
+	dbEntrypoint = "/usr/local/bin/nbms-db-entrypoint"
 )
 
 // Database is PostgreSQL/PostGIS with WAL archiving to pgBackRest, and the
@@ -36,34 +36,9 @@ type Database struct {
 	Container, Backup *docker.Container
 }
 
-func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets, appImage *docker.Image) (*Database, error) {
+func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets, image *docker.Image) (*Database, error) {
 	db := &Database{}
 	if err := ctx.RegisterComponentResource(typeDatabase, "database", db); err != nil {
-		return nil, err
-	}
-	image, err := docker.NewImage(ctx, "db-image", &docker.ImageArgs{
-		ImageName: pulumi.String("nbms-db:" + d.cfg.Stack),
-		Build: &docker.DockerBuildArgs{
-			Context:        pulumi.String(d.path(dbImageContext)),
-			Dockerfile:     pulumi.String(d.path(filepath.Join(dbImageContext, "Dockerfile"))),
-			Platform:       pulumi.String(d.cfg.Images.Platform),
-			BuilderVersion: docker.BuilderVersionBuilderBuildKit,
-			// The image copies the nbms binary out of the app image (the
-			// backup scheduler is its backup-schedule subcommand).
-			// BuildKit cannot use an image ID in FROM (moby/buildkit#2204),
-			// so APP_IMAGE is the local tag; APP_IMAGE_ID, the ID of the
-			// build that tag points to, changes with every app build and
-			// so rebuilds this image whenever the binary changes (it also
-			// ends up in a label, for provenance).
-			Args: pulumi.StringMap{
-				"APP_IMAGE":    appImage.ImageName,
-				"APP_IMAGE_ID": appImage.RepoDigest,
-			},
-		},
-		// One host: the image never leaves it.
-		SkipPush: pulumi.Bool(true),
-	}, pulumi.Parent(db))
-	if err != nil {
 		return nil, err
 	}
 	pgdata, pgdataName, err := d.newVolume(ctx, db, "pgdata", true)
@@ -147,7 +122,7 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 			conventions.EnvBackupRetentionFull: strconv.Itoa(d.cfg.Backup.RetentionFull),
 			conventions.EnvBackupRetentionDiff: strconv.Itoa(d.cfg.Backup.RetentionDiff),
 		}, nil),
-		healthcheck: healthcheck("5m", "30s", "2m", 3, "pgbackrest", "info"),
+		healthcheck: healthcheck("30s", "30s", "2m", 3, "pgbackrest", "info"),
 		networks:    []attachment{{network: net.Internal, name: net.InternalName}},
 		volumes: []volumeMount{
 			{volume: pgdata, name: pgdataName, path: pgDataPath, readOnly: true},

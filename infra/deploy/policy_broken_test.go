@@ -157,8 +157,8 @@ var brokenVariants = []brokenVariant{
 	},
 	{
 		policy:     "docker-image-require-pinned-version",
-		refused:    map[string]string{"images": `{"nginx": "nginxinc/nginx-unprivileged:1.27-alpine"}`},
-		refusedKey: "nbms:images.nginx",
+		refused:    map[string]string{"images": `{"base": "debian:bookworm-slim"}`},
+		refusedKey: "nbms:images.base",
 		// The app given its tag instead of the built image's ID.
 		resource: stacks.RoleApp, mutate: func(_ *testing.T, in resource.PropertyMap) {
 			in["image"] = resource.NewStringProperty("nbms-app:prod")

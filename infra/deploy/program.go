@@ -111,24 +111,26 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The app image comes first: the database image copies its nbms
-	// binary, which runs the backup schedule.
+	images, err := d.newImages(ctx)
+	if err != nil {
+		return nil, err
+	}
 	app, err := d.newApp(ctx)
 	if err != nil {
 		return nil, err
 	}
-	db, err := d.newDatabase(ctx, net, sec, app.Image)
+	db, err := d.newDatabase(ctx, net, sec, images.DB)
 	if err != nil {
 		return nil, err
 	}
-	cache, err := d.newCache(ctx, net, sec)
+	cache, err := d.newCache(ctx, net, sec, images.Cache)
 	if err != nil {
 		return nil, err
 	}
-	if err := d.startApp(ctx, app, net, sec, db, cache, hook); err != nil {
+	if err := d.startApp(ctx, app, images.App, net, sec, db, cache, hook); err != nil {
 		return nil, err
 	}
-	proxy, err := d.newProxy(ctx, net, app, hook)
+	proxy, err := d.newProxy(ctx, net, app, images.Proxy, hook)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,7 @@ const (
 	typeVolume      = "docker:index/volume:Volume"
 	typeImage       = "docker:index/image:Image"
 	typeRemoteImage = "docker:index/remoteImage:RemoteImage"
+	typeTag         = "docker:index/tag:Tag"
 	typePassword    = "random:index/randomPassword:RandomPassword"
 )
 
@@ -462,27 +463,57 @@ func TestPostDeployHookIsBoundToAppAndProxy(t *testing.T) {
 	}
 }
 
-func TestImagesArePinnedAndBuiltLocally(t *testing.T) {
+func TestImagesAreBuiltLocallyFromTheOnePinnedBase(t *testing.T) {
 	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{})
 	require.NoError(t, res.err)
-	for name, img := range res.m.byType(typeRemoteImage) {
-		assert.NoError(t, stacks.CheckImageRef(plain(img.Inputs["name"]).(string)), name)
-		assert.Equal(t, true, plain(img.Inputs["keepLocally"]), name)
-	}
+	remote := res.m.byType(typeRemoteImage)
+	require.Len(t, remote, 1, "one third-party image: the base")
+	base := remote["base-image"]
+	assert.Equal(t, stacks.DefaultBaseImage, plain(base.Inputs["name"]))
+	assert.Equal(t, true, plain(base.Inputs["keepLocally"]), "the base belongs to the operator")
+	tag := res.m.byType(typeTag)["base-tag"]
+	assert.Equal(t, map[string]any{"sourceImage": "sha256:" + strings.Repeat("c", 64), "targetImage": "nbms-base:prod"}, plain(resource.NewObjectProperty(tag.Inputs)),
+		"the stack's local name for the base points at exactly the pinned image")
+
 	built := res.m.byType(typeImage)
-	require.Len(t, built, 2)
-	assert.Equal(t, map[string]any{"context": "../..", "dockerfile": "../../app/Dockerfile", "platform": "linux/amd64", "builderVersion": "BuilderBuildKit"}, plain(built["app-image"].Inputs["build"]))
-	dbBuild := plain(built["db-image"].Inputs["build"]).(map[string]any)
-	assert.Equal(t, "../../infra/images/db/Dockerfile", dbBuild["dockerfile"])
+	baseArgs := map[string]any{"BASE_IMAGE": "nbms-base:prod", "BASE_IMAGE_ID": "sha256:" + strings.Repeat("c", 64)}
+	want := map[string]struct{ context, dockerfile, tag string }{
+		"app-image":   {"../..", "../../app/Dockerfile", "nbms-app:prod"},
+		"db-image":    {"../../infra/images/db", "../../infra/images/db/Dockerfile", "nbms-db:prod"},
+		"proxy-image": {"../../infra/images/nginx", "../../infra/images/nginx/Dockerfile", "nbms-nginx:prod"},
+		"cache-image": {"../../infra/images/redis", "../../infra/images/redis/Dockerfile", "nbms-redis:prod"},
+	}
+	require.ElementsMatch(t, slices.Collect(maps.Keys(want)), slices.Collect(maps.Keys(built)))
+	for name, w := range want {
+		img := built[name]
+		b := plain(img.Inputs["build"]).(map[string]any)
+		assert.Equal(t, w.context, b["context"], name)
+		assert.Equal(t, w.dockerfile, b["dockerfile"], name)
+		assert.Equal(t, "BuilderBuildKit", b["builderVersion"], name)
+		assert.Equal(t, "linux/amd64", b["platform"], name)
+		assert.Equal(t, w.tag, plain(img.Inputs["imageName"]), name)
+		assert.Equal(t, true, plain(img.Inputs["skipPush"]), name, "images never leave the host")
+		args := b["args"].(map[string]any)
+		for k, v := range baseArgs {
+			assert.Equal(t, v, args[k], "%s: every image builds FROM the base", name)
+		}
+		assert.True(t, slices.ContainsFunc(img.RegisterRPC.GetDependencies(), func(urn string) bool {
+			return strings.HasSuffix(urn, "::base-tag")
+		}), "%s is built after the base is tagged", name)
+	}
 	// The db image copies the nbms binary out of the app image just built:
 	// by its tag (what BuildKit can resolve) and its ID (which changes, and
 	// so rebuilds the db image, whenever the app does).
-	assert.Equal(t, map[string]any{"APP_IMAGE": "nbms-app:prod", "APP_IMAGE_ID": "sha256:" + strings.Repeat("b", 64)}, dbBuild["args"])
+	dbArgs := plain(built["db-image"].Inputs["build"]).(map[string]any)["args"].(map[string]any)
+	assert.Equal(t, "nbms-app:prod", dbArgs["APP_IMAGE"])
+	assert.Equal(t, "sha256:"+strings.Repeat("b", 64), dbArgs["APP_IMAGE_ID"])
 	assert.True(t, slices.ContainsFunc(built["db-image"].RegisterRPC.GetDependencies(), func(urn string) bool {
 		return strings.HasSuffix(urn, "::app-image")
 	}), "the db image is built after the app image")
-	for name, img := range built {
-		assert.Equal(t, true, plain(img.Inputs["skipPush"]), name)
+
+	// Every long-running container runs a built image by ID.
+	for role, c := range res.m.byType(typeContainer) {
+		assert.Equal(t, "sha256:"+strings.Repeat("b", 64), plain(c.Inputs["image"]), role)
 	}
 }
 
@@ -537,8 +568,8 @@ func TestBadConfigRegistersNothing(t *testing.T) {
 	}{
 		{"contract rules", map[string]string{"corsOrigins": `["*"]`, "allowedHosts": `["*"]`, "app": `{"hstsSeconds": 60}`},
 			[]string{"nbms:corsOrigins[0]", "nbms:allowedHosts[0]", "nbms:app.hstsSeconds"}},
-		{"types and pins", map[string]string{"images": `{"nginx": "nginx:latest"}`, "httpPort": "http", "limits": `{"db": {"memoryMb": 1}}`},
-			[]string{"nbms:images.nginx", "nbms:httpPort"}},
+		{"types and pins", map[string]string{"images": `{"base": "debian:latest"}`, "httpPort": "http", "limits": `{"db": {"memoryMb": 1}}`},
+			[]string{"nbms:images.base", "nbms:httpPort"}},
 		{"missing operator secrets", map[string]string{"tlsKey": "", "tlsCertificate": ""},
 			[]string{"nbms:tlsCertificate", "nbms:tlsKey"}},
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/nbms-deploy/nbms/stacks"
 )
 
-// Inside the nginx-unprivileged image nginx runs as uid 101 with no
+// In infra/images/nginx (Debian's nginx) nginx runs as uid 101 with no
 // capability. It still listens on 80 and 443 inside the container (what the
 // policy pack and CIS 5.8's proxy exception expect): the container's
 // net.ipv4.ip_unprivileged_port_start is 0, which Docker >= 20.10 sets by
@@ -60,15 +60,9 @@ func hstsSeconds(cfg *stacks.Config) int {
 	return cfg.App.HSTSSeconds
 }
 
-func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, hook *pulumi.ResourceHook) (*Proxy, error) {
+func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image *docker.Image, hook *pulumi.ResourceHook) (*Proxy, error) {
 	p := &Proxy{}
 	if err := ctx.RegisterComponentResource(typeProxy, "proxy", p); err != nil {
-		return nil, err
-	}
-	image, err := docker.NewRemoteImage(ctx, "nginx-image", &docker.RemoteImageArgs{
-		Name: pulumi.String(d.cfg.Images.Nginx), KeepLocally: pulumi.Bool(true),
-	}, pulumi.Parent(p))
-	if err != nil {
 		return nil, err
 	}
 	files := []renderedFile{{path: proxyConfPath, content: d.rendered.nginxConf}}
@@ -87,11 +81,13 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, hook 
 			Ip: pulumi.String(d.cfg.BindAddress), Protocol: pulumi.String("tcp"),
 		})
 	}
-	// The image's entrypoint would rewrite /etc/nginx (read-only here);
-	// nginx runs directly on the rendered file.
-	entry, cmd := withFiles(files, "nginx", "-c", proxyConfPath, "-g", "daemon off;")
+	// nginx runs directly on the rendered file; -e stderr keeps it from
+	// opening its compiled-in error log (/var/log/nginx, read-only here)
+	// before it has read the file.
+	entry, cmd := withFiles(files, "nginx", "-e", "stderr", "-c", proxyConfPath, "-g", "daemon off;")
+	var err error
 	p.Container, err = d.newContainer(ctx, p, containerSpec{
-		role: stacks.RoleProxy, image: image.ImageId, user: proxyUID,
+		role: stacks.RoleProxy, image: image.RepoDigest, user: proxyUID,
 		entrypoint: entry, command: cmd,
 		envs: envList(nil, secretEnv),
 		healthcheck: healthcheck("10s", "3s", "5s", 3,

@@ -10,6 +10,7 @@ import (
 // Component type tokens, one per tier.
 const (
 	typeNetwork  = "nbms:deploy:Network"
+	typeImages   = "nbms:deploy:Images"
 	typeSecrets  = "nbms:deploy:Secrets"
 	typeDatabase = "nbms:deploy:Database"
 	typeCache    = "nbms:deploy:Cache"

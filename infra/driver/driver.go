@@ -292,6 +292,14 @@ func engineEnv(root string) (map[string]string, error) {
 		backend = "file://" + dir
 	}
 	env["PULUMI_BACKEND_URL"] = backend
+	// The provider plugins scripts/build-providers.sh built and installed
+	// for machines that cannot download them (`make setup`). Elsewhere the
+	// user's own Pulumi home, where `pulumi plugin install` put them.
+	if _, set := os.LookupEnv("PULUMI_HOME"); !set {
+		if home := ProjectPulumiHome(root); dirExists(filepath.Join(home, "plugins")) {
+			env["PULUMI_HOME"] = home
+		}
+	}
 	defaults := map[string]string{
 		"PULUMI_SKIP_UPDATE_CHECK": "true",
 		// Plugins are installed on purpose (`pulumi plugin install`), not
@@ -308,6 +316,15 @@ func engineEnv(root string) (map[string]string, error) {
 		}
 	}
 	return env, nil
+}
+
+// ProjectPulumiHome is the project-local Pulumi home under root, where
+// scripts/build-providers.sh installs the provider plugins.
+func ProjectPulumiHome(root string) string { return filepath.Join(root, ".tools", "pulumi", "home") }
+
+func dirExists(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.IsDir()
 }
 
 // openStack creates the inline workspace in work, copies the stack file

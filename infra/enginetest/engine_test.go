@@ -243,14 +243,17 @@ var expectedPlan = []string{
 	"random:index/randomPassword:RandomPassword app-db-password",
 	"random:index/randomPassword:RandomPassword redis-password",
 	"random:index/randomPassword:RandomPassword app-secret-key",
-	"nbms:deploy:Database database", "docker:index/image:Image db-image",
+	"nbms:deploy:Images images", "docker:index/remoteImage:RemoteImage base-image", "docker:index/tag:Tag base-tag",
+	"docker:index/image:Image app-image", "docker:index/image:Image db-image",
+	"docker:index/image:Image proxy-image", "docker:index/image:Image cache-image",
+	"nbms:deploy:Database database",
 	"docker:index/volume:Volume pgdata", "docker:index/volume:Volume pgbackrest-repo", "docker:index/volume:Volume pgrun",
 	"docker:index/container:Container db", "docker:index/container:Container backup",
-	"nbms:deploy:Cache cache", "docker:index/remoteImage:RemoteImage redis-image", "docker:index/container:Container cache",
-	"nbms:deploy:App app", "docker:index/image:Image app-image",
+	"nbms:deploy:Cache cache", "docker:index/container:Container cache",
+	"nbms:deploy:App app",
 	"docker:index/volume:Volume media", "docker:index/volume:Volume static",
 	"docker:index/container:Container migrate", "docker:index/container:Container collectstatic", "docker:index/container:Container app",
-	"nbms:deploy:Proxy proxy", "docker:index/remoteImage:RemoteImage nginx-image", "docker:index/container:Container proxy",
+	"nbms:deploy:Proxy proxy", "docker:index/container:Container proxy",
 }
 
 func nameOf(urn string) string { return urn[strings.LastIndex(urn, "::")+2:] }
@@ -341,7 +344,12 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	assert.Less(t, created["migrate"], created["app"], "migrations before the app")
 	assert.Less(t, created["collectstatic"], created["app"], "collectstatic before the app")
 	assert.Less(t, created["app"], created["proxy"], "the app before nginx")
-	assert.Len(t, order, 7+2+5+2+2, "7 containers, 2 networks, 5 volumes, 2 built and 2 pulled images")
+	assert.Less(t, created["base-image"], created["base-tag"], "the base before its stack tag")
+	for _, img := range []string{"app-image", "db-image", "proxy-image", "cache-image"} {
+		assert.Less(t, created["base-tag"], created[img], "the base tag before %s", img)
+	}
+	assert.Less(t, created["app-image"], created["db-image"], "the app image before the db image that copies its binary")
+	assert.Len(t, order, 7+2+5+4+1+1, "7 containers, 2 networks, 5 volumes, 4 built images, the base and its tag")
 
 	// The hook probed the public entry during the update, right after the
 	// app container was created and before nginx was: the driver's own
@@ -442,8 +450,8 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	}
 	assert.ElementsMatch(t, []string{
 		"edge", "internal", "db-superuser-password", "app-db-password", "redis-password", "app-secret-key",
-		"db-image", "pgrun", "db", "backup", "redis-image", "cache", "app-image", "static",
-		"migrate", "collectstatic", "app", "nginx-image", "proxy",
+		"base-image", "base-tag", "app-image", "db-image", "proxy-image", "cache-image",
+		"pgrun", "db", "backup", "cache", "static", "migrate", "collectstatic", "app", "proxy",
 	}, deleted)
 	remaining := e.stackExport()
 	for _, kept := range []string{"pgdata", "pgbackrest-repo", "media"} {
@@ -510,7 +518,7 @@ func TestAStackThatBreaksAMandatoryRuleIsRefusedBeforeAnythingIsCreated(t *testi
 		{"wildcard CORS origin", map[string]string{"corsOrigins": `["*"]`}, "", driver.ExitUsage, "nbms:corsOrigins[0]"},
 		{"http CSRF origin in production", map[string]string{"csrfTrustedOrigins": `["http://nbms.example.org"]`}, "", driver.ExitUsage, "nbms:csrfTrustedOrigins[0]"},
 		{"published on 0.0.0.0", map[string]string{"bindAddress": "0.0.0.0"}, "", driver.ExitUsage, "nbms:bindAddress"},
-		{"unpinned image", map[string]string{"images": `{"nginx": "nginx:latest"}`}, "", driver.ExitUsage, "nbms:images.nginx"},
+		{"unpinned image", map[string]string{"images": `{"base": "debian:latest"}`}, "", driver.ExitUsage, "nbms:images.base"},
 		{"HSTS below a year", map[string]string{"app": `{"hstsSeconds": 86400}`}, "", driver.ExitUsage, "nbms:app.hstsSeconds"},
 		// These pass the stack validation and only the policy pack refuses.
 		{"one full backup kept", map[string]string{"backup": `{"retentionFull": 1}`}, "", driver.ExitPolicy, "nbms-backup-configure-schedule-and-retention"},
