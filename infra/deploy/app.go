@@ -11,7 +11,7 @@ import (
 )
 
 const (
-	appUID    = "65532:65532" // distroless nonroot
+	appUID    = "65532:65532" // the nonroot user of app/Dockerfile
 	appBinary = "/usr/local/bin/nbms"
 	appAlias  = "app"
 )

@@ -28,17 +28,11 @@ func (d *deployment) newCache(ctx *pulumi.Context, net *Network, sec *Secrets, i
 	}
 	var err error
 	maxMemory := d.cfg.Limits[stacks.RoleCache].MemoryMB * 3 / 4
-	// The password reaches redis-server through a config read on stdin, so
-	// it is in neither the command line nor a file. REDISCLI_AUTH is also
-	// what redis-cli (the health check) authenticates with.
-	script := `exec redis-server --save '' --appendonly no --protected-mode yes --maxmemory "$1" --maxmemory-policy volatile-lru - <<EOF
-requirepass $REDISCLI_AUTH
-EOF`
 	c.Container, err = d.newContainer(ctx, c, containerSpec{
 		role:       stacks.RoleCache,
 		image:      image.RepoDigest,
 		user:       redisUID,
-		entrypoint: []string{"/bin/sh", "-c", script, "redis"},
+		entrypoint: []string{"/bin/sh", "-c", RedisScript, "redis"},
 		command:    pulumi.ToStringArray([]string{strconv.Itoa(maxMemory) + "mb"}),
 		envs:       envList(nil, map[string]pulumi.StringInput{"REDISCLI_AUTH": sec.RedisPassword}),
 		// redis-cli exits 0 on an error reply, so look for the PONG.
@@ -58,6 +52,14 @@ EOF`
 	}
 	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{"container": c.Container.Name})
 }
+
+// RedisScript starts redis-server; its first argument is maxmemory. The
+// password reaches redis-server through a config read on stdin, so it is in
+// neither the command line nor a file. REDISCLI_AUTH is also what
+// redis-cli (the health check) authenticates with.
+const RedisScript = `exec redis-server --save '' --appendonly no --protected-mode yes --maxmemory "$1" --maxmemory-policy volatile-lru - <<EOF
+requirepass $REDISCLI_AUTH
+EOF`
 
 // redisURL is the app's REDIS_URL (secret).
 func redisURL(sec *Secrets) pulumi.StringOutput {

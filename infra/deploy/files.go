@@ -27,10 +27,10 @@ type renderedFile struct {
 	fromEnv string
 }
 
-// filesPrologue is the sh script: it consumes "path content" pairs up to
+// FilesPrologue is the sh script: it consumes "path content" pairs up to
 // "--" (content "@VAR" means: take it from $VAR, then unset VAR), writes
 // each file with mode 0600 and execs the rest of its arguments.
-const filesPrologue = `set -eu
+const FilesPrologue = `set -eu
 umask 077
 while [ "$1" != "--" ]; do
   path=$1 content=$2
@@ -59,7 +59,7 @@ func withFiles(files []renderedFile, cmd ...string) ([]string, pulumi.StringArra
 	for _, c := range cmd {
 		args = append(args, pulumi.String(c))
 	}
-	return []string{"/bin/sh", "-c", filesPrologue, "nbms-files"}, args
+	return []string{"/bin/sh", "-c", FilesPrologue, "nbms-files"}, args
 }
 
 // envList turns name=value pairs into an Envs value; secret values keep

@@ -113,9 +113,15 @@ func stackConfig(t testing.TB, stack string) map[string]string {
 	require.NoError(t, err)
 	raw, err := stacks.ParseStackFile(data)
 	require.NoError(t, err)
-	if stack == "prod" {
+	switch stack {
+	case "prod":
 		raw["tlsCertificate"], raw["tlsKey"] = testsupport.SelfSignedCert(t, "nbms.example.org")
 		raw["sentryDsn"] = "https://publickey123@sentry.example.org/42"
+	case "e2e":
+		// What infra/e2e adds at run time: a chain from its CA and the
+		// local base image's ID.
+		raw["tlsCertificate"], raw["tlsKey"] = testsupport.NewCA(t, "test CA").Issue(t, raw["domain"])
+		raw["images"] = `{"base": "sha256:` + strings.Repeat("e", 64) + `"}`
 	}
 	return raw
 }
@@ -245,11 +251,13 @@ func leaks(v resource.PropertyValue, secrets []string, path string) []string {
 }
 
 var profiles = []struct {
-	stack, bind string
-	tls         bool
+	stack, profile, bind, subnet string
+	tls                          bool
+	httpPort, httpsPort          int
 }{
-	{"prod", "203.0.113.10", true},
-	{"dev", "127.0.0.1", false},
+	{"prod", "prod", "203.0.113.10", "172.30.0.0/24", true, 80, 443},
+	{"dev", "dev", "127.0.0.1", "172.30.0.0/24", false, 8080, 8443},
+	{"e2e", "prod", "127.0.0.1", "172.30.250.0/24", true, 18080, 18443},
 }
 
 func TestEveryContainerIsHardened(t *testing.T) {
@@ -268,7 +276,7 @@ func TestEveryContainerIsHardened(t *testing.T) {
 				in := c.Inputs
 				t.Run(role, func(t *testing.T) {
 					assert.Equal(t, p.stack+"-"+role, plain(in["name"]))
-					assert.Equal(t, map[string]string{deploy.LabelRole: role, deploy.LabelStack: p.stack, deploy.LabelProfile: p.stack}, labels(in))
+					assert.Equal(t, map[string]string{deploy.LabelRole: role, deploy.LabelStack: p.stack, deploy.LabelProfile: p.profile}, labels(in))
 					assert.Equal(t, true, plain(in["readOnly"]), "read-only root filesystem")
 					assert.NotEmpty(t, plain(in["tmpfs"]), "writable scratch space is tmpfs")
 					caps := plain(in["capabilities"]).(map[string]any)
@@ -313,7 +321,7 @@ func TestNetworksAndPorts(t *testing.T) {
 			require.Len(t, nets, 2)
 			assert.Equal(t, p.stack+"-edge", plain(nets["edge"].Inputs["name"]))
 			assert.Nil(t, plain(nets["edge"].Inputs["internal"]), "the edge network routes out")
-			assert.Equal(t, "172.30.0.0/24", plain(nets["edge"].Inputs["ipamConfigs"]).([]any)[0].(map[string]any)["subnet"])
+			assert.Equal(t, p.subnet, plain(nets["edge"].Inputs["ipamConfigs"]).([]any)[0].(map[string]any)["subnet"])
 			assert.Equal(t, p.stack+"-internal", plain(nets["internal"].Inputs["name"]))
 			assert.Equal(t, true, plain(nets["internal"].Inputs["internal"]), "no route out of the internal network")
 
@@ -339,9 +347,9 @@ func TestNetworksAndPorts(t *testing.T) {
 					continue
 				}
 				ports := plain(c.Inputs["ports"]).([]any)
-				wantPorts := []any{map[string]any{"internal": 80.0, "external": float64(map[bool]int{true: 80, false: 8080}[p.tls]), "ip": p.bind, "protocol": "tcp"}}
+				wantPorts := []any{map[string]any{"internal": 80.0, "external": float64(p.httpPort), "ip": p.bind, "protocol": "tcp"}}
 				if p.tls {
-					wantPorts = append(wantPorts, map[string]any{"internal": 443.0, "external": 443.0, "ip": p.bind, "protocol": "tcp"})
+					wantPorts = append(wantPorts, map[string]any{"internal": 443.0, "external": float64(p.httpsPort), "ip": p.bind, "protocol": "tcp"})
 				}
 				assert.Equal(t, wantPorts, ports)
 			}
@@ -361,7 +369,7 @@ func TestVolumes(t *testing.T) {
 				require.True(t, ok, name)
 				assert.Equal(t, p.stack+"-"+name, plain(v.Inputs["name"]))
 				assert.True(t, v.RegisterRPC.GetRetainOnDelete() || name == "static", "%s is kept when removed", name)
-				assert.Equal(t, p.stack == "prod" && slices.Contains(data, name), v.RegisterRPC.GetProtect(), "%s protected in prod only", name)
+				assert.Equal(t, p.profile == "prod" && slices.Contains(data, name), v.RegisterRPC.GetProtect(), "%s protected in production stacks only", name)
 			}
 			mounts := func(role string) map[string]any {
 				out := map[string]any{}
@@ -392,16 +400,16 @@ func TestAppEnvironmentSatisfiesTheContract(t *testing.T) {
 				env := envMap(t, in)
 				s, err := config.Parse(env)
 				require.NoError(t, err, role)
-				assert.Equal(t, config.Profile(p.stack), s.Profile)
+				assert.Equal(t, config.Profile(p.profile), s.Profile)
 				for _, v := range config.Vars() {
-					if v.RequiredIn(config.Prod) && p.stack == "prod" {
+					if v.RequiredIn(config.Prod) && p.profile == "prod" {
 						assert.NotEmpty(t, env[v.Name], "%s: %s", role, v.Name)
 					}
 				}
 				assert.Equal(t, "postgres", strings.SplitN(env["DATABASE_URL"], ":", 2)[0])
 				assert.Contains(t, env["DATABASE_URL"], "@db:5432/nbms")
 				assert.Contains(t, env["REDIS_URL"], "@cache:6379/0")
-				assert.Equal(t, "172.30.0.0/24", env["TRUSTED_PROXY_CIDRS"])
+				assert.Equal(t, p.subnet, env["TRUSTED_PROXY_CIDRS"])
 			}
 		})
 	}
@@ -438,8 +446,13 @@ func TestGeneratedSecretsStaySecret(t *testing.T) {
 					assert.NotContains(t, string(dump), s, "output %s", name)
 				}
 			}
-			assert.Equal(t, map[bool]string{true: "https://nbms.example.org", false: "http://localhost:8080"}[p.tls], res.outputs["url"].Value)
-			assert.Equal(t, map[string]any{"full": "30 1 * * 0", "diff": "30 1 * * 1-6", "retentionFull": 2, "retentionDiff": 6}, res.outputs["backupSchedule"].Value)
+			wantURL := map[string]string{"prod": "https://nbms.example.org", "dev": "http://localhost:8080", "e2e": "https://nbms.e2e.test:18443"}
+			assert.Equal(t, wantURL[p.stack], res.outputs["url"].Value)
+			wantSchedule := map[string]any{"full": "30 1 * * 0", "diff": "30 1 * * 1-6", "retentionFull": 2, "retentionDiff": 6}
+			if p.stack == "e2e" {
+				wantSchedule = map[string]any{"full": "* * * * *", "diff": "5 4 1 1 *", "retentionFull": 2, "retentionDiff": 1}
+			}
+			assert.Equal(t, wantSchedule, res.outputs["backupSchedule"].Value)
 			containers := res.outputs["containers"].Value.(map[string]string)
 			for _, role := range stacks.Roles {
 				assert.Equal(t, p.stack+"-"+role, containers[role])
@@ -531,16 +544,20 @@ func TestBackupSchedulerRunsTheAppBinary(t *testing.T) {
 			require.GreaterOrEqual(t, i, 0, "the files prologue ends with --")
 			assert.Equal(t, "/tmp/nbms/pgbackrest.conf", cmd[0], "the prologue writes the rendered pgBackRest config")
 			assert.Contains(t, cmd[1], "\n[global]\n")
+			full, diff, retention := "30 1 * * 0", "30 1 * * 1-6", "2"
+			if p.stack == "e2e" { // a test schedule (Pulumi.e2e.yaml)
+				full, diff = "* * * * *", "5 4 1 1 *"
+			}
 			want := []string{"/usr/local/bin/nbms", "backup-schedule", "--config", "/tmp/nbms/pgbackrest.conf", "--stanza", "nbms",
-				"--full", "30 1 * * 0", "--diff", "30 1 * * 1-6", "--exit-on-failure"}
+				"--full", full, "--diff", diff, "--exit-on-failure"}
 			assert.Equal(t, want, cmd[i+1:])
 			c, err := stacks.Parse(p.stack, stacks.Values{Raw: stackConfig(t, p.stack), Secret: func(string) bool { return true }})
 			require.NoError(t, err)
 			assert.Equal(t, want, deploy.BackupSchedulerCommand(c), "one source of the command line")
 			env := envMap(t, in)
-			assert.Equal(t, "30 1 * * 0", env["NBMS_BACKUP_SCHEDULE_FULL"])
-			assert.Equal(t, "30 1 * * 1-6", env["NBMS_BACKUP_SCHEDULE_DIFF"])
-			assert.Equal(t, "2", env["NBMS_BACKUP_RETENTION_FULL"])
+			assert.Equal(t, full, env["NBMS_BACKUP_SCHEDULE_FULL"])
+			assert.Equal(t, diff, env["NBMS_BACKUP_SCHEDULE_DIFF"])
+			assert.Equal(t, retention, env["NBMS_BACKUP_RETENTION_FULL"])
 			assert.Equal(t, "/tmp/nbms/pgbackrest.conf", env["PGBACKREST_CONFIG"])
 			assert.Equal(t, true, plain(in["init"]), "tini reaps the pgbackrest processes")
 		})

@@ -1,7 +1,12 @@
-// Package images holds the Dockerfiles of the images this repository builds
-// (the app's is app/Dockerfile). No Docker engine runs the tests, so this
-// test reads the Dockerfiles the way Checkov's Dockerfile checks do and
-// fails on the properties that matter for production.
+// Package images holds the Dockerfiles of the images the infra program
+// builds on the Docker host (the app's is app/Dockerfile): nginx, the
+// database (PostgreSQL/PostGIS/pgBackRest) and Redis, all from one Debian
+// bookworm base image passed as the BASE_IMAGE build arg.
+//
+// This file reads the Dockerfiles the way Checkov's and hadolint's
+// Dockerfile checks do and fails on the properties that matter for
+// production; build_test.go builds the images for real and runs them the
+// way the program does.
 package images
 
 import (
@@ -9,14 +14,40 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/infra/nginx"
 )
+
+// The Dockerfiles, relative to this package. Every Dockerfile under
+// infra/images must be listed (TestEveryDockerfileIsChecked).
+const (
+	appDockerfile   = "../../app/Dockerfile"
+	dbDockerfile    = "db/Dockerfile"
+	nginxDockerfile = "nginx/Dockerfile"
+	redisDockerfile = "redis/Dockerfile"
+	dbEntrypoint    = "db/nbms-db-entrypoint.sh"
+	nginxConf       = "nginx/nginx.conf"
+)
+
+var dockerfiles = []string{appDockerfile, dbDockerfile, nginxDockerfile, redisDockerfile}
+
+// The users the infra program runs the containers as (infra/deploy:
+// appUID, pgUID, proxyUID, redisUID).
+var imageUsers = map[string]string{
+	appDockerfile:   "65532:65532",
+	dbDockerfile:    "999:999",
+	nginxDockerfile: "101:101",
+	redisDockerfile: "998:998",
+}
 
 // instruction is one Dockerfile instruction with its continuation lines joined.
 type instruction struct {
@@ -56,78 +87,145 @@ func parse(t testing.TB, text string) []instruction {
 	return out
 }
 
-var (
-	digestRE      = regexp.MustCompile(`@sha256:[0-9a-f]{64}$`)
-	exactTagRE    = regexp.MustCompile(`:[0-9]+\.[0-9]+(\.[0-9]+)?[A-Za-z0-9._-]*$`)
-	secretNameRE  = regexp.MustCompile(`(?i)(password|passwd|secret|token|api_?key|private_?key)`)
-	argRefRE      = regexp.MustCompile(`^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$`)
-	insecureTLSRE = regexp.MustCompile(`curl\s[^;&|]*(-k\b|--insecure)|--no-check-certificate|--allow-unauthenticated|--force-yes|--nogpgcheck`)
-)
+// stage is one FROM and the instructions up to the next.
+type stage struct {
+	from, alias string
+	ins         []instruction
+}
 
-// check returns every rule a Dockerfile breaks (CKV_DOCKER ids where one
-// exists).
-func check(ins []instruction) []string {
-	var problems []string
-	bad := func(in instruction, format string, args ...any) {
-		problems = append(problems, fmt.Sprintf("line %d: %s", in.line, fmt.Sprintf(format, args...)))
-	}
-	aliases := map[string]bool{}
-	// globalArgs are the ARGs before the first FROM, the only ones a FROM
-	// can use: name -> default ("" and false when it has none).
-	globalArgs := map[string]struct {
-		value      string
-		hasDefault bool
-	}{}
-	seenFrom := false
-	lastUser, healthcheck := "", false
+func stages(ins []instruction) []stage {
+	var out []stage
 	for _, in := range ins {
-		if in.cmd == "ARG" && !seenFrom {
-			name, value, hasDefault := strings.Cut(in.args, "=")
-			globalArgs[name] = struct {
-				value      string
-				hasDefault bool
-			}{strings.Trim(value, `"`), hasDefault}
-		}
-		switch in.cmd {
-		case "FROM":
-			seenFrom = true
+		if in.cmd == "FROM" {
+			s := stage{}
 			fields := strings.Fields(in.args)
-			var image string
 			for _, f := range fields {
 				if !strings.HasPrefix(f, "--") {
-					image = f
+					s.from = f
 					break
 				}
 			}
 			if len(fields) >= 3 && strings.EqualFold(fields[len(fields)-2], "AS") {
-				alias := strings.ToLower(fields[len(fields)-1])
-				if aliases[alias] {
-					bad(in, "CKV_DOCKER_11: stage alias %q used twice", alias)
-				}
-				aliases[alias] = true
+				s.alias = strings.ToLower(fields[len(fields)-1])
 			}
-			lastUser = "" // a new stage starts as root again
-			if m := argRefRE.FindStringSubmatch(image); m != nil {
-				arg, declared := globalArgs[m[1]]
+			out = append(out, s)
+			continue
+		}
+		if len(out) > 0 {
+			out[len(out)-1].ins = append(out[len(out)-1].ins, in)
+		}
+	}
+	return out
+}
+
+// last returns the arguments of the last instruction cmd in ins.
+func last(ins []instruction, cmd string) string {
+	v := ""
+	for _, in := range ins {
+		if in.cmd == cmd {
+			v = in.args
+		}
+	}
+	return v
+}
+
+// runs joins the RUN instructions of ins.
+func runs(ins []instruction) string {
+	var out []string
+	for _, in := range ins {
+		if in.cmd == "RUN" {
+			out = append(out, in.args)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+var (
+	secretNameRE  = regexp.MustCompile(`(?i)(password|passwd|secret|token|api_?key|private_?key)`)
+	argRefRE      = regexp.MustCompile(`^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$`)
+	insecureTLSRE = regexp.MustCompile(`curl\s[^;&|]*(-k\b|--insecure)|--no-check-certificate|--allow-unauthenticated|--allow-insecure-repositories|--force-yes|--nogpgcheck|trusted=yes`)
+	numericUserRE = regexp.MustCompile(`^([0-9]+):([0-9]+)$`)
+	syntaxLineRE  = regexp.MustCompile(`(?mi)^#\s*syntax\s*=`)
+	aptCmdRE      = regexp.MustCompile(`(^|[;&|]\s*|\s)apt\s+(install|update|upgrade)`)
+	upgradeRE     = regexp.MustCompile(`apt-get\s+(-\S+\s+)*(upgrade|dist-upgrade)`)
+)
+
+// imageArgs are the only build args a FROM may name: the one base image,
+// and the app image the database image copies its binary from (itself
+// built FROM BASE_IMAGE).
+var imageArgs = map[string]bool{"BASE_IMAGE": true, "APP_IMAGE": true}
+
+// check returns every rule a Dockerfile breaks (CKV_DOCKER / hadolint ids
+// where one exists, NBMS for this project's own).
+func check(text string, ins []instruction) []string {
+	var problems []string
+	bad := func(in instruction, format string, args ...any) {
+		problems = append(problems, fmt.Sprintf("line %d: %s", in.line, fmt.Sprintf(format, args...)))
+	}
+	if syntaxLineRE.MatchString(text) {
+		problems = append(problems, "NBMS: a # syntax= directive makes BuildKit pull its frontend image from a registry")
+	}
+	aliases := map[string]bool{}
+	// globalArgs are the ARGs before the first FROM, the only ones a FROM
+	// can use: name -> has a default.
+	globalArgs := map[string]bool{}
+	globalDefaults := map[string]string{}
+	stageArgs := map[string]bool{}
+	seenFrom := false
+	lastUser, healthcheck, baseLabel := "", false, false
+	for _, in := range ins {
+		if in.cmd == "ARG" && !seenFrom {
+			name, value, hasDefault := strings.Cut(in.args, "=")
+			globalArgs[name] = hasDefault
+			globalDefaults[name] = strings.Trim(value, `"`)
+		}
+		switch in.cmd {
+		case "FROM":
+			seenFrom = true
+			s := stages([]instruction{in})[0]
+			if s.alias != "" {
+				if aliases[s.alias] {
+					bad(in, "CKV_DOCKER_11: stage alias %q used twice", s.alias)
+				}
+				aliases[s.alias] = true
+			}
+			lastUser, healthcheck, baseLabel = "", false, false // a new stage starts over
+			stageArgs = map[string]bool{}
+			image := s.from
+			m := argRefRE.FindStringSubmatch(image)
+			switch {
+			case image == "scratch":
+			case m != nil:
+				hasDefault, declared := globalArgs[m[1]]
 				switch {
 				case !declared:
 					bad(in, "CKV_DOCKER_7: %s names no ARG declared before the first FROM", image)
-					continue
-				case !arg.hasDefault:
-					// The builder must pass it, or the build fails: the
-					// caller pins it (the infra program passes the image
-					// it has just built, and its test says so).
-					continue
+				case hasDefault:
+					bad(in, "NBMS: ARG %s has a default (%s): a build without it must fail, not use another image", m[1], globalDefaults[m[1]])
+				case !imageArgs[m[1]]:
+					bad(in, "NBMS: FROM %s: images come from BASE_IMAGE (or APP_IMAGE, itself built on it) only", image)
 				}
-				image = arg.value // judge the default like a literal
-			}
-			switch {
-			case aliases[strings.ToLower(image)] && !strings.Contains(image, ":"):
+			case aliases[strings.ToLower(image)]:
 				// an earlier stage
-			case strings.Contains(image, ":latest"):
-				bad(in, "CKV_DOCKER_7: %s uses the latest tag", image)
-			case !digestRE.MatchString(image) && !exactTagRE.MatchString(image):
-				bad(in, "CKV_DOCKER_7: %s is pinned by neither digest nor an exact version tag", image)
+			default:
+				bad(in, "NBMS/CKV_DOCKER_7: FROM %s: every image builds FROM ${BASE_IMAGE}, an earlier stage or scratch", image)
+			}
+		case "ARG":
+			if seenFrom {
+				stageArgs[strings.SplitN(in.args, "=", 2)[0]] = true
+			}
+		case "RUN":
+			for arg := range stageArgs {
+				if strings.HasSuffix(arg, "_IMAGE_ID") {
+					bad(in, "NBMS: RUN after ARG %s: every new ID would re-run it (declare the provenance ARGs last)", arg)
+				}
+			}
+		case "LABEL":
+			if strings.Contains(in.args, `org.nbms.base-image-id="${BASE_IMAGE_ID}"`) {
+				baseLabel = stageArgs["BASE_IMAGE_ID"]
+				if !baseLabel {
+					bad(in, "NBMS: the label uses BASE_IMAGE_ID without an ARG BASE_IMAGE_ID in this stage: it would be empty")
+				}
 			}
 		case "USER":
 			lastUser = in.args
@@ -135,6 +233,12 @@ func check(ins []instruction) []string {
 			healthcheck = !strings.EqualFold(strings.TrimSpace(in.args), "NONE")
 		case "ADD":
 			bad(in, "CKV_DOCKER_4: use COPY, not ADD")
+		case "COPY":
+			for _, f := range strings.Fields(in.args) {
+				if from, ok := strings.CutPrefix(f, "--from="); ok && !aliases[strings.ToLower(from)] {
+					bad(in, "NBMS: COPY --from=%s is no earlier stage (an image name would be pulled)", from)
+				}
+			}
 		case "EXPOSE":
 			if regexp.MustCompile(`\b22\b`).MatchString(in.args) {
 				bad(in, "CKV_DOCKER_1: port 22 exposed")
@@ -145,31 +249,99 @@ func check(ins []instruction) []string {
 			}
 		case "MAINTAINER":
 			bad(in, "CKV_DOCKER_6: MAINTAINER is deprecated")
-		case "ENV", "ARG":
-			name, value, hasValue := strings.Cut(in.args, "=")
-			if secretNameRE.MatchString(name) && hasValue && value != "" && !strings.Contains(name, "SHA") {
-				bad(in, "CIS 4.10: %s carries a secret in the image", name)
-			}
-		case "RUN":
-			if strings.Contains(in.args, "apt-get update") && !strings.Contains(in.args, "apt-get install") {
-				bad(in, "CKV_DOCKER_5: apt-get update alone")
-			}
-			if insecureTLSRE.MatchString(in.args) {
-				bad(in, "CKV2_DOCKER: certificate or signature verification disabled")
-			}
-			if regexp.MustCompile(`\bsudo\b`).MatchString(in.args) {
-				bad(in, "CKV2_DOCKER_1: sudo")
+		case "VOLUME":
+			bad(in, "NBMS: VOLUME makes Docker create anonymous volumes; the program mounts named volumes or tmpfs")
+		}
+		if in.cmd == "ENV" || in.cmd == "ARG" {
+			for _, kv := range envPairs(in) {
+				name, value, hasValue := strings.Cut(kv, "=")
+				if secretNameRE.MatchString(name) && hasValue && value != "" {
+					bad(in, "CIS 4.10: %s carries a secret in the image", name)
+				}
 			}
 		}
+		if in.cmd == "RUN" {
+			checkRun(in, bad)
+		}
 	}
-	user := strings.SplitN(lastUser, ":", 2)[0]
-	if user == "" || user == "root" || user == "0" {
-		problems = append(problems, fmt.Sprintf("CKV_DOCKER_3/8: the final stage runs as %q; set a non-root USER", lastUser))
+	if _, ok := globalArgs["BASE_IMAGE"]; !ok {
+		problems = append(problems, "NBMS: no global ARG BASE_IMAGE: every image builds from the one base")
+	}
+	if def, ok := globalDefaults["BASE_IMAGE_ID"]; !ok || !globalArgs["BASE_IMAGE_ID"] || def != "unknown" {
+		problems = append(problems, "NBMS: no global ARG BASE_IMAGE_ID=unknown (provenance label)")
+	}
+	if !baseLabel {
+		problems = append(problems, `NBMS: the final stage has no LABEL org.nbms.base-image-id="${BASE_IMAGE_ID}"`)
+	}
+	if m := numericUserRE.FindStringSubmatch(lastUser); m == nil || m[1] == "0" || m[2] == "0" {
+		problems = append(problems, fmt.Sprintf("CKV_DOCKER_3/8: the final stage runs as %q; set a numeric non-root USER uid:gid", lastUser))
 	}
 	if !healthcheck {
 		problems = append(problems, "CKV_DOCKER_2: no HEALTHCHECK")
 	}
 	return problems
+}
+
+// checkRun holds the rules about one RUN instruction.
+func checkRun(in instruction, bad func(instruction, string, ...any)) {
+	a := in.args
+	install := strings.Contains(a, "apt-get install")
+	if strings.Contains(a, "apt-get update") && !install {
+		bad(in, "CKV_DOCKER_5: apt-get update alone")
+	}
+	if install {
+		if !strings.Contains(a, "apt-get update") {
+			bad(in, "DL3009: apt-get install without apt-get update in the same RUN (stale lists from an old layer)")
+		}
+		if !strings.Contains(a, "--no-install-recommends") {
+			bad(in, "DL3015: apt-get install without --no-install-recommends")
+		}
+		if !regexp.MustCompile(`apt-get install\s+(\S+\s+)*-y\b`).MatchString(a) {
+			bad(in, "DL3014: apt-get install without -y")
+		}
+		if !strings.Contains(a, "rm -rf /var/lib/apt/lists/*") || !strings.Contains(a, "apt-get clean") {
+			bad(in, "DL3009: apt lists and downloaded packages not removed in the same RUN (apt-get clean; rm -rf /var/lib/apt/lists/*)")
+		}
+	}
+	if upgradeRE.MatchString(a) {
+		bad(in, "DL3005: apt-get upgrade: updates come with a new base image")
+	}
+	if aptCmdRE.MatchString(a) {
+		bad(in, "DL3027: use apt-get, not apt (no stable CLI)")
+	}
+	if strings.Contains(a, "policy-rc.d") && !strings.Contains(a, "rm -f /usr/sbin/policy-rc.d") {
+		bad(in, "NBMS: policy-rc.d left in the image")
+	}
+	if insecureTLSRE.MatchString(a) {
+		bad(in, "CKV2_DOCKER: certificate or signature verification disabled")
+	}
+	if regexp.MustCompile(`\bsudo\b`).MatchString(a) {
+		bad(in, "CKV2_DOCKER_1: sudo")
+	}
+}
+
+// envPairs splits ENV/ARG arguments into name=value pairs (the legacy
+// "ENV name value" form is one pair).
+func envPairs(in instruction) []string {
+	if !strings.Contains(strings.Fields(in.args)[0], "=") {
+		name, value, _ := strings.Cut(in.args, " ")
+		return []string{name + "=" + strings.TrimSpace(value)}
+	}
+	return strings.Fields(in.args)
+}
+
+// stageEnv is the environment the ENV instructions of ins set.
+func stageEnv(ins []instruction) map[string]string {
+	env := map[string]string{}
+	for _, in := range ins {
+		if in.cmd == "ENV" {
+			for _, kv := range envPairs(in) {
+				k, v, _ := strings.Cut(kv, "=")
+				env[k] = v
+			}
+		}
+	}
+	return env
 }
 
 func read(t *testing.T, path string) string {
@@ -180,87 +352,256 @@ func read(t *testing.T, path string) string {
 }
 
 func TestDockerfilesPassTheChecks(t *testing.T) {
-	for _, path := range []string{"../../app/Dockerfile", "db/Dockerfile"} {
+	for _, path := range dockerfiles {
 		t.Run(path, func(t *testing.T) {
-			assert.Empty(t, check(parse(t, read(t, path))))
+			text := read(t, path)
+			assert.Empty(t, check(text, parse(t, text)))
 		})
+	}
+}
+
+func TestEveryDockerfileIsChecked(t *testing.T) {
+	found, err := filepath.Glob("*/Dockerfile")
+	require.NoError(t, err)
+	found = append(found, appDockerfile)
+	assert.ElementsMatch(t, dockerfiles, found, "a Dockerfile missing from the list escapes the checks and build_test.go")
+	for _, path := range dockerfiles {
+		final := stages(parse(t, read(t, path)))
+		assert.Equal(t, imageUsers[path], last(final[len(final)-1].ins, "USER"), "%s: the user the infra program runs it as", path)
 	}
 }
 
 // Properties the deployment relies on, beyond the generic checks.
 func TestAppImage(t *testing.T) {
-	ins := parse(t, read(t, "../../app/Dockerfile"))
-	var froms, runs []string
-	final := ""
-	for _, in := range ins {
+	text := read(t, appDockerfile)
+	st := stages(parse(t, text))
+	require.Len(t, st, 2, "multi-stage: builder and runtime")
+	build, final := st[0], st[1]
+	assert.Equal(t, "${BASE_IMAGE}", build.from)
+	assert.Equal(t, "build", build.alias)
+	assert.Equal(t, "scratch", final.from, "the runtime image is the binary and a few files, no distribution")
+
+	// The toolchain is exactly the one go.mod names, from the module proxy,
+	// checked against a pinned SHA-256.
+	goLine := regexp.MustCompile(`(?m)^go ([0-9]+\.[0-9]+\.[0-9]+)$`).FindStringSubmatch(read(t, "../../go.mod"))
+	require.NotNil(t, goLine, "go.mod has a go line with a patch version")
+	envs := stageEnv(build.ins)
+	assert.Equal(t, goLine[1], envs["GO_VERSION"], "app/Dockerfile's GO_VERSION is go.mod's go line")
+	assert.Regexp(t, `^[0-9a-f]{64}$`, envs["GO_TOOLCHAIN_SHA256"])
+	assert.Equal(t, "local", envs["GOTOOLCHAIN"], "the go command never switches toolchains in the build")
+	r := runs(build.ins)
+	assert.Contains(t, text, "ARG GOPROXY=https://proxy.golang.org")
+	assert.Contains(t, r, `/golang.org/toolchain/@v/${zip}`)
+	assert.Contains(t, r, `zip="v0.0.1-go${GO_VERSION}.linux-amd64.zip"`)
+	assert.Contains(t, r, `echo "${GO_TOOLCHAIN_SHA256}  /tmp/${zip}" | sha256sum -c -`)
+	assert.Contains(t, r, "go mod download && go mod verify")
+	assert.Contains(t, r, "CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -tags timetzdata -o /out/nbms ./app/cmd/nbms")
+	assert.Contains(t, r, "--mount=type=cache,id=nbms-go-mod,target=/go/pkg/mod", "modules in a BuildKit cache")
+	assert.Contains(t, r, "--mount=type=cache,id=nbms-go-build,target=/root/.cache/go-build", "build cache in a BuildKit cache")
+	assert.NotContains(t, envs["SSL_CERT_FILE"], "/etc/ssl/certs/ca-certificates.crt",
+		"extra build CAs go to a builder-only bundle, never into the runtime image's")
+
+	// The runtime stage: files from the builder only, and the contract
+	// the program relies on.
+	var copies []string
+	for _, in := range final.ins {
 		switch in.cmd {
-		case "FROM":
-			froms = append(froms, in.args)
-			final = in.args
+		case "COPY":
+			copies = append(copies, in.args)
 		case "RUN":
-			runs = append(runs, in.args)
+			t.Errorf("line %d: RUN in the runtime stage: it has no shell", in.line)
 		}
 	}
-	require.Len(t, froms, 2, "multi-stage: builder and runtime")
-	assert.Regexp(t, `^golang:1\.26\.\d+`, froms[0])
-	assert.Regexp(t, `^gcr\.io/distroless/static-debian12:nonroot@sha256:`, final, "small final image: distroless static, digest-pinned")
-	assert.Contains(t, strings.Join(runs, "\n"), "CGO_ENABLED=0 go build -trimpath")
-	var user, healthcheck, entrypoint string
-	for _, in := range ins {
-		switch in.cmd {
-		case "USER":
-			user = in.args
-		case "HEALTHCHECK":
-			healthcheck = in.args
-		case "ENTRYPOINT":
-			entrypoint = in.args
+	assert.Equal(t, []string{"--from=build /out/rootfs/ /", "--from=build /out/nbms /usr/local/bin/nbms"}, copies)
+	for _, want := range []string{
+		"/out/rootfs/etc/ssl/certs/ca-certificates.crt",
+		"'nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin' > /out/rootfs/etc/passwd",
+		"'nonroot:x:65532:' > /out/rootfs/etc/group",
+		"/out/rootfs/srv/nbms/static /out/rootfs/srv/nbms/media",
+		"chown -R 65532:65532 /out/rootfs/srv/nbms",
+	} {
+		assert.Contains(t, r, want)
+	}
+	assert.Equal(t, "65532:65532", last(final.ins, "USER"), "numeric non-root user (nonroot)")
+	assert.Equal(t, "8000", last(final.ins, "EXPOSE"))
+	assert.Contains(t, last(final.ins, "HEALTHCHECK"), `CMD ["/usr/local/bin/nbms", "healthcheck"]`, "the binary probes itself: no shell or curl in the image")
+	assert.Equal(t, `["/usr/local/bin/nbms"]`, last(final.ins, "ENTRYPOINT"))
+	assert.Equal(t, `["serve"]`, last(final.ins, "CMD"))
+}
+
+// appBinary is where the app image keeps its binary (its ENTRYPOINT).
+func appBinary(t *testing.T) string {
+	var argv []string
+	require.NoError(t, json.Unmarshal([]byte(last(parse(t, read(t, appDockerfile)), "ENTRYPOINT")), &argv))
+	require.NotEmpty(t, argv)
+	return argv[0]
+}
+
+// userFirst asserts that a RUN creates the user with the given uid:gid
+// before it installs any package (whose maintainer scripts would otherwise
+// create it with some other uid).
+func userFirst(t *testing.T, r, name, uidgid string) {
+	t.Helper()
+	uid, gid, _ := strings.Cut(uidgid, ":")
+	group := fmt.Sprintf("groupadd --system --gid %s %s", gid, name)
+	user := fmt.Sprintf("useradd --system --uid %s --gid %s ", uid, gid)
+	install := strings.Index(r, "apt-get install")
+	require.NotEqual(t, -1, install)
+	for _, want := range []string{group, user} {
+		i := strings.Index(r, want)
+		if assert.NotEqual(t, -1, i, "%q", want) {
+			assert.Less(t, i, install, "%q comes before apt-get install", want)
 		}
 	}
-	assert.Equal(t, "65532:65532", user, "numeric non-root user (distroless nonroot)")
-	assert.Contains(t, healthcheck, `CMD ["/usr/local/bin/nbms", "healthcheck"]`, "the binary probes itself: no shell or curl in the image")
-	assert.Equal(t, `["/usr/local/bin/nbms"]`, entrypoint)
+	assert.Contains(t, r, fmt.Sprintf(`[ "$(id -u %s):$(id -g %s)" = %s ]`, name, name, uidgid), "the build fails if the packages changed the ids")
+}
+
+// noServiceStarts asserts that the RUN that installs packages forbids
+// service starts (policy-rc.d) and removes the policy again.
+func noServiceStarts(t *testing.T, r string) {
+	t.Helper()
+	policy := strings.Index(r, `printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d`)
+	install := strings.Index(r, "apt-get install")
+	remove := strings.Index(r, "rm -f /usr/sbin/policy-rc.d")
+	assert.True(t, policy >= 0 && policy < install && install < remove, "policy-rc.d (exit 101) around apt-get install, removed after")
 }
 
 func TestDatabaseImage(t *testing.T) {
-	text := read(t, "db/Dockerfile")
-	ins := parse(t, text)
-	var froms, copies []string
-	for _, in := range ins {
-		switch in.cmd {
-		case "FROM":
-			froms = append(froms, in.args)
-		case "COPY":
-			copies = append(copies, in.args)
-		}
+	text := read(t, dbDockerfile)
+	st := stages(parse(t, text))
+	require.Len(t, st, 2, "the app image as a stage, then the runtime")
+	assert.Equal(t, "${APP_IMAGE}", st[0].from, "the app image comes from the build arg the program passes")
+	assert.Equal(t, "app", st[0].alias)
+	assert.Empty(t, st[0].ins)
+	final := st[1]
+	assert.Equal(t, "${BASE_IMAGE}", final.from)
+	assert.Contains(t, text, "ARG APP_IMAGE_ID=unknown")
+	assert.Contains(t, text, `org.nbms.app-image-id="${APP_IMAGE_ID}"`)
+
+	r := runs(final.ins)
+	userFirst(t, r, "postgres", "999:999")
+	noServiceStarts(t, r)
+	assert.Contains(t, r, "echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/", "no default cluster at install time")
+	assert.Contains(t, r, "test ! -e /etc/postgresql/15 && test ! -e /var/lib/postgresql/15", "the build fails if a cluster was created")
+	assert.Regexp(t, `apt-get install -y --no-install-recommends\s+postgresql-15 postgresql-15-postgis-3 postgresql-15-postgis-3-scripts pgbackrest;`, r)
+	for _, dir := range []string{
+		"install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/data",
+		"install -d -o postgres -g postgres -m 2775 /var/run/postgresql",
+		"install -d -o postgres -g postgres -m 0750 /var/lib/pgbackrest",
+	} {
+		assert.Contains(t, r, dir, "volume mount points owned by postgres: fresh named volumes inherit them")
 	}
-	require.Len(t, froms, 2, "the app image as a stage, then the runtime")
-	assert.Equal(t, "${APP_IMAGE} AS app", froms[0], "the app image comes from the build arg the program passes")
-	assert.Regexp(t, `^postgis/postgis:15-[0-9.]+@sha256:[0-9a-f]{64}$`, froms[1])
-	assert.Contains(t, text, "pgbackrest")
+	envs := stageEnv(final.ins)
+	assert.True(t, strings.HasPrefix(envs["PATH"], "/usr/lib/postgresql/15/bin:"), "postgres, initdb, pg_ctl, pg_isready and psql of version 15 first on PATH")
+	assert.Equal(t, "/var/lib/postgresql/data", envs["PGDATA"])
 
 	// The backup scheduler is the app's binary, copied from where the app
 	// image keeps it (its ENTRYPOINT), to where the program runs it.
-	var appBinary string
-	for _, in := range parse(t, read(t, "../../app/Dockerfile")) {
-		if in.cmd == "ENTRYPOINT" {
-			var argv []string
-			require.NoError(t, json.Unmarshal([]byte(in.args), &argv))
-			appBinary = argv[0]
+	var copies []string
+	for _, in := range final.ins {
+		if in.cmd == "COPY" {
+			copies = append(copies, in.args)
 		}
 	}
-	require.NotEmpty(t, appBinary)
-	assert.Contains(t, copies, "--from=app "+appBinary+" /usr/local/bin/nbms")
-	for _, gone := range []string{"supercronic", "curl", "sha1sum", "nbms-backup-scheduler"} {
-		assert.NotContains(t, text, gone, "nothing is downloaded at build time; no shell scheduler")
+	assert.Contains(t, copies, "--from=app "+appBinary(t)+" /usr/local/bin/nbms")
+	assert.Contains(t, copies, "--chmod=0755 "+filepath.Base(dbEntrypoint)+" /usr/local/bin/nbms-db-entrypoint")
+	assert.Equal(t, `["/usr/local/bin/nbms-db-entrypoint"]`, last(final.ins, "ENTRYPOINT"))
+	assert.Equal(t, `["postgres"]`, last(final.ins, "CMD"))
+	assert.Equal(t, "SIGINT", last(final.ins, "STOPSIGNAL"), "fast shutdown: a smart one waits for the app's pooled connections")
+	assert.Contains(t, last(final.ins, "HEALTHCHECK"), `CMD ["pg_isready", "-q", "-h", "/var/run/postgresql", "-U", "postgres"]`)
+	for _, gone := range []string{"supercronic", "curl", "sha1sum", "nbms-backup-scheduler", "docker-entrypoint"} {
+		assert.NotContains(t, text, gone, "nothing is downloaded at build time; no shell scheduler; not the official image's entrypoint")
 	}
+	_, err := os.Stat("db/initdb")
+	assert.True(t, os.IsNotExist(err), "db/initdb (the official image's hook directory) is gone")
+}
 
-	script := "db/initdb/20-nbms.sh"
-	info, err := os.Stat(script)
+func TestDatabaseEntrypoint(t *testing.T) {
+	info, err := os.Stat(dbEntrypoint)
 	require.NoError(t, err)
-	assert.NotZero(t, info.Mode()&0o100, "%s is executable", script)
-	assert.True(t, strings.HasPrefix(read(t, script), "#!/bin/sh\n"), script)
-	assert.Contains(t, text, filepath.Base(script), "%s is copied into the image", script)
-	assert.NotContains(t, read(t, script), "$NBMS_DB_PASSWORD", "the password is read with \\getenv, never on a command line")
+	assert.NotZero(t, info.Mode()&0o100, "%s is executable", dbEntrypoint)
+	script := read(t, dbEntrypoint)
+	assert.True(t, strings.HasPrefix(script, "#!/bin/sh\n"), "POSIX sh: the image has no bash requirement")
+	out, err := exec.Command("sh", "-n", dbEntrypoint).CombinedOutput()
+	require.NoError(t, err, "sh -n %s: %s", dbEntrypoint, out)
+
+	// Passwords never reach a command line: the superuser's goes through
+	// a file (printf is a shell builtin), the app's through psql's \getenv.
+	for i, line := range strings.Split(script, "\n") {
+		if strings.Contains(line, "$POSTGRES_PASSWORD") || strings.Contains(line, "${POSTGRES_PASSWORD}") {
+			assert.Equal(t, `	printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"`, line, "line %d", i+1)
+		}
+		assert.NotRegexp(t, `\$\{?NBMS_DB_PASSWORD`, line, "line %d: the app password is read with \\getenv", i+1)
+	}
+	assert.Contains(t, script, `pwfile=$(mktemp /tmp/`)
+	assert.Contains(t, script, `initdb --username=postgres --pwfile="$pwfile" --auth-local=peer --auth-host=scram-sha-256 ${POSTGRES_INITDB_ARGS:-}`)
+	assert.Contains(t, script, `\getenv app_password NBMS_DB_PASSWORD`)
+	assert.Contains(t, script, `CREATE ROLE :"app_user" LOGIN PASSWORD :'app_password';`)
+	assert.Contains(t, script, `CREATE DATABASE :"app_db" OWNER :"app_user";`)
+	assert.Contains(t, script, `CREATE EXTENSION IF NOT EXISTS postgis;`)
+	hba := regexp.MustCompile(`(?m)^(local|host)\s+\S+\s+\S+.*$`).FindAllString(script, -1)
+	for i := range hba {
+		hba[i] = strings.Join(strings.Fields(hba[i]), " ")
+	}
+	assert.Equal(t, []string{
+		"local all all peer",
+		"local replication all peer",
+		"host all all all scram-sha-256",
+	}, hba, "pg_hba: peer on the socket, SCRAM over TCP")
+	assert.Contains(t, script, "listen_addresses=''", "the temporary server listens on no TCP address")
+	assert.NotRegexp(t, `unix_socket_directories=/var/run/postgresql`, script, "nor on the socket the health check and the backup container use")
+
+	// The end: passwords unset, postgres exec'd with the caller's args last.
+	tail := script[strings.LastIndex(script, "unset POSTGRES_PASSWORD NBMS_DB_PASSWORD"):]
+	assert.Equal(t, "unset POSTGRES_PASSWORD NBMS_DB_PASSWORD\nexec postgres -c listen_addresses='*' \"$@\"\n", tail)
+}
+
+func TestNginxImage(t *testing.T) {
+	text := read(t, nginxDockerfile)
+	st := stages(parse(t, text))
+	require.Len(t, st, 1)
+	final := st[0]
+	assert.Equal(t, "${BASE_IMAGE}", final.from)
+	r := runs(final.ins)
+	userFirst(t, r, "nginx", "101:101")
+	noServiceStarts(t, r)
+	assert.Contains(t, r, "apt-get install -y --no-install-recommends nginx wget;")
+	assert.Contains(t, r, "rm -rf /etc/nginx/sites-enabled/default", "no default site")
+	assert.Contains(t, text, "COPY nginx.conf /etc/nginx/nginx.conf")
+	assert.Contains(t, last(final.ins, "HEALTHCHECK"), `CMD ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80`+nginx.HealthPath+`"]`,
+		"the program's health check, on the renderer's health path")
+	assert.Equal(t, `["nginx", "-e", "stderr", "-g", "daemon off;"]`, last(final.ins, "CMD"), "-e stderr: Debian's compiled-in error log is on the read-only root")
+	assert.Equal(t, "80 443", last(final.ins, "EXPOSE"))
+
+	// The image's own config, like the rendered one, writes only to /tmp.
+	conf := read(t, nginxConf)
+	assert.Contains(t, conf, "pid /tmp/nginx.pid;")
+	assert.Contains(t, conf, "error_log stderr")
+	for _, p := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
+		assert.Regexp(t, p+`_temp_path /tmp/`, conf)
+	}
+	assert.Contains(t, conf, "location = "+nginx.HealthPath+" {")
+	for _, directive := range []string{"include", "daemon", "user"} {
+		assert.NotRegexp(t, `(?m)^\s*`+directive+`\s`, conf, "%s: the image's CMD passes daemon off; no include, no user (non-root)", directive)
+	}
+}
+
+func TestRedisImage(t *testing.T) {
+	text := read(t, redisDockerfile)
+	st := stages(parse(t, text))
+	require.Len(t, st, 1)
+	final := st[0]
+	assert.Equal(t, "${BASE_IMAGE}", final.from)
+	r := runs(final.ins)
+	userFirst(t, r, "redis", "998:998")
+	noServiceStarts(t, r)
+	assert.Contains(t, r, "apt-get install -y --no-install-recommends redis-server;")
+	assert.Contains(t, r, "install -d -o redis -g redis -m 0755 /data", "0755: a root-owned tmpfs on /data copies this mode, and redis must be able to look in it")
+	assert.Equal(t, "/data", last(final.ins, "WORKDIR"))
+	assert.Equal(t, "CMD redis-cli ping | grep -q PONG", last(final.ins, "HEALTHCHECK")[strings.Index(last(final.ins, "HEALTHCHECK"), "CMD"):],
+		"redis-cli exits 0 on an error reply: look for the PONG (the program's check)")
+	assert.Contains(t, last(final.ins, "CMD"), `"--protected-mode", "yes"`)
+	assert.Equal(t, "6379", last(final.ins, "EXPOSE"))
 }
 
 // The app image's build context is the repository root: .dockerignore must
@@ -281,37 +622,80 @@ func TestDockerignoreNarrowsTheContext(t *testing.T) {
 			assert.Contains(t, []string{"!go.mod", "!go.sum", "!app/"}, r, "nothing else enters the context")
 		}
 	}
+	// The other images' contexts are their own folders: only what they COPY.
+	for _, path := range []string{dbDockerfile, nginxDockerfile, redisDockerfile} {
+		dir := filepath.Dir(path)
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		want := []string{"Dockerfile"}
+		for _, in := range parse(t, read(t, path)) {
+			if in.cmd == "COPY" && !strings.Contains(in.args, "--from=") {
+				f := strings.Fields(in.args)
+				want = append(want, f[len(f)-2])
+			}
+		}
+		var got []string
+		for _, e := range entries {
+			got = append(got, e.Name())
+		}
+		slices.Sort(want)
+		assert.Equal(t, want, got, "%s holds only the Dockerfile and what it copies", dir)
+	}
 }
 
 // Each rule fires on the mistake it is about.
 func TestCheckCatchesMistakes(t *testing.T) {
-	const good = "FROM alpine:3.20.3\nUSER 10001\nHEALTHCHECK CMD [\"true\"]\n"
+	const head = "ARG BASE_IMAGE\nARG BASE_IMAGE_ID=unknown\n"
+	const tail = "ARG BASE_IMAGE_ID\nLABEL org.nbms.base-image-id=\"${BASE_IMAGE_ID}\"\nUSER 10001:10001\nHEALTHCHECK CMD [\"true\"]\n"
+	const good = head + "FROM ${BASE_IMAGE}\n" + tail
+	const install = "RUN apt-get update && apt-get install -y --no-install-recommends x && apt-get clean && rm -rf /var/lib/apt/lists/*\n"
 	cases := []struct {
 		name, dockerfile, want string
 	}{
-		{"latest", "FROM alpine:latest\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_7"},
-		{"untagged", "FROM alpine\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_7"},
-		{"floating tag", "FROM alpine:3\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_7"},
-		{"root user", "FROM alpine:3.20.3\nUSER root\nHEALTHCHECK CMD x\n", "CKV_DOCKER_3/8"},
-		{"no user", "FROM alpine:3.20.3\nHEALTHCHECK CMD x\n", "CKV_DOCKER_3/8"},
-		{"user in an earlier stage only", "FROM alpine:3.20.3 AS a\nUSER 1\nFROM alpine:3.20.3\nHEALTHCHECK CMD x\n", "CKV_DOCKER_3/8"},
-		{"no healthcheck", "FROM alpine:3.20.3\nUSER 1\n", "CKV_DOCKER_2"},
-		{"healthcheck none", "FROM alpine:3.20.3\nUSER 1\nHEALTHCHECK NONE\n", "CKV_DOCKER_2"},
+		{"a registry image", head + "FROM alpine:3.20.3\n" + tail, "every image builds FROM ${BASE_IMAGE}"},
+		{"latest", head + "FROM debian:latest\n" + tail, "every image builds FROM ${BASE_IMAGE}"},
+		{"a digest-pinned registry image", head + "FROM debian@sha256:" + strings.Repeat("a", 64) + "\n" + tail, "every image builds FROM ${BASE_IMAGE}"},
+		{"COPY from an image", good + "COPY --from=busybox:1.36 /bin/sh /bin/sh\n", "is no earlier stage"},
+		{"base with a default", "ARG BASE_IMAGE=debian:bookworm\nARG BASE_IMAGE_ID=unknown\nFROM ${BASE_IMAGE}\n" + tail, "has a default"},
+		{"another build arg", head + "ARG OTHER\nFROM ${OTHER}\n" + tail, "from BASE_IMAGE (or APP_IMAGE"},
+		{"undeclared build arg", "ARG BASE_IMAGE_ID=unknown\nFROM $BASE_IMAGE\n" + tail, "CKV_DOCKER_7"},
+		{"build arg declared after FROM", "ARG BASE_IMAGE_ID=unknown\nFROM scratch\nARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n" + tail, "CKV_DOCKER_7"},
+		{"no base image id", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n" + tail, "BASE_IMAGE_ID=unknown"},
+		{"no label", head + "FROM ${BASE_IMAGE}\nUSER 1:1\nHEALTHCHECK CMD x\n", "no LABEL org.nbms.base-image-id"},
+		{"label without the stage arg", head + "FROM ${BASE_IMAGE}\nLABEL org.nbms.base-image-id=\"${BASE_IMAGE_ID}\"\nUSER 1:1\nHEALTHCHECK CMD x\n", "would be empty"},
+		{"syntax directive", "# syntax=docker/dockerfile:1\n" + good, "pull its frontend"},
+		{"root user", head + "FROM ${BASE_IMAGE}\nARG BASE_IMAGE_ID\nLABEL org.nbms.base-image-id=\"${BASE_IMAGE_ID}\"\nUSER root\nHEALTHCHECK CMD x\n", "CKV_DOCKER_3/8"},
+		{"uid 0", head + "FROM ${BASE_IMAGE}\nARG BASE_IMAGE_ID\nLABEL org.nbms.base-image-id=\"${BASE_IMAGE_ID}\"\nUSER 0:0\nHEALTHCHECK CMD x\n", "CKV_DOCKER_3/8"},
+		{"user by name", head + "FROM ${BASE_IMAGE}\nARG BASE_IMAGE_ID\nLABEL org.nbms.base-image-id=\"${BASE_IMAGE_ID}\"\nUSER postgres\nHEALTHCHECK CMD x\n", "CKV_DOCKER_3/8"},
+		{"no user", head + "FROM ${BASE_IMAGE}\nARG BASE_IMAGE_ID\nLABEL org.nbms.base-image-id=\"${BASE_IMAGE_ID}\"\nHEALTHCHECK CMD x\n", "CKV_DOCKER_3/8"},
+		{"user in an earlier stage only", head + "FROM ${BASE_IMAGE} AS a\nUSER 1:1\nFROM ${BASE_IMAGE}\nARG BASE_IMAGE_ID\nLABEL org.nbms.base-image-id=\"${BASE_IMAGE_ID}\"\nHEALTHCHECK CMD x\n", "CKV_DOCKER_3/8"},
+		{"no healthcheck", head + "FROM ${BASE_IMAGE}\nARG BASE_IMAGE_ID\nLABEL org.nbms.base-image-id=\"${BASE_IMAGE_ID}\"\nUSER 1:1\n", "CKV_DOCKER_2"},
+		{"healthcheck none", good + "HEALTHCHECK NONE\n", "CKV_DOCKER_2"},
 		{"add", good + "ADD x /x\n", "CKV_DOCKER_4"},
 		{"update alone", good + "RUN apt-get update\n", "CKV_DOCKER_5"},
+		{"install without update", good + "RUN apt-get install -y --no-install-recommends x && apt-get clean && rm -rf /var/lib/apt/lists/*\n", "DL3009"},
+		{"recommends", good + strings.Replace(install, " --no-install-recommends", "", 1), "DL3015"},
+		{"no -y", good + strings.Replace(install, " -y", "", 1), "DL3014"},
+		{"lists kept", good + strings.Replace(install, " && rm -rf /var/lib/apt/lists/*", "", 1), "DL3009"},
+		{"packages kept", good + strings.Replace(install, " && apt-get clean", "", 1), "DL3009"},
+		{"upgrade", good + "RUN apt-get update && apt-get -y dist-upgrade\n", "DL3005"},
+		{"apt", good + "RUN apt install -y x\n", "DL3027"},
+		{"policy-rc.d kept", good + "RUN printf 'exit 101' > /usr/sbin/policy-rc.d\n", "policy-rc.d left"},
 		{"insecure curl", good + "RUN curl -k https://x \\\n  -o /y\n", "verification disabled"},
+		{"unsigned repository", good + "RUN echo 'deb [trusted=yes] http://x y main' > /etc/apt/sources.list\n", "verification disabled"},
 		{"secret env", good + "ENV DB_PASSWORD=hunter2\n", "CIS 4.10"},
+		{"secret env, second pair", good + "ENV A=1 API_KEY=x\n", "CIS 4.10"},
+		{"secret env, legacy form", good + "ENV SECRET_KEY hunter2\n", "CIS 4.10"},
 		{"ssh port", good + "EXPOSE 22\n", "CKV_DOCKER_1"},
 		{"relative workdir", good + "WORKDIR app\n", "CKV_DOCKER_10"},
-		{"duplicate alias", "FROM a:1.2 AS b\nFROM c:1.2 AS b\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_11"},
-		{"build arg with a latest default", "ARG BASE=alpine:latest\nFROM ${BASE}\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_7"},
-		{"undeclared build arg", "FROM $BASE\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_7"},
-		{"build arg declared after FROM", "FROM alpine:3.20.3\nARG BASE\nFROM ${BASE}\nUSER 1\nHEALTHCHECK CMD x\n", "CKV_DOCKER_7"},
+		{"volume", good + "VOLUME /data\n", "anonymous volumes"},
+		{"RUN after the provenance arg", head + "FROM ${BASE_IMAGE}\nARG BASE_IMAGE_ID\nRUN true\nLABEL org.nbms.base-image-id=\"${BASE_IMAGE_ID}\"\nUSER 1:1\nHEALTHCHECK CMD x\n", "declare the provenance ARGs last"},
+		{"duplicate alias", head + "FROM ${BASE_IMAGE} AS b\nFROM ${BASE_IMAGE} AS b\n" + tail, "CKV_DOCKER_11"},
 	}
-	assert.Empty(t, check(parse(t, good)), "the baseline passes")
+	assert.Empty(t, check(good, parse(t, good)), "the baseline passes")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Contains(t, strings.Join(check(parse(t, tc.dockerfile)), "\n"), tc.want)
+			assert.Contains(t, strings.Join(check(tc.dockerfile, parse(t, tc.dockerfile)), "\n"), tc.want)
 		})
 	}
 }

@@ -1,0 +1,701 @@
+package images
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/infra/deploy"
+	"github.com/nbms-deploy/nbms/infra/nginx"
+	"github.com/nbms-deploy/nbms/infra/pgbackrest"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
+	"github.com/nbms-deploy/nbms/stacks"
+)
+
+// This file builds every image with the local Docker engine, from the local
+// base image (NBMS_BASE_IMAGE, default nbms-base:bookworm, which
+// `make setup` makes with scripts/base-image.sh), and runs them the way the
+// infra program does: its users, read-only root filesystems, tmpfs mounts,
+// no capabilities, no-new-privileges, its command lines, its rendered
+// config files and its app environment, on an internal and an edge
+// network. Then it checks that each does its job, together: the app
+// migrates the database and serves through nginx, pgBackRest archives WAL
+// and takes a backup over the shared socket, the backup scheduler starts,
+// and PostgreSQL stops fast and restarts on its initialised volume.
+//
+// Everything it creates is named nbms-imgtest-<random>-... and removed at
+// the end; the BuildKit cache is kept, so a second run builds in seconds.
+
+const (
+	defaultBaseImage = "nbms-base:bookworm"
+	namePrefix       = "nbms-imgtest-"
+	// The health checks' interval in this test: the images' own commands,
+	// probed every second instead of every 10 s.
+	healthInterval = "1s"
+)
+
+// Paths and names inside the images, as infra/deploy uses them.
+const (
+	pgDataPath   = "/var/lib/postgresql/data"
+	pgSocketPath = "/var/run/postgresql"
+	pgRepoPath   = "/var/lib/pgbackrest"
+	pgConfigPath = "/tmp/nbms/pgbackrest.conf"
+	pgStanza     = "nbms"
+	proxyConf    = "/tmp/nbms/nginx.conf"
+	proxyCert    = "/tmp/nbms/tls/cert.pem"
+	proxyKey     = "/tmp/nbms/tls/key.pem"
+	proxyKeyEnv  = "NBMS_TLS_KEY"
+)
+
+// engine runs the docker CLI.
+type engine struct {
+	cli string
+}
+
+// newEngine finds the docker CLI, the engine and the base image, or fails
+// the test with what to do.
+func newEngine(t *testing.T) (e *engine, base, baseID string) {
+	t.Helper()
+	cli := "/usr/bin/docker" // Debian's docker.io CLI: BuildKit built in
+	if _, err := os.Stat(cli); err != nil {
+		if cli, err = exec.LookPath("docker"); err != nil {
+			t.Fatal("no docker CLI: run `make setup` (it installs Docker and starts its engine)")
+		}
+	}
+	e = &engine{cli: cli}
+	if _, stderr, err := e.try(nil, "version", "--format", "{{.Server.Version}}"); err != nil {
+		t.Fatalf("the Docker engine does not answer (%v): run `make setup` (it starts one)\n%s", err, stderr)
+	}
+	base = os.Getenv("NBMS_BASE_IMAGE")
+	if base == "" {
+		base = defaultBaseImage
+	}
+	baseID, _, err := e.try(nil, "image", "inspect", "--format", "{{.Id}}", base)
+	if err != nil {
+		t.Fatalf("the base image %s is missing: run `make setup` (scripts/base-image.sh makes it), or set NBMS_BASE_IMAGE to a local Debian bookworm image", base)
+	}
+	return e, base, baseID
+}
+
+// try runs docker with args and the extra environment env (values that
+// must not appear on a command line travel this way: `-e NAME` takes the
+// value from the CLI's environment). It returns stdout and stderr.
+func (e *engine) try(env map[string]string, args ...string) (string, string, error) {
+	cmd := exec.Command(e.cli, args...)
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=1")
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		cmd.Env = append(cmd.Env, k+"="+env[k])
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return strings.TrimSpace(stdout.String()), strings.TrimSpace(stderr.String()), err
+}
+
+// run is try that fails the test on an error.
+func (e *engine) run(t *testing.T, env map[string]string, args ...string) string {
+	t.Helper()
+	out, stderr, err := e.try(env, args...)
+	require.NoError(t, err, "docker %s\n%s\n%s", strings.Join(redact(args), " "), out, stderr)
+	return out
+}
+
+// redact shortens long arguments (rendered files) in failure messages.
+func redact(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if len(a) > 120 {
+			a = a[:60] + "…"
+		}
+		out[i] = a
+	}
+	return out
+}
+
+// cleanup removes what a test made, whatever happened (errors are logged:
+// they must not hide the test's own failure).
+func (e *engine) cleanup(t *testing.T, args ...string) {
+	t.Cleanup(func() {
+		if out, stderr, err := e.try(nil, args...); err != nil {
+			t.Logf("cleanup: docker %s: %v %s %s", strings.Join(args, " "), err, out, stderr)
+		}
+	})
+}
+
+func (e *engine) logs(name string) string {
+	out, stderr, _ := e.try(nil, "logs", "--tail", "60", name)
+	return out + "\n" + stderr
+}
+
+// build builds one image and returns its ID; the caller removes the tag.
+func (e *engine) build(tag, contextDir, dockerfile string, args []string, env map[string]string) (string, time.Duration, error) {
+	start := time.Now()
+	cmdArgs := []string{"build", "--progress=plain", "-f", dockerfile, "-t", tag}
+	for _, a := range args {
+		cmdArgs = append(cmdArgs, "--build-arg", a)
+	}
+	out, stderr, err := e.try(env, append(cmdArgs, contextDir)...)
+	took := time.Since(start)
+	if err != nil {
+		lines := strings.Split(out+"\n"+stderr, "\n")
+		return "", took, fmt.Errorf("docker build %s: %w\n%s", tag, err, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+	}
+	id, stderr, err := e.try(nil, "image", "inspect", "--format", "{{.Id}}", tag)
+	if err != nil {
+		return "", took, fmt.Errorf("inspect %s: %w: %s", tag, err, stderr)
+	}
+	return id, took, nil
+}
+
+// waitHealthy waits until the container's health check passes; it fails
+// at once when the container exits or turns unhealthy.
+func (e *engine) waitHealthy(t *testing.T, name string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		state := e.run(t, nil, "inspect", "--format", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", name)
+		switch state {
+		case "running healthy":
+			return
+		case "running unhealthy":
+			probe, _, _ := e.try(nil, "inspect", "--format", "{{json .State.Health.Log}}", name)
+			t.Fatalf("%s is unhealthy: %s\n%s", name, probe, e.logs(name))
+		}
+		if !strings.HasPrefix(state, "running") && !strings.HasPrefix(state, "created") {
+			t.Fatalf("%s is %s:\n%s", name, state, e.logs(name))
+		}
+		if time.Now().After(deadline) {
+			probe, _, _ := e.try(nil, "inspect", "--format", "{{json .State.Health.Log}}", name)
+			t.Fatalf("%s not healthy after %s (%s): %s\n%s", name, timeout, state, probe, e.logs(name))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitLog waits until the container's log holds want.
+func (e *engine) waitLog(t *testing.T, name, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(e.logs(name), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not log %q within %s:\n%s", name, want, timeout, e.logs(name))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// hardened are the flags the program gives every container.
+func hardened(user string) []string {
+	return []string{"--user", user, "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true"}
+}
+
+func tmpfs(path string, sizeMB int) []string {
+	return []string{"--tmpfs", path + ":rw,noexec,nosuid,nodev,size=" + strconv.Itoa(sizeMB) + "m"}
+}
+
+// envFlags passes each variable by name: the values stay off the command line.
+func envFlags(env map[string]string) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		out = append(out, "-e", k)
+	}
+	return out
+}
+
+// prologue returns the entrypoint flag, the image and the arguments that
+// write files into /tmp and exec cmd (infra/deploy's withFiles).
+func prologue(image string, files [][2]string, cmd ...string) []string {
+	args := []string{"--entrypoint", "/bin/sh", image, "-c", deploy.FilesPrologue, "nbms-files"}
+	for _, f := range files {
+		args = append(args, f[0], f[1])
+	}
+	args = append(args, "--")
+	return append(args, cmd...)
+}
+
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return hex.EncodeToString(b)
+}
+
+// hostCAs are the certificate authorities this machine added to its trust
+// store (Debian's /usr/local/share/ca-certificates), passed to the app
+// build as BUILD_CA_CERTS: where egress goes through a TLS-inspecting
+// proxy, the builder's downloads from the Go module proxy need them.
+func hostCAs(t *testing.T) string {
+	t.Helper()
+	paths, err := filepath.Glob("/usr/local/share/ca-certificates/*.crt")
+	require.NoError(t, err)
+	var b strings.Builder
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		require.NoError(t, err)
+		b.Write(bytes.TrimSpace(data))
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+type images struct {
+	app, db, nginx, redis string // tags
+	ids                   map[string]string
+}
+
+// buildImages builds the four images: app, nginx and Redis at once, then
+// the database image, which copies the app's binary.
+func buildImages(t *testing.T, e *engine, base, baseID, suffix string) images {
+	t.Helper()
+	im := images{
+		app: namePrefix + "app:" + suffix, db: namePrefix + "db:" + suffix,
+		nginx: namePrefix + "nginx:" + suffix, redis: namePrefix + "redis:" + suffix,
+		ids: map[string]string{},
+	}
+	baseArgs := []string{"BASE_IMAGE=" + base, "BASE_IMAGE_ID=" + baseID}
+	type job struct {
+		tag, context, dockerfile string
+		args                     []string
+		env                      map[string]string
+	}
+	var mu sync.Mutex
+	var errs []error
+	buildAll := func(jobs ...job) {
+		var wg sync.WaitGroup
+		for _, j := range jobs {
+			e.cleanup(t, "image", "rm", j.tag)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id, took, err := e.build(j.tag, j.context, j.dockerfile, j.args, j.env)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				im.ids[j.tag] = id
+				t.Logf("built %s in %s", j.tag, took.Round(100*time.Millisecond))
+			}()
+		}
+		wg.Wait()
+		require.NoError(t, errors.Join(errs...))
+	}
+	buildAll(
+		// BUILD_CA_CERTS without a value: the CLI takes it from its
+		// environment.
+		job{im.app, "../..", appDockerfile, append(slices.Clone(baseArgs), "BUILD_CA_CERTS"), map[string]string{"BUILD_CA_CERTS": hostCAs(t)}},
+		job{im.nginx, "nginx", nginxDockerfile, baseArgs, nil},
+		job{im.redis, "redis", redisDockerfile, baseArgs, nil},
+	)
+	buildAll(job{im.db, "db", dbDockerfile, append(slices.Clone(baseArgs), "APP_IMAGE="+im.app, "APP_IMAGE_ID="+im.ids[im.app]), nil})
+	return im
+}
+
+func TestImagesBuildAndRun(t *testing.T) {
+	e, base, baseID := newEngine(t)
+	suffix := randomHex(t, 4)
+	name := func(role string) string { return namePrefix + suffix + "-" + role }
+
+	t.Run("a build without its image args fails", func(t *testing.T) {
+		_, stderr, err := e.try(nil, "build", "-f", nginxDockerfile, "nginx")
+		require.Error(t, err, "a build without BASE_IMAGE must fail")
+		assert.Contains(t, stderr, "${BASE_IMAGE}")
+		_, stderr, err = e.try(nil, "build", "--build-arg", "BASE_IMAGE="+base, "-f", dbDockerfile, "db")
+		require.Error(t, err, "a database build without APP_IMAGE must fail")
+		assert.Contains(t, stderr, "${APP_IMAGE}")
+	})
+
+	im := buildImages(t, e, base, baseID, suffix)
+
+	t.Run("image metadata", func(t *testing.T) {
+		for _, c := range []struct{ tag, dockerfile string }{
+			{im.app, appDockerfile}, {im.db, dbDockerfile}, {im.nginx, nginxDockerfile}, {im.redis, redisDockerfile},
+		} {
+			var cfg struct {
+				User        string
+				Labels      map[string]string
+				Healthcheck *struct{ Test []string }
+			}
+			require.NoError(t, json.Unmarshal([]byte(e.run(t, nil, "image", "inspect", "--format", "{{json .Config}}", c.tag)), &cfg))
+			assert.Equal(t, imageUsers[c.dockerfile], cfg.User, c.tag)
+			assert.Equal(t, baseID, cfg.Labels["org.nbms.base-image-id"], "%s: the base it was built from", c.tag)
+			assert.NotNil(t, cfg.Healthcheck, c.tag)
+		}
+		labels := e.run(t, nil, "image", "inspect", "--format", `{{index .Config.Labels "org.nbms.app-image-id"}}`, im.db)
+		assert.Equal(t, im.ids[im.app], labels, "the database image names the app image its binary came from")
+	})
+
+	t.Run("the app image has its files and no shell", func(t *testing.T) {
+		_, stderr, err := e.try(nil, "run", "--rm", "--entrypoint", "/bin/sh", im.app, "-c", "true")
+		require.Error(t, err)
+		assert.Contains(t, stderr, "no such file or directory")
+		c := name("app-files")
+		e.run(t, nil, "create", "--name", c, im.app)
+		e.cleanup(t, "rm", "-f", c)
+		cmd := exec.Command(e.cli, "export", c)
+		tarball, err := cmd.Output()
+		require.NoError(t, err)
+		files, dirs := map[string]string{}, map[string]string{}
+		tr := tar.NewReader(bytes.NewReader(tarball))
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			require.NoError(t, err)
+			owner := fmt.Sprintf("%d:%d %o", h.Uid, h.Gid, h.Mode&0o7777)
+			switch h.Typeflag {
+			case tar.TypeReg:
+				files[strings.TrimSuffix(h.Name, "/")] = owner
+			case tar.TypeDir:
+				dirs[strings.TrimSuffix(h.Name, "/")] = owner
+			}
+		}
+		// What Docker itself adds to every container's file system.
+		for _, f := range []string{".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/console"} {
+			delete(files, f)
+		}
+		assert.Equal(t, map[string]string{
+			"usr/local/bin/nbms":                "0:0 755",
+			"etc/ssl/certs/ca-certificates.crt": "0:0 644",
+			"etc/passwd":                        "0:0 644",
+			"etc/group":                         "0:0 644",
+		}, files, "the binary, the CA bundle, passwd and group: nothing else")
+		assert.Equal(t, "65532:65532 755", dirs["srv/nbms/static"], "fresh named volumes inherit the mount point's owner")
+		assert.Equal(t, "65532:65532 755", dirs["srv/nbms/media"])
+		assert.Equal(t, "0:0 1777", dirs["tmp"])
+	})
+
+	t.Run("the database image's tools, as uid 999", func(t *testing.T) {
+		out := e.run(t, nil, append(append(append([]string{"run", "--rm"}, hardened("999:999")...), tmpfs("/tmp", 16)...),
+			"--entrypoint", "/bin/sh", im.db, "-c",
+			`id -u; id -g; for c in postgres initdb pg_ctl pg_isready psql pgbackrest nbms nbms-db-entrypoint; do command -v $c; done
+pgbackrest version; postgres --version; nbms backup-schedule --help 2>&1 || true`)...)
+		for _, want := range []string{
+			"999\n999\n",
+			"/usr/lib/postgresql/15/bin/postgres", "/usr/lib/postgresql/15/bin/initdb", "/usr/lib/postgresql/15/bin/pg_ctl",
+			"/usr/lib/postgresql/15/bin/pg_isready", "/usr/lib/postgresql/15/bin/psql", "/usr/bin/pgbackrest",
+			"/usr/local/bin/nbms\n", "/usr/local/bin/nbms-db-entrypoint",
+			"pgBackRest 2.45", "postgres (PostgreSQL) 15.",
+			"-config", "-stanza", "-exit-on-failure",
+		} {
+			assert.Contains(t, out, want)
+		}
+	})
+
+	t.Run("the database: a first start that failed after initdb completes at the next", func(t *testing.T) {
+		data, run := name("retry-pgdata"), name("retry-pgrun")
+		for _, v := range []string{data, run} {
+			e.run(t, nil, "volume", "create", v)
+			e.cleanup(t, "volume", "rm", "-f", v)
+		}
+		args := func(user string) []string {
+			env := map[string]string{"POSTGRES_PASSWORD": "x", "NBMS_DB_NAME": "nbms", "NBMS_DB_USER": user, "NBMS_DB_PASSWORD": "y"}
+			a := append(append([]string{"run", "--rm"}, hardened("999:999")...), tmpfs("/tmp", 16)...)
+			for _, k := range slices.Sorted(maps.Keys(env)) {
+				a = append(a, "-e", k+"="+env[k])
+			}
+			return append(a, "-v", data+":"+pgDataPath, "-v", run+":"+pgSocketPath, im.db)
+		}
+		// A reserved role name: CREATE ROLE fails after initdb.
+		out, stderr, err := e.try(nil, args("pg_nbms")...)
+		require.Error(t, err, "%s\n%s", out, stderr)
+		assert.Contains(t, stderr, `role name "pg_nbms" is reserved`)
+		assert.Contains(t, out+stderr, "database system is shut down", "the temporary server is stopped on the way out")
+		// The next start finds PG_VERSION but no marker: it creates the role
+		// and the database, then checks they are there.
+		out = e.run(t, nil, append(args("nbms"), "sh", "-c", `nbms-db-entrypoint postgres -c listen_addresses='' &
+until pg_isready -q -h /var/run/postgresql; do sleep 0.2; done
+psql -Atc "SELECT datname || ' ' || datdba::regrole FROM pg_database WHERE datname = 'nbms'"
+ls "$PGDATA/nbms-initialized"`)...)
+		assert.Contains(t, out, "nbms nbms\n/var/lib/postgresql/data/nbms-initialized")
+	})
+
+	t.Run("the stack", func(t *testing.T) {
+		runStack(t, e, im, name)
+	})
+}
+
+// runStack runs the images as the program deploys them and checks that
+// they work together.
+func runStack(t *testing.T, e *engine, im images, name func(string) string) {
+	// Networks: the internal one (no outside access) for the database,
+	// Redis and the app; the edge one for the app and nginx.
+	internal, edge := name("internal"), name("edge")
+	e.run(t, nil, "network", "create", "--internal", internal)
+	e.cleanup(t, "network", "rm", internal)
+	e.run(t, nil, "network", "create", edge)
+	e.cleanup(t, "network", "rm", edge)
+	edgeSubnet := e.run(t, nil, "network", "inspect", "--format", "{{(index .IPAM.Config 0).Subnet}}", edge)
+
+	volumes := map[string]string{}
+	for _, v := range []string{"pgdata", "pgrepo", "pgrun", "static", "media"} {
+		volumes[v] = name(v)
+		e.run(t, nil, "volume", "create", volumes[v])
+		e.cleanup(t, "volume", "rm", "-f", volumes[v])
+	}
+	container := func(role string) string {
+		c := name(role)
+		e.cleanup(t, "rm", "-f", "-v", c)
+		return c
+	}
+
+	// A production stack as an operator would configure it for this host.
+	httpPort, httpsPort := testsupport.FreePort(t), testsupport.FreePort(t)
+	certPEM, keyPEM := testsupport.SelfSignedCert(t, "localhost")
+	cfg, err := stacks.Parse("imgtest", stacks.Values{Raw: map[string]string{
+		"profile": "prod", "domain": "localhost", "allowedHosts": `["localhost"]`,
+		"bindAddress": "127.0.0.1", "httpPort": strconv.Itoa(httpPort), "httpsPort": strconv.Itoa(httpsPort),
+		"tlsMode": "provided", "tlsCertificate": certPEM, "tlsKey": keyPEM,
+		"edgeSubnet": edgeSubnet,
+	}, Secret: func(key string) bool { return key == "tlsKey" }})
+	require.NoError(t, err)
+
+	superPassword, appPassword, redisPassword := randomHex(t, 16), randomHex(t, 16), randomHex(t, 16)
+	pgConf, err := pgbackrest.Render(pgbackrest.Params{
+		Stanza: pgStanza, PGDataPath: pgDataPath, PGSocketPath: pgSocketPath, PGUser: "postgres", PGPort: 5432,
+		RepoPath: pgRepoPath, LogPath: "/tmp/nbms", LockPath: "/tmp/nbms",
+		RetentionFull: cfg.Backup.RetentionFull, RetentionDiff: cfg.Backup.RetentionDiff, ProcessMax: cfg.Backup.ProcessMax,
+	})
+	require.NoError(t, err)
+	pgFiles := [][2]string{{pgConfigPath, pgConf}}
+	pgVolumes := func(dataMode string) []string {
+		return []string{
+			"-v", volumes["pgdata"] + ":" + pgDataPath + dataMode,
+			"-v", volumes["pgrepo"] + ":" + pgRepoPath,
+			"-v", volumes["pgrun"] + ":" + pgSocketPath,
+		}
+	}
+
+	// PostgreSQL, with WAL archiving through pgBackRest as the program
+	// configures it (its -c flags come after the entrypoint's own).
+	db := container("db")
+	dbEnv := map[string]string{
+		"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
+		"NBMS_DB_NAME":         "nbms", "NBMS_DB_USER": "nbms",
+		"POSTGRES_PASSWORD": superPassword, "NBMS_DB_PASSWORD": appPassword,
+	}
+	postgres := []string{"nbms-db-entrypoint", "postgres"}
+	settings := pgbackrest.PostgresSettings(pgConfigPath, pgStanza)
+	for _, k := range slices.Sorted(maps.Keys(settings)) {
+		postgres = append(postgres, "-c", k+"="+settings[k])
+	}
+	args := []string{"run", "-d", "--name", db, "--network", internal, "--network-alias", "db", "--shm-size", "256m", "--health-interval", healthInterval}
+	args = append(append(append(append(append(args, hardened("999:999")...), tmpfs("/tmp", 64)...), envFlags(dbEnv)...), pgVolumes("")...),
+		prologue(im.db, pgFiles, postgres...)...)
+	e.run(t, dbEnv, args...)
+
+	// Redis, exactly as the program starts it.
+	cache := container("cache")
+	redisEnv := map[string]string{"REDISCLI_AUTH": redisPassword}
+	args = []string{"run", "-d", "--name", cache, "--network", internal, "--network-alias", "cache", "--health-interval", healthInterval}
+	args = append(append(append(append(args, hardened("998:998")...), tmpfs("/data", 16)...), tmpfs("/tmp", 16)...), envFlags(redisEnv)...)
+	e.run(t, redisEnv, append(args, "--entrypoint", "/bin/sh", im.redis, "-c", deploy.RedisScript, "redis", "192mb")...)
+
+	e.waitHealthy(t, db, 2*time.Minute)
+	e.waitHealthy(t, cache, time.Minute)
+
+	t.Run("database: initialised as the contract says", func(t *testing.T) {
+		logs := e.logs(db)
+		assert.Equal(t, 1, strings.Count(logs, "nbms-db-entrypoint: initialisation complete"), logs)
+		assert.Contains(t, logs, `listening on IPv4 address "0.0.0.0", port 5432`)
+		// PostgreSQL is PID 1 (exec'd) and its environment holds no password.
+		pid1 := e.run(t, nil, "exec", db, "sh", "-c", `tr '\0' ' ' </proc/1/cmdline; echo; tr '\0' '\n' </proc/1/environ`)
+		cmdline, environ, _ := strings.Cut(pid1, "\n")
+		assert.True(t, strings.HasPrefix(cmdline, "postgres -c listen_addresses=* -c "), cmdline)
+		assert.Contains(t, cmdline, " -c archive_mode=on", "the caller's flags after the entrypoint's")
+		assert.NotContains(t, environ, "PASSWORD")
+		hba := e.run(t, nil, "exec", db, "sh", "-c", `grep -v '^#' "$PGDATA/pg_hba.conf" | tr -s ' '`)
+		assert.Equal(t, "local all all peer\nlocal replication all peer\nhost all all all scram-sha-256", hba)
+		settings := e.run(t, nil, "exec", db, "psql", "-Atc", "SELECT current_setting('data_checksums'), current_setting('server_encoding'), current_setting('lc_collate'), current_setting('archive_mode')")
+		assert.Equal(t, "on|UTF8|C.UTF-8|on", settings)
+
+		// Over TCP: the app role and the superuser with their passwords, from
+		// another container on the network; a wrong password is refused.
+		psql := func(user, password, query string) (string, error) {
+			env := map[string]string{"PGPASSWORD": password}
+			args := append(append(append([]string{"run", "--rm", "--network", internal}, hardened("999:999")...), envFlags(env)...),
+				im.db, "psql", "-Atc", query, "host=db user="+user+" dbname=nbms")
+			out, stderr, err := e.try(env, args...)
+			return out + stderr, err
+		}
+		out, err := psql("nbms", appPassword, "SELECT current_user, postgis_lib_version(), (SELECT datdba::regrole FROM pg_database WHERE datname = 'nbms')")
+		require.NoError(t, err, out)
+		assert.Regexp(t, `^nbms\|3\.3\.\d+\|nbms$`, out, "the app role owns its database, which has PostGIS")
+		out, err = psql("postgres", superPassword, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+		require.NoError(t, err, out)
+		assert.Equal(t, "t", out)
+		out, err = psql("nbms", "wrong", "SELECT 1")
+		require.Error(t, err)
+		assert.Contains(t, out, `password authentication failed for user "nbms"`)
+	})
+
+	t.Run("cache: password required", func(t *testing.T) {
+		out := e.run(t, nil, "exec", cache, "sh", "-c", "unset REDISCLI_AUTH; redis-cli ping")
+		assert.Contains(t, out, "NOAUTH")
+		assert.Equal(t, "maxmemory\n201326592", e.run(t, nil, "exec", cache, "redis-cli", "config", "get", "maxmemory"))
+	})
+
+	// The app: the program's environment for this stack, its one-shot
+	// commands, then the server.
+	secret := map[string]string{
+		"SECRET_KEY":   rand.Text() + rand.Text(),
+		"DATABASE_URL": "postgres://nbms:" + appPassword + "@db:5432/nbms?sslmode=disable",
+		"REDIS_URL":    "redis://:" + redisPassword + "@cache:6379/0",
+	}
+	appEnv, err := deploy.AppEnv(cfg, secret)
+	require.NoError(t, err)
+	maps.Copy(appEnv, secret)
+	appArgs := func(role string, detached bool) []string {
+		args := []string{"run", "--name", container(role), "--network", internal}
+		if detached {
+			args = []string{"create", "--name", container(role), "--network", internal, "--init", "--health-interval", healthInterval}
+		}
+		args = append(append(append(args, hardened("65532:65532")...), tmpfs("/tmp", 64)...), envFlags(appEnv)...)
+		return append(args, "-v", volumes["static"]+":"+stacks.StaticRoot, "-v", volumes["media"]+":"+stacks.MediaRoot)
+	}
+	t.Run("app: migrate and collectstatic", func(t *testing.T) {
+		out := e.run(t, appEnv, append(appArgs("migrate", false), append([]string{im.app}, deploy.MigrateCommand...)...)...)
+		assert.Contains(t, out, "applied ")
+		out = e.run(t, appEnv, append(appArgs("collectstatic", false), append([]string{im.app}, deploy.CollectstaticCommand...)...)...)
+		assert.Contains(t, out, "published ", "written as 65532 to the fresh static volume")
+	})
+	app := name("app")
+	e.run(t, appEnv, append(appArgs("app", true), im.app, "serve")...)
+	e.run(t, nil, "network", "connect", "--alias", "app", edge, app)
+	e.run(t, nil, "start", app)
+	e.waitHealthy(t, app, time.Minute)
+
+	// nginx with the config the program renders for this stack.
+	conf, err := nginx.Render(deploy.NginxParams(cfg))
+	require.NoError(t, err)
+	proxy := container("proxy")
+	proxyEnv := map[string]string{proxyKeyEnv: keyPEM}
+	args = []string{"run", "-d", "--name", proxy, "--network", edge, "--health-interval", healthInterval,
+		"--sysctl", "net.ipv4.ip_unprivileged_port_start=0",
+		"-p", fmt.Sprintf("127.0.0.1:%d:80", httpPort), "-p", fmt.Sprintf("127.0.0.1:%d:443", httpsPort),
+		"-v", volumes["static"] + ":" + stacks.StaticRoot + ":ro", "-v", volumes["media"] + ":" + stacks.MediaRoot + ":ro"}
+	args = append(append(append(args, hardened("101:101")...), tmpfs("/tmp", 64)...), envFlags(proxyEnv)...)
+	e.run(t, proxyEnv, append(args, prologue(im.nginx,
+		[][2]string{{proxyConf, conf}, {proxyCert, certPEM}, {proxyKey, "@" + proxyKeyEnv}},
+		"nginx", "-e", "stderr", "-c", proxyConf, "-g", "daemon off;")...)...)
+	e.waitHealthy(t, proxy, time.Minute)
+
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM([]byte(certPEM)))
+	client := &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool},
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				_, port, _ := net.SplitHostPort(addr)
+				return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
+			},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	get := func(t *testing.T, url string) (int, string) {
+		t.Helper()
+		resp, err := client.Get(url)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+	https := fmt.Sprintf("https://localhost:%d", httpsPort)
+	readyThroughNginx := func(t *testing.T) {
+		t.Helper()
+		status, body := get(t, https+"/readyz")
+		assert.Equal(t, http.StatusOK, status, "nginx → app → PostgreSQL and Redis: %s\nproxy:\n%s\napp:\n%s", body, e.logs(proxy), e.logs(app))
+	}
+
+	t.Run("proxy: TLS, the app behind it, the static files", func(t *testing.T) {
+		status, _ := get(t, fmt.Sprintf("http://localhost:%d%s", httpPort, nginx.HealthPath))
+		assert.Equal(t, http.StatusOK, status)
+		status, _ = get(t, fmt.Sprintf("http://localhost:%d/x", httpPort))
+		assert.Equal(t, http.StatusMovedPermanently, status)
+		readyThroughNginx(t)
+		status, body := get(t, https+"/static/manifest.json")
+		require.Equal(t, http.StatusOK, status, "the manifest collectstatic wrote, read by nginx (uid 101) from the volume:\n%s", body)
+		var manifest map[string]string
+		require.NoError(t, json.Unmarshal([]byte(body), &manifest))
+		require.NotEmpty(t, manifest)
+		for _, hashed := range manifest {
+			status, _ = get(t, https+"/static/"+hashed)
+			assert.Equal(t, http.StatusOK, status, hashed)
+			break
+		}
+	})
+
+	t.Run("backups: pgBackRest over the shared socket, and the scheduler", func(t *testing.T) {
+		backupEnv := map[string]string{"PGBACKREST_CONFIG": pgConfigPath, "PGBACKREST_STANZA": pgStanza}
+		backupArgs := func(role string, detached bool) []string {
+			args := []string{"run", "--name", container(role), "--network", internal, "--init"}
+			if detached {
+				args = append(args, "-d")
+			}
+			args = append(append(append(append(args, hardened("999:999")...), tmpfs("/tmp", 128)...), envFlags(backupEnv)...), pgVolumes(":ro")...)
+			return args
+		}
+		out := e.run(t, backupEnv, append(backupArgs("backup-once", false), prologue(im.db, pgFiles, "sh", "-c",
+			"pgbackrest stanza-create && pgbackrest --type=full backup && pgbackrest --output=json info")...)...)
+		var info []struct {
+			Status struct{ Code int }
+			Backup []struct{ Type string }
+		}
+		require.NoError(t, json.Unmarshal([]byte(out[strings.LastIndex(out, "\n")+1:]), &info), out)
+		require.Len(t, info, 1)
+		assert.Zero(t, info[0].Status.Code, "stanza ok: WAL archived by the database container's archive_command")
+		require.Len(t, info[0].Backup, 1)
+		assert.Equal(t, "full", info[0].Backup[0].Type)
+
+		// The scheduler, with the program's command line.
+		scheduler := name("backup")
+		e.run(t, backupEnv, append(backupArgs("backup", true), prologue(im.db, pgFiles, deploy.BackupSchedulerCommand(cfg)...)...)...)
+		e.waitLog(t, scheduler, "backup scheduler started", time.Minute)
+		e.run(t, nil, "exec", scheduler, "pgbackrest", "info") // the program's health check
+		e.run(t, nil, "stop", scheduler)
+		assert.Equal(t, "0", e.run(t, nil, "inspect", "--format", "{{.State.ExitCode}}", scheduler), e.logs(scheduler))
+	})
+
+	t.Run("database: fast stop with the app connected, restart without init", func(t *testing.T) {
+		start := time.Now()
+		e.run(t, nil, "stop", "--time", "30", db)
+		took := time.Since(start)
+		assert.Less(t, took, 15*time.Second, "SIGINT is a fast shutdown")
+		assert.Equal(t, "0", e.run(t, nil, "inspect", "--format", "{{.State.ExitCode}}", db))
+		assert.Contains(t, e.logs(db), "received fast shutdown request")
+		e.run(t, nil, "start", db)
+		e.waitHealthy(t, db, time.Minute)
+		logs := e.logs(db)
+		assert.Equal(t, 1, strings.Count(logs, "nbms-db-entrypoint: initialisation complete"), "initialised once")
+		assert.Equal(t, 2, strings.Count(logs, "listening on IPv4 address"), "a second start of the real server")
+		readyThroughNginx(t)
+	})
+}

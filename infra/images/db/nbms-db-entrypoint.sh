@@ -1,0 +1,128 @@
+#!/bin/sh
+# nbms-db-entrypoint: start PostgreSQL for NBMS, initialising an empty data
+# directory first. Installed as /usr/local/bin/nbms-db-entrypoint.
+#
+#   nbms-db-entrypoint postgres [-c name=value ...]
+#   nbms-db-entrypoint COMMAND [ARG...]     (anything else: exec'd as is)
+#
+# Runs as postgres (uid 999) on a read-only root filesystem: it writes only
+# to $PGDATA (default /var/lib/postgresql/data), the socket directory
+# /var/run/postgresql and /tmp (a tmpfs; nothing is executed from it).
+#
+# First start (no $PGDATA/PG_VERSION): initdb with the superuser postgres,
+# whose password (POSTGRES_PASSWORD) goes through a mode-0600 file in /tmp,
+# never a command line; POSTGRES_INITDB_ARGS adds initdb options (e.g.
+# --data-checksums --encoding=UTF8 --locale=C.UTF-8). Client
+# authentication: over the Unix socket the OS user is the role (peer: the
+# backup container, same image and uid, connects as postgres through the
+# shared socket directory); over TCP, from anywhere, a SCRAM password.
+#
+# Then, until it has succeeded once (the marker file $PGDATA/nbms-initialized),
+# a temporary server creates the app's role
+# NBMS_DB_USER (LOGIN, password NBMS_DB_PASSWORD, read by psql's \getenv so it
+# is on no command line), its database NBMS_DB_NAME owned by it, and the
+# PostGIS extension in that database. Every step is skipped when already
+# done, so a first start interrupted after initdb completes at the next one.
+# The temporary server listens on no TCP address and on a private socket
+# directory in /tmp, not on /var/run/postgresql: the health check
+# (pg_isready on that directory) and the backup container see no server
+# until the real one is up.
+#
+# Every start: the password variables are unset and postgres is exec'd
+# (it becomes the container's main process and gets its stop signal
+# directly) with listen_addresses='*' followed by the caller's arguments,
+# which therefore win.
+set -eu
+
+PGDATA=${PGDATA:-/var/lib/postgresql/data}
+export PGDATA
+marker="$PGDATA/nbms-initialized"
+
+log() { printf 'nbms-db-entrypoint: %s\n' "$*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+
+case "${1:-}" in
+"") set -- postgres ;;
+-*) set -- postgres "$@" ;;
+postgres) ;;
+*) exec "$@" ;;
+esac
+shift # postgres
+
+[ "$(id -u)" != 0 ] || die "refusing to run PostgreSQL as root; run the container as postgres (--user 999:999)"
+# On any exit before the exec (an error, or the stop signal, which this
+# shell as PID 1 would otherwise ignore): no password file left behind, no
+# temporary server left running on the data directory. exec runs no trap
+# and gives postgres the default signal handlers back.
+pwfile='' init_socket=''
+cleanup() {
+	[ -z "$pwfile" ] || rm -f "$pwfile"
+	if [ -n "$init_socket" ]; then
+		pg_ctl --pgdata="$PGDATA" --wait --silent --mode=fast stop >/dev/null 2>&1 || true
+		rm -rf "$init_socket"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+	[ -n "${POSTGRES_PASSWORD:-}" ] || die "POSTGRES_PASSWORD is empty: it is needed to initialise the empty data directory $PGDATA"
+	log "initialising the database cluster in $PGDATA"
+	pwfile=$(mktemp /tmp/nbms-db-pwfile.XXXXXX)
+	printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+	# POSTGRES_INITDB_ARGS is a list of options: split it on spaces, never
+	# expand patterns in it.
+	set -f
+	# shellcheck disable=SC2086
+	initdb --username=postgres --pwfile="$pwfile" --auth-local=peer --auth-host=scram-sha-256 ${POSTGRES_INITDB_ARGS:-}
+	set +f
+	rm -f "$pwfile"
+	pwfile=''
+	cat >"$PGDATA/pg_hba.conf" <<'EOF'
+# Written by nbms-db-entrypoint at initdb time.
+# TYPE  DATABASE     USER  ADDRESS  METHOD
+# Unix socket (this container, and the backup container sharing the socket
+# directory as the same uid): the OS user name is the role name.
+local   all          all            peer
+local   replication  all            peer
+# TCP from anywhere (the stack's internal network): SCRAM passwords only.
+host    all          all   all      scram-sha-256
+EOF
+fi
+
+if [ ! -e "$marker" ]; then
+	for var in NBMS_DB_NAME NBMS_DB_USER NBMS_DB_PASSWORD; do
+		eval "value=\${$var:-}"
+		[ -n "$value" ] || die "$var is empty: it is needed to create the app's role and database"
+	done
+	log "creating role $NBMS_DB_USER and database $NBMS_DB_NAME with PostGIS (temporary server)"
+	init_socket=$(mktemp -d /tmp/nbms-db-init.XXXXXX)
+	pg_ctl --pgdata="$PGDATA" --wait --timeout=120 --silent \
+		--options="-c listen_addresses='' -c unix_socket_directories=$init_socket" start
+	psql --no-psqlrc --quiet --set=ON_ERROR_STOP=1 --host="$init_socket" --username=postgres --dbname=postgres \
+		--set=app_user="$NBMS_DB_USER" --set=app_db="$NBMS_DB_NAME" <<'SQL'
+\getenv app_password NBMS_DB_PASSWORD
+SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') AS create_role \gset
+\if :create_role
+CREATE ROLE :"app_user" LOGIN PASSWORD :'app_password';
+\endif
+SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') AS create_db \gset
+\if :create_db
+CREATE DATABASE :"app_db" OWNER :"app_user";
+\endif
+\connect :"app_db"
+CREATE EXTENSION IF NOT EXISTS postgis;
+SQL
+	pg_ctl --pgdata="$PGDATA" --wait --timeout=120 --silent --mode=fast stop
+	rm -rf "$init_socket"
+	init_socket=''
+	: >"$marker"
+	log "initialisation complete"
+fi
+
+unset POSTGRES_PASSWORD NBMS_DB_PASSWORD
+exec postgres -c listen_addresses='*' "$@"
