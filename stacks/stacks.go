@@ -9,6 +9,7 @@
 package stacks
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -85,12 +86,17 @@ type Config struct {
 	EdgeSubnet     string `json:"edgeSubnet" validate:"required,cidrv4"`
 	ProtectVolumes bool   `json:"protectVolumes"`
 
-	Images Images           `json:"images"`
-	Limits map[string]Limit `json:"limits" validate:"required,dive"`
-	Backup Backup           `json:"backup"`
-	Logs   Logs             `json:"logs"`
-	App    App              `json:"app"`
-	Probe  Probe            `json:"probe"`
+	Images Images `json:"images"`
+	// BuildCACertificates are extra certificate authorities (PEM) that the
+	// app image's builder trusts for its HTTPS downloads (the Go toolchain
+	// and modules), for a Docker host whose egress goes through a
+	// TLS-inspecting proxy. They never reach a running image.
+	BuildCACertificates string           `json:"buildCaCertificates"`
+	Limits              map[string]Limit `json:"limits" validate:"required,dive"`
+	Backup              Backup           `json:"backup"`
+	Logs                Logs             `json:"logs"`
+	App                 App              `json:"app"`
+	Probe               Probe            `json:"probe"`
 }
 
 // Images says what every image is built from. The program builds all four
@@ -469,6 +475,32 @@ func CheckImageRef(ref string) error {
 	return nil
 }
 
+// CheckCACertificates accepts "" or PEM blocks that are all CA
+// certificates: nothing else (a private key pasted by mistake, a server
+// certificate) may travel into a build.
+func CheckCACertificates(pemText string) error {
+	rest := []byte(strings.TrimSpace(pemText))
+	for n := 1; len(rest) > 0; n++ {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		switch {
+		case block == nil:
+			return fmt.Errorf("block %d is not PEM: give CA certificates in PEM only", n)
+		case block.Type != "CERTIFICATE":
+			return fmt.Errorf("block %d is a %s, not a CERTIFICATE", n, block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("certificate %d: %v", n, err)
+		}
+		if !cert.IsCA {
+			return fmt.Errorf("certificate %d (%s) is not a CA certificate", n, cert.Subject)
+		}
+		rest = bytes.TrimSpace(rest)
+	}
+	return nil
+}
+
 // problems applies the field rules, then the cross-field and env-contract
 // rules, naming each bad key.
 func (c *Config) problems() []Problem {
@@ -524,6 +556,9 @@ func (c *Config) problems() []Problem {
 	}
 	if prod && c.App.HSTSSeconds < config.MinHSTSSeconds {
 		add("app.hstsSeconds", fmt.Sprintf("is %d; production needs at least %d (one year)", c.App.HSTSSeconds, config.MinHSTSSeconds))
+	}
+	if err := CheckCACertificates(c.BuildCACertificates); err != nil {
+		add("buildCaCertificates", err.Error())
 	}
 	if c.App.MaxUploadBytes < c.App.MaxRequestBodyBytes {
 		add("app.maxUploadBytes", fmt.Sprintf("is %d, below app.maxRequestBodyBytes (%d)", c.App.MaxUploadBytes, c.App.MaxRequestBodyBytes))

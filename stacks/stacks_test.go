@@ -166,6 +166,8 @@ func TestEachBadValueNamesItsKey(t *testing.T) {
 		{"images", `{"base": "nbms-base:bookworm"}`, "nbms:images.base", "local image ID sha256:"},
 		{"images", `{"base": ""}`, "nbms:images.base", "required"},
 		{"images", `{"nginx": "x"}`, "nbms:images", "unknown field"},
+		{"buildCaCertificates", "not pem", "nbms:buildCaCertificates", "not PEM"},
+		{"buildCaCertificates", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----", "nbms:buildCaCertificates", "PRIVATE KEY, not a CERTIFICATE"},
 		{"limits", `{"app": {"memoryMb": 8}}`, "nbms:limits.app.memoryMb", "min=32"},
 		{"limits", `{"app": {"cpus": 0}}`, "nbms:limits.app.cpus", "gt=0"},
 		{"limits", `{"worker": {"memoryMb": 64, "cpus": 1, "nproc": 64}}`, "nbms:limits.worker", "unknown role"},
@@ -268,6 +270,20 @@ func TestParseStackFileRefusesEncryptedValues(t *testing.T) {
 	raw, err := stacks.ParseStackFile([]byte("# c\nconfig:\n  docker:host: unix:///x\n  nbms:tlsMode: \"off\"\n  nbms:httpPort: 8080\n"))
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"tlsMode": "off", "httpPort": "8080"}, raw)
+}
+
+func TestCheckCACertificates(t *testing.T) {
+	ca := testsupport.NewCA(t, "egress CA")
+	other := testsupport.NewCA(t, "artifact CA")
+	leaf, key := ca.Issue(t, "nbms.example.org")
+	assert.NoError(t, stacks.CheckCACertificates(""))
+	assert.NoError(t, stacks.CheckCACertificates(ca.PEM))
+	assert.NoError(t, stacks.CheckCACertificates(ca.PEM+"\n"+other.PEM+"\n"), "several, as cat *.crt gives them")
+	assert.ErrorContains(t, stacks.CheckCACertificates(leaf), "certificate 1 (CN=nbms.example.org) is not a CA certificate")
+	err := stacks.CheckCACertificates(ca.PEM + key)
+	assert.ErrorContains(t, err, "block 2 is a PRIVATE KEY, not a CERTIFICATE")
+	assert.NotContains(t, err.Error(), strings.TrimSpace(strings.Split(key, "\n")[1]), "no key material in the message")
+	assert.ErrorContains(t, stacks.CheckCACertificates(ca.PEM+"junk"), "block 2 is not PEM")
 }
 
 func TestCheckImageRef(t *testing.T) {

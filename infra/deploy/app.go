@@ -122,7 +122,7 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		stopTimeout: 35,
 		init:        true,
 		dependsOn:   []pulumi.Resource{a.Migrate, a.Collectstatic},
-		opts:        []pulumi.ResourceOption{d.hookBinding(hook)},
+		opts:        []pulumi.ResourceOption{hookBinding(hook)},
 	})
 	if err != nil {
 		return err
@@ -186,15 +186,6 @@ func AppEnv[S any](cfg *stacks.Config, secret map[string]S) (map[string]string, 
 		}
 	}
 	return plain, nil
-}
-
-// hookBinding runs the post-deploy probe after the container is created
-// (including a replacement) or updated in place.
-func (d *deployment) hookBinding(hook *pulumi.ResourceHook) pulumi.ResourceOption {
-	return pulumi.ResourceHooks(&pulumi.ResourceHookBinding{
-		AfterCreate: []*pulumi.ResourceHook{hook},
-		AfterUpdate: []*pulumi.ResourceHook{hook},
-	})
 }
 
 // oneShotHealthcheck satisfies "every container has a health check" for a

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"maps"
 	"path/filepath"
 
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
@@ -63,7 +64,13 @@ func (d *deployment) newImages(ctx *pulumi.Context) (*Images, error) {
 	// BASE_IMAGE names the base for FROM; BASE_IMAGE_ID changes with the
 	// base, so a new base rebuilds every image (and lands in a label).
 	base := pulumi.StringMap{"BASE_IMAGE": im.BaseTag.TargetImage, "BASE_IMAGE_ID": im.Base.ImageId}
-	if im.App, err = d.buildImage(ctx, im, "app-image", im.AppName, ".", appDockerfile, base); err != nil {
+	// Only the app's builder downloads over HTTPS (the Go toolchain and
+	// modules); the others install Debian's signed packages.
+	appArgs := maps.Clone(base)
+	if d.cfg.BuildCACertificates != "" {
+		appArgs["BUILD_CA_CERTS"] = pulumi.String(d.cfg.BuildCACertificates)
+	}
+	if im.App, err = d.buildImage(ctx, im, "app-image", im.AppName, ".", appDockerfile, appArgs); err != nil {
 		return nil, err
 	}
 	// The database image copies the nbms binary out of the app image (the
@@ -71,10 +78,8 @@ func (d *deployment) newImages(ctx *pulumi.Context) (*Images, error) {
 	// use an image ID in FROM either, so APP_IMAGE is the app's local tag;
 	// APP_IMAGE_ID, the ID that tag points to, changes with every app
 	// build and so rebuilds this image whenever the binary changes.
-	dbArgs := pulumi.StringMap{"APP_IMAGE": im.App.ImageName, "APP_IMAGE_ID": im.App.RepoDigest}
-	for k, v := range base {
-		dbArgs[k] = v
-	}
+	dbArgs := maps.Clone(base)
+	dbArgs["APP_IMAGE"], dbArgs["APP_IMAGE_ID"] = im.App.ImageName, im.App.RepoDigest
 	if im.DB, err = d.buildImage(ctx, im, "db-image", "nbms-db:"+d.cfg.Stack, dbImageContext, filepath.Join(dbImageContext, "Dockerfile"), dbArgs); err != nil {
 		return nil, err
 	}

@@ -7,25 +7,16 @@
 package deploy
 
 import (
-	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
-	"strconv"
-	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
-	"github.com/nbms-deploy/nbms/infra/hooks"
 	"github.com/nbms-deploy/nbms/infra/nginx"
 	"github.com/nbms-deploy/nbms/infra/pgbackrest"
 	"github.com/nbms-deploy/nbms/stacks"
 )
-
-// HookName is the name of the post-deploy resource hook.
-const HookName = "nbms-post-deploy-probe"
 
 // deployment carries what every tier needs.
 type deployment struct {
@@ -99,7 +90,7 @@ func render(cfg *stacks.Config) (rendered, error) {
 }
 
 func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
-	hook, err := ctx.RegisterResourceHook(HookName, d.probe, nil)
+	hooks, err := d.registerHooks(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -127,10 +118,10 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := d.startApp(ctx, app, images.App, net, sec, db, cache, hook); err != nil {
+	if err := d.startApp(ctx, app, images.App, net, sec, db, cache, hooks.app); err != nil {
 		return nil, err
 	}
-	proxy, err := d.newProxy(ctx, net, app, images.Proxy, hook)
+	proxy, err := d.newProxy(ctx, net, app, images.Proxy, hooks.public)
 	if err != nil {
 		return nil, err
 	}
@@ -154,51 +145,6 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 			"secretKey":           sec.SecretKey,
 		}),
 	}, nil
-}
-
-// ProbeOptions are the post-deploy probe's options for a stack: through
-// the published entry point, as a visitor of the domain would arrive.
-func ProbeOptions(cfg *stacks.Config) (hooks.Options, error) {
-	timeout, err := time.ParseDuration(cfg.Probe.Timeout)
-	if err != nil {
-		return hooks.Options{}, fmt.Errorf("nbms:probe.timeout: %w", err)
-	}
-	opts := hooks.Options{
-		BaseURL: cfg.Probe.BaseURL, Paths: hooks.DefaultPaths(),
-		Host: cfg.Domain, Timeout: timeout, InitialBackoff: time.Second, MaxBackoff: 10 * time.Second,
-		// Two in a row: a container still settling must not pass once by luck.
-		SuccessesRequired: 2,
-	}
-	if opts.BaseURL == "" {
-		// A specific address (the stack refuses 0.0.0.0), reachable from the
-		// host running `pulumi up`; override with nbms:probe.baseUrl otherwise.
-		opts.BaseURL = cfg.Scheme() + "://" + net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.PublicPort()))
-	}
-	if cfg.TLS() {
-		// Trust the configured chain as well as the system roots, so a
-		// certificate from a private CA verifies too; never skip verification.
-		roots, err := x509.SystemCertPool()
-		if err != nil {
-			roots = x509.NewCertPool()
-		}
-		roots.AppendCertsFromPEM([]byte(cfg.TLSCertificate))
-		opts.HTTPClient = hooks.DefaultClient(cfg.Domain, roots)
-	}
-	return opts, nil
-}
-
-// probe is the resource hook: it fails the update with the prober's
-// message when the stack does not become ready. Hooks get no deadline;
-// the prober's own Timeout bounds it.
-func (d *deployment) probe(args *pulumi.ResourceHookArgs) error {
-	opts, err := ProbeOptions(d.cfg)
-	if err != nil {
-		return err
-	}
-	if _, err := hooks.Probe(context.Background(), opts); err != nil {
-		return fmt.Errorf("post-deploy probe after %s: %w", args.Name, err)
-	}
-	return nil
 }
 
 // path is a repository path relative to the working directory.

@@ -461,19 +461,44 @@ func TestGeneratedSecretsStaySecret(t *testing.T) {
 	}
 }
 
-func TestPostDeployHookIsBoundToAppAndProxy(t *testing.T) {
+// Each container's hook probes something that exists once that container
+// does: the app itself (nginx is created after it, so a first deployment
+// could never pass a probe through nginx there), and the public entry after
+// nginx.
+func TestPostDeployHooksProbeWhatExistsWhenTheyRun(t *testing.T) {
 	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{})
 	require.NoError(t, res.err)
-	for role, c := range res.m.byType(typeContainer) {
+	want := map[string]string{stacks.RoleApp: deploy.AppHookName, stacks.RoleProxy: deploy.HookName}
+	containers := res.m.byType(typeContainer)
+	for role, c := range containers {
 		hooks := c.RegisterRPC.GetHooks()
-		if role == stacks.RoleApp || role == stacks.RoleProxy {
+		if name, ok := want[role]; ok {
 			require.NotNil(t, hooks, role)
-			assert.Equal(t, []string{deploy.HookName}, hooks.GetAfterCreate(), role)
-			assert.Equal(t, []string{deploy.HookName}, hooks.GetAfterUpdate(), role)
+			assert.Equal(t, []string{name}, hooks.GetAfterCreate(), role)
+			assert.Equal(t, []string{name}, hooks.GetAfterUpdate(), role)
 		} else {
 			assert.Empty(t, hooks.GetAfterCreate(), role)
 		}
 	}
+	assert.True(t, slices.ContainsFunc(containers[stacks.RoleProxy].RegisterRPC.GetDependencies(), func(urn string) bool {
+		return strings.HasSuffix(urn, "$docker:index/container:Container::app")
+	}), "nginx is created after the app, so only nginx's hook may probe through nginx")
+
+	cfg, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: func(string) bool { return true }})
+	require.NoError(t, err)
+	app, err := deploy.AppProbeOptions(cfg, "172.30.0.7")
+	require.NoError(t, err)
+	assert.Equal(t, "http://172.30.0.7:8000", app.BaseURL, "the app container itself, on its own port")
+	assert.Equal(t, "nbms.example.org", app.Host)
+	public, err := deploy.ProbeOptions(cfg)
+	require.NoError(t, err)
+	assert.Equal(t, "https://203.0.113.10:443", public.BaseURL, "the published entry")
+	assert.Equal(t, public.Timeout, app.Timeout)
+}
+
+// buildArgs returns an image's build args.
+func buildArgs(img pulumi.MockResourceArgs) map[string]any {
+	return plain(img.Inputs["build"]).(map[string]any)["args"].(map[string]any)
 }
 
 func TestImagesAreBuiltLocallyFromTheOnePinnedBase(t *testing.T) {
@@ -523,6 +548,22 @@ func TestImagesAreBuiltLocallyFromTheOnePinnedBase(t *testing.T) {
 	assert.True(t, slices.ContainsFunc(built["db-image"].RegisterRPC.GetDependencies(), func(urn string) bool {
 		return strings.HasSuffix(urn, "::app-image")
 	}), "the db image is built after the app image")
+
+	// Extra build CAs go to the app's builder only (the one stage that
+	// downloads over HTTPS), and only when set.
+	assert.NotContains(t, buildArgs(built["app-image"]), "BUILD_CA_CERTS")
+	raw := stackConfig(t, "prod")
+	ca := testsupport.NewCA(t, "egress CA").PEM
+	raw["buildCaCertificates"] = ca
+	res = deployWith(t, "prod", raw, &mocks{})
+	require.NoError(t, res.err)
+	for name, img := range res.m.byType(typeImage) {
+		if name == "app-image" {
+			assert.Equal(t, ca, buildArgs(img)["BUILD_CA_CERTS"])
+		} else {
+			assert.NotContains(t, buildArgs(img), "BUILD_CA_CERTS", name)
+		}
+	}
 
 	// Every long-running container runs a built image by ID.
 	for role, c := range res.m.byType(typeContainer) {

@@ -103,7 +103,7 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 		wait:        true,
 		stopTimeout: 15,
 		dependsOn:   []pulumi.Resource{app.Container},
-		opts:        []pulumi.ResourceOption{d.hookBinding(hook)},
+		opts:        []pulumi.ResourceOption{hookBinding(hook)},
 	})
 	if err != nil {
 		return nil, err

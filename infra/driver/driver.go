@@ -474,7 +474,7 @@ func classify(err error, evs []events.EngineEvent) error {
 			switch {
 			case strings.Contains(msg, "invalid stack configuration"):
 				code, reason = ExitUsage, "invalid stack configuration (see the diagnostics above)"
-			case strings.Contains(msg, fmt.Sprintf("hook %q failed", deploy.HookName)):
+			case slices.ContainsFunc(deploy.HookNames, func(h string) bool { return strings.Contains(msg, fmt.Sprintf("hook %q failed", h)) }):
 				code, reason = ExitProbe, "the post-deploy probe failed: "+firstLine(msg)
 			}
 		}

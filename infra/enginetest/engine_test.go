@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -182,12 +185,13 @@ func (e *env) reset() {
 	e.random.Reset()
 }
 
-// publicEntry is a stand-in for nginx at the public URL: an HTTPS server
-// on 127.0.0.1 with the stack's certificate, answering /healthz and
-// /readyz. ready decides /readyz's status. It remembers how many docker
-// provider calls had happened at each request, to place the probe in the
+// standIn answers /healthz and /readyz where the post-deploy hooks probe:
+// for nginx at the public URL (HTTPS with the stack's certificate) or for
+// the app container at its own address (plain HTTP on the app's port).
+// ready decides /readyz's status. It remembers how many docker provider
+// calls had happened at each request, to place the probe in the
 // deployment's timeline.
-type publicEntry struct {
+type standIn struct {
 	srv    *httptest.Server
 	mu     sync.Mutex
 	seen   []int // len(docker.Calls()) at each request
@@ -195,8 +199,8 @@ type publicEntry struct {
 	docker *fakeprovider.Provider
 }
 
-func (e *env) publicEntry(ready bool) *publicEntry {
-	p := &publicEntry{docker: e.docker}
+func (e *env) newStandIn(ready bool) *standIn {
+	p := &standIn{docker: e.docker}
 	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.seen = append(p.seen, len(p.docker.Calls()))
@@ -214,22 +218,53 @@ func (e *env) publicEntry(ready bool) *publicEntry {
 			http.NotFound(w, r)
 		}
 	}))
-	pair, err := tls.X509KeyPair([]byte(e.cert), []byte(e.key))
-	require.NoError(e.t, err)
-	p.srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
-	p.srv.StartTLS()
 	e.t.Cleanup(p.srv.Close)
 	return p
 }
 
-func (p *publicEntry) requests() (seen []int, hosts []string) {
+// publicEntry stands in for nginx at the public URL.
+func (e *env) publicEntry(ready bool) *standIn {
+	p := e.newStandIn(ready)
+	pair, err := tls.X509KeyPair([]byte(e.cert), []byte(e.key))
+	require.NoError(e.t, err)
+	p.srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	p.srv.StartTLS()
+	return p
+}
+
+// appEntry stands in for the app container at its own address: a loopback
+// address of its own (the app's port is fixed), which the fake docker
+// provider reports as the app container's.
+func (e *env) appEntry(ready bool) *standIn {
+	p := e.newStandIn(ready)
+	var lis net.Listener
+	var err error
+	for range 20 {
+		addr := fmt.Sprintf("127.%d.%d.%d", 64+mrand.IntN(64), mrand.IntN(256), 1+mrand.IntN(254))
+		if lis, err = net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(stacks.AppPort))); err == nil {
+			e.docker.SetAddress("prod-"+stacks.RoleApp, addr)
+			break
+		}
+	}
+	require.NoError(e.t, err, "a loopback address for the app stand-in")
+	p.srv.Listener = lis
+	p.srv.Start()
+	return p
+}
+
+// entries stands in for both: the app's readiness and the public entry.
+func (e *env) entries(ready bool) (public, app *standIn) {
+	return e.publicEntry(ready), e.appEntry(ready)
+}
+
+func (p *standIn) requests() (seen []int, hosts []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.seen), slices.Clone(p.hosts)
 }
 
 // probeSetting points the post-deploy probe at the stand-in.
-func (p *publicEntry) probeSetting(timeout string) string {
+func (p *standIn) probeSetting(timeout string) string {
 	return fmt.Sprintf(`{"baseUrl": %q, "timeout": %q}`, p.srv.URL, timeout)
 }
 
@@ -318,7 +353,7 @@ func readReport(t *testing.T, dir string) reportDoc {
 
 func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testing.T) {
 	e := newEnv(t)
-	entry := e.publicEntry(true)
+	entry, app := e.entries(true)
 	stackFile := e.stackFile(map[string]string{"probe": entry.probeSetting("20s")})
 	opts := e.options(stackFile)
 
@@ -351,14 +386,19 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	assert.Less(t, created["app-image"], created["db-image"], "the app image before the db image that copies its binary")
 	assert.Len(t, order, 7+2+5+4+1+1, "7 containers, 2 networks, 5 volumes, 4 built images, the base and its tag")
 
-	// The hook probed the public entry during the update, right after the
-	// app container was created and before nginx was: the driver's own
-	// probe only comes after the whole update.
-	seen, hosts := entry.requests()
-	require.NotEmpty(t, seen)
+	// The hooks probed during the update: the app container itself right
+	// after it was created and before nginx was (nginx does not exist yet
+	// on a first deployment), then the public entry once nginx was created.
+	// The driver's own probe only comes after the whole update.
 	appAt, proxyAt := callIndex(e.docker.Calls(), "Create", "app"), callIndex(e.docker.Calls(), "Create", "proxy")
-	assert.Greater(t, seen[0], appAt, "first probe after the app container exists")
-	assert.LessOrEqual(t, seen[0], proxyAt, "first probe before nginx is created: the AfterCreate hook of the app")
+	seen, hosts := app.requests()
+	require.NotEmpty(t, seen, "the app's readiness hook probed the app container")
+	assert.Greater(t, seen[0], appAt, "first app probe after the app container exists")
+	assert.LessOrEqual(t, seen[len(seen)-1], proxyAt, "every app probe before nginx is created: the AfterCreate hook of the app")
+	assert.Equal(t, domain, hosts[0], "the app probed for the domain")
+	seen, hosts = entry.requests()
+	require.NotEmpty(t, seen)
+	assert.Greater(t, seen[0], proxyAt, "first public probe after nginx exists: the AfterCreate hook of the proxy")
 	assert.Equal(t, domain, hosts[0], "probed as a visitor of the domain")
 	require.NotNil(t, res.Probe, "the driver probed after up")
 	assert.True(t, res.Probe.Paths[len(res.Probe.Paths)-1].Ready)
@@ -488,7 +528,7 @@ func pemBody(p string) string {
 
 func TestUpFailsWithTheHookMessageWhenTheStackNeverGetsReady(t *testing.T) {
 	e := newEnv(t)
-	entry := e.publicEntry(false)
+	entry, _ := e.entries(false)
 	opts := e.options(e.stackFile(map[string]string{"probe": entry.probeSetting("3s")}))
 
 	_, err := e.run(driver.Up, opts)
@@ -496,7 +536,8 @@ func TestUpFailsWithTheHookMessageWhenTheStackNeverGetsReady(t *testing.T) {
 	assert.Equal(t, driver.ExitProbe, driver.ExitCode(err))
 	assert.Contains(t, err.Error(), "post-deploy probe")
 	output := e.out.String()
-	assert.Contains(t, output, `after hook "nbms-post-deploy-probe" failed`)
+	assert.Contains(t, output, `after hook "nbms-app-readiness-probe" failed`)
+	assert.Contains(t, output, "readiness probe of the new app container")
 	assert.Contains(t, output, "/readyz not ready after 3s")
 	assert.Contains(t, output, "503")
 	assert.Equal(t, -1, callIndex(e.docker.Calls(), "Create", "proxy"), "the update stopped at the app: nginx was not created")

@@ -66,6 +66,9 @@ type Provider struct {
 	mu           sync.Mutex
 	calls        []Call
 	generated    []string
+	// addresses are container IPv4 addresses a test set, by container
+	// name (the "name" input); other containers get a made-up one.
+	addresses map[string]string
 }
 
 // New returns a fake provider for the package pkg ("docker" or "random")
@@ -88,6 +91,23 @@ func (p *Provider) Generated() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.generated)
+}
+
+// SetAddress makes the container named name report addr as its address
+// on every network it joins, e.g. where a test serves its stand-in.
+func (p *Provider) SetAddress(name, addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.addresses == nil {
+		p.addresses = map[string]string{}
+	}
+	p.addresses[name] = addr
+}
+
+func (p *Provider) address(name string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addresses[name]
 }
 
 // Reset empties the call log.
@@ -235,7 +255,7 @@ func (p *Provider) Create(_ context.Context, req *pulumirpc.CreateRequest) (*pul
 	if err != nil {
 		return nil, err
 	}
-	outs := computed(req.GetType(), req.GetUrn(), ins, req.GetPreview())
+	outs := p.computed(req.GetType(), req.GetUrn(), ins, req.GetPreview())
 	id := ""
 	if !req.GetPreview() {
 		id = "fake-" + shortHash(req.GetUrn())
@@ -259,7 +279,7 @@ func (p *Provider) Update(_ context.Context, req *pulumirpc.UpdateRequest) (*pul
 	if err != nil {
 		return nil, err
 	}
-	props, err := plugin.MarshalProperties(computed(req.GetType(), req.GetUrn(), ins, req.GetPreview()), marshal)
+	props, err := plugin.MarshalProperties(p.computed(req.GetType(), req.GetUrn(), ins, req.GetPreview()), marshal)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +294,7 @@ func (p *Provider) Delete(_ context.Context, req *pulumirpc.DeleteRequest) (*emp
 
 // computed adds to the inputs what the real provider computes and the
 // program reads.
-func computed(typ, urn string, ins resource.PropertyMap, preview bool) resource.PropertyMap {
+func (p *Provider) computed(typ, urn string, ins resource.PropertyMap, preview bool) resource.PropertyMap {
 	outs := ins.Copy()
 	set := func(key string, v resource.PropertyValue) {
 		if preview {
@@ -297,6 +317,27 @@ func computed(typ, urn string, ins resource.PropertyMap, preview bool) resource.
 		if a := ins["attach"]; a.IsBool() && a.BoolValue() {
 			set("exitCode", resource.NewNumberProperty(0))
 		}
+		// An address on each network it joined, as the provider reports
+		// them (networkDatas).
+		addr := ""
+		if n := ins["name"]; n.IsString() {
+			addr = p.address(n.StringValue())
+		}
+		if addr == "" {
+			h := fullHash("address", urn)
+			addr = fmt.Sprintf("10.%d.%d.%d", h[0], h[1], h[2])
+		}
+		var datas []resource.PropertyValue
+		if nets := ins["networksAdvanced"]; nets.IsArray() {
+			for _, n := range nets.ArrayValue() {
+				if n.IsObject() && n.ObjectValue()["name"].IsString() {
+					datas = append(datas, resource.NewObjectProperty(resource.PropertyMap{
+						"networkName": n.ObjectValue()["name"], "ipAddress": resource.NewStringProperty(addr),
+					}))
+				}
+			}
+		}
+		set("networkDatas", resource.NewArrayProperty(datas))
 	}
 	return outs
 }
