@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -11,7 +12,10 @@ import (
 )
 
 const (
-	appUID    = "65532:65532" // the nonroot user of app/Dockerfile
+	appUID = "65532:65532" // the nonroot user of app/Dockerfile
+	// appGID owns the media volume's files, which the app writes with mode
+	// 0640: the proxy, which serves them, is given this group.
+	appGID    = "65532"
 	appBinary = "/usr/local/bin/nbms"
 	appAlias  = "app"
 )
@@ -105,7 +109,7 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		envs:    envs,
 		// Liveness only: readiness (PostgreSQL, Redis) is the post-deploy
 		// probe's job, and a DB blip must not mark the app unhealthy.
-		healthcheck: healthcheck("10s", "5s", "20s", 3, appBinary, "healthcheck"),
+		healthcheck: healthcheck(checkTiming{10 * time.Second, 5 * time.Second, 20 * time.Second, 3}, appBinary, "healthcheck"),
 		networks: []attachment{
 			{network: net.Edge, name: net.EdgeName, aliases: []string{appAlias}},
 			internal,
@@ -192,5 +196,5 @@ func AppEnv[S any](cfg *stacks.Config, secret map[string]S) (map[string]string, 
 // run-to-completion container: it proves the binary starts (`nbms help`
 // exits 0) without probing a server that a one-shot never runs.
 func oneShotHealthcheck() *docker.ContainerHealthcheckArgs {
-	return healthcheck("30s", "5s", "0s", 1, appBinary, "help")
+	return healthcheck(checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Second, 1}, appBinary, "help")
 }

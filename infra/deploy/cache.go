@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -36,11 +37,8 @@ func (d *deployment) newCache(ctx *pulumi.Context, net *Network, sec *Secrets, i
 		command:    pulumi.ToStringArray([]string{strconv.Itoa(maxMemory) + "mb"}),
 		envs:       envList(nil, map[string]pulumi.StringInput{"REDISCLI_AUTH": sec.RedisPassword}),
 		// redis-cli exits 0 on an error reply, so look for the PONG.
-		healthcheck: &docker.ContainerHealthcheckArgs{
-			Tests:    pulumi.ToStringArray([]string{"CMD-SHELL", "redis-cli ping | grep -q PONG"}),
-			Interval: pulumi.String("10s"), Timeout: pulumi.String("3s"), StartPeriod: pulumi.String("10s"), Retries: pulumi.Int(3),
-		},
-		networks: []attachment{{network: net.Internal, name: net.InternalName, aliases: []string{cacheAlias}}},
+		healthcheck: shellHealthcheck(checkTiming{10 * time.Second, 3 * time.Second, 10 * time.Second, 3}, "redis-cli ping | grep -q PONG"),
+		networks:    []attachment{{network: net.Internal, name: net.InternalName, aliases: []string{cacheAlias}}},
 		// /data is redis-server's working directory; nothing is persisted
 		// there (no RDB, no AOF), so memory is enough.
 		tmpfs:       map[string]string{"/data": tmpfsOptions(16), "/tmp": tmpfsOptions(16)},

@@ -1,7 +1,9 @@
 package deploy
 
 import (
+	"math"
 	"strconv"
+	"time"
 
 	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
@@ -40,9 +42,12 @@ type attachment struct {
 // containerSpec is what differs between containers; everything that must
 // hold for all of them (the hardening baseline) is applied by newContainer.
 type containerSpec struct {
-	role        string
-	image       pulumi.StringInput
-	user        string
+	role  string
+	image pulumi.StringInput
+	user  string
+	// groups are supplementary group IDs, for files another container
+	// writes and this one reads.
+	groups      []string
 	entrypoint  []string
 	command     pulumi.StringArrayInput
 	envs        pulumi.StringArrayInput
@@ -81,7 +86,7 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 		Memory:       pulumi.Int(limit.MemoryMB),
 		// Equal to Memory: no swap, so the limit is a real limit.
 		MemorySwap: pulumi.Int(limit.MemoryMB),
-		Cpus:       pulumi.String(strconv.FormatFloat(limit.CPUs, 'f', -1, 64)),
+		Cpus:       pulumi.String(cpusValue(limit.CPUs)),
 		// pulumi-docker v4.10 cannot set a pids cgroup limit (CIS 5.29);
 		// RLIMIT_NPROC is the bound available.
 		Ulimits: docker.ContainerUlimitArray{docker.ContainerUlimitArgs{
@@ -101,6 +106,9 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 	}
 	if len(spec.entrypoint) > 0 {
 		args.Entrypoints = pulumi.ToStringArray(spec.entrypoint)
+	}
+	if len(spec.groups) > 0 {
+		args.GroupAdds = pulumi.ToStringArray(spec.groups)
 	}
 	if len(spec.tmpfs) > 0 {
 		args.Tmpfs = pulumi.ToStringMap(spec.tmpfs)
@@ -170,15 +178,46 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 	return docker.NewContainer(ctx, spec.role, args, opts...)
 }
 
+// checkTiming is when a health check runs and how many failures in a row
+// make the container unhealthy.
+type checkTiming struct {
+	interval, timeout, startPeriod time.Duration
+	retries                        int
+}
+
 // healthcheck returns a Docker health check running test (exec form).
-func healthcheck(interval, timeout, startPeriod string, retries int, test ...string) *docker.ContainerHealthcheckArgs {
+func healthcheck(t checkTiming, test ...string) *docker.ContainerHealthcheckArgs {
+	return t.args(append([]string{"CMD"}, test...))
+}
+
+// shellHealthcheck returns a Docker health check running a shell command.
+func shellHealthcheck(t checkTiming, command string) *docker.ContainerHealthcheckArgs {
+	return t.args([]string{"CMD-SHELL", command})
+}
+
+// args writes the durations the way the provider reads them back from
+// Docker (Go's time.Duration format, "1m0s" for a minute): any other
+// spelling is a difference on every update, and a difference in a health
+// check replaces the container. None may be zero: Docker fills a zero in
+// from the image's HEALTHCHECK, which again reads back as a difference.
+func (t checkTiming) args(test []string) *docker.ContainerHealthcheckArgs {
 	return &docker.ContainerHealthcheckArgs{
-		Tests:       pulumi.ToStringArray(append([]string{"CMD"}, test...)),
-		Interval:    pulumi.String(interval),
-		Timeout:     pulumi.String(timeout),
-		StartPeriod: pulumi.String(startPeriod),
-		Retries:     pulumi.Int(retries),
+		Tests:       pulumi.ToStringArray(test),
+		Interval:    pulumi.String(t.interval.String()),
+		Timeout:     pulumi.String(t.timeout.String()),
+		StartPeriod: pulumi.String(t.startPeriod.String()),
+		Retries:     pulumi.Int(t.retries),
 	}
+}
+
+// cpusValue is a CPU limit the way the provider reads it back from Docker's
+// NanoCPUs: "1.0" for one CPU, "0.5" for half. Any other spelling ("1") is
+// a difference on every update, which replaces the container.
+func cpusValue(cpus float64) string {
+	if cpus == math.Trunc(cpus) {
+		return strconv.FormatFloat(cpus, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(cpus, 'f', -1, 64)
 }
 
 // newVolume registers a named volume. Data volumes survive the stack: they

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -80,7 +81,7 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 			"POSTGRES_PASSWORD": sec.DBSuperuserPassword,
 			"NBMS_DB_PASSWORD":  sec.AppDBPassword,
 		}),
-		healthcheck: healthcheck("10s", "5s", "60s", 5, "pg_isready", "-q", "-h", pgSocketPath, "-U", "postgres"),
+		healthcheck: healthcheck(checkTiming{10 * time.Second, 5 * time.Second, time.Minute, 5}, "pg_isready", "-q", "-h", pgSocketPath, "-U", "postgres"),
 		networks:    internal,
 		volumes: []volumeMount{
 			{volume: pgdata, name: pgdataName, path: pgDataPath},
@@ -122,7 +123,7 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 			conventions.EnvBackupRetentionFull: strconv.Itoa(d.cfg.Backup.RetentionFull),
 			conventions.EnvBackupRetentionDiff: strconv.Itoa(d.cfg.Backup.RetentionDiff),
 		}, nil),
-		healthcheck: healthcheck("30s", "30s", "2m", 3, "pgbackrest", "info"),
+		healthcheck: healthcheck(checkTiming{30 * time.Second, 30 * time.Second, 2 * time.Minute, 3}, "pgbackrest", "info"),
 		networks:    []attachment{{network: net.Internal, name: net.InternalName}},
 		volumes: []volumeMount{
 			{volume: pgdata, name: pgdataName, path: pgDataPath, readOnly: true},

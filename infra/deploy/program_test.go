@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
+	"math/big"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -458,6 +461,50 @@ func TestGeneratedSecretsStaySecret(t *testing.T) {
 				assert.Equal(t, p.stack+"-"+role, containers[role])
 			}
 		})
+	}
+}
+
+// What the provider reads back from Docker must equal what the program
+// wrote, or every update sees a difference and replaces the container:
+// durations in Go's format and never zero (Docker fills a zero in from the
+// image), CPUs as the provider prints NanoCPUs.
+func TestContainerSettingsReadBackUnchanged(t *testing.T) {
+	for _, p := range profiles {
+		res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
+		require.NoError(t, res.err)
+		for role, c := range res.m.byType(typeContainer) {
+			hc := plain(c.Inputs["healthcheck"]).(map[string]any)
+			for _, key := range []string{"interval", "timeout", "startPeriod"} {
+				v := hc[key].(string)
+				d, err := time.ParseDuration(v)
+				require.NoError(t, err, "%s %s %s", p.stack, role, key)
+				assert.Positive(t, d, "%s %s %s: zero is replaced by the image's value", p.stack, role, key)
+				assert.Equal(t, d.String(), v, "%s %s %s as Docker reads it back", p.stack, role, key)
+			}
+			cpus := plain(c.Inputs["cpus"]).(string)
+			n, err := strconv.ParseFloat(cpus, 64)
+			require.NoError(t, err)
+			nano := new(big.Rat).SetFrac64(int64(math.Round(n*1e9)), 1e9)
+			want := strings.TrimRight(nano.FloatString(9), "0")
+			if strings.HasSuffix(want, ".") {
+				want = nano.FloatString(1)
+			}
+			assert.Equal(t, want, cpus, "%s %s cpus as the provider reads NanoCPUs back", p.stack, role)
+		}
+	}
+}
+
+// The app writes uploads mode 0640 as 65532:65532; nginx serves /media/
+// from the same volume, so it, and only it, gets that group.
+func TestOnlyTheProxyReadsTheAppsUploads(t *testing.T) {
+	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{})
+	require.NoError(t, res.err)
+	for role, c := range res.m.byType(typeContainer) {
+		if role == stacks.RoleProxy {
+			assert.Equal(t, []any{"65532"}, plain(c.Inputs["groupAdds"]), role)
+		} else {
+			assert.NotContains(t, c.Inputs, resource.PropertyKey("groupAdds"), role)
+		}
 	}
 }
 

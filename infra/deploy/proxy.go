@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -88,9 +89,11 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 	var err error
 	p.Container, err = d.newContainer(ctx, p, containerSpec{
 		role: stacks.RoleProxy, image: image.RepoDigest, user: proxyUID,
+		// The media volume's uploads are the app's, mode 0640.
+		groups:     []string{appGID},
 		entrypoint: entry, command: cmd,
 		envs: envList(nil, secretEnv),
-		healthcheck: healthcheck("10s", "3s", "5s", 3,
+		healthcheck: healthcheck(checkTiming{10 * time.Second, 3 * time.Second, 5 * time.Second, 3},
 			"wget", "-q", "-O", "/dev/null", "http://127.0.0.1:"+strconv.Itoa(proxyHTTPPort)+nginx.HealthPath),
 		networks: []attachment{{network: net.Edge, name: net.EdgeName}},
 		volumes: []volumeMount{

@@ -117,6 +117,9 @@ type Step struct {
 	Op   string // create, update, replace, delete, same, ...
 	URN  string
 	Type string
+	// Diffs are the properties that changed; Replaces those of them that
+	// force a replacement.
+	Diffs, Replaces []string
 }
 
 // Result is what a run observed.
@@ -444,7 +447,7 @@ func absorb(evs []events.EngineEvent, res *Result) {
 		switch {
 		case ev.ResourcePreEvent != nil:
 			m := ev.ResourcePreEvent.Metadata
-			res.Steps = append(res.Steps, Step{Op: string(m.Op), URN: m.URN, Type: m.Type})
+			res.Steps = append(res.Steps, Step{Op: string(m.Op), URN: m.URN, Type: m.Type, Diffs: m.Diffs, Replaces: m.Keys})
 		case ev.PolicyEvent != nil:
 			res.Policy = append(res.Policy, *ev.PolicyEvent)
 		case ev.SummaryEvent != nil:

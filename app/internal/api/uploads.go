@@ -219,8 +219,19 @@ func (f *pendingFile) create() error {
 		return fmt.Errorf("create temporary upload file: %w", err)
 	}
 	f.file, f.path, f.hash = tmp, tmp.Name(), sha256.New()
+	// Readable by the media root's group too: the edge proxy serves stored
+	// files (as attachments) and is given that group, nobody else. The
+	// temporary name is never served (see above), so the mode can be set
+	// before the data arrives.
+	if err := tmp.Chmod(uploadFileMode); err != nil {
+		return fmt.Errorf("set upload file mode: %w", err)
+	}
 	return nil
 }
+
+// uploadFileMode is a stored upload's mode: the app writes it, the media
+// root's group (the edge proxy's supplementary group) reads it.
+const uploadFileMode = 0o640
 
 // write stores head and then the rest of src, hashing as it goes, and
 // returns the size.

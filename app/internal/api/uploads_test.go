@@ -148,6 +148,9 @@ func TestUploadEvidenceStoresFileAndMetadata(t *testing.T) {
 			onDisk, err := os.ReadFile(filepath.Join(e.media, added))
 			require.NoError(t, err)
 			assert.Equal(t, tc.content, onDisk)
+			info, err := os.Stat(filepath.Join(e.media, added))
+			require.NoError(t, err)
+			assert.Equal(t, os.FileMode(0o640), info.Mode().Perm(), "group-readable for the proxy that serves media, nobody else")
 
 			events := auditFor(t, reqID)
 			require.Len(t, events, 1)

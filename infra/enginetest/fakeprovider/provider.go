@@ -16,10 +16,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
+	"math/big"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
@@ -190,8 +194,12 @@ func (p *Provider) Check(_ context.Context, req *pulumirpc.CheckRequest) (*pulum
 	return &pulumirpc.CheckResponse{Inputs: req.GetNews()}, nil
 }
 
-// Diff compares the old inputs with the new ones key by key and says which
-// changed keys force a replacement, as the real provider would.
+// Diff compares the new inputs key by key with the old state, and says
+// which changed keys force a replacement, as the real (bridged Terraform)
+// provider does: the old value of a key is what Create or Read stored in
+// the state, which for some keys is not what the program wrote but how
+// Docker reported it back (see readBack). Keys only in the old inputs
+// count too (a removed setting).
 func (p *Provider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
 	oldsPB := req.GetOldInputs()
 	if oldsPB == nil {
@@ -200,6 +208,15 @@ func (p *Provider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*pulumir
 	olds, err := unmarshal(oldsPB)
 	if err != nil {
 		return nil, err
+	}
+	state, err := unmarshal(req.GetOlds())
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range state {
+		if _, ok := olds[k]; ok {
+			olds[k] = v
+		}
 	}
 	news, err := unmarshal(req.GetNews())
 	if err != nil {
@@ -317,6 +334,7 @@ func (p *Provider) computed(typ, urn string, ins resource.PropertyMap, preview b
 		if a := ins["attach"]; a.IsBool() && a.BoolValue() {
 			set("exitCode", resource.NewNumberProperty(0))
 		}
+		readBack(outs)
 		// An address on each network it joined, as the provider reports
 		// them (networkDatas).
 		addr := ""
@@ -340,6 +358,43 @@ func (p *Provider) computed(typ, urn string, ins resource.PropertyMap, preview b
 		set("networkDatas", resource.NewArrayProperty(datas))
 	}
 	return outs
+}
+
+// readBack rewrites a container's settings the way the real provider
+// stores them after reading the container back from Docker: durations in
+// Go's format ("60s" becomes "1m0s"), a zero health-check duration as the
+// image's value (Docker fills it in; 30s stands in for it here), and the
+// CPU limit as NanoCPUs printed back ("1" becomes "1.0"). A program that
+// writes them otherwise sees a difference on every update.
+func readBack(outs resource.PropertyMap) {
+	if c := outs["cpus"]; c.IsString() {
+		if f, err := strconv.ParseFloat(c.StringValue(), 64); err == nil {
+			nano := new(big.Rat).SetFrac64(int64(math.Round(f*1e9)), 1e9)
+			v := strings.TrimRight(nano.FloatString(9), "0")
+			if strings.HasSuffix(v, ".") {
+				v = nano.FloatString(1)
+			}
+			outs["cpus"] = resource.NewStringProperty(v)
+		}
+	}
+	if hc := outs["healthcheck"]; hc.IsObject() {
+		check := hc.ObjectValue().Copy()
+		for _, key := range []resource.PropertyKey{"interval", "timeout", "startPeriod"} {
+			v := check[key]
+			if !v.IsString() {
+				continue
+			}
+			d, err := time.ParseDuration(v.StringValue())
+			if err != nil {
+				continue
+			}
+			if d == 0 {
+				d = 30 * time.Second
+			}
+			check[key] = resource.NewStringProperty(d.String())
+		}
+		outs["healthcheck"] = resource.NewObjectProperty(check)
+	}
 }
 
 // Password is the deterministic "generated" value of a RandomPassword of
