@@ -7,19 +7,24 @@ GO          ?= go
 BIN         := $(CURDIR)/bin
 TOOLS       := $(CURDIR)/.tools
 PKGS        := ./...
-# The test suite talks to the machine's PostgreSQL and Redis (see README).
-TEST_FLAGS  ?= -count=1 -timeout 20m
+# The test suite talks to the machine's PostgreSQL, Redis and Docker engine
+# (see README); the real deploy (infra/e2e) builds every image cold on a
+# fresh machine, hence the long timeout.
+TEST_FLAGS  ?= -count=1 -timeout 45m
 
-.PHONY: help setup test check fmt fmt-check vet lint build run deploy-check docs bench clean
+.PHONY: help setup test e2e check fmt fmt-check vet lint build run deploy-check docs bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: ## install Debian packages and Go tools, start PostgreSQL and Redis (idempotent)
+setup: ## install Debian packages and Go tools, start PostgreSQL, Redis and a Docker engine, build the Pulumi CLI, plugins and base image (idempotent)
 	./scripts/setup.sh
 
 test: ## run the whole test suite (needs `make setup` once)
 	$(GO) test $(TEST_FLAGS) $(PKGS)
+
+e2e: ## the real deploy alone: nbms-deploy up/destroy of the e2e stack on the local Docker engine, checked from the outside
+	$(GO) test $(TEST_FLAGS) -v ./infra/e2e
 
 fmt: ## format the Go code
 	gofmt -w $$(git ls-files '*.go')
@@ -70,8 +75,9 @@ DEPLOY       := $(BIN)/nbms-deploy
 
 .PHONY: tools policy preview up destroy outputs audit
 
-tools: ## build the pinned Pulumi CLI into .tools/pulumi (for machines that cannot install Pulumi)
+tools: ## build the pinned Pulumi CLI and the provider plugins into .tools/pulumi (for machines that cannot download them)
 	./scripts/build-pulumi.sh
+	./scripts/build-providers.sh
 
 policy: ## build the policy pack binary bin/nbms-policy
 	$(GO) build -trimpath -o $(BIN)/nbms-policy ./policy/cmd/nbms-policy

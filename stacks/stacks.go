@@ -221,8 +221,8 @@ func Defaults() Config {
 			RoleMigrate:       {MemoryMB: 256, CPUs: 0.5, Nproc: 128},
 			RoleCollectstatic: {MemoryMB: 128, CPUs: 0.5, Nproc: 128},
 			RoleProxy:         {MemoryMB: 128, CPUs: 0.5, Nproc: 256},
-			// db, cache and backup images all run as UID 999, and RLIMIT_NPROC
-			// counts that UID's processes host-wide: leave room for all three.
+			// RLIMIT_NPROC counts a UID's processes host-wide: db and backup
+			// both run as 999 (and cache as 998), so leave room for both.
 			RoleDB:     {MemoryMB: 1024, CPUs: 1, Nproc: 1024},
 			RoleCache:  {MemoryMB: 256, CPUs: 0.5, Nproc: 1024},
 			RoleBackup: {MemoryMB: 512, CPUs: 1, Nproc: 1024},

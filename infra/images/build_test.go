@@ -146,7 +146,7 @@ func (e *engine) cleanup(t *testing.T, args ...string) {
 }
 
 func (e *engine) logs(name string) string {
-	out, stderr, _ := e.try(nil, "logs", "--tail", "60", name)
+	out, stderr, _ := e.try(nil, "logs", name)
 	return out + "\n" + stderr
 }
 
@@ -434,6 +434,44 @@ until pg_isready -q -h /var/run/postgresql; do sleep 0.2; done
 psql -Atc "SELECT datname || ' ' || datdba::regrole FROM pg_database WHERE datname = 'nbms'"
 ls "$PGDATA/nbms-initialized"`)...)
 		assert.Contains(t, out, "nbms nbms\n/var/lib/postgresql/data/nbms-initialized")
+	})
+
+	t.Run("the database: the passwords follow the environment at every start", func(t *testing.T) {
+		// A redeploy onto a kept volume brings the stack's secrets, which
+		// may be new (regenerated after a destroy, or rotated).
+		data, run := name("pw-pgdata"), name("pw-pgrun")
+		for _, v := range []string{data, run} {
+			e.run(t, nil, "volume", "create", v)
+			e.cleanup(t, "volume", "rm", "-f", v)
+		}
+		start := func(super, app string, check string) (string, string, error) {
+			env := map[string]string{"POSTGRES_PASSWORD": super, "NBMS_DB_NAME": "nbms", "NBMS_DB_USER": "nbms", "NBMS_DB_PASSWORD": app}
+			a := append(append([]string{"run", "--rm"}, hardened("999:999")...), tmpfs("/tmp", 16)...)
+			for _, k := range slices.Sorted(maps.Keys(env)) {
+				a = append(a, "-e", k+"="+env[k])
+			}
+			a = append(a, "-v", data+":"+pgDataPath, "-v", run+":"+pgSocketPath, im.db, "sh", "-c",
+				`nbms-db-entrypoint postgres -c archive_mode=on -c archive_command=/bin/true &
+until pg_isready -q -h 127.0.0.1; do sleep 0.2; done
+`+check)
+			return e.try(nil, a...)
+		}
+		login := func(user, password string) string {
+			return `PGPASSWORD=` + password + ` psql -h 127.0.0.1 -U ` + user + ` -d nbms -Atc "SELECT current_user"`
+		}
+		// (initdb reports on standard output; the query's answer is last.)
+		out, stderr, err := start("super-one", "app-one", login("nbms", "app-one"))
+		require.NoError(t, err, stderr)
+		assert.True(t, strings.HasSuffix(strings.TrimSpace(out), "\nnbms"), out)
+		assert.NotContains(t, stderr, "setting the passwords", "a first start set them while initialising")
+
+		out, stderr, err = start("super-two", "app-two", login("nbms", "app-two")+" && "+login("postgres", "super-two")+
+			" && { "+login("nbms", "app-one")+" && echo OLD-PASSWORD-ACCEPTED || true; }")
+		require.NoError(t, err, stderr)
+		assert.Equal(t, "nbms\npostgres", strings.TrimSpace(out), "the new passwords work and the old one does not")
+		assert.Contains(t, stderr, `password authentication failed for user "nbms"`)
+		assert.Contains(t, stderr, "setting the passwords of postgres and nbms from the environment")
+		assert.NotContains(t, out+stderr, "app-two", "no password in any output")
 	})
 
 	t.Run("the stack", func(t *testing.T) {

@@ -28,10 +28,15 @@
 # (pg_isready on that directory) and the backup container see no server
 # until the real one is up.
 #
-# Every start: the password variables are unset and postgres is exec'd
-# (it becomes the container's main process and gets its stop signal
-# directly) with listen_addresses='*' followed by the caller's arguments,
-# which therefore win.
+# Every start, the roles' passwords become the ones in the environment: the
+# stack's generated secrets are the source of truth, so a redeploy onto a
+# kept data volume (after a destroy, say) or a rotated password just works.
+# A private server (no TCP, a socket directory of its own in /tmp) sets them
+# with psql's \getenv; it runs with the caller's arguments, WAL archiving
+# included, so that no WAL it writes escapes the archive. Then the password
+# variables are unset and postgres is exec'd (it becomes the container's
+# main process and gets its stop signal directly) with listen_addresses='*'
+# followed by the caller's arguments, which therefore win.
 set -eu
 
 PGDATA=${PGDATA:-/var/lib/postgresql/data}
@@ -69,7 +74,10 @@ trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 
+# fresh: this start initialised the cluster (and so set the passwords).
+fresh=false
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
+	fresh=true
 	[ -n "${POSTGRES_PASSWORD:-}" ] || die "POSTGRES_PASSWORD is empty: it is needed to initialise the empty data directory $PGDATA"
 	log "initialising the database cluster in $PGDATA"
 	pwfile=$(mktemp /tmp/nbms-db-pwfile.XXXXXX)
@@ -123,6 +131,45 @@ SQL
 	: >"$marker"
 	log "initialisation complete"
 fi
+
+sync_passwords() {
+	log "setting the passwords of postgres and ${NBMS_DB_USER:-the app role} from the environment (private server)"
+	sync_socket=$(mktemp -d /tmp/nbms-db-sync.XXXXXX)
+	# The caller's arguments first, ours after them (a later -c wins): no TCP,
+	# only the private socket.
+	postgres "$@" -c listen_addresses='' -c unix_socket_directories="$sync_socket" &
+	sync_pid=$!
+	trap 'kill -INT "$sync_pid" 2>/dev/null; wait "$sync_pid"; rm -rf "$sync_socket"; exit 143' TERM
+	trap 'kill -INT "$sync_pid" 2>/dev/null; wait "$sync_pid"; rm -rf "$sync_socket"; exit 130' INT
+	tries=0
+	until pg_isready -q -h "$sync_socket"; do
+		kill -0 "$sync_pid" 2>/dev/null || die "the server stopped while starting; see its log above"
+		tries=$((tries + 1))
+		[ "$tries" -le 1200 ] || die "the server did not start within 120 s"
+		sleep 0.1
+	done
+	sync_status=0
+	psql --no-psqlrc --quiet --set=ON_ERROR_STOP=1 --host="$sync_socket" --username=postgres --dbname=postgres \
+		--set=app_user="${NBMS_DB_USER:-}" <<-'SQL' || sync_status=$?
+	\getenv su_password POSTGRES_PASSWORD
+	\getenv app_password NBMS_DB_PASSWORD
+	\if :{?su_password}
+	ALTER ROLE postgres PASSWORD :'su_password';
+	\endif
+	\if :{?app_password}
+	ALTER ROLE :"app_user" PASSWORD :'app_password';
+	\endif
+	SQL
+	kill -INT "$sync_pid"
+	wait "$sync_pid" || true
+	rm -rf "$sync_socket"
+	trap 'exit 143' TERM
+	trap 'exit 130' INT
+	[ "$sync_status" = 0 ] || die "setting the passwords failed (psql exit $sync_status)"
+}
+
+# On a first start the passwords were set just now.
+$fresh || sync_passwords "$@"
 
 unset POSTGRES_PASSWORD NBMS_DB_PASSWORD
 exec postgres -c listen_addresses='*' "$@"
