@@ -1,0 +1,497 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/conventions"
+	"github.com/nbms-deploy/nbms/infra/driver"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
+	"github.com/nbms-deploy/nbms/stacks"
+)
+
+const (
+	stackName  = "e2e"
+	passphrase = "e2e-state-passphrase"
+)
+
+var (
+	root       string // repository root
+	baseImage  string // the local base image's ID (sha256:...)
+	deployBin  string // nbms-deploy, built by TestMain
+	policyPack string // nbms-policy, built by TestMain
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		fail := func(format string, args ...any) int {
+			fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...)
+			return 1
+		}
+		var err error
+		if root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
+			return fail("%v", err)
+		}
+		// Everything the real deploy needs, which `make setup` provides.
+		if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+			return fail("no Docker engine answers (%v: %s): run `make setup` (scripts/docker-daemon.sh)", err, bytes.TrimSpace(out))
+		}
+		if _, err := os.Stat(filepath.Join(root, ".tools", "pulumi", "bin", "pulumi")); err != nil {
+			return fail("the Pulumi CLI is missing: run `make setup` (scripts/build-pulumi.sh)")
+		}
+		home := driver.ProjectPulumiHome(root)
+		for _, p := range []string{"resource-docker-v4.10.0/pulumi-resource-docker", "resource-random-v4.18.0/pulumi-resource-random"} {
+			if _, err := os.Stat(filepath.Join(home, "plugins", p)); err != nil {
+				return fail("provider plugin %s is missing from %s: run `make setup` (scripts/build-providers.sh)", p, home)
+			}
+		}
+		name := cmp(os.Getenv("NBMS_BASE_IMAGE"), "nbms-base:bookworm")
+		out, err := exec.Command("docker", "image", "inspect", "--format", "{{.Id}}", name).Output()
+		if err != nil {
+			return fail("base image %s is missing: run `make setup` (scripts/base-image.sh)", name)
+		}
+		baseImage = strings.TrimSpace(string(out))
+
+		dir, err := os.MkdirTemp("", "nbms-e2e-bin-")
+		if err != nil {
+			return fail("%v", err)
+		}
+		defer os.RemoveAll(dir)
+		deployBin, policyPack = filepath.Join(dir, "nbms-deploy"), filepath.Join(dir, "nbms-policy")
+		for bin, pkg := range map[string]string{deployBin: "infra/driver/cmd/nbms-deploy", policyPack: "policy/cmd/nbms-policy"} {
+			if err := testsupport.BuildBinary(bin, "github.com/nbms-deploy/nbms/"+pkg); err != nil {
+				return fail("building %s: %v", pkg, err)
+			}
+		}
+		return m.Run()
+	}())
+}
+
+func cmp(v, fallback string) string {
+	if v != "" {
+		return v
+	}
+	return fallback
+}
+
+// stack is the deployed e2e stack as the test sees it from the outside.
+type stack struct {
+	t         *testing.T
+	dir       string // state backend, stack files, certificates, logs
+	domain    string
+	httpPort  int
+	httpsPort int
+	ca        *testsupport.CA
+	chainFile string
+	keyFile   string
+	// buildCAFile holds the certificate authorities this machine added to
+	// its trust store, for the app builder's downloads ("" when none).
+	buildCAFile string
+	// settings is Pulumi.e2e.yaml as committed, keyed without the namespace;
+	// overrides are the run's changes on top of it.
+	settings map[string]string
+	// client talks to nginx over TLS as a visitor of the domain would,
+	// trusting only the test CA.
+	client  *http.Client
+	figures figures
+}
+
+// figures are the measurements the closing note of a deploy reports.
+type figures struct {
+	Durations  map[string]string  `json:"durations"`
+	ImageMB    map[string]float64 `json:"imageSizeMB"`
+	RestRSSMB  map[string]float64 `json:"rssAtRestMB"`
+	RestUseMB  map[string]float64 `json:"memoryUsageAtRestMB"`
+	Policies   map[string]int     `json:"policies"`
+	BackupInfo map[string]any     `json:"backup"`
+}
+
+func newStack(t *testing.T) *stack {
+	s := &stack{
+		t: t, dir: t.TempDir(),
+		httpPort: testsupport.FreePort(t), httpsPort: testsupport.FreePort(t),
+		figures: figures{Durations: map[string]string{}, ImageMB: map[string]float64{}, RestRSSMB: map[string]float64{},
+			RestUseMB: map[string]float64{}, Policies: map[string]int{}, BackupInfo: map[string]any{}},
+	}
+	data, err := os.ReadFile(filepath.Join(root, "Pulumi."+stackName+".yaml"))
+	require.NoError(t, err)
+	s.settings, err = stacks.ParseStackFile(data)
+	require.NoError(t, err)
+	s.domain = s.settings["domain"]
+	require.NotEmpty(t, s.domain)
+
+	s.ca = NewTestCA(t)
+	chain, key := s.ca.Issue(t, s.domain)
+	s.chainFile, s.keyFile = filepath.Join(s.dir, "fullchain.pem"), filepath.Join(s.dir, "privkey.pem")
+	require.NoError(t, os.WriteFile(s.chainFile, []byte(chain), 0o600))
+	require.NoError(t, os.WriteFile(s.keyFile, []byte(key), 0o600))
+
+	// Where egress goes through a TLS-inspecting proxy (this project's CI),
+	// the host trusts its CA through Debian's local CA directory; the app
+	// image's builder must trust it too (nbms:buildCaCertificates).
+	if cas, _ := filepath.Glob("/usr/local/share/ca-certificates/*.crt"); len(cas) > 0 {
+		var pemText []byte
+		for _, f := range cas {
+			data, err := os.ReadFile(f)
+			require.NoError(t, err)
+			pemText = append(pemText, append(bytes.TrimSpace(data), '\n')...)
+		}
+		s.buildCAFile = filepath.Join(s.dir, "build-ca.pem")
+		require.NoError(t, os.WriteFile(s.buildCAFile, pemText, 0o600))
+	}
+
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM([]byte(s.ca.PEM)))
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	s.client = &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			// Every request goes to the published port on loopback,
+			// whatever the URL's host says (as DNS would send it there).
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return dialer.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", strconv.Itoa(s.httpsPort)))
+			},
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+
+	t.Setenv("PULUMI_CONFIG_PASSPHRASE", passphrase)
+	t.Setenv("PULUMI_CONFIG_PASSPHRASE_FILE", "")
+	t.Setenv("PULUMI_BACKEND_URL", "file://"+filepath.Join(s.dir, "state"))
+	// The driver's default: the project's Pulumi home with the plugins
+	// scripts/build-providers.sh installed.
+	os.Unsetenv("PULUMI_HOME")
+	require.NoError(t, os.MkdirAll(filepath.Join(s.dir, "state"), 0o700))
+	return s
+}
+
+// NewTestCA is the throwaway CA of one run.
+func NewTestCA(t *testing.T) *testsupport.CA { return testsupport.NewCA(t, "NBMS e2e test CA") }
+
+// stackFile writes Pulumi.e2e.yaml with the run's values (ports, the local
+// base image) and overrides, and returns its path.
+func (s *stack) stackFile(overrides map[string]string) string {
+	values := maps.Clone(s.settings)
+	values["httpPort"] = strconv.Itoa(s.httpPort)
+	values["httpsPort"] = strconv.Itoa(s.httpsPort)
+	values["images"] = fmt.Sprintf(`{"base": %q}`, baseImage)
+	maps.Copy(values, overrides)
+	var b strings.Builder
+	b.WriteString("config:\n")
+	for _, k := range slices.Sorted(maps.Keys(values)) {
+		v := values[k]
+		if !strings.HasPrefix(v, "{") && !strings.HasPrefix(v, "[") {
+			v = strconv.Quote(v) // YAML reads a JSON string as the string
+		}
+		fmt.Fprintf(&b, "  %s:%s: %s\n", stacks.Namespace, k, v)
+	}
+	path := filepath.Join(s.dir, fmt.Sprintf("Pulumi.%s.%d.yaml", stackName, time.Now().UnixNano()))
+	require.NoError(s.t, os.WriteFile(path, []byte(b.String()), 0o600))
+	return path
+}
+
+// configFiles are the operator's files of the run: the certificate and,
+// where there are any, the build CAs.
+func (s *stack) configFiles() map[string]string {
+	files := map[string]string{"tlsCertificate": s.chainFile}
+	if s.buildCAFile != "" {
+		files["buildCaCertificates"] = s.buildCAFile
+	}
+	return files
+}
+
+func (s *stack) options(stackFile string, out io.Writer) driver.Options {
+	return driver.Options{
+		Stack: stackName, Root: root, StackFile: stackFile,
+		ConfigFiles: s.configFiles(),
+		SecretFiles: map[string]string{"tlsKey": s.keyFile},
+		PolicyPack:  policyPack,
+		ReportDir:   filepath.Join(s.dir, "reports"),
+		Stdout:      out, Stderr: out,
+	}
+}
+
+// run runs one driver command in process and records its wall time under
+// label. The engine's output goes to the test log when the command fails.
+func (s *stack) run(label string, cmd driver.Command, stackFile string) (*driver.Result, error) {
+	var out bytes.Buffer
+	start := time.Now()
+	res, err := driver.Run(context.Background(), cmd, s.options(stackFile, &out))
+	took := time.Since(start).Round(100 * time.Millisecond)
+	s.figures.Durations[label] = took.String()
+	s.t.Logf("%s (%s): %s", label, cmd, took)
+	if err != nil {
+		s.t.Logf("%s failed (exit %d): %v\nengine output:\n%s", label, driver.ExitCode(err), err, tail(out.String(), 200))
+	}
+	return res, err
+}
+
+// runBinary runs the built nbms-deploy as an operator or CI job would and
+// returns its exit status and output.
+func (s *stack) runBinary(label string, cmd driver.Command, stackFile string) (int, string) {
+	args := []string{string(cmd), "--stack", stackName, "--root", root, "--stack-file", stackFile,
+		"--secret-file", "tlsKey=" + s.keyFile, "--policy-pack", policyPack, "--report-dir", filepath.Join(s.dir, "reports")}
+	for key, path := range s.configFiles() {
+		args = append(args, "--config-file", key+"="+path)
+	}
+	c := exec.Command(deployBin, args...)
+	c.Dir = root
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	start := time.Now()
+	err := c.Run()
+	took := time.Since(start).Round(100 * time.Millisecond)
+	s.figures.Durations[label] = took.String()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else {
+		require.NoError(s.t, err)
+	}
+	s.t.Logf("%s (nbms-deploy %s): exit %d after %s", label, cmd, code, took)
+	return code, out.String()
+}
+
+func tail(s string, lines int) string {
+	all := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+// url is an https URL of the deployed site, as its visitors write it.
+func (s *stack) url(path string) string {
+	return "https://" + net.JoinHostPort(s.domain, strconv.Itoa(s.httpsPort)) + path
+}
+
+// origin is the site's own origin (the CSRF trusted origin by default).
+func (s *stack) origin() string {
+	return "https://" + net.JoinHostPort(s.domain, strconv.Itoa(s.httpsPort))
+}
+
+// do sends one request through nginx and returns the response with its
+// body read.
+func (s *stack) do(method, path string, body io.Reader, header http.Header) (*http.Response, []byte) {
+	s.t.Helper()
+	req, err := http.NewRequest(method, s.url(path), body)
+	require.NoError(s.t, err)
+	maps.Copy(req.Header, header)
+	resp, err := s.client.Do(req)
+	require.NoError(s.t, err, "%s %s", method, path)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	return resp, data
+}
+
+// --- Docker, from the outside ----------------------------------------------
+
+// docker runs the docker CLI and returns its standard output.
+func docker(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := dockerErr(args...)
+	require.NoError(t, err)
+	return out
+}
+
+func dockerErr(args ...string) (string, error) {
+	c := exec.Command("docker", args...)
+	var stdout, stderr bytes.Buffer
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// container is the Docker name of a stack container.
+func container(role string) string { return stackName + "-" + role }
+
+// labelFilter selects the stack's Docker objects.
+var labelFilter = "label=" + conventions.LabelStack + "=" + stackName
+
+// stackObjects lists the names of the stack's containers, networks or
+// volumes ("container", "network", "volume").
+func stackObjects(t *testing.T, kind string) []string {
+	t.Helper()
+	var args []string
+	switch kind {
+	case "container":
+		args = []string{"ps", "-a", "--filter", labelFilter, "--format", "{{.Names}}"}
+	default:
+		args = []string{kind, "ls", "--filter", labelFilter, "--format", "{{.Name}}"}
+	}
+	return slices.Sorted(slices.Values(strings.Fields(docker(t, args...))))
+}
+
+// inspection is the part of `docker inspect` the test reads.
+type inspection struct {
+	ID     string `json:"Id"`
+	Name   string `json:"Name"`
+	Config struct {
+		User string `json:"User"`
+	} `json:"Config"`
+	State struct {
+		Status   string `json:"Status"`
+		ExitCode int    `json:"ExitCode"`
+		Health   *struct {
+			Status string `json:"Status"`
+		} `json:"Health"`
+	} `json:"State"`
+	HostConfig struct {
+		ReadonlyRootfs bool     `json:"ReadonlyRootfs"`
+		CapDrop        []string `json:"CapDrop"`
+		CapAdd         []string `json:"CapAdd"`
+		SecurityOpt    []string `json:"SecurityOpt"`
+		Privileged     bool     `json:"Privileged"`
+		Memory         int64    `json:"Memory"`
+		MemorySwap     int64    `json:"MemorySwap"`
+		NanoCPUs       int64    `json:"NanoCpus"`
+		PidsLimit      *int64   `json:"PidsLimit"`
+		Ulimits        []struct {
+			Name       string
+			Soft, Hard int64
+		} `json:"Ulimits"`
+		PortBindings map[string][]portBinding `json:"PortBindings"`
+		Tmpfs        map[string]string        `json:"Tmpfs"`
+	} `json:"HostConfig"`
+	NetworkSettings struct {
+		Networks map[string]any `json:"Networks"`
+	} `json:"NetworkSettings"`
+}
+
+type portBinding struct {
+	HostIP   string `json:"HostIp"`
+	HostPort string `json:"HostPort"`
+}
+
+func inspect(t *testing.T, name string) inspection {
+	t.Helper()
+	var out []inspection
+	require.NoError(t, json.Unmarshal([]byte(docker(t, "inspect", name)), &out))
+	require.Len(t, out, 1)
+	return out[0]
+}
+
+// exec runs a command in a stack container.
+func execIn(t *testing.T, role string, stdin string, args ...string) (string, error) {
+	t.Helper()
+	full := append([]string{"exec", "-i", container(role)}, args...)
+	c := exec.Command("docker", full...)
+	c.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	c.Stdout, c.Stderr = &stdout, &stderr
+	err := c.Run()
+	if err != nil {
+		err = fmt.Errorf("docker exec %s %s: %w: %s", container(role), strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), err
+}
+
+// dumpContainers writes the state, health and last log lines of every
+// stack container to the test log: what a failed deployment needs first.
+func dumpContainers(t *testing.T) {
+	out, err := dockerErr("ps", "-a", "--filter", labelFilter, "--format", "{{.Names}}")
+	if err != nil {
+		t.Logf("listing the stack's containers: %v", err)
+		return
+	}
+	for _, name := range strings.Fields(out) {
+		state, _ := dockerErr("inspect", "--format", "{{.State.Status}} exit={{.State.ExitCode}} health={{if .State.Health}}{{.State.Health.Status}} {{range .State.Health.Log}}[{{.ExitCode}}: {{.Output}}]{{end}}{{end}}", name)
+		logs, _ := exec.Command("docker", "logs", "--tail", "60", name).CombinedOutput()
+		t.Logf("=== container %s: %s\n%s", name, strings.TrimSpace(state), logs)
+	}
+}
+
+// removeStackObjects deletes every Docker object of the stack, protected
+// volumes included: a run starts from nothing and leaves nothing behind.
+func removeStackObjects(t *testing.T) {
+	for _, kind := range []string{"container", "network", "volume"} {
+		var args []string
+		switch kind {
+		case "container":
+			args = []string{"ps", "-aq", "--filter", labelFilter}
+		default:
+			args = []string{kind, "ls", "-q", "--filter", labelFilter}
+		}
+		out, err := dockerErr(args...)
+		if err != nil {
+			t.Logf("cleanup: %v", err)
+			continue
+		}
+		ids := strings.Fields(out)
+		if len(ids) == 0 {
+			continue
+		}
+		rm := map[string][]string{"container": {"rm", "-f", "-v"}, "network": {"network", "rm"}, "volume": {"volume", "rm", "-f"}}[kind]
+		if _, err := dockerErr(append(rm, ids...)...); err != nil {
+			t.Logf("cleanup: %v", err)
+		}
+	}
+	// The stack's images and its tag of the base; the base itself and the
+	// BuildKit cache stay, so the next run builds warm.
+	for _, img := range []string{"nbms-app", "nbms-db", "nbms-nginx", "nbms-redis", "nbms-base"} {
+		_, _ = dockerErr("image", "rm", img+":"+stackName)
+	}
+}
+
+// jsonLog returns a container's JSON log lines since a time (stdout and
+// stderr together).
+func jsonLog(t *testing.T, role string, since time.Time) []map[string]any {
+	t.Helper()
+	out, err := exec.Command("docker", "logs", "--since", since.UTC().Format(time.RFC3339Nano), container(role)).CombinedOutput()
+	require.NoError(t, err, string(out))
+	var lines []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l map[string]any
+		if json.Unmarshal(sc.Bytes(), &l) == nil {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+const proberAgent = "nbms-post-deploy-probe"
+
+// probeAnswers counts the post-deploy prober's successful /readyz requests
+// since a time, as the app logged them (every probe: through nginx or
+// straight to the app container) and as nginx did (only those through the
+// public entry). A probe run asks for two 200s in a row.
+func probeAnswers(t *testing.T, since time.Time) (atApp, viaNginx int) {
+	for _, l := range jsonLog(t, conventions.RoleApp, since) {
+		if l["msg"] == "request" && l["user_agent"] == proberAgent && l["path"] == "/readyz" && l["status_code"] == float64(200) {
+			atApp++
+		}
+	}
+	for _, l := range jsonLog(t, conventions.RoleProxy, since) {
+		if l["user_agent"] == proberAgent && l["path"] == "/readyz" && l["status"] == float64(200) {
+			viaNginx++
+		}
+	}
+	return atApp, viaNginx
+}
