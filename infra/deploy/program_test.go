@@ -4,13 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"math"
-	"math/big"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +21,7 @@ import (
 
 	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/infra/deploy"
+	"github.com/nbms-deploy/nbms/infra/enginetest/fakeprovider"
 	"github.com/nbms-deploy/nbms/internal/testsupport"
 	"github.com/nbms-deploy/nbms/stacks"
 )
@@ -476,20 +474,14 @@ func TestContainerSettingsReadBackUnchanged(t *testing.T) {
 			hc := plain(c.Inputs["healthcheck"]).(map[string]any)
 			for _, key := range []string{"interval", "timeout", "startPeriod"} {
 				v := hc[key].(string)
-				d, err := time.ParseDuration(v)
+				back, err := fakeprovider.ReadBackDuration(v)
 				require.NoError(t, err, "%s %s %s", p.stack, role, key)
-				assert.Positive(t, d, "%s %s %s: zero is replaced by the image's value", p.stack, role, key)
-				assert.Equal(t, d.String(), v, "%s %s %s as Docker reads it back", p.stack, role, key)
+				assert.Equal(t, back, v, "%s %s %s as Docker reads it back (never zero: Docker fills that in from the image)", p.stack, role, key)
 			}
 			cpus := plain(c.Inputs["cpus"]).(string)
-			n, err := strconv.ParseFloat(cpus, 64)
+			back, err := fakeprovider.ReadBackCPUs(cpus)
 			require.NoError(t, err)
-			nano := new(big.Rat).SetFrac64(int64(math.Round(n*1e9)), 1e9)
-			want := strings.TrimRight(nano.FloatString(9), "0")
-			if strings.HasSuffix(want, ".") {
-				want = nano.FloatString(1)
-			}
-			assert.Equal(t, want, cpus, "%s %s cpus as the provider reads NanoCPUs back", p.stack, role)
+			assert.Equal(t, back, cpus, "%s %s cpus as the provider reads NanoCPUs back", p.stack, role)
 		}
 	}
 }

@@ -368,33 +368,51 @@ func (p *Provider) computed(typ, urn string, ins resource.PropertyMap, preview b
 // writes them otherwise sees a difference on every update.
 func readBack(outs resource.PropertyMap) {
 	if c := outs["cpus"]; c.IsString() {
-		if f, err := strconv.ParseFloat(c.StringValue(), 64); err == nil {
-			nano := new(big.Rat).SetFrac64(int64(math.Round(f*1e9)), 1e9)
-			v := strings.TrimRight(nano.FloatString(9), "0")
-			if strings.HasSuffix(v, ".") {
-				v = nano.FloatString(1)
-			}
+		if v, err := ReadBackCPUs(c.StringValue()); err == nil {
 			outs["cpus"] = resource.NewStringProperty(v)
 		}
 	}
 	if hc := outs["healthcheck"]; hc.IsObject() {
 		check := hc.ObjectValue().Copy()
 		for _, key := range []resource.PropertyKey{"interval", "timeout", "startPeriod"} {
-			v := check[key]
-			if !v.IsString() {
-				continue
+			if v := check[key]; v.IsString() {
+				if d, err := ReadBackDuration(v.StringValue()); err == nil {
+					check[key] = resource.NewStringProperty(d)
+				}
 			}
-			d, err := time.ParseDuration(v.StringValue())
-			if err != nil {
-				continue
-			}
-			if d == 0 {
-				d = 30 * time.Second
-			}
-			check[key] = resource.NewStringProperty(d.String())
 		}
 		outs["healthcheck"] = resource.NewObjectProperty(check)
 	}
+}
+
+// ReadBackCPUs is a cpus value as the real provider stores it after
+// reading the container's NanoCPUs (kreuzwerker's nanoInt64ToDecimalString):
+// "1" becomes "1.0", "0.50" becomes "0.5".
+func ReadBackCPUs(cpus string) (string, error) {
+	f, err := strconv.ParseFloat(cpus, 64)
+	if err != nil {
+		return "", err
+	}
+	nano := new(big.Rat).SetFrac64(int64(math.Round(f*1e9)), 1e9)
+	v := strings.TrimRight(nano.FloatString(9), "0")
+	if strings.HasSuffix(v, ".") {
+		return nano.FloatString(1), nil
+	}
+	return v, nil
+}
+
+// ReadBackDuration is a health-check duration as the real provider stores
+// it after reading the container: Go's format ("60s" becomes "1m0s"), and a
+// zero replaced by what Docker filled in from the image (30s stands in).
+func ReadBackDuration(d string) (string, error) {
+	v, err := time.ParseDuration(d)
+	if err != nil {
+		return "", err
+	}
+	if v == 0 {
+		v = 30 * time.Second
+	}
+	return v.String(), nil
 }
 
 // Password is the deterministic "generated" value of a RandomPassword of
