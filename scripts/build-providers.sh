@@ -9,10 +9,11 @@
 # itself on the first `pulumi up`, or `pulumi plugin install resource docker
 # 4.10.0` does it ahead of time.
 #
-# Sources: PULUMI_PROVIDER_SOURCES (default ../shared/third_party/pulumi-providers
-# next to the repository) holds pulumi-<name>-<version>.tar.gz, each the
-# provider's public source with its schema-embed.json generated. Idempotent:
-# a plugin already installed at its version is kept.
+# Sources: a directory of pulumi-<name>-<version>.tar.gz, each the
+# provider's public source with its schema-embed.json generated:
+# PULUMI_PROVIDER_SOURCES, else shared/third_party/pulumi-providers beside
+# the repository or in /work. Idempotent: a plugin already installed at its
+# version is kept.
 set -euo pipefail
 case "${1:-}" in
 -h|--help) printf '%b\n' "Usage: scripts/build-providers.sh\nBuild the docker and random Pulumi provider plugins (versions from go.mod) from\n\$PULUMI_PROVIDER_SOURCES and install them into .tools/pulumi/home (idempotent)."; exit 0 ;;
@@ -24,7 +25,12 @@ root=$PWD
 pulumi="$root/.tools/pulumi/bin/pulumi"
 export PULUMI_HOME="$root/.tools/pulumi/home"
 export PULUMI_SKIP_UPDATE_CHECK=true
-sources=${PULUMI_PROVIDER_SOURCES:-$(cd "$root/.." && pwd)/shared/third_party/pulumi-providers}
+candidates=("$(cd "$root/.." && pwd)/shared/third_party/pulumi-providers" /work/shared/third_party/pulumi-providers)
+[ -z "${PULUMI_PROVIDER_SOURCES:-}" ] || candidates=("$PULUMI_PROVIDER_SOURCES")
+sources=""
+for dir in "${candidates[@]}"; do
+	if [ -d "$dir" ]; then sources=$dir; break; fi
+done
 
 [ -x "$pulumi" ] || { echo "build-providers: $pulumi is missing: run scripts/build-pulumi.sh first" >&2; exit 1; }
 
@@ -48,6 +54,7 @@ build() {
 		echo "==> provider plugin $name $version present"
 		return
 	fi
+	[ -n "$sources" ] || { echo "build-providers: no provider sources in ${candidates[*]} (set PULUMI_PROVIDER_SOURCES)" >&2; exit 1; }
 	local tarball="$sources/pulumi-$name-$version.tar.gz"
 	[ -f "$tarball" ] || { echo "build-providers: $tarball is missing (set PULUMI_PROVIDER_SOURCES)" >&2; exit 1; }
 	local work
