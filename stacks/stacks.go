@@ -567,15 +567,8 @@ func (c *Config) problems() []Problem {
 		return out
 	}
 	// Last net: the whole environment the app would get, through the app's
-	// own loader. Secrets are stand-ins of the right shape.
-	env := c.AppSettings()
-	env["SECRET_KEY"] = "validation-stand-in-Zr0pX7mW2sLdN9yB4tHcF6gJ1uAeR5iOoPqSTxVzY8wKj3"
-	env["DATABASE_URL"] = "postgres://nbms:stand-in@db:5432/nbms?sslmode=disable"
-	env["REDIS_URL"] = "redis://:stand-in@cache:6379/0"
-	if c.SentryDSN.IsSet() {
-		env["SENTRY_DSN"] = c.SentryDSN.value
-	}
-	if _, err := config.Parse(env); err != nil {
+	// own loader.
+	if _, err := c.AppConfig(); err != nil {
 		var cerr *config.Error
 		if !errors.As(err, &cerr) {
 			return append(out, Problem{Key: Namespace + ":?", Reason: err.Error()})
@@ -589,6 +582,21 @@ func (c *Config) problems() []Problem {
 		}
 	}
 	return out
+}
+
+// AppConfig is the app's configuration as the stack's containers get it,
+// parsed by the app's own loader: what the app will enforce, and what the
+// edge must match (its security headers). The secrets are stand-ins of
+// the right shape; the generated ones do not exist before the deployment.
+func (c *Config) AppConfig() (*config.Settings, error) {
+	env := c.AppSettings()
+	env["SECRET_KEY"] = "validation-stand-in-Zr0pX7mW2sLdN9yB4tHcF6gJ1uAeR5iOoPqSTxVzY8wKj3"
+	env["DATABASE_URL"] = "postgres://nbms:stand-in@db:5432/nbms?sslmode=disable"
+	env["REDIS_URL"] = "redis://:stand-in@cache:6379/0"
+	if c.SentryDSN.IsSet() {
+		env["SENTRY_DSN"] = c.SentryDSN.value
+	}
+	return config.Parse(env)
 }
 
 // envKeys maps the app variables the stack derives to the key that sets them.

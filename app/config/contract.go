@@ -498,6 +498,22 @@ func Lookup(name string) (Var, bool) {
 	return Var{}, false
 }
 
+// The probe paths: liveness (the process answers) and readiness (its
+// dependencies do too). The app serves them, Docker's health check, the
+// post-deploy prober and the edge's plain-HTTP port probe them.
+const (
+	LivenessPath  = "/healthz"
+	ReadinessPath = "/readyz"
+)
+
+// ProbePaths are the probe paths, liveness first.
+func ProbePaths() []string { return []string{LivenessPath, ReadinessPath} }
+
+// SecurityHeaders are the security headers every response carries, as the
+// app sends them: the edge proxy sends the same on the answers it makes
+// itself (error pages, redirects, static files).
+func (s *Settings) SecurityHeaders() []headers.Field { return s.HeaderPolicy().Fields() }
+
 // HeaderPolicy is the response header policy the settings describe.
 func (s *Settings) HeaderPolicy() headers.Policy {
 	p := headers.DefaultPolicy()

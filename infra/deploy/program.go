@@ -72,7 +72,9 @@ func render(cfg *stacks.Config) (rendered, error) {
 	var r rendered
 	var errs []error
 	var err error
-	if r.nginxConf, err = nginx.Render(NginxParams(cfg)); err != nil {
+	if p, err := NginxParams(cfg); err != nil {
+		errs = append(errs, err)
+	} else if r.nginxConf, err = nginx.Render(p); err != nil {
 		errs = append(errs, err)
 	}
 	r.pgbackrestConf, err = pgbackrest.Render(pgbackrest.Params{

@@ -7,6 +7,7 @@ import (
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/infra/nginx"
 	"github.com/nbms-deploy/nbms/stacks"
 )
@@ -36,7 +37,17 @@ type Proxy struct {
 // NginxParams maps the stack config to the renderer's parameters, as the
 // proxy container runs them. A live test overrides only what is local to
 // the container (ports, paths, the upstream address) and keeps the rest.
-func NginxParams(cfg *stacks.Config) nginx.Params {
+// The security headers are the app's own, from the app's configuration as
+// the stack sets it: nginx sends exactly what the app sends.
+func NginxParams(cfg *stacks.Config) (nginx.Params, error) {
+	app, err := cfg.AppConfig()
+	if err != nil {
+		return nginx.Params{}, err
+	}
+	var headers []nginx.Header
+	for _, h := range app.SecurityHeaders() {
+		headers = append(headers, nginx.Header{Name: h.Name, Value: h.Value})
+	}
 	return nginx.Params{
 		ServerNames: cfg.PublicHosts(),
 		HTTPPort:    proxyHTTPPort, HTTPSPort: proxyHTTPSPort, PublicPort: cfg.PublicPort(),
@@ -47,18 +58,9 @@ func NginxParams(cfg *stacks.Config) nginx.Params {
 		StaticRoot: stacks.StaticRoot, MediaRoot: stacks.MediaRoot,
 		ClientMaxBodyBytes: cfg.App.MaxUploadBytes,
 		LoginRatePerMinute: cfg.App.LoginRatePerMinute, LoginBurst: cfg.App.LoginBurst,
-		// The app's SECURE_HSTS_INCLUDE_SUBDOMAINS is always true; the flags
-		// only mean something when a header is sent.
-		HSTSSeconds: hstsSeconds(cfg), HSTSIncludeSubdomains: hstsSeconds(cfg) > 0, HSTSPreload: hstsSeconds(cfg) > 0 && cfg.App.HSTSPreload,
-	}
-}
-
-// hstsSeconds: HSTS is only meaningful, and only sent, over HTTPS.
-func hstsSeconds(cfg *stacks.Config) int {
-	if !cfg.TLS() {
-		return 0
-	}
-	return cfg.App.HSTSSeconds
+		SecurityHeaders: headers,
+		ProbePaths:      config.ProbePaths(),
+	}, nil
 }
 
 func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image *docker.Image, hook *pulumi.ResourceHook) (*Proxy, error) {

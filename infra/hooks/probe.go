@@ -21,6 +21,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/nbms-deploy/nbms/app/config"
 )
 
 // Defaults applied by Probe to zero-valued Options fields.
@@ -41,7 +43,7 @@ const maxBodyBytes = 512
 // first (is the process up and reachable through Nginx?), then readiness
 // (are PostgreSQL and Redis too?). It returns a new slice each time, so a
 // caller may change its copy.
-func DefaultPaths() []string { return []string{"/healthz", "/readyz"} }
+func DefaultPaths() []string { return config.ProbePaths() }
 
 // Options configures Probe. Zero values mean the documented default.
 type Options struct {

@@ -630,7 +630,9 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	e.waitHealthy(t, app, time.Minute)
 
 	// nginx with the config the program renders for this stack.
-	conf, err := nginx.Render(deploy.NginxParams(cfg))
+	params, err := deploy.NginxParams(cfg)
+	require.NoError(t, err)
+	conf, err := nginx.Render(params)
 	require.NoError(t, err)
 	proxy := container("proxy")
 	proxyEnv := map[string]string{proxyKeyEnv: keyPEM}

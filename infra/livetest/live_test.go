@@ -47,6 +47,10 @@ type site struct {
 	staticRoot string
 	mediaRoot  string
 	appLog     string
+	// appURL reaches the app directly, as nginx does.
+	appURL string
+	// securityHeaders are the names of the app's security headers.
+	securityHeaders []string
 }
 
 // appRequests returns the app's access log lines (one JSON object each).
@@ -206,6 +210,59 @@ func TestDeployedStackLive(t *testing.T) {
 		assert.Equal(t, http.StatusMovedPermanently, resp.StatusCode)
 		assert.Equal(t, s.HTTPSURL("/some/page?x=1"), resp.Header.Get("Location"))
 	})
+
+	t.Run("probes on plain HTTP reach the app without a redirect", func(t *testing.T) {
+		for _, path := range []string{"/healthz", "/readyz"} {
+			resp, body := s.Do(t, "GET", s.HTTPURL(path), nil, nil)
+			assert.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, body)
+			assert.Empty(t, resp.Header.Get("Location"), path)
+			assert.Contains(t, body, `"status":"pass"`, "the app's own answer")
+		}
+	})
+
+	t.Run("nginx's own answers carry the app's security headers, header by header", func(t *testing.T) {
+		// The app's answer, straight from the app (as nginx would get it).
+		req, err := http.NewRequest("GET", s.appURL+"/api/public/indicators", nil)
+		require.NoError(t, err)
+		req.Host = "localhost"
+		req.Header.Set("X-Forwarded-Proto", "https") // from 127.0.0.1, the trusted edge
+		appResp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		appResp.Body.Close()
+		require.Equal(t, http.StatusOK, appResp.StatusCode)
+
+		edge := map[string]*http.Response{}
+		edge["301 redirect"], _ = s.Do(t, "GET", s.HTTPURL("/a/page"), nil, nil)
+		edge["405 TRACE"], _ = s.Do(t, "TRACE", s.HTTPSURL("/"), nil, nil)
+		edge["413 body over the edge's limit"], _ = s.Do(t, "POST", s.HTTPSURL("/api/x"), bytes.NewReader(make([]byte, maxUploadBytes+1)), nil)
+		edge["404 static file"], _ = s.Do(t, "GET", s.HTTPSURL("/static/missing.css"), nil, nil)
+		edge["200 static file"], _ = s.Do(t, "GET", s.HTTPSURL("/static/manifest.json"), nil, nil)
+		edge["200 through nginx"], _ = s.Do(t, "GET", s.HTTPSURL("/api/public/indicators"), nil, nil)
+		bad, err := http.NewRequest("GET", s.HTTPSURL("/"), nil)
+		require.NoError(t, err)
+		bad.URL.Opaque = "/static/../../x" // sent as is: a URI above the root
+		if edge["400 invalid URI"], err = s.Client.Do(bad); err == nil {
+			edge["400 invalid URI"].Body.Close()
+		}
+		username := "hdr-" + rand.Text()
+		for range loginBurst + 2 {
+			edge["429 login limit"], _ = s.Do(t, "POST", s.HTTPSURL("/auth/login"), strings.NewReader(`{"username":"`+username+`","password":"y"}`),
+				map[string]string{"Content-Type": "application/json"})
+		}
+		wantStatus := map[string]int{"301 redirect": 301, "405 TRACE": 405, "413 body over the edge's limit": 413, "404 static file": 404,
+			"200 static file": 200, "200 through nginx": 200, "400 invalid URI": 400, "429 login limit": 429}
+		require.NotEmpty(t, s.securityHeaders)
+		for _, name := range s.securityHeaders {
+			require.Len(t, appResp.Header.Values(name), 1, "the app sends %s", name)
+		}
+		for what, resp := range edge {
+			require.NotNil(t, resp, what)
+			assert.Equal(t, wantStatus[what], resp.StatusCode, what)
+			for _, name := range s.securityHeaders {
+				assert.Equal(t, appResp.Header.Values(name), resp.Header.Values(name), "%s: %s as the app sends it", what, name)
+			}
+		}
+	})
 }
 
 // startSite builds and starts everything; t.Cleanup stops the processes
@@ -237,8 +294,17 @@ func startSite(t *testing.T) *site {
 	cfg, err := stacks.Parse("live", stacks.Values{Raw: raw, Secret: func(key string) bool { return key == "tlsKey" }})
 	require.NoError(t, err)
 
+	app, err := cfg.AppConfig()
+	require.NoError(t, err)
+	for _, h := range app.SecurityHeaders() {
+		if h.Name != "Cache-Control" { // each location's own decision
+			s.securityHeaders = append(s.securityHeaders, h.Name)
+		}
+	}
+
 	bin := buildApp(t)
 	appPort := testsupport.FreePort(t)
+	s.appURL = "http://127.0.0.1:" + strconv.Itoa(appPort)
 	secret := map[string]string{
 		// What random.RandomPassword makes for the program: letters and
 		// digits (hex would have at most 16 distinct characters, the
@@ -280,7 +346,8 @@ func startSite(t *testing.T) *site {
 	}
 	startApp(t, bin, environ, s.appLog, appPort)
 
-	p := deploy.NginxParams(cfg)
+	p, err := deploy.NginxParams(cfg)
+	require.NoError(t, err)
 	p.ListenAddress = "127.0.0.1"
 	p.HTTPPort, p.HTTPSPort = s.HTTPPort, s.HTTPSPort
 	p.CertPath, p.KeyPath = cert.CertPath, cert.KeyPath

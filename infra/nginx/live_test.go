@@ -27,7 +27,6 @@ import (
 
 const (
 	secretContent = "TOP-SECRET outside the static folder"
-	wantHSTS      = "max-age=63072000; includeSubDomains"
 	liveBodyLimit = 64 << 10
 )
 
@@ -136,13 +135,25 @@ func startLiveSite(t *testing.T) *liveSite {
 
 var hexID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
-// assertEdgeHeaders checks the headers nginx owns on every HTTPS response.
-func assertEdgeHeaders(t *testing.T, resp *http.Response) {
+// assertEdgeHeaders checks the headers nginx owns on every response: the
+// app's security set (all but Cache-Control, each once, with the app's
+// value unless the location overrides it: name, value pairs), the request
+// ID and no software banner.
+func assertEdgeHeaders(t *testing.T, resp *http.Response, overrides ...string) {
 	t.Helper()
 	h := resp.Header
-	assert.Equal(t, []string{wantHSTS}, h.Values("Strict-Transport-Security"))
-	assert.Equal(t, []string{"nosniff"}, h.Values("X-Content-Type-Options"))
-	assert.Equal(t, []string{"DENY"}, h.Values("X-Frame-Options"))
+	for _, want := range prodParams().SecurityHeaders {
+		if want.Name == "Cache-Control" {
+			continue
+		}
+		value := want.Value
+		for i := 0; i+1 < len(overrides); i += 2 {
+			if overrides[i] == want.Name {
+				value = overrides[i+1]
+			}
+		}
+		assert.Equal(t, []string{value}, h.Values(want.Name), "%s on %s %s", want.Name, resp.Request.Method, resp.Request.URL.Path)
+	}
 	assert.Len(t, h.Values("X-Request-Id"), 1)
 	assert.Regexp(t, hexID, h.Get("X-Request-Id"))
 	assert.Equal(t, "nginx", h.Get("Server"), "no version in the Server header")
@@ -153,14 +164,34 @@ func TestLiveNginx(t *testing.T) {
 	s := startLiveSite(t)
 
 	t.Run("HTTP redirects to HTTPS on the same host and public port", func(t *testing.T) {
-		for _, path := range []string{"/some/path?x=1&y=2", "/healthz", "/static/hello.txt"} {
+		for _, path := range []string{"/some/path?x=1&y=2", "/static/hello.txt", "/healthz/x", "/readyzz"} {
 			resp, _ := s.Do(t, "GET", s.HTTPURL(path), nil, nil)
 			assert.Equal(t, http.StatusMovedPermanently, resp.StatusCode, path)
 			assert.Equal(t, s.HTTPSURL(path), resp.Header.Get("Location"))
-			assert.Empty(t, resp.Header.Get("Strict-Transport-Security"), "HSTS over plain HTTP is ignored by browsers")
-			assert.Equal(t, "nginx", resp.Header.Get("Server"))
+			assertEdgeHeaders(t, resp)
 		}
-		assert.Empty(t, s.upstream.requests("/healthz"), "nothing is proxied over plain HTTP")
+		assert.Empty(t, s.upstream.requests("/some/path"), "nothing but the probes is proxied over plain HTTP")
+	})
+
+	t.Run("probes on plain HTTP get the app's answer, not a redirect", func(t *testing.T) {
+		for _, path := range []string{"/healthz", "/readyz"} {
+			resp, body := s.Do(t, "GET", s.HTTPURL(path), nil, nil)
+			assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+			assert.Equal(t, "upstream:"+path, body)
+			assert.Empty(t, resp.Header.Get("Location"))
+			assertEdgeHeaders(t, resp)
+			seen := s.upstream.requests(path)
+			require.NotEmpty(t, seen, path)
+			assert.Equal(t, "http", seen[len(seen)-1].header.Get("X-Forwarded-Proto"), "the app learns it came over plain HTTP")
+		}
+		// A foreign host on port 80 still gets no answer, probe or not.
+		req, err := http.NewRequest("GET", s.HTTPURL("/readyz"), nil)
+		require.NoError(t, err)
+		req.Host = "unknown.example"
+		if resp, err := s.Client.Do(req); err == nil {
+			resp.Body.Close()
+			t.Errorf("a foreign Host got an answer: %d", resp.StatusCode)
+		}
 	})
 
 	t.Run("nginx health answers for any host without the app", func(t *testing.T) {
@@ -284,7 +315,7 @@ func TestLiveNginx(t *testing.T) {
 		assert.Equal(t, "attachment", resp.Header.Get("Content-Disposition"))
 		assert.Equal(t, "default-src 'none'; sandbox", resp.Header.Get("Content-Security-Policy"))
 		assert.Equal(t, "private, no-cache", resp.Header.Get("Cache-Control"))
-		assertEdgeHeaders(t, resp)
+		assertEdgeHeaders(t, resp, "Content-Security-Policy", "default-src 'none'; sandbox")
 	})
 
 	t.Run("no path escapes the static and media folders", func(t *testing.T) {

@@ -11,8 +11,24 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/infra/internal/nginxtest"
 )
+
+// appHeaders is the app's security header set for the settings env (over
+// the dev profile), as the program passes it: config.Settings.SecurityHeaders.
+func appHeaders(env map[string]string) []Header {
+	env[config.EnvProfile] = "dev"
+	s, err := config.Parse(env)
+	if err != nil {
+		panic(err)
+	}
+	var out []Header
+	for _, f := range s.SecurityHeaders() {
+		out = append(out, Header{Name: f.Name, Value: f.Value})
+	}
+	return out
+}
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
@@ -20,22 +36,22 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 // embedded Docker DNS, unprivileged container ports published as 80/443.
 func prodParams() Params {
 	return Params{
-		ServerNames:           []string{"nbms.example.org", "www.nbms.example.org"},
-		HTTPPort:              8080,
-		HTTPSPort:             8443,
-		TLS:                   true,
-		CertPath:              "/etc/nginx/tls/fullchain.pem",
-		KeyPath:               "/etc/nginx/tls/privkey.pem",
-		Upstream:              "app:8000",
-		Resolver:              "127.0.0.11",
-		StaticRoot:            "/srv/nbms/static",
-		MediaRoot:             "/srv/nbms/media",
-		ClientMaxBodyBytes:    52428800,
-		LoginRatePerMinute:    5,
-		LoginBurst:            3,
-		HSTSSeconds:           63072000,
-		HSTSIncludeSubdomains: true,
-		ACMEChallengeRoot:     "/srv/acme",
+		ServerNames:        []string{"nbms.example.org", "www.nbms.example.org"},
+		HTTPPort:           8080,
+		HTTPSPort:          8443,
+		TLS:                true,
+		CertPath:           "/etc/nginx/tls/fullchain.pem",
+		KeyPath:            "/etc/nginx/tls/privkey.pem",
+		Upstream:           "app:8000",
+		Resolver:           "127.0.0.11",
+		StaticRoot:         "/srv/nbms/static",
+		MediaRoot:          "/srv/nbms/media",
+		ClientMaxBodyBytes: 52428800,
+		LoginRatePerMinute: 5,
+		LoginBurst:         3,
+		SecurityHeaders:    appHeaders(map[string]string{"SECURE_HSTS_SECONDS": "63072000"}),
+		ProbePaths:         config.ProbePaths(),
+		ACMEChallengeRoot:  "/srv/acme",
 	}
 }
 
@@ -50,6 +66,7 @@ func devParams() Params {
 		MediaRoot:          "/srv/nbms/media",
 		ClientMaxBodyBytes: 1 << 20,
 		LoginRatePerMinute: 10,
+		SecurityHeaders:    appHeaders(map[string]string{}),
 	}
 }
 
@@ -112,9 +129,16 @@ func TestValidate(t *testing.T) {
 		{"login path with space", func(p *Params) { p.LoginPath = "/auth/login x" }, []string{"LoginPath:"}},
 		{"login path traversal", func(p *Params) { p.LoginPath = "/auth/../login" }, []string{"LoginPath:"}},
 		{"negative burst", func(p *Params) { p.LoginBurst = -1 }, []string{"LoginBurst:"}},
-		{"HSTS without TLS", func(p *Params) { *p = devParams(); p.HSTSSeconds = 60 }, []string{"HSTSSeconds: needs TLS"}},
-		{"includeSubDomains without max-age", func(p *Params) { p.HSTSSeconds = 0 }, []string{"HSTSSeconds: is zero"}},
-		{"preload below a year", func(p *Params) { p.HSTSPreload = true; p.HSTSSeconds = 3600 }, []string{"HSTSPreload: requires"}},
+		{"HSTS without TLS", func(p *Params) {
+			*p = devParams()
+			p.SecurityHeaders = append(p.SecurityHeaders, Header{"Strict-Transport-Security", "max-age=60"})
+		}, []string{"Strict-Transport-Security needs TLS"}},
+		{"a header twice", func(p *Params) { p.SecurityHeaders = append(p.SecurityHeaders, Header{"x-frame-options", "DENY"}) }, []string{"x-frame-options is given twice"}},
+		{"nginx's request ID", func(p *Params) { p.SecurityHeaders = append(p.SecurityHeaders, Header{"X-Request-ID", "x"}) }, []string{"nginx's own"}},
+		{"header name with a space", func(p *Params) { p.SecurityHeaders = append(p.SecurityHeaders, Header{"X A", "b"}) }, []string{`"X A" is not a header name`}},
+		{"header value with a variable", func(p *Params) { p.SecurityHeaders = append(p.SecurityHeaders, Header{"X-A", "$host"}) }, []string{"X-A: the value must be"}},
+		{"header value with both quotes", func(p *Params) { p.SecurityHeaders = append(p.SecurityHeaders, Header{"X-A", `a"b'c`}) }, []string{"both kinds of quote"}},
+		{"header value with a newline", func(p *Params) { p.SecurityHeaders = append(p.SecurityHeaders, Header{"X-A", "a\nadd_header"}) }, []string{"X-A: the value must be"}},
 		{"ACME without TLS", func(p *Params) { *p = devParams(); p.ACMEChallengeRoot = "/srv/acme" }, []string{"ACMEChallengeRoot: is only used with TLS"}},
 	}
 	for _, tc := range cases {
@@ -148,12 +172,12 @@ func TestNginxAcceptsRenderedConfig(t *testing.T) {
 		{"dev: plain HTTP, IP upstream, no resolver", func(p *Params, _ string) { *p = devParams() }},
 		{"TLS on a listen address, no HSTS, no ACME, fixed workers", func(p *Params, _ string) {
 			p.ListenAddress = "127.0.0.1"
-			p.HSTSSeconds, p.HSTSIncludeSubdomains, p.ACMEChallengeRoot = 0, false, ""
+			p.SecurityHeaders, p.ACMEChallengeRoot = appHeaders(map[string]string{}), ""
 			p.Upstream, p.Resolver = "127.0.0.1:8000", ""
 			p.WorkerProcesses = 2
 		}},
 		{"HSTS preload and a non-default public port", func(p *Params, _ string) {
-			p.HSTSPreload = true
+			p.SecurityHeaders = appHeaders(map[string]string{"SECURE_HSTS_SECONDS": "63072000", "SECURE_HSTS_PRELOAD": "true"})
 			p.PublicPort = 8443
 		}},
 	}

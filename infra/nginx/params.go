@@ -21,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/infra/internal/confpath"
 )
 
@@ -46,6 +45,9 @@ const HealthPath = "/nginx-health"
 // (nginx) and as Go regexp, so the code that names static files can test
 // its names against it.
 const HashedNamePattern = `\.[0-9a-f]{8,64}\.[A-Za-z0-9]+$`
+
+// Header is one response header.
+type Header struct{ Name, Value string }
 
 // Params is everything the rendered configuration depends on.
 type Params struct {
@@ -91,12 +93,20 @@ type Params struct {
 	// 1+LoginBurst quick attempts, further POSTs get 429 (with Retry-After)
 	// until the rate refills. LoginBurst 0 allows no burst.
 	LoginRatePerMinute, LoginBurst int
-	// HSTSSeconds, HSTSIncludeSubdomains and HSTSPreload must equal the
-	// app's SECURE_HSTS_* settings: nginx owns the Strict-Transport-Security
-	// header (it replaces the app's), so every HTTPS response carries
-	// exactly one. Zero sends no HSTS header.
-	HSTSSeconds                        int
-	HSTSIncludeSubdomains, HSTSPreload bool
+	// SecurityHeaders are the app's security headers, exactly as the app
+	// sends them (config.Settings.SecurityHeaders): nginx sends the same set
+	// on every response that leaves the edge, its own answers included
+	// (redirects, error pages, static and media files), and hides the app's
+	// copies, so every response carries one of each. Cache-Control is each
+	// location's own decision and is left out (the app's passes through,
+	// static files are cached, nginx's errors are no-store). A
+	// Strict-Transport-Security header needs TLS.
+	SecurityHeaders []Header
+	// ProbePaths are the app's liveness and readiness paths. With TLS, the
+	// plain-HTTP server passes them to the app instead of redirecting them,
+	// so a load balancer or uptime checker probing port 80 gets the app's
+	// own answer (the app exempts them from its HTTPS rule).
+	ProbePaths []string
 	// ACMEChallengeRoot, when set, serves HTTP-01 challenges over plain
 	// HTTP from <ACMEChallengeRoot>/.well-known/acme-challenge/ (certbot's
 	// --webroot layout) instead of redirecting them. TLS only.
@@ -220,6 +230,11 @@ func (p Params) Validate() error {
 	if !urlPathRE.MatchString(p.LoginPath) || strings.Contains(p.LoginPath, "..") || strings.Contains(p.LoginPath, "//") {
 		add("LoginPath", "%q must be an absolute URL path of letters, digits and ._/-", p.LoginPath)
 	}
+	for _, path := range p.ProbePaths {
+		if !urlPathRE.MatchString(path) || strings.Contains(path, "..") || strings.Contains(path, "//") {
+			add("ProbePaths", "%q must be an absolute URL path of letters, digits and ._/-", path)
+		}
+	}
 	if p.LoginRatePerMinute < 1 {
 		add("LoginRatePerMinute", "must be at least 1, got %d", p.LoginRatePerMinute)
 	}
@@ -230,21 +245,32 @@ func (p Params) Validate() error {
 		add("WorkerProcesses", "must not be negative, got %d", p.WorkerProcesses)
 	}
 
-	// The same rules as the app's headers package, so nginx can never send
-	// an HSTS header the app would refuse to start with.
-	switch {
-	case p.HSTSSeconds < 0:
-		add("HSTSSeconds", "must not be negative, got %d", p.HSTSSeconds)
-	case p.HSTSSeconds > 0 && !p.TLS:
-		add("HSTSSeconds", "needs TLS: browsers ignore HSTS received over plain HTTP")
-	case p.HSTSSeconds == 0 && (p.HSTSIncludeSubdomains || p.HSTSPreload):
-		add("HSTSSeconds", "is zero (no HSTS header) but includeSubDomains or preload is set")
-	}
-	if p.HSTSPreload && (!p.HSTSIncludeSubdomains || p.HSTSSeconds < config.MinHSTSSeconds) {
-		add("HSTSPreload", "requires HSTSIncludeSubdomains and HSTSSeconds >= %d", config.MinHSTSSeconds)
+	headerSeen := map[string]bool{}
+	for i, h := range p.SecurityHeaders {
+		field := fmt.Sprintf("SecurityHeaders[%d]", i)
+		name := strings.ToLower(h.Name)
+		switch {
+		case !headerNameRE.MatchString(h.Name):
+			add(field, "%q is not a header name", h.Name)
+		case headerSeen[name]:
+			add(field, "%s is given twice", h.Name)
+		case name == "x-request-id":
+			add(field, "X-Request-ID is nginx's own (the request's ID)")
+		case name == "strict-transport-security" && !p.TLS:
+			add(field, "Strict-Transport-Security needs TLS: browsers ignore HSTS received over plain HTTP")
+		}
+		headerSeen[name] = true
+		// The value goes inside a quoted nginx string (see quoteValue),
+		// where $ would start a variable and a backslash an escape.
+		if h.Value == "" || strings.ContainsAny(h.Value, "$\\") || (strings.Contains(h.Value, `"`) && strings.Contains(h.Value, "'")) ||
+			strings.IndexFunc(h.Value, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
+			add(field, "%s: the value must be printable ASCII without $, a backslash, or both kinds of quote", h.Name)
+		}
 	}
 	return errors.Join(errs...)
 }
+
+var headerNameRE = regexp.MustCompile(`^[A-Za-z0-9-]+$`)
 
 func validHost(name string) bool {
 	if addr, err := netip.ParseAddr(name); err == nil {

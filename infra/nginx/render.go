@@ -36,7 +36,6 @@ type view struct {
 	ServerNameList string
 	UpstreamURL    string
 	ResolverAddr   string
-	HSTS           string
 	RedirectTarget string
 	ForwardedPort  string
 	LoginRate      string
@@ -77,15 +76,6 @@ func newView(p Params) (view, error) {
 			v.ResolverAddr = "[" + addr.String() + "]"
 		}
 	}
-	if p.TLS && p.HSTSSeconds > 0 {
-		v.HSTS = "max-age=" + strconv.Itoa(p.HSTSSeconds)
-		if p.HSTSIncludeSubdomains {
-			v.HSTS += "; includeSubDomains"
-		}
-		if p.HSTSPreload {
-			v.HSTS += "; preload"
-		}
-	}
 	// $host comes from a Host header that matched server_name (any other
 	// host lands in the default server), so the redirect cannot be pointed
 	// at a foreign site.
@@ -96,12 +86,16 @@ func newView(p Params) (view, error) {
 	v.RedirectTarget += "$request_uri"
 
 	details := map[int]string{
+		http.StatusMethodNotAllowed:      "The request method is not allowed here.",
 		http.StatusRequestEntityTooLarge: fmt.Sprintf("The request body is larger than the %d bytes this server accepts.", p.ClientMaxBodyBytes),
 		http.StatusTooManyRequests:       "Too many login attempts from this address; wait before retrying.",
 		http.StatusBadGateway:            "The application is not reachable right now; try again shortly.",
 		http.StatusGatewayTimeout:        "The application did not answer in time; try again shortly.",
 	}
-	for _, status := range []int{413, 429, 502, 504} {
+	// Not 400: nginx cannot send an invalid request (a URI above the root,
+	// say) to a named location, and would answer 500 instead. Its own 400
+	// page still carries the server's headers.
+	for _, status := range []int{405, 413, 429, 502, 504} {
 		body, err := json.Marshal(struct {
 			Type   string `json:"type"`
 			Title  string `json:"title"`
@@ -128,41 +122,66 @@ func listen(addr string, port int) string {
 	return netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port)).String()
 }
 
-var confTemplate = template.Must(template.New("nginx.conf").Funcs(template.FuncMap{
-	"security": securityHeaders,
-	"proxy":    proxyDirectives,
-}).Parse(confText))
+var confTemplate = template.Must(template.New("nginx.conf").Parse(confText))
 
 // Two nginx rules shape the configuration:
 //
 //   - add_header, proxy_set_header and proxy_hide_header are inherited by a
 //     block only when it defines none of its own. One add_header in a
 //     location silently drops every server-level header (HSTS included), so
-//     securityHeaders and proxyDirectives are rendered into every block that
-//     needs them instead of relying on inheritance.
+//     Security and Proxy are rendered into every block that needs them
+//     instead of relying on inheritance.
 //   - A location prefix and its alias must both end in "/": with
 //     "location /static" a request for /static../x maps outside the folder.
 
-// securityHeaders are the headers nginx owns on every response it sends,
-// proxied or not. hsts is the Strict-Transport-Security value ("" for none).
-func securityHeaders(indent int, hsts string) string {
+// ownHeader reports whether nginx sets a header of the app's set itself
+// (and hides the app's copy). Cache-Control is each location's decision.
+func ownHeader(name string) bool { return !strings.EqualFold(name, "Cache-Control") }
+
+// Security is the app's security header set, as nginx adds it to every
+// response of a block (always: error responses too), plus the request ID.
+// overrides are name, value pairs that replace a header of the set in this
+// block, or join it (the stricter policy of uploads).
+func (v view) Security(indent int, overrides ...string) string {
 	var lines []string
-	if hsts != "" {
-		lines = append(lines, `add_header Strict-Transport-Security "`+hsts+`" always;`)
+	used := map[int]bool{}
+	for _, h := range v.SecurityHeaders {
+		if !ownHeader(h.Name) {
+			continue
+		}
+		value := h.Value
+		for i := 0; i+1 < len(overrides); i += 2 {
+			if strings.EqualFold(overrides[i], h.Name) {
+				value, used[i] = overrides[i+1], true
+			}
+		}
+		lines = append(lines, `add_header `+h.Name+` `+quoteValue(value)+` always;`)
 	}
-	lines = append(lines,
-		`add_header X-Content-Type-Options "nosniff" always;`,
-		`add_header X-Frame-Options "DENY" always;`,
-		`add_header X-Request-ID $request_id always;`,
-	)
+	for i := 0; i+1 < len(overrides); i += 2 {
+		if !used[i] {
+			lines = append(lines, `add_header `+overrides[i]+` `+quoteValue(overrides[i+1])+` always;`)
+		}
+	}
+	lines = append(lines, `add_header X-Request-ID $request_id always;`)
 	return indentLines(indent, lines)
 }
 
-// proxyDirectives sends a request to the app with the headers the app's
-// proxy package believes from a trusted peer. forwardedPort is the public
-// port the client used.
-func proxyDirectives(indent int, forwardedPort string) string {
-	return indentLines(indent, []string{
+// quoteValue quotes a header value for nginx: in double quotes, or in single
+// quotes when it holds a double quote (Reporting-Endpoints does, a CSP holds
+// single ones). Validate refuses a value with both, or with $ or a backslash.
+func quoteValue(v string) string {
+	if strings.Contains(v, `"`) {
+		return "'" + v + "'"
+	}
+	return `"` + v + `"`
+}
+
+// Proxy sends a request to the app with the headers the app's proxy
+// package believes from a trusted peer, and hides the app's copies of the
+// headers nginx sets itself, so each response carries exactly one.
+// port is the X-Forwarded-Port the app gets.
+func (v view) Proxy(indent int, port string) string {
+	lines := []string{
 		`proxy_pass $nbms_upstream;`,
 		`proxy_set_header Connection "";`,
 		`proxy_set_header Host $host;`,
@@ -171,19 +190,24 @@ func proxyDirectives(indent int, forwardedPort string) string {
 		`proxy_set_header X-Forwarded-For $remote_addr;`,
 		`proxy_set_header X-Forwarded-Proto $scheme;`,
 		`proxy_set_header X-Forwarded-Host $host;`,
-		`proxy_set_header X-Forwarded-Port ` + forwardedPort + `;`,
+		`proxy_set_header X-Forwarded-Port ` + port + `;`,
 		`proxy_set_header X-Request-ID $request_id;`,
 		`# The app ignores Forwarded; nothing behind nginx may believe a forged one.`,
 		`proxy_set_header Forwarded "";`,
 		`# nginx sets these itself, so each response carries exactly one.`,
-		`proxy_hide_header Strict-Transport-Security;`,
-		`proxy_hide_header X-Content-Type-Options;`,
-		`proxy_hide_header X-Frame-Options;`,
+	}
+	for _, h := range v.SecurityHeaders {
+		if ownHeader(h.Name) {
+			lines = append(lines, `proxy_hide_header `+h.Name+`;`)
+		}
+	}
+	lines = append(lines,
 		`proxy_hide_header X-Request-ID;`,
 		`# Software banners.`,
 		`proxy_hide_header X-Powered-By;`,
 		`proxy_hide_header Server;`,
-	})
+	)
+	return indentLines(indent, lines)
 }
 
 func indentLines(indent int, lines []string) string {
@@ -331,8 +355,20 @@ http {
     server {
         listen {{.HTTPListen}};
         server_name {{.ServerNameList}};
-{{security 8 ""}}
+{{.Security 8}}
 {{template "health"}}
+{{- if .ProbePaths}}
+
+        # A probe gets the app's own answer here, never a redirect: a load
+        # balancer or uptime checker may only speak plain HTTP.
+        set $nbms_upstream {{.UpstreamURL}};
+{{- end}}
+{{- range .ProbePaths}}
+        location = {{.}} {
+{{$.Security 12}}
+{{$.Proxy 12 "$server_port"}}
+        }
+{{- end}}
 {{- if .ACMEChallengeRoot}}
         location ^~ /.well-known/acme-challenge/ {
             root {{.ACMEChallengeRoot}};
@@ -374,7 +410,7 @@ http {
 
         # add_header in a location drops these server-level headers, so
         # every location below repeats them.
-{{security 8 .HSTS}}
+{{.Security 8}}
 {{- range .ErrorPages}}
         error_page {{.Status}} @nbms_error_{{.Status}};
 {{- end}}
@@ -383,7 +419,7 @@ http {
         # request for /static../x would map outside the folder.
         location /static/ {
             alias {{.StaticRoot}}/;
-{{security 12 .HSTS}}
+{{.Security 12}}
             add_header Cache-Control $nbms_static_cache_control;
         }
 
@@ -391,27 +427,26 @@ http {
         # browser renders one anyway.
         location /media/ {
             alias {{.MediaRoot}}/;
-{{security 12 .HSTS}}
+{{.Security 12 "Content-Security-Policy" "default-src 'none'; sandbox"}}
             add_header Content-Disposition "attachment" always;
-            add_header Content-Security-Policy "default-src 'none'; sandbox" always;
             add_header Cache-Control "private, no-cache" always;
         }
 
         location = {{.LoginPath}} {
             limit_req zone=nbms_login{{if .LoginBurst}} burst={{.LoginBurst}}{{end}} nodelay;
-{{security 12 .HSTS}}
-{{proxy 12 .ForwardedPort}}
+{{.Security 12}}
+{{.Proxy 12 .ForwardedPort}}
         }
 
         location / {
-{{security 12 .HSTS}}
-{{proxy 12 .ForwardedPort}}
+{{.Security 12}}
+{{.Proxy 12 .ForwardedPort}}
         }
 
         # Errors nginx answers itself, in the app's problem+json shape.
 {{- range .ErrorPages}}
         location @nbms_error_{{.Status}} {
-{{security 12 $.HSTS}}
+{{$.Security 12}}
             add_header Cache-Control "no-store" always;
 {{- if eq .Status 429}}
             add_header Retry-After "{{$.RetryAfter}}" always;

@@ -19,12 +19,12 @@ import (
 func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("path", "/healthz", "probe path: /healthz (liveness) or /readyz (readiness)")
+	path := fs.String("path", config.LivenessPath, "probe path: "+config.LivenessPath+" (liveness) or "+config.ReadinessPath+" (readiness)")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	if *path != "/healthz" && *path != "/readyz" {
+	if *path != config.LivenessPath && *path != config.ReadinessPath {
 		fmt.Fprintln(stderr, "nbms healthcheck: --path must be /healthz or /readyz")
 		return exitUsage
 	}

@@ -30,7 +30,10 @@ func Middleware(p Policy) func(http.Handler) http.Handler {
 	if err := p.Validate(); err != nil {
 		panic(err)
 	}
-	fields := p.fields()
+	var fields []field
+	for _, f := range p.Fields() {
+		fields = append(fields, field{key: http.CanonicalHeaderKey(f.Name), value: []string{f.Value}})
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := w.Header()
@@ -48,12 +51,17 @@ func Middleware(p Policy) func(http.Handler) http.Handler {
 	}
 }
 
-// fields renders p into the header list Middleware installs.
-func (p Policy) fields() []field {
-	var fs []field
-	add := func(key, value string) {
+// Field is one response header of a Policy.
+type Field struct{ Name, Value string }
+
+// Fields renders p into the headers every response carries, in a fixed
+// order: what Middleware installs, and what the edge proxy sends on the
+// responses it answers itself (infra/nginx), so that the two sets are one.
+func (p Policy) Fields() []Field {
+	var fs []Field
+	add := func(name, value string) {
 		if value != "" {
-			fs = append(fs, field{key: http.CanonicalHeaderKey(key), value: []string{value}})
+			fs = append(fs, Field{Name: name, Value: value})
 		}
 	}
 	add("Strict-Transport-Security", p.hstsValue())

@@ -59,7 +59,7 @@ type Deps struct {
 // an orchestrator with an IP address as Host over plain HTTP, so the host
 // allowlist and the HTTPS rule must not apply to them.
 func isProbe(r *http.Request) bool {
-	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz"
+	return r.URL.Path == config.LivenessPath || r.URL.Path == config.ReadinessPath
 }
 
 func isAPI(r *http.Request) bool {
@@ -85,8 +85,8 @@ func New(d Deps) (http.Handler, error) {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", d.Health.Liveness())
-	mux.Handle("GET /readyz", d.Health.Readiness())
+	mux.Handle("GET "+config.LivenessPath, d.Health.Liveness())
+	mux.Handle("GET "+config.ReadinessPath, d.Health.Readiness())
 	mux.Handle("GET /{$}", landingPage())
 	if s.CSPReportPath != "" {
 		mux.Handle("POST "+s.CSPReportPath, headers.CSPReportHandler(d.Logger, cspReportMaxBytes))
