@@ -148,6 +148,9 @@ type App struct {
 	DBMaxConns          int    `json:"dbMaxConns" validate:"min=1,max=1000"`
 	LoginRatePerMinute  int    `json:"loginRatePerMinute" validate:"min=1,max=6000"`
 	LoginBurst          int    `json:"loginBurst" validate:"min=0,max=1000"`
+	// AcceptClientRequestID keeps a client's well-formed X-Request-ID at
+	// the edge, so a caller can trace its own request through the logs.
+	AcceptClientRequestID bool `json:"acceptClientRequestId"`
 }
 
 // Probe configures the post-deploy readiness probe.
@@ -232,6 +235,7 @@ func Defaults() Config {
 		App: App{
 			HSTSSeconds: 63072000, MaxUploadBytes: 52428800, MaxRequestBodyBytes: 1048576,
 			LogLevel: "info", DBMaxConns: 10, LoginRatePerMinute: 5, LoginBurst: 3,
+			AcceptClientRequestID: true,
 		},
 		Probe: Probe{Timeout: "3m"},
 	}

@@ -506,6 +506,16 @@ const (
 	ReadinessPath = "/readyz"
 )
 
+// RequestIDPattern is the form of a request ID taken from a client's
+// X-Request-ID header (1 to 64 of [A-Za-z0-9._-]): a correlation aid whose
+// characters leave nothing to inject into a log line or header. The app
+// (package logging) and the edge (infra/nginx) both keep a well-formed ID
+// and replace any other with their own.
+const (
+	RequestIDPattern = `^[A-Za-z0-9._-]{1,64}$`
+	MaxRequestIDLen  = 64
+)
+
 // ProbePaths are the probe paths, liveness first.
 func ProbePaths() []string { return []string{LivenessPath, ReadinessPath} }
 

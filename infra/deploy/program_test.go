@@ -486,6 +486,21 @@ func TestContainerSettingsReadBackUnchanged(t *testing.T) {
 	}
 }
 
+// The stack decides whether the edge keeps a client's well-formed request
+// ID (default: keep); the rendered config the proxy runs follows it.
+func TestClientRequestIDFollowsTheStack(t *testing.T) {
+	conf := func(raw map[string]string) string {
+		res := deployWith(t, "prod", raw, &mocks{})
+		require.NoError(t, res.err)
+		cmd := strs(plain(res.m.byType(typeContainer)[stacks.RoleProxy].Inputs["command"]))
+		return cmd[1] // the prologue's first file: the rendered nginx.conf
+	}
+	raw := stackConfig(t, "prod")
+	assert.Contains(t, conf(raw), `"~`+config.RequestIDPattern+`" $http_x_request_id;`)
+	raw["app"] = `{"acceptClientRequestId": false}`
+	assert.NotContains(t, conf(raw), config.RequestIDPattern)
+}
+
 // The app writes uploads mode 0640 as 65532:65532; nginx serves /media/
 // from the same volume, so it, and only it, gets that group.
 func TestOnlyTheProxyReadsTheAppsUploads(t *testing.T) {

@@ -58,8 +58,9 @@ func NginxParams(cfg *stacks.Config) (nginx.Params, error) {
 		StaticRoot: stacks.StaticRoot, MediaRoot: stacks.MediaRoot,
 		ClientMaxBodyBytes: cfg.App.MaxUploadBytes,
 		LoginRatePerMinute: cfg.App.LoginRatePerMinute, LoginBurst: cfg.App.LoginBurst,
-		SecurityHeaders: headers,
-		ProbePaths:      config.ProbePaths(),
+		SecurityHeaders:       headers,
+		AcceptClientRequestID: cfg.App.AcceptClientRequestID,
+		ProbePaths:            config.ProbePaths(),
 	}, nil
 }
 

@@ -121,19 +121,27 @@ func TestDeployedStackLive(t *testing.T) {
 	})
 
 	t.Run("the app logs the real client and the request id the client saw", func(t *testing.T) {
-		const forgedIP, forgedID = "203.0.113.66", "forged-request-id"
+		const forgedIP, malformedID = "203.0.113.66", "not an id; x=1"
 		resp, _ := s.Do(t, "GET", s.HTTPSURL("/?who=me"), nil, map[string]string{
-			"X-Forwarded-For": forgedIP, "X-Real-IP": forgedIP, "Forwarded": "for=" + forgedIP, "X-Request-ID": forgedID,
+			"X-Forwarded-For": forgedIP, "X-Real-IP": forgedIP, "Forwarded": "for=" + forgedIP, "X-Request-ID": malformedID,
 		})
 		id := resp.Header.Get("X-Request-Id")
-		assert.Regexp(t, `^[0-9a-f]{32}$`, id, "nginx's own id, not the client's")
+		assert.Regexp(t, `^[0-9a-f]{32}$`, id, "a malformed client ID is replaced by nginx's own")
 		line := s.waitForRequest(t, id)
 		assert.Equal(t, clientAddr, line["client_ip"], "the client, via nginx's X-Forwarded-For from a trusted proxy")
 		assert.NotEqual(t, forgedIP, line["client_ip"])
 		assert.Equal(t, "/", line["path"])
 		for _, l := range s.appRequests(t) {
-			assert.NotEqual(t, forgedID, l["request_id"])
+			assert.NotEqual(t, malformedID, l["request_id"])
 		}
+	})
+
+	t.Run("a client's well-formed request ID traces its request through both logs", func(t *testing.T) {
+		const id = "portal.req-7_a"
+		resp, _ := s.Do(t, "GET", s.HTTPSURL("/api/public/indicators"), nil, map[string]string{"X-Request-ID": id})
+		assert.Equal(t, id, resp.Header.Get("X-Request-Id"))
+		line := s.waitForRequest(t, id)
+		assert.Equal(t, "/api/public/indicators", line["path"], "the app logged the request under the client's ID")
 	})
 
 	t.Run("collected static files are served immutable", func(t *testing.T) {

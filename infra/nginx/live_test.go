@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/infra/internal/nginxtest"
 	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
@@ -155,7 +156,7 @@ func assertEdgeHeaders(t *testing.T, resp *http.Response, overrides ...string) {
 		assert.Equal(t, []string{value}, h.Values(want.Name), "%s on %s %s", want.Name, resp.Request.Method, resp.Request.URL.Path)
 	}
 	assert.Len(t, h.Values("X-Request-Id"), 1)
-	assert.Regexp(t, hexID, h.Get("X-Request-Id"))
+	assert.Regexp(t, config.RequestIDPattern, h.Get("X-Request-Id"))
 	assert.Equal(t, "nginx", h.Get("Server"), "no version in the Server header")
 	assert.Empty(t, h.Values("X-Powered-By"))
 }
@@ -256,8 +257,9 @@ func TestLiveNginx(t *testing.T) {
 			"X-Forwarded-Proto": "http",
 			"X-Forwarded-Host":  "evil.example",
 			"X-Forwarded-Port":  "1",
-			"X-Request-ID":      "attacker-chosen",
-			"Forwarded":         "for=6.6.6.6;proto=http",
+			// Not of the app's form: replaced, never passed on.
+			"X-Request-ID": "attacker chosen; id=1",
+			"Forwarded":    "for=6.6.6.6;proto=http",
 		})
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		assert.Equal(t, "upstream:/api/things", body)
@@ -388,21 +390,27 @@ func TestLiveNginx(t *testing.T) {
 
 	t.Run("access log is one JSON object per request with the request ID", func(t *testing.T) {
 		require.NotEmpty(t, proxiedID)
-		f, err := os.Open(s.logPath)
-		require.NoError(t, err)
-		defer f.Close()
-		var found map[string]any
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			var entry map[string]any
-			if json.Unmarshal(sc.Bytes(), &entry) == nil && entry["request_id"] == proxiedID {
-				found = entry
-			}
-		}
-		require.NotNil(t, found, "no access log line for request %s", proxiedID)
+		found := s.logLine(t, proxiedID)
 		assert.Equal(t, "/api/things", found["path"], "logged without the query string")
 		assert.Equal(t, float64(200), found["status"])
 		assert.Equal(t, "127.0.0.1", found["remote_addr"])
+		assert.Equal(t, "attacker chosen; id=1", found["client_request_id"], "the ID the client sent, beside the one used")
+	})
+
+	t.Run("a client's well-formed request ID is kept end to end", func(t *testing.T) {
+		const id = "portal-trace.42_A"
+		resp, _ := s.Do(t, "GET", s.HTTPSURL("/api/traced"), nil, map[string]string{"X-Request-ID": id})
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, id, resp.Header.Get("X-Request-Id"), "the client sees its own ID")
+		seen := s.upstream.requests("/api/traced")
+		require.Len(t, seen, 1)
+		assert.Equal(t, id, seen[0].header.Get("X-Request-Id"), "the app gets it")
+		line := s.logLine(t, id)
+		assert.Equal(t, "", line["client_request_id"], "nothing beside it: the IDs are the same")
+		// One character too many is not the app's form: replaced.
+		long := strings.Repeat("x", config.MaxRequestIDLen+1)
+		resp, _ = s.Do(t, "GET", s.HTTPSURL("/api/traced"), nil, map[string]string{"X-Request-ID": long})
+		assert.Regexp(t, hexID, resp.Header.Get("X-Request-Id"))
 	})
 
 	t.Run("app down: 502 in the problem+json shape", func(t *testing.T) {
@@ -412,6 +420,24 @@ func TestLiveNginx(t *testing.T) {
 		assertProblem(t, resp, body, http.StatusBadGateway)
 		assertEdgeHeaders(t, resp)
 	})
+}
+
+// logLine returns nginx's access log line of the request with that ID.
+func (s *liveSite) logLine(t *testing.T, requestID string) map[string]any {
+	t.Helper()
+	f, err := os.Open(s.logPath)
+	require.NoError(t, err)
+	defer f.Close()
+	var found map[string]any
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var entry map[string]any
+		if json.Unmarshal(sc.Bytes(), &entry) == nil && entry["request_id"] == requestID {
+			found = entry
+		}
+	}
+	require.NotNil(t, found, "no access log line for request %s", requestID)
+	return found
 }
 
 // assertProblem checks an nginx-made error has the app's problem shape.

@@ -36,22 +36,23 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 // embedded Docker DNS, unprivileged container ports published as 80/443.
 func prodParams() Params {
 	return Params{
-		ServerNames:        []string{"nbms.example.org", "www.nbms.example.org"},
-		HTTPPort:           8080,
-		HTTPSPort:          8443,
-		TLS:                true,
-		CertPath:           "/etc/nginx/tls/fullchain.pem",
-		KeyPath:            "/etc/nginx/tls/privkey.pem",
-		Upstream:           "app:8000",
-		Resolver:           "127.0.0.11",
-		StaticRoot:         "/srv/nbms/static",
-		MediaRoot:          "/srv/nbms/media",
-		ClientMaxBodyBytes: 52428800,
-		LoginRatePerMinute: 5,
-		LoginBurst:         3,
-		SecurityHeaders:    appHeaders(map[string]string{"SECURE_HSTS_SECONDS": "63072000"}),
-		ProbePaths:         config.ProbePaths(),
-		ACMEChallengeRoot:  "/srv/acme",
+		ServerNames:           []string{"nbms.example.org", "www.nbms.example.org"},
+		HTTPPort:              8080,
+		HTTPSPort:             8443,
+		TLS:                   true,
+		CertPath:              "/etc/nginx/tls/fullchain.pem",
+		KeyPath:               "/etc/nginx/tls/privkey.pem",
+		Upstream:              "app:8000",
+		Resolver:              "127.0.0.11",
+		StaticRoot:            "/srv/nbms/static",
+		MediaRoot:             "/srv/nbms/media",
+		ClientMaxBodyBytes:    52428800,
+		LoginRatePerMinute:    5,
+		LoginBurst:            3,
+		SecurityHeaders:       appHeaders(map[string]string{"SECURE_HSTS_SECONDS": "63072000"}),
+		ProbePaths:            config.ProbePaths(),
+		AcceptClientRequestID: true,
+		ACMEChallengeRoot:     "/srv/acme",
 	}
 }
 
@@ -159,6 +160,20 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With the stack's acceptClientRequestId off, every request gets nginx's
+// own ID and whatever the client sent is only logged.
+func TestClientRequestIDCanBeRefused(t *testing.T) {
+	p := prodParams()
+	on, err := Render(p)
+	require.NoError(t, err)
+	assert.Contains(t, on, `"~`+config.RequestIDPattern+`" $http_x_request_id;`, "the app's own rule decides what is kept")
+	p.AcceptClientRequestID = false
+	off, err := Render(p)
+	require.NoError(t, err)
+	assert.NotContains(t, off, config.RequestIDPattern)
+	assert.Contains(t, off, "map $http_x_request_id $nbms_request_id {\n        default $request_id;\n    }")
 }
 
 // TestNginxAcceptsRenderedConfig runs the real `nginx -t` on rendered

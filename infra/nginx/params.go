@@ -102,6 +102,10 @@ type Params struct {
 	// static files are cached, nginx's errors are no-store). A
 	// Strict-Transport-Security header needs TLS.
 	SecurityHeaders []Header
+	// AcceptClientRequestID keeps a client's X-Request-ID when it has the
+	// app's form (config.RequestIDPattern), so a caller can trace its own
+	// request through both logs; a malformed one is replaced either way.
+	AcceptClientRequestID bool
 	// ProbePaths are the app's liveness and readiness paths. With TLS, the
 	// plain-HTTP server passes them to the app instead of redirecting them,
 	// so a load balancer or uptime checker probing port 80 gets the app's

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+
+	"github.com/nbms-deploy/nbms/app/config"
 )
 
 // Render returns the complete nginx.conf for p, or the Validate error.
@@ -41,7 +43,9 @@ type view struct {
 	LoginRate      string
 	RetryAfter     int
 	HashedPattern  string
-	ErrorPages     []errorPage
+	// RequestIDPattern is the app's rule for a client's request ID.
+	RequestIDPattern string
+	ErrorPages       []errorPage
 }
 
 // errorPage is a response nginx produces itself, rendered as the same RFC
@@ -54,14 +58,15 @@ type errorPage struct {
 
 func newView(p Params) (view, error) {
 	v := view{
-		Params:         p,
-		Workers:        "auto",
-		HTTPListen:     listen(p.ListenAddress, p.HTTPPort),
-		HTTPSListen:    listen(p.ListenAddress, p.HTTPSPort),
-		ServerNameList: strings.Join(p.ServerNames, " "),
-		ForwardedPort:  strconv.Itoa(p.PublicPort),
-		HashedPattern:  HashedNamePattern,
-		LoginRate:      strconv.Itoa(p.LoginRatePerMinute) + "r/m",
+		Params:           p,
+		Workers:          "auto",
+		HTTPListen:       listen(p.ListenAddress, p.HTTPPort),
+		HTTPSListen:      listen(p.ListenAddress, p.HTTPSPort),
+		ServerNameList:   strings.Join(p.ServerNames, " "),
+		ForwardedPort:    strconv.Itoa(p.PublicPort),
+		HashedPattern:    HashedNamePattern,
+		RequestIDPattern: config.RequestIDPattern,
+		LoginRate:        strconv.Itoa(p.LoginRatePerMinute) + "r/m",
 		// The time one request slot takes to refill, rounded up.
 		RetryAfter: (60 + p.LoginRatePerMinute - 1) / p.LoginRatePerMinute,
 	}
@@ -162,7 +167,7 @@ func (v view) Security(indent int, overrides ...string) string {
 			lines = append(lines, `add_header `+overrides[i]+` `+quoteValue(overrides[i+1])+` always;`)
 		}
 	}
-	lines = append(lines, `add_header X-Request-ID $request_id always;`)
+	lines = append(lines, `add_header X-Request-ID $nbms_request_id always;`)
 	return indentLines(indent, lines)
 }
 
@@ -191,7 +196,7 @@ func (v view) Proxy(indent int, port string) string {
 		`proxy_set_header X-Forwarded-Proto $scheme;`,
 		`proxy_set_header X-Forwarded-Host $host;`,
 		`proxy_set_header X-Forwarded-Port ` + port + `;`,
-		`proxy_set_header X-Request-ID $request_id;`,
+		`proxy_set_header X-Request-ID $nbms_request_id;`,
 		`# The app ignores Forwarded; nothing behind nginx may believe a forged one.`,
 		`proxy_set_header Forwarded "";`,
 		`# nginx sets these itself, so each response carries exactly one.`,
@@ -267,10 +272,33 @@ http {
     uwsgi_temp_path {{.TempDir}}/nginx-uwsgi;
     scgi_temp_path {{.TempDir}}/nginx-scgi;
 
+    # The request's ID: the client's X-Request-ID when it has the app's form
+    # (config.RequestIDPattern) and the stack accepts clients' IDs, so a
+    # caller can trace its own request; nginx's own otherwise. An ID sent
+    # but not used is logged beside it (client_request_id).
+{{- if .AcceptClientRequestID}}
+    map $http_x_request_id $nbms_request_id {
+        "~{{.RequestIDPattern}}" $http_x_request_id;
+        default $request_id;
+    }
+    map $http_x_request_id $nbms_client_request_id {
+        "~{{.RequestIDPattern}}" "";
+        default $http_x_request_id;
+    }
+{{- else}}
+    map $http_x_request_id $nbms_request_id {
+        default $request_id;
+    }
+    map $http_x_request_id $nbms_client_request_id {
+        default $http_x_request_id;
+    }
+{{- end}}
+
     # One JSON object per request on stdout. request_id is the X-Request-ID
     # the app receives, so the two log lines join. The path is logged
     # without its query string, which may carry tokens.
-    log_format nbms_json escape=json '{"time":"$time_iso8601","request_id":"$request_id",'
+    log_format nbms_json escape=json '{"time":"$time_iso8601","request_id":"$nbms_request_id",'
+        '"client_request_id":"$nbms_client_request_id",'
         '"remote_addr":"$remote_addr","host":"$host","method":"$request_method","path":"$uri",'
         '"protocol":"$server_protocol","status":$status,"body_bytes_sent":$body_bytes_sent,'
         '"request_length":$request_length,"request_time":$request_time,'
