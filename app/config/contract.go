@@ -83,6 +83,8 @@ type Settings struct {
 	CSRFTrustedOrigins        []string
 	CORSAllowedOrigins        []string
 	CORSAllowCredentials      bool
+	CORSAllowedHeaders        []string
+	CORSPreflightMaxAge       time.Duration
 
 	// Cookies
 	SessionCookieName     string
@@ -326,6 +328,17 @@ var contract = []Var{
 		Name: "CORS_ALLOW_CREDENTIALS", Group: "Browser policies", Default: "false",
 		Doc:   "Let the allowlisted origins send cookies with cross-origin requests to the authenticated API.",
 		field: func(s *Settings) any { return &s.CORSAllowCredentials },
+	},
+	{
+		Name: "CORS_ALLOWED_HEADERS", Group: "Browser policies", Default: "Accept,Content-Type,Authorization,X-Requested-With,X-Request-ID",
+		Doc:   "Comma-separated request headers an allowlisted origin may send (answered in Access-Control-Allow-Headers): what `fetch` with JSON and tracing headers asks for in a preflight. Header names only; `*` is refused.",
+		check: checkHeaderNamesVar,
+		field: func(s *Settings) any { return &s.CORSAllowedHeaders },
+	},
+	{
+		Name: "CORS_PREFLIGHT_MAX_AGE", Group: "Browser policies", Default: "10m", Rules: "gte=0,lte=2h",
+		Doc:   "How long a browser may reuse a preflight answer (Access-Control-Max-Age; browsers cap it at 2h).",
+		field: func(s *Settings) any { return &s.CORSPreflightMaxAge },
 	},
 
 	{

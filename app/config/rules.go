@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/nbms-deploy/nbms/app/internal/headers"
@@ -220,6 +221,26 @@ func checkTrustedProxy(p netip.Prefix) error {
 func checkOriginsVar(v any, production bool) error {
 	return CheckOrigins(v.([]string), production)
 }
+
+// checkHeaderNamesVar accepts a list of HTTP header names (RFC 9110
+// tokens), never "*": a wildcard would let any header through a preflight.
+func checkHeaderNamesVar(v any, _ bool) error {
+	names := v.([]string)
+	if len(names) == 0 {
+		return errors.New("is empty; list the header names, e.g. Content-Type")
+	}
+	for _, name := range names {
+		if name == "*" {
+			return errors.New(`"*" is not allowed; list the header names`)
+		}
+		if !headerNameRE.MatchString(name) {
+			return fmt.Errorf("%q is not a header name", clip(name))
+		}
+	}
+	return nil
+}
+
+var headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 // The header values are judged by the package that serves them.
 func checkReferrerPolicyVar(v any, _ bool) error { return headers.CheckReferrerPolicy(v.(string)) }

@@ -5,15 +5,21 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +57,12 @@ type site struct {
 	appURL string
 	// securityHeaders are the names of the app's security headers.
 	securityHeaders []string
+	// portal is a page on the origin the stack allows to read the API
+	// (corsOrigins); stranger is one on an origin it does not.
+	portal, stranger *httptest.Server
+	// spki are the base64 SHA-256 hashes of the test certificates' public
+	// keys, the only ones headless Chromium is told to trust.
+	spki []string
 }
 
 // appRequests returns the app's access log lines (one JSON object each).
@@ -228,6 +240,35 @@ func TestDeployedStackLive(t *testing.T) {
 		}
 	})
 
+	t.Run("a browser on the allowed origin reads the API with fetch and JSON headers; another origin cannot", func(t *testing.T) {
+		allowed := s.browse(t, s.portal.URL)
+		assert.Equal(t, "ok 200 portal-trace-1", allowed, "the preflight for Content-Type and X-Request-ID passed, the answer and its request ID are readable")
+		refused := s.browse(t, s.stranger.URL)
+		assert.True(t, strings.HasPrefix(refused, "blocked TypeError"), "the browser kept the answer from the other origin: %q", refused)
+		s.settle(t)
+		preflights := map[int]int{}
+		for _, l := range s.appRequests(t) {
+			if l["method"] == "OPTIONS" && l["path"] == "/api/public/indicators" {
+				preflights[int(l["status_code"].(float64))]++
+			}
+		}
+		assert.Equal(t, map[int]int{http.StatusNoContent: 1, http.StatusForbidden: 1}, preflights, "one preflight each: allowed, refused")
+
+		// The preflight answers themselves.
+		ask := map[string]string{"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "content-type,x-request-id"}
+		ask["Origin"] = s.portal.URL
+		resp, _ := s.Do(t, "OPTIONS", s.HTTPSURL("/api/public/indicators"), nil, ask)
+		assert.Equal(t, http.StatusNoContent, resp.StatusCode)
+		assert.Equal(t, s.portal.URL, resp.Header.Get("Access-Control-Allow-Origin"))
+		assert.Equal(t, "Accept, Content-Type, Authorization, X-Requested-With, X-Request-ID", resp.Header.Get("Access-Control-Allow-Headers"))
+		assert.Equal(t, "600", resp.Header.Get("Access-Control-Max-Age"))
+		ask["Origin"] = s.stranger.URL
+		resp, _ = s.Do(t, "OPTIONS", s.HTTPSURL("/api/public/indicators"), nil, ask)
+		assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+		assert.Empty(t, resp.Header.Get("Access-Control-Allow-Origin"))
+		assert.Empty(t, resp.Header.Get("Access-Control-Allow-Headers"))
+	})
+
 	t.Run("nginx's own answers carry the app's security headers, header by header", func(t *testing.T) {
 		// The app's answer, straight from the app (as nginx would get it).
 		req, err := http.NewRequest("GET", s.appURL+"/api/public/indicators", nil)
@@ -273,6 +314,59 @@ func TestDeployedStackLive(t *testing.T) {
 	})
 }
 
+// portalPage serves, on an HTTPS origin of its own, a page whose script
+// reads the public API of s cross-origin the way a portal would: fetch
+// with JSON and tracing headers, which a browser sends only after a CORS
+// preflight. It writes what happened into #result.
+func portalPage(t *testing.T, s *site) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><title>portal</title><p id="result">pending</p>
+<script>
+fetch(%q, {headers: {"Accept": "application/json", "Content-Type": "application/json", "X-Request-ID": "portal-trace-1"}})
+  .then(r => r.json().then(() => { document.getElementById("result").textContent = "ok " + r.status + " " + r.headers.get("X-Request-ID"); }))
+  .catch(e => { document.getElementById("result").textContent = "blocked " + e; });
+</script>`, s.HTTPSURL("/api/public/indicators"))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// browse loads url in headless Chromium and returns #result once the
+// page's script has settled.
+func (s *site) browse(t *testing.T, url string) string {
+	t.Helper()
+	chromium, err := exec.LookPath("chromium")
+	require.NoError(t, err, "Debian package chromium must be installed (make setup)")
+	cmd := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run", "--user-data-dir="+t.TempDir(),
+		// Trust exactly the test certificates (by public key), no others.
+		"--ignore-certificate-errors-spki-list="+strings.Join(s.spki, ","),
+		"--virtual-time-budget=15000", "--dump-dom", url)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), stderr.String())
+	m := regexp.MustCompile(`<p id="result">([^<]*)</p>`).FindStringSubmatch(stdout.String())
+	require.NotNil(t, m, "no #result in the page:\n%s\n%s", stdout.String(), stderr.String())
+	return m[1]
+}
+
+func pemOf(srv *httptest.Server) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+}
+
+// spkiHash is what Chromium's --ignore-certificate-errors-spki-list takes.
+func spkiHash(t *testing.T, certPEM []byte) string {
+	t.Helper()
+	block, _ := pem.Decode(certPEM)
+	require.NotNil(t, block)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	require.NoError(t, err)
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
 // startSite builds and starts everything; t.Cleanup stops the processes
 // and drops the database.
 func startSite(t *testing.T) *site {
@@ -287,11 +381,14 @@ func startSite(t *testing.T) *site {
 		require.NoError(t, os.Mkdir(d, 0o755))
 	}
 	cert := nginxtest.WriteCert(t, dir)
+	s.portal, s.stranger = portalPage(t, s), portalPage(t, s)
+	s.spki = []string{spkiHash(t, cert.CertPEM), spkiHash(t, pemOf(s.portal)), spkiHash(t, pemOf(s.stranger))}
 
 	// The production stack, as an operator would configure it for this
 	// host: only addresses and ports are local.
 	raw := map[string]string{
-		"profile": "prod", "domain": "localhost", "allowedHosts": `["localhost"]`,
+		"corsOrigins": fmt.Sprintf(`[%q]`, s.portal.URL),
+		"profile":     "prod", "domain": "localhost", "allowedHosts": `["localhost"]`,
 		"bindAddress": "127.0.0.1", "httpPort": strconv.Itoa(s.HTTPPort), "httpsPort": strconv.Itoa(s.HTTPSPort),
 		"tlsMode": "provided", "tlsCertificate": string(cert.CertPEM), "tlsKey": string(cert.KeyPEM),
 		// nginx's address: the only proxy whose X-Forwarded-For the app believes.

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/app/internal/bodylimit"
@@ -62,6 +61,10 @@ func isProbe(r *http.Request) bool {
 	return r.URL.Path == config.LivenessPath || r.URL.Path == config.ReadinessPath
 }
 
+// exposedHeaders are the response headers a cross-origin script may read
+// beyond the safelisted ones: its request's ID and the rate limit state.
+var exposedHeaders = []string{"X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"}
+
 func isAPI(r *http.Request) bool {
 	return strings.HasPrefix(r.URL.Path, APIPrefix) || strings.HasPrefix(r.URL.Path, AuthPrefix)
 }
@@ -102,10 +105,14 @@ func New(d Deps) (http.Handler, error) {
 	}
 	if len(s.CORSAllowedOrigins) > 0 {
 		// Public open data: readable cross-origin, never with credentials.
+		// The request headers API clients send (CORS_ALLOWED_HEADERS): a
+		// portal's fetch with JSON headers must pass its preflight.
 		public, err := cors.New(cors.Options{
 			AllowedOrigins: s.CORSAllowedOrigins,
 			AllowedMethods: []string{http.MethodGet, http.MethodHead},
-			MaxAge:         time.Hour,
+			AllowedHeaders: s.CORSAllowedHeaders,
+			ExposedHeaders: exposedHeaders,
+			MaxAge:         s.CORSPreflightMaxAge,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("CORS_ALLOWED_ORIGINS: %w", err)
@@ -115,9 +122,9 @@ func New(d Deps) (http.Handler, error) {
 			AllowedOrigins:   s.CORSAllowedOrigins,
 			AllowCredentials: s.CORSAllowCredentials,
 			AllowedMethods:   []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
-			AllowedHeaders:   []string{"Content-Type", "X-Request-ID"},
-			ExposedHeaders:   []string{"X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy"},
-			MaxAge:           10 * time.Minute,
+			AllowedHeaders:   s.CORSAllowedHeaders,
+			ExposedHeaders:   exposedHeaders,
+			MaxAge:           s.CORSPreflightMaxAge,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("CORS_ALLOWED_ORIGINS: %w", err)
