@@ -84,6 +84,9 @@ func TestRealDeploy(t *testing.T) {
 		{"refused at the edge: foreign host, oversized bodies, disallowed origins", func(t *testing.T) {
 			s.checkRefusals(t, session)
 		}},
+		{"the edge answers like the app: its header set, CORS preflights, probes on plain HTTP, client request IDs", func(t *testing.T) {
+			s.checkEdgeLikeTheApp(t)
+		}},
 		{"hardening as docker inspect reports it", func(t *testing.T) {
 			s.checkHardening(t)
 		}},
@@ -307,6 +310,98 @@ func (s *stack) checkRefusals(t *testing.T, session *http.Cookie) {
 		assert.Empty(t, resp.Header.Get("Access-Control-Allow-Origin"), "preflight from %s", origin)
 		assert.GreaterOrEqual(t, resp.StatusCode, 400, "preflight from %s is refused", origin)
 	}
+}
+
+// checkEdgeLikeTheApp checks, on the deployed stack, what browsers, load
+// balancers and API clients expect of the edge.
+func (s *stack) checkEdgeLikeTheApp(t *testing.T) {
+	// The app's own answer, from the app container itself on its edge
+	// address (as the readiness hook reaches it), is the reference.
+	addr := strings.TrimSpace(docker(t, "inspect", "--format",
+		`{{(index .NetworkSettings.Networks "`+conventions.EdgeNetwork(stackName)+`").IPAddress}}`, container(conventions.RoleApp)))
+	req, err := http.NewRequest("GET", "http://"+net.JoinHostPort(addr, "8000")+"/api/public/indicators", nil)
+	require.NoError(t, err)
+	req.Host = s.domain
+	req.Header.Set("X-Forwarded-Proto", "https")
+	appResp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	require.NoError(t, err)
+	appResp.Body.Close()
+	require.Equal(t, http.StatusOK, appResp.StatusCode)
+
+	edge := map[string]*http.Response{}
+	edge["405 TRACE"], _ = s.do("TRACE", "/", nil, nil)
+	edge["413 upload over the edge's limit"], _ = s.do("POST", "/api/uploads/datasets/1/evidence", bytes.NewReader(make([]byte, 3<<20)),
+		http.Header{"Content-Type": {"multipart/form-data; boundary=x"}})
+	edge["404 static file"], _ = s.do("GET", "/static/missing.css", nil, nil)
+	edge["200 through nginx"], _ = s.do("GET", "/api/public/indicators", nil, nil)
+	plain := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(path string) *http.Response {
+		r, err := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d%s", s.httpPort, path), nil)
+		require.NoError(t, err)
+		r.Host = s.domain
+		resp, err := plain.Do(r)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	edge["301 plain HTTP"] = get("/a/page")
+	// The app's security headers as the stack configures them.
+	raw := maps.Clone(s.settings)
+	for key, path := range map[string]string{"tlsCertificate": s.chainFile, "tlsKey": s.keyFile} {
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		raw[key] = string(data)
+	}
+	app, err := stacks.Parse(stackName, stacks.Values{Raw: raw, Secret: func(string) bool { return true }})
+	require.NoError(t, err)
+	settings, err := app.AppConfig()
+	require.NoError(t, err)
+	for _, h := range settings.SecurityHeaders() {
+		if h.Name == "Cache-Control" {
+			continue // each location's own decision
+		}
+		require.Len(t, appResp.Header.Values(h.Name), 1, "the app sends %s", h.Name)
+		for what, resp := range edge {
+			assert.Equal(t, appResp.Header.Values(h.Name), resp.Header.Values(h.Name), "%s: %s as the app sends it", what, h.Name)
+		}
+	}
+
+	// Probes on plain HTTP: the app's answer, no redirect.
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp := get(path)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+		assert.Empty(t, resp.Header.Get("Location"), path)
+	}
+
+	// A portal's fetch with JSON headers passes its preflight; a stranger's
+	// does not.
+	ask := http.Header{"Access-Control-Request-Method": {"GET"}, "Access-Control-Request-Headers": {"content-type,x-request-id"}, "Origin": {portalOrigin}}
+	resp, _ := s.do("OPTIONS", "/api/public/indicators", nil, ask)
+	assert.Equal(t, http.StatusNoContent, resp.StatusCode)
+	assert.Equal(t, portalOrigin, resp.Header.Get("Access-Control-Allow-Origin"))
+	assert.Contains(t, resp.Header.Get("Access-Control-Allow-Headers"), "Content-Type")
+	assert.NotEmpty(t, resp.Header.Get("Access-Control-Max-Age"))
+	ask.Set("Origin", "https://evil.example.org")
+	resp, _ = s.do("OPTIONS", "/api/public/indicators", nil, ask)
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+	assert.Empty(t, resp.Header.Get("Access-Control-Allow-Origin"))
+
+	// A client's well-formed request ID traces its request through nginx
+	// and the app.
+	since := time.Now()
+	const id = "e2e-trace.1"
+	resp, _ = s.do("GET", "/api/public/indicators", nil, http.Header{"X-Request-ID": {id}})
+	assert.Equal(t, id, resp.Header.Get("X-Request-Id"))
+	var inApp, inNginx bool
+	for range 50 {
+		inApp = slices.ContainsFunc(jsonLog(t, conventions.RoleApp, since), func(l map[string]any) bool { return l["request_id"] == id })
+		inNginx = slices.ContainsFunc(jsonLog(t, conventions.RoleProxy, since), func(l map[string]any) bool { return l["request_id"] == id })
+		if inApp && inNginx {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	assert.True(t, inApp && inNginx, "the client's ID in both logs (app %v, nginx %v)", inApp, inNginx)
 }
 
 // workflows creates an account in the app container, logs in through the
