@@ -140,7 +140,7 @@ func newStack(t *testing.T) *stack {
 	s.domain = s.settings["domain"]
 	require.NotEmpty(t, s.domain)
 
-	s.ca = NewTestCA(t)
+	s.ca = testsupport.NewCA(t, "NBMS e2e test CA")
 	chain, key := s.ca.Issue(t, s.domain)
 	s.chainFile, s.keyFile = filepath.Join(s.dir, "fullchain.pem"), filepath.Join(s.dir, "privkey.pem")
 	require.NoError(t, os.WriteFile(s.chainFile, []byte(chain), 0o600))
@@ -185,9 +185,6 @@ func newStack(t *testing.T) *stack {
 	require.NoError(t, os.MkdirAll(filepath.Join(s.dir, "state"), 0o700))
 	return s
 }
-
-// NewTestCA is the throwaway CA of one run.
-func NewTestCA(t *testing.T) *testsupport.CA { return testsupport.NewCA(t, "NBMS e2e test CA") }
 
 // stackFile writes Pulumi.e2e.yaml with the run's values (ports, the local
 // base image) and overrides, and returns its path.

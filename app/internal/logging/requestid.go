@@ -14,7 +14,6 @@ import (
 // in canonical form so that setting it does not allocate.
 const RequestIDHeader = "X-Request-Id"
 
-
 // requestState is what the middlewares of this package keep per request.
 // RequestID and AccessLog share one value (and one context entry) so the
 // pair costs a single request clone whichever of them runs first.
