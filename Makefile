@@ -12,7 +12,7 @@ PKGS        := ./...
 # fresh machine, hence the long timeout.
 TEST_FLAGS  ?= -count=1 -timeout 45m
 
-.PHONY: help setup test e2e check fmt fmt-check vet lint build run deploy-check docs bench clean
+.PHONY: help setup test e2e loadtest check fmt fmt-check vet lint build run deploy-check docs bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ deploy-check: build ## run predeploy-check against the production contract (expo
 
 docs: ## regenerate docs/production_hardening/secure_settings_reference.md from the env contract
 	$(GO) run ./app/cmd/nbms settings-reference > docs/production_hardening/secure_settings_reference.md
+
+loadtest: ## wrk on the public indicator list: nginx TLS, the app and bare net/http, 3×15 s each (report in bin/reports/loadtest)
+	NBMS_LOAD_DURATION=15s NBMS_LOAD_WARMUP=5s NBMS_LOAD_RUNS=3 $(GO) test -count=1 -run '^TestEdgeLoad$$' -v ./infra/livetest
 
 bench: ## run the benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

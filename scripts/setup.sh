@@ -5,7 +5,7 @@
 #   - installs the Debian packages the tests use as real consumers
 #     (nginx, pgBackRest, PostGIS, Chromium for the policy report, shellcheck
 #     for the ops scripts, Docker's engine and mmdebstrap for the real
-#     deploy), without starting their services;
+#     deploy, wrk for the load test), without starting their services;
 #   - makes sure PostgreSQL and Redis are running on 127.0.0.1 and that a
 #     Docker engine answers (scripts/docker-daemon.sh);
 #   - installs the Go tools `make check` needs into .tools/, builds the
@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-DEBIAN_PACKAGES=(nginx pgbackrest postgresql-15-postgis-3 postgresql-15-postgis-3-scripts chromium shellcheck docker.io mmdebstrap)
+DEBIAN_PACKAGES=(nginx pgbackrest postgresql-15-postgis-3 postgresql-15-postgis-3-scripts chromium shellcheck docker.io mmdebstrap wrk)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -63,6 +64,9 @@ type site struct {
 	// spki are the base64 SHA-256 hashes of the test certificates' public
 	// keys, the only ones headless Chromium is told to trust.
 	spki []string
+	// databaseURL is the app's database; appPID its process.
+	databaseURL string
+	appPID      int
 }
 
 // appRequests returns the app's access log lines (one JSON object each).
@@ -110,7 +114,7 @@ func (s *site) settle(t *testing.T) {
 }
 
 func TestDeployedStackLive(t *testing.T) {
-	s := startSite(t)
+	s := startSite(t, nil)
 
 	t.Run("healthz and readyz answer 200 through nginx", func(t *testing.T) {
 		for _, path := range []string{"/healthz", "/readyz"} {
@@ -367,9 +371,10 @@ func spkiHash(t *testing.T, certPEM []byte) string {
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
-// startSite builds and starts everything; t.Cleanup stops the processes
-// and drops the database.
-func startSite(t *testing.T) *site {
+// startSite builds and starts everything, with the app environment the
+// program gives a stack like this host's plus extra (nil for none);
+// t.Cleanup stops the processes and drops the database.
+func startSite(t *testing.T, extra map[string]string) *site {
 	t.Helper()
 	dir := nginxtest.NobodyDir(t)
 	s := &site{
@@ -410,12 +415,13 @@ func startSite(t *testing.T) *site {
 	bin := buildApp(t)
 	appPort := testsupport.FreePort(t)
 	s.appURL = "http://127.0.0.1:" + strconv.Itoa(appPort)
+	s.databaseURL = newDatabase(t)
 	secret := map[string]string{
 		// What random.RandomPassword makes for the program: letters and
 		// digits (hex would have at most 16 distinct characters, the
 		// contract's floor).
 		"SECRET_KEY":   rand.Text() + rand.Text(),
-		"DATABASE_URL": newDatabase(t),
+		"DATABASE_URL": s.databaseURL,
 		"REDIS_URL":    testsupport.RedisURL(),
 	}
 	plain, err := deploy.AppEnv(cfg, secret)
@@ -436,6 +442,7 @@ func startSite(t *testing.T) *site {
 	// sees is nginx's limit_req, before the app's would answer.
 	env["RATE_LIMIT_LOGIN_IP"] = "10000/1m"
 	env["RATE_LIMIT_LOGIN_USER"] = "10000/1m"
+	maps.Copy(env, extra)
 	environ := []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		environ = append(environ, k+"="+v)
@@ -449,7 +456,7 @@ func startSite(t *testing.T) *site {
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "nbms %s:\n%s", strings.Join(args, " "), out)
 	}
-	startApp(t, bin, environ, s.appLog, appPort)
+	s.appPID = startApp(t, bin, environ, s.appLog, appPort)
 
 	p, err := deploy.NginxParams(cfg)
 	require.NoError(t, err)
@@ -516,7 +523,7 @@ func newDatabase(t *testing.T) string {
 
 // startApp runs `nbms serve` until the test ends, logging to logPath, and
 // waits for its /healthz.
-func startApp(t *testing.T, bin string, environ []string, logPath string, port int) {
+func startApp(t *testing.T, bin string, environ []string, logPath string, port int) (pid int) {
 	t.Helper()
 	logFile, err := os.Create(logPath)
 	require.NoError(t, err)
@@ -526,6 +533,7 @@ func startApp(t *testing.T, bin string, environ []string, logPath string, port i
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	exited := nginxtest.Start(t, cmd, syscall.SIGTERM, 40*time.Second)
 	nginxtest.WaitHealthy(t, "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz", http.DefaultClient, exited, logPath)
+	return cmd.Process.Pid
 }
 
 func randomHex(t *testing.T, n int) string {
