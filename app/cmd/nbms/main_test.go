@@ -329,6 +329,17 @@ func TestAccountsLoginAndThrottlingEndToEnd(t *testing.T) {
 	assert.Equal(t, 201, res.StatusCode, "staff may create indicators")
 	assert.Equal(t, 403, send("GET", "/api/audit", "", cookie).StatusCode, "only administrators read the audit trail")
 
+	// The public API is anonymous: a session cookie changes nothing about
+	// its answer (no session is loaded, so none varies it).
+	anon, signed := send("GET", "/api/public/indicators", "", ""), send("GET", "/api/public/indicators", "", cookie)
+	require.Equal(t, 200, signed.StatusCode)
+	assert.Equal(t, anon.Header.Get("ETag"), signed.Header.Get("ETag"))
+	assert.Equal(t, anon.Header.Values("Vary"), signed.Header.Values("Vary"))
+	for _, v := range signed.Header.Values("Vary") {
+		assert.NotContains(t, strings.ToLower(v), "cookie", "a public answer does not vary by cookie")
+	}
+	assert.Empty(t, signed.Header.Values("Set-Cookie"))
+
 	// Per-username throttling: the 4th attempt on the account within the
 	// window is refused, whatever the password, before it is checked.
 	assert.Equal(t, 401, login("wrong password, attempt one").StatusCode)

@@ -47,7 +47,7 @@ func Mount(mux *http.ServeMux, d Deps) {
 	if d.Store == nil || d.MediaRoot == "" || d.MaxUploadBytes <= 0 || d.Logger == nil {
 		panic("api: Deps.Store, MediaRoot, MaxUploadBytes and Logger are required")
 	}
-	a := &api{Deps: d}
+	a := &api{Deps: d, publicPages: newPageCache(pageCacheEntries, pageCacheBytes)}
 
 	// Public open data: anonymous, cacheable, CORS applied by the server.
 	mux.HandleFunc("GET /api/public/indicators", a.listPublicIndicators)
@@ -74,6 +74,8 @@ func Mount(mux *http.ServeMux, d Deps) {
 
 type api struct {
 	Deps
+	// publicPages are the encoded public answers, by entity tag.
+	publicPages *pageCache
 }
 
 // Who may call which authenticated route.
@@ -118,12 +120,39 @@ func (a *api) writeJSON(w http.ResponseWriter, r *http.Request, status int, cont
 		a.internalError(w, r, err)
 		return
 	}
+	writeBody(w, r, status, contentType, append(body, '\n'))
+}
+
+// writeCachedJSON answers a public GET with the body cached under etag. On
+// a miss it calls build for the value (build answers its own errors and
+// returns false), encodes, caches and sends it: a page is queried and
+// encoded once per version of the data, not once per request.
+func (a *api) writeCachedJSON(w http.ResponseWriter, r *http.Request, etag, contentType string, build func() (any, bool)) {
+	body, ok := a.publicPages.get(etag)
+	if !ok {
+		value, ok := build()
+		if !ok {
+			return
+		}
+		var err error
+		if body, err = json.Marshal(value); err != nil {
+			a.internalError(w, r, err)
+			return
+		}
+		body = append(body, '\n')
+		a.publicPages.put(etag, body)
+	}
+	writeBody(w, r, http.StatusOK, contentType, body)
+}
+
+// writeBody sends an encoded JSON body (none to HEAD).
+func writeBody(w http.ResponseWriter, r *http.Request, status int, contentType string, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", contentType)
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
-		_, _ = w.Write(append(body, '\n'))
+		_, _ = w.Write(body)
 	}
 }
 

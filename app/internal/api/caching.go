@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strings"
+	"sync"
 )
 
 // publicCacheControl lets browsers and shared caches reuse a public answer
@@ -68,4 +69,52 @@ func notModified(w http.ResponseWriter, r *http.Request, etag string) bool {
 	}
 	w.WriteHeader(http.StatusNotModified)
 	return true
+}
+
+// pageCache keeps the encoded bodies of public answers by entity tag. A tag
+// names a version of the data (see weakETag), so a cached body is never
+// stale: a write makes a new tag, and the old entry is simply never asked
+// for again. The cache is bounded by entries and bytes; when either bound
+// would be passed it starts over, which costs one encoding per page.
+type pageCache struct {
+	mu       sync.Mutex
+	pages    map[string][]byte
+	bytes    int
+	maxPages int
+	maxBytes int
+}
+
+// Bounds of the public page cache: the first pages of the few lists
+// portals ask for, a few MiB at most.
+const (
+	pageCacheEntries = 256
+	pageCacheBytes   = 4 << 20
+)
+
+func newPageCache(maxPages, maxBytes int) *pageCache {
+	return &pageCache{pages: map[string][]byte{}, maxPages: maxPages, maxBytes: maxBytes}
+}
+
+func (c *pageCache) get(etag string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	body, ok := c.pages[etag]
+	return body, ok
+}
+
+func (c *pageCache) put(etag string, body []byte) {
+	if len(body) > c.maxBytes {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.pages[etag]; ok {
+		return
+	}
+	if len(c.pages) >= c.maxPages || c.bytes+len(body) > c.maxBytes {
+		clear(c.pages)
+		c.bytes = 0
+	}
+	c.pages[etag] = body
+	c.bytes += len(body)
 }

@@ -129,23 +129,25 @@ func (a *api) listPublicIndicators(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	query := store.IndicatorQuery{FrameworkTarget: target, Search: search, Limit: page.limit}
-	if page.raw != "" {
-		query.After = &store.IndicatorKey{Code: page.cursor.Code, ID: page.cursor.ID}
-	}
-	res, err := a.Store.ListPublishedIndicators(r.Context(), query)
-	if err != nil {
-		a.storeError(w, r, err, map[string]string{"search": "q"})
-		return
-	}
-	out := listJSON[indicatorJSON]{Items: make([]indicatorJSON, 0, len(res.Indicators))}
-	for _, in := range res.Indicators {
-		out.Items = append(out.Items, toIndicatorJSON(in))
-	}
-	if res.Next != nil {
-		out.Next = encodeCursor(cursor{Kind: indicatorCursor, Code: res.Next.Code, ID: res.Next.ID})
-	}
-	a.writeJSON(w, r, http.StatusOK, jsonType, out)
+	a.writeCachedJSON(w, r, etag, jsonType, func() (any, bool) {
+		query := store.IndicatorQuery{FrameworkTarget: target, Search: search, Limit: page.limit}
+		if page.raw != "" {
+			query.After = &store.IndicatorKey{Code: page.cursor.Code, ID: page.cursor.ID}
+		}
+		res, err := a.Store.ListPublishedIndicators(r.Context(), query)
+		if err != nil {
+			a.storeError(w, r, err, map[string]string{"search": "q"})
+			return nil, false
+		}
+		out := listJSON[indicatorJSON]{Items: make([]indicatorJSON, 0, len(res.Indicators))}
+		for _, in := range res.Indicators {
+			out.Items = append(out.Items, toIndicatorJSON(in))
+		}
+		if res.Next != nil {
+			out.Next = encodeCursor(cursor{Kind: indicatorCursor, Code: res.Next.Code, ID: res.Next.ID})
+		}
+		return out, true
+	})
 }
 
 // getPublicIndicator answers GET /api/public/indicators/{code} with the

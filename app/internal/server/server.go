@@ -101,7 +101,16 @@ func New(d Deps) (http.Handler, error) {
 	}
 	apiHandler := throttle(api, d.Limiter)
 	if d.Session != nil {
-		apiHandler = d.Session(apiHandler)
+		// The public API is anonymous: it never loads a session, so a
+		// cookie neither costs it a lookup nor varies its cacheable answer.
+		withSession, anonymous := d.Session(apiHandler), apiHandler
+		apiHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, PublicAPIPrefix) {
+				anonymous.ServeHTTP(w, r)
+				return
+			}
+			withSession.ServeHTTP(w, r)
+		})
 	}
 	if len(s.CORSAllowedOrigins) > 0 {
 		// Public open data: readable cross-origin, never with credentials.
