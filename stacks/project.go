@@ -52,7 +52,7 @@ var docs = map[string]string{
 	"limits":              "Per container role (app, migrate, collectstatic, proxy, db, cache, backup): memoryMb, cpus, nproc (ulimit; pulumi-docker has no pids limit).",
 	"backup":              "pgBackRest schedule (cron: minute hour day month weekday) and retention (count of full / differential backups).",
 	"logs":                "json-file log rotation of every container (maxSize like 10m, maxFile count).",
-	"app":                 "App settings the stack decides: HSTS, body and upload limits, log level, DB pool, nginx login rate limit, whether the edge keeps a client's well-formed X-Request-ID.",
+	"app":                 "App settings the stack decides: HSTS, body and upload limits, log level, DB pool, nginx login rate limit, whether the edge keeps a client's well-formed X-Request-ID, how many seconds the edge answers repeats of public API answers itself (0: never).",
 	"probe":               "Post-deploy readiness probe: overall timeout and an optional base URL (default: the published address).",
 }
 

@@ -151,6 +151,10 @@ type App struct {
 	// AcceptClientRequestID keeps a client's well-formed X-Request-ID at
 	// the edge, so a caller can trace its own request through the logs.
 	AcceptClientRequestID bool `json:"acceptClientRequestId"`
+	// EdgeCacheSeconds is how long nginx answers repeats of a public
+	// answer itself (0: never): a burst of identical anonymous reads costs
+	// the app one request a second.
+	EdgeCacheSeconds int `json:"edgeCacheSeconds" validate:"min=0,max=60"`
 }
 
 // Probe configures the post-deploy readiness probe.
@@ -235,7 +239,7 @@ func Defaults() Config {
 		App: App{
 			HSTSSeconds: 63072000, MaxUploadBytes: 52428800, MaxRequestBodyBytes: 1048576,
 			LogLevel: "info", DBMaxConns: 10, LoginRatePerMinute: 5, LoginBurst: 3,
-			AcceptClientRequestID: true,
+			AcceptClientRequestID: true, EdgeCacheSeconds: 1,
 		},
 		Probe: Probe{Timeout: "3m"},
 	}

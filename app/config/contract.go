@@ -529,6 +529,11 @@ const (
 	MaxRequestIDLen  = 64
 )
 
+// PublicAPIPrefix is where the anonymous open-data API lives: no session,
+// readable cross-origin, and answers the app marks public may be cached by
+// the edge (infra/nginx).
+const PublicAPIPrefix = "/api/public/"
+
 // ProbePaths are the probe paths, liveness first.
 func ProbePaths() []string { return []string{LivenessPath, ReadinessPath} }
 

@@ -60,6 +60,8 @@ func NginxParams(cfg *stacks.Config) (nginx.Params, error) {
 		LoginRatePerMinute: cfg.App.LoginRatePerMinute, LoginBurst: cfg.App.LoginBurst,
 		SecurityHeaders:       headers,
 		AcceptClientRequestID: cfg.App.AcceptClientRequestID,
+		PublicCacheSeconds:    cfg.App.EdgeCacheSeconds,
+		PublicPrefix:          config.PublicAPIPrefix,
 		ProbePaths:            config.ProbePaths(),
 	}, nil
 }

@@ -61,7 +61,22 @@ func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set("X-Frame-Options", "SAMEORIGIN")
 		h.Set("X-Content-Type-Options", "nosniff")
 	}
-	w.Header().Set("Content-Type", "text/plain")
+	// Answers under the public prefix, marked as the app would mark them.
+	h := w.Header()
+	switch r.URL.Path {
+	case "/api/public/open":
+		h.Set("Cache-Control", "public, max-age=60")
+		h.Set("RateLimit", `"public-api";r=119;t=60`)
+	case "/api/public/private":
+		h.Set("Cache-Control", "private, no-store")
+	case "/api/public/cookie":
+		h.Set("Cache-Control", "public, max-age=60")
+		h.Set("Set-Cookie", "session=abc; Path=/; Secure; HttpOnly")
+	case "/api/public/error":
+		h.Set("Cache-Control", "public, max-age=60")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	h.Set("Content-Type", "text/plain")
 	fmt.Fprint(w, "upstream:"+r.URL.Path)
 }
 
@@ -395,6 +410,44 @@ func TestLiveNginx(t *testing.T) {
 		assert.Equal(t, float64(200), found["status"])
 		assert.Equal(t, "127.0.0.1", found["remote_addr"])
 		assert.Equal(t, "attacker chosen; id=1", found["client_request_id"], "the ID the client sent, beside the one used")
+	})
+
+	t.Run("the public API micro-cache keeps public answers only, and never for credentials", func(t *testing.T) {
+		get := func(path string, header map[string]string) *http.Response {
+			resp, _ := s.Do(t, "GET", s.HTTPSURL(path), nil, header)
+			return resp
+		}
+		// A public answer: the first request fills the cache, the repeats
+		// (within the second) are nginx's, with the full header set and no
+		// one's rate-limit state.
+		first := get("/api/public/open", nil)
+		assert.Equal(t, "MISS", first.Header.Get("X-Cache-Status"))
+		assert.Empty(t, first.Header.Get("RateLimit"))
+		for range 3 {
+			again := get("/api/public/open", nil)
+			assert.Equal(t, "HIT", again.Header.Get("X-Cache-Status"))
+			assertEdgeHeaders(t, again)
+			assert.Empty(t, again.Header.Get("RateLimit"), "a cached answer is nobody's quota")
+		}
+		assert.Len(t, s.upstream.requests("/api/public/open"), 1, "the repeats never reached the app")
+		// Another origin is another answer (its CORS headers differ).
+		assert.Equal(t, "MISS", get("/api/public/open", map[string]string{"Origin": "https://portal.example.org"}).Header.Get("X-Cache-Status"))
+		// A request with credentials neither reads nor fills the cache.
+		for range 2 {
+			assert.Equal(t, "BYPASS", get("/api/public/open", map[string]string{"Authorization": "Bearer x"}).Header.Get("X-Cache-Status"))
+		}
+		assert.Len(t, s.upstream.requests("/api/public/open"), 4)
+		// Private answers, answers that set a cookie and errors are never kept.
+		for _, path := range []string{"/api/public/private", "/api/public/cookie", "/api/public/error"} {
+			for range 3 {
+				assert.NotEqual(t, "HIT", get(path, nil).Header.Get("X-Cache-Status"), path)
+			}
+			assert.Len(t, s.upstream.requests(path), 3, "%s reached the app every time", path)
+		}
+		// Nothing outside the public prefix is cached.
+		for range 2 {
+			assert.Empty(t, get("/api/other", nil).Header.Get("X-Cache-Status"))
+		}
 	})
 
 	t.Run("a client's well-formed request ID is kept end to end", func(t *testing.T) {

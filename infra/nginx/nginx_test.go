@@ -52,6 +52,8 @@ func prodParams() Params {
 		SecurityHeaders:       appHeaders(map[string]string{"SECURE_HSTS_SECONDS": "63072000"}),
 		ProbePaths:            config.ProbePaths(),
 		AcceptClientRequestID: true,
+		PublicCacheSeconds:    1,
+		PublicPrefix:          config.PublicAPIPrefix,
 		ACMEChallengeRoot:     "/srv/acme",
 	}
 }

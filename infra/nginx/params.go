@@ -106,6 +106,13 @@ type Params struct {
 	// app's form (config.RequestIDPattern), so a caller can trace its own
 	// request through both logs; a malformed one is replaced either way.
 	AcceptClientRequestID bool
+	// PublicCacheSeconds, when positive, lets nginx keep the app's public
+	// answers under PublicPrefix (those the app marks Cache-Control: public)
+	// and serve them without asking the app, for as long as the app's
+	// max-age says but at most this long. Zero caches nothing.
+	PublicCacheSeconds int
+	// PublicPrefix is the app's anonymous API (config.PublicAPIPrefix).
+	PublicPrefix string
 	// ProbePaths are the app's liveness and readiness paths. With TLS, the
 	// plain-HTTP server passes them to the app instead of redirecting them,
 	// so a load balancer or uptime checker probing port 80 gets the app's
@@ -233,6 +240,12 @@ func (p Params) Validate() error {
 	}
 	if !urlPathRE.MatchString(p.LoginPath) || strings.Contains(p.LoginPath, "..") || strings.Contains(p.LoginPath, "//") {
 		add("LoginPath", "%q must be an absolute URL path of letters, digits and ._/-", p.LoginPath)
+	}
+	if p.PublicCacheSeconds < 0 {
+		add("PublicCacheSeconds", "must not be negative, got %d", p.PublicCacheSeconds)
+	}
+	if p.PublicCacheSeconds > 0 && (!urlPathRE.MatchString(p.PublicPrefix) || !strings.HasSuffix(p.PublicPrefix, "/") || strings.Contains(p.PublicPrefix, "..")) {
+		add("PublicPrefix", "%q must be an absolute URL path ending in /", p.PublicPrefix)
 	}
 	for _, path := range p.ProbePaths {
 		if !urlPathRE.MatchString(path) || strings.Contains(path, "..") || strings.Contains(path, "//") {

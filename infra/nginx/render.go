@@ -356,6 +356,17 @@ http {
     ssl_session_tickets off;
 {{- end}}
 
+{{- if .PublicCacheSeconds}}
+
+    # The micro-cache of the app's public answers (see the public location).
+    # Only an answer the app marks Cache-Control: public may be kept.
+    proxy_cache_path {{.TempDir}}/nginx-cache levels=1:2 keys_zone=nbms_public:4m max_size=32m inactive=1m use_temp_path=off;
+    map $upstream_http_cache_control $nbms_not_public {
+        "~*(^|[ ,])public($|[ ,])" "";
+        default 1;
+    }
+{{- end}}
+
     proxy_http_version 1.1;
     proxy_connect_timeout 5s;
     proxy_send_timeout 60s;
@@ -459,6 +470,34 @@ http {
             add_header Content-Disposition "attachment" always;
             add_header Cache-Control "private, no-cache" always;
         }
+
+{{- if .PublicCacheSeconds}}
+
+        # Anonymous open data: nginx keeps the answers the app marks public
+        # and answers repeats itself for {{.PublicCacheSeconds}}s (the app's
+        # longer max-age still reaches browsers). It never keeps an answer
+        # that is not public (private, no-store, an error) or sets a cookie,
+        # and a request with credentials neither reads nor fills the cache.
+        # The key holds the Origin: the CORS answer differs by origin. A
+        # cached answer is nobody's rate-limit state, so those headers go.
+        location {{.PublicPrefix}} {
+{{.Security 12}}
+{{.Proxy 12 .ForwardedPort}}
+            proxy_hide_header RateLimit;
+            proxy_hide_header RateLimit-Policy;
+            proxy_cache nbms_public;
+            proxy_cache_key "$scheme://$host$request_uri|$http_origin";
+            proxy_cache_methods GET HEAD;
+            proxy_ignore_headers Cache-Control Expires;
+            proxy_cache_valid 200 {{.PublicCacheSeconds}}s;
+            proxy_cache_bypass $http_authorization;
+            proxy_no_cache $http_authorization $nbms_not_public;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 2s;
+            proxy_cache_use_stale updating;
+            add_header X-Cache-Status $upstream_cache_status always;
+        }
+{{- end}}
 
         location = {{.LoginPath}} {
             limit_req zone=nbms_login{{if .LoginBurst}} burst={{.LoginBurst}}{{end}} nodelay;

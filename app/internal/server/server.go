@@ -29,8 +29,9 @@ const (
 	// AuthPrefix routes handle credentials; treated like API routes.
 	AuthPrefix = "/auth/"
 	// PublicAPIPrefix routes are anonymous open data, readable cross-origin
-	// by the allowlisted origins without credentials.
-	PublicAPIPrefix = "/api/public/"
+	// by the allowlisted origins without credentials (and cacheable at the
+	// edge, which is why the prefix is declared in the contract).
+	PublicAPIPrefix = config.PublicAPIPrefix
 	// UploadPrefix routes accept bodies up to MAX_UPLOAD_BYTES.
 	UploadPrefix = "/api/uploads/"
 )
