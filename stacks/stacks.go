@@ -84,6 +84,7 @@ type Config struct {
 	SentryDSN Secret `json:"sentryDsn" secret:"true"`
 
 	EdgeSubnet     string `json:"edgeSubnet" validate:"required,cidrv4"`
+	InternalSubnet string `json:"internalSubnet" validate:"required,cidrv4"`
 	ProtectVolumes bool   `json:"protectVolumes"`
 
 	Images Images `json:"images"`
@@ -213,7 +214,11 @@ func Defaults() Config {
 		HTTPPort:    80,
 		HTTPSPort:   443,
 		TLSMode:     TLSProvided,
-		EdgeSubnet:  "172.30.0.0/24",
+		// Both networks have fixed subnets, outside Docker's default
+		// address pools (172.17-31.0.0/16, 192.168.0.0/16): a network Docker
+		// numbers itself can then never take a range the stack needs.
+		EdgeSubnet:     "172.16.238.0/24",
+		InternalSubnet: "172.16.239.0/24",
 		// Protected volumes survive `pulumi destroy` and a replace.
 		ProtectVolumes: true,
 		Images: Images{
@@ -567,6 +572,11 @@ func (c *Config) problems() []Problem {
 	}
 	if err := CheckCACertificates(c.BuildCACertificates); err != nil {
 		add("buildCaCertificates", err.Error())
+	}
+	if edge, err := netip.ParsePrefix(c.EdgeSubnet); err == nil {
+		if internal, err := netip.ParsePrefix(c.InternalSubnet); err == nil && edge.Overlaps(internal) {
+			add("internalSubnet", fmt.Sprintf("%s overlaps edgeSubnet %s", c.InternalSubnet, c.EdgeSubnet))
+		}
 	}
 	if c.App.MaxUploadBytes < c.App.MaxRequestBodyBytes {
 		add("app.maxUploadBytes", fmt.Sprintf("is %d, below app.maxRequestBodyBytes (%d)", c.App.MaxUploadBytes, c.App.MaxRequestBodyBytes))

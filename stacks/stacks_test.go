@@ -161,6 +161,8 @@ func TestEachBadValueNamesItsKey(t *testing.T) {
 		{"httpPort", "eighty", "nbms:httpPort", "cannot decode"},
 		{"tlsMode", "off", "nbms:tlsMode", "must be provided in production"},
 		{"edgeSubnet", "0.0.0.0", "nbms:edgeSubnet", "cidrv4"},
+		{"internalSubnet", "172.16.238.128/25", "nbms:internalSubnet", "overlaps edgeSubnet 172.16.238.0/24"},
+		{"internalSubnet", "", "nbms:internalSubnet", "required"},
 		{"images", `{"base": "debian:latest"}`, "nbms:images.base", "name:tag@sha256"},
 		{"images", `{"base": "debian:latest@sha256:` + strings.Repeat("a", 64) + `"}`, "nbms:images.base", "latest"},
 		{"images", `{"base": "nbms-base:bookworm"}`, "nbms:images.base", "local image ID sha256:"},

@@ -252,13 +252,13 @@ func leaks(v resource.PropertyValue, secrets []string, path string) []string {
 }
 
 var profiles = []struct {
-	stack, profile, bind, subnet string
-	tls                          bool
-	httpPort, httpsPort          int
+	stack, profile, bind, subnet, internalSubnet string
+	tls                                          bool
+	httpPort, httpsPort                          int
 }{
-	{"prod", "prod", "203.0.113.10", "172.30.0.0/24", true, 80, 443},
-	{"dev", "dev", "127.0.0.1", "172.30.0.0/24", false, 8080, 8443},
-	{"e2e", "prod", "127.0.0.1", "172.30.250.0/24", true, 18080, 18443},
+	{"prod", "prod", "203.0.113.10", "172.16.238.0/24", "172.16.239.0/24", true, 80, 443},
+	{"dev", "dev", "127.0.0.1", "172.16.238.0/24", "172.16.239.0/24", false, 8080, 8443},
+	{"e2e", "prod", "127.0.0.1", "172.16.250.0/24", "172.16.251.0/24", true, 18080, 18443},
 }
 
 func TestEveryContainerIsHardened(t *testing.T) {
@@ -323,6 +323,9 @@ func TestNetworksAndPorts(t *testing.T) {
 			assert.Equal(t, p.stack+"-edge", plain(nets["edge"].Inputs["name"]))
 			assert.Nil(t, plain(nets["edge"].Inputs["internal"]), "the edge network routes out")
 			assert.Equal(t, p.subnet, plain(nets["edge"].Inputs["ipamConfigs"]).([]any)[0].(map[string]any)["subnet"])
+			// Fixed too: a subnet Docker picked from its pools could contain
+			// the edge's (the real deploy met "Pool overlaps").
+			assert.Equal(t, p.internalSubnet, plain(nets["internal"].Inputs["ipamConfigs"]).([]any)[0].(map[string]any)["subnet"])
 			assert.Equal(t, p.stack+"-internal", plain(nets["internal"].Inputs["name"]))
 			assert.Equal(t, true, plain(nets["internal"].Inputs["internal"]), "no route out of the internal network")
 

@@ -44,11 +44,14 @@ func (d *deployment) newNetwork(ctx *pulumi.Context) (*Network, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A fixed subnet too: Docker numbers networks round-robin from its
+	// pools, and a number it picked could contain the edge's range.
 	n.Internal, err = docker.NewNetwork(ctx, "internal", &docker.NetworkArgs{
-		Name:     pulumi.String(n.InternalName),
-		Driver:   pulumi.String("bridge"),
-		Internal: pulumi.Bool(true),
-		Labels:   labels,
+		Name:        pulumi.String(n.InternalName),
+		Driver:      pulumi.String("bridge"),
+		Internal:    pulumi.Bool(true),
+		IpamConfigs: docker.NetworkIpamConfigArray{docker.NetworkIpamConfigArgs{Subnet: pulumi.String(d.cfg.InternalSubnet)}},
+		Labels:      labels,
 	}, pulumi.Parent(n))
 	if err != nil {
 		return nil, err
