@@ -28,10 +28,10 @@ import (
 // asserted, in the test log and bin/reports/loadtest/report.txt.
 func TestEdgeLoad(t *testing.T) {
 	opts := loadtest.Options{
-		Connections: envInt(t, "NBMS_LOAD_CONNECTIONS", 32), Threads: 2,
-		Duration: envDuration(t, "NBMS_LOAD_DURATION", 2*time.Second),
-		Warmup:   envDuration(t, "NBMS_LOAD_WARMUP", time.Second),
-		Runs:     envInt(t, "NBMS_LOAD_RUNS", 1),
+		Connections: fromEnv(t, "NBMS_LOAD_CONNECTIONS", 32, strconv.Atoi), Threads: 2,
+		Duration: fromEnv(t, "NBMS_LOAD_DURATION", 2*time.Second, time.ParseDuration),
+		Warmup:   fromEnv(t, "NBMS_LOAD_WARMUP", time.Second, time.ParseDuration),
+		Runs:     fromEnv(t, "NBMS_LOAD_RUNS", 1, strconv.Atoi),
 	}
 	// The public API's per-client limit (120/min by default) would answer
 	// 429 to one client's load: this measures serving, not refusing. The
@@ -96,24 +96,14 @@ func rss(t *testing.T, pid int) string {
 	return ""
 }
 
-func envInt(t *testing.T, name string, fallback int) int {
+// fromEnv is the variable's value parsed, or fallback when it is unset.
+func fromEnv[T any](t *testing.T, name string, fallback T, parse func(string) (T, error)) T {
 	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
 		return fallback
 	}
-	n, err := strconv.Atoi(v)
+	parsed, err := parse(v)
 	require.NoError(t, err, name)
-	return n
-}
-
-func envDuration(t *testing.T, name string, fallback time.Duration) time.Duration {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		return fallback
-	}
-	d, err := time.ParseDuration(v)
-	require.NoError(t, err, name)
-	return d
+	return parsed
 }
