@@ -156,7 +156,7 @@ var (
 	// insensitively; lowercase keeps the config and the app's ALLOWED_HOSTS
 	// spelled alike). Wildcards are refused: the app allows exact hosts.
 	hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
-	// urlPathRE is the character set allowed in LoginPath.
+	// urlPathRE is the character set allowed in a URL path nginx matches.
 	urlPathRE = regexp.MustCompile(`^/[A-Za-z0-9._/-]*$`)
 )
 
@@ -238,17 +238,17 @@ func (p Params) Validate() error {
 	if p.ClientMaxBodyBytes <= 0 {
 		add("ClientMaxBodyBytes", "must be positive (the app's MAX_UPLOAD_BYTES), got %d", p.ClientMaxBodyBytes)
 	}
-	if !urlPathRE.MatchString(p.LoginPath) || strings.Contains(p.LoginPath, "..") || strings.Contains(p.LoginPath, "//") {
+	if !validURLPath(p.LoginPath) {
 		add("LoginPath", "%q must be an absolute URL path of letters, digits and ._/-", p.LoginPath)
 	}
 	if p.PublicCacheSeconds < 0 {
 		add("PublicCacheSeconds", "must not be negative, got %d", p.PublicCacheSeconds)
 	}
-	if p.PublicCacheSeconds > 0 && (!urlPathRE.MatchString(p.PublicPrefix) || !strings.HasSuffix(p.PublicPrefix, "/") || strings.Contains(p.PublicPrefix, "..")) {
+	if p.PublicCacheSeconds > 0 && (!validURLPath(p.PublicPrefix) || !strings.HasSuffix(p.PublicPrefix, "/")) {
 		add("PublicPrefix", "%q must be an absolute URL path ending in /", p.PublicPrefix)
 	}
 	for _, path := range p.ProbePaths {
-		if !urlPathRE.MatchString(path) || strings.Contains(path, "..") || strings.Contains(path, "//") {
+		if !validURLPath(path) {
 			add("ProbePaths", "%q must be an absolute URL path of letters, digits and ._/-", path)
 		}
 	}
@@ -287,6 +287,14 @@ func (p Params) Validate() error {
 	return errors.Join(errs...)
 }
 
+// validURLPath reports whether a path is safe to write into a location:
+// the plain characters of urlPathRE, no "..", no "//".
+func validURLPath(path string) bool {
+	return urlPathRE.MatchString(path) && !strings.Contains(path, "..") && !strings.Contains(path, "//")
+}
+
+// headerNameRE is stricter than an HTTP token: a name nginx reads in a
+// directive must not hold $, quotes or #.
 var headerNameRE = regexp.MustCompile(`^[A-Za-z0-9-]+$`)
 
 func validHost(name string) bool {

@@ -100,24 +100,19 @@ func New(d Deps) (http.Handler, error) {
 	if d.Mount != nil {
 		d.Mount(api)
 	}
-	apiHandler := throttle(api, d.Limiter)
+	// Two chains over the same routes, and the mux picks by prefix. The
+	// public API is anonymous: it never loads a session, so a cookie
+	// neither costs it a lookup nor varies its cacheable answer.
+	public := throttle(api, d.Limiter)
+	private := public
 	if d.Session != nil {
-		// The public API is anonymous: it never loads a session, so a
-		// cookie neither costs it a lookup nor varies its cacheable answer.
-		withSession, anonymous := d.Session(apiHandler), apiHandler
-		apiHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasPrefix(r.URL.Path, PublicAPIPrefix) {
-				anonymous.ServeHTTP(w, r)
-				return
-			}
-			withSession.ServeHTTP(w, r)
-		})
+		private = d.Session(private)
 	}
 	if len(s.CORSAllowedOrigins) > 0 {
 		// Public open data: readable cross-origin, never with credentials.
 		// The request headers API clients send (CORS_ALLOWED_HEADERS): a
 		// portal's fetch with JSON headers must pass its preflight.
-		public, err := cors.New(cors.Options{
+		publicCORS, err := cors.New(cors.Options{
 			AllowedOrigins: s.CORSAllowedOrigins,
 			AllowedMethods: []string{http.MethodGet, http.MethodHead},
 			AllowedHeaders: s.CORSAllowedHeaders,
@@ -128,7 +123,7 @@ func New(d Deps) (http.Handler, error) {
 			return nil, fmt.Errorf("CORS_ALLOWED_ORIGINS: %w", err)
 		}
 		// Authenticated API: credentials only if the contract allows them.
-		private, err := cors.New(cors.Options{
+		privateCORS, err := cors.New(cors.Options{
 			AllowedOrigins:   s.CORSAllowedOrigins,
 			AllowCredentials: s.CORSAllowCredentials,
 			AllowedMethods:   []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
@@ -139,17 +134,11 @@ func New(d Deps) (http.Handler, error) {
 		if err != nil {
 			return nil, fmt.Errorf("CORS_ALLOWED_ORIGINS: %w", err)
 		}
-		publicHandler, privateHandler := public.Handler(apiHandler), private.Handler(apiHandler)
-		apiHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasPrefix(r.URL.Path, PublicAPIPrefix) {
-				publicHandler.ServeHTTP(w, r)
-				return
-			}
-			privateHandler.ServeHTTP(w, r)
-		})
+		public, private = publicCORS.Handler(public), privateCORS.Handler(private)
 	}
-	mux.Handle(APIPrefix, apiHandler)
-	mux.Handle(AuthPrefix, apiHandler)
+	mux.Handle(PublicAPIPrefix, public)
+	mux.Handle(APIPrefix, private)
+	mux.Handle(AuthPrefix, private)
 
 	// The chain, outermost first. Order matters:
 	//   headers      first, so every response — errors, panics, refusals — carries them;
