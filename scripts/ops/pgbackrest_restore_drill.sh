@@ -263,8 +263,11 @@ t1=$(now)
 printf 'local all all trust\n' >"$scratch/pg_hba.conf"
 
 # Command-line settings win over the restored postgresql.conf and
-# postgresql.auto.conf, which still name the live port and socket.
-server_opts="-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$sock"
+# postgresql.auto.conf, which still name the live port and socket. No TCP
+# listener at all: the drill connects over its private socket, where the
+# port only names the socket file. (A TCP bind could also fail on a busy
+# host whose outgoing connections hold the port as their local end.)
+server_opts="-p $port -c listen_addresses='' -c unix_socket_directories=$sock"
 server_opts+=" -c unix_socket_permissions=0700 -c hba_file=$scratch/pg_hba.conf -c archive_mode=off"
 echo "$PROG: starting the copy on port $port" >&2
 started=true
