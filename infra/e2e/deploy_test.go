@@ -24,6 +24,7 @@ import (
 
 	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/nbms-deploy/nbms/infra/driver"
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 	"github.com/nbms-deploy/nbms/stacks"
 )
 
@@ -45,7 +46,8 @@ const (
 // first failure stops the run (and shows the containers' logs).
 func TestRealDeploy(t *testing.T) {
 	s := newStack(t)
-	removeStackObjects(t) // what an interrupted run may have left
+	testsupport.LockDockerBuilds(t) // every up may build images
+	removeStackObjects(t)           // what an interrupted run may have left
 	t.Cleanup(func() {
 		if t.Failed() {
 			dumpContainers(t)

@@ -229,12 +229,20 @@ func (s *stack) options(stackFile string, out io.Writer) driver.Options {
 	}
 }
 
+// commandTimeout bounds one driver command: a first up on a cold machine
+// builds every image (about 10 minutes here); a command still running
+// after this is stuck, and failing it names the step instead of eating the
+// whole test timeout.
+const commandTimeout = 25 * time.Minute
+
 // run runs one driver command in process and records its wall time under
 // label. The engine's output goes to the test log when the command fails.
 func (s *stack) run(label string, cmd driver.Command, stackFile string) (*driver.Result, error) {
 	var out bytes.Buffer
 	start := time.Now()
-	res, err := driver.Run(context.Background(), cmd, s.options(stackFile, &out))
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	res, err := driver.Run(ctx, cmd, s.options(stackFile, &out))
 	took := time.Since(start).Round(100 * time.Millisecond)
 	s.figures.Durations[label] = took.String()
 	s.t.Logf("%s (%s): %s", label, cmd, took)
@@ -252,7 +260,11 @@ func (s *stack) runBinary(label string, cmd driver.Command, stackFile string) (i
 	for key, path := range s.configFiles() {
 		args = append(args, "--config-file", key+"="+path)
 	}
-	c := exec.Command(deployBin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	c := exec.CommandContext(ctx, deployBin, args...)
+	c.Cancel = func() error { return c.Process.Signal(os.Interrupt) } // the driver cancels the engine cleanly
+	c.WaitDelay = time.Minute
 	c.Dir = root
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
@@ -314,8 +326,12 @@ func docker(t *testing.T, args ...string) string {
 	return out
 }
 
+// dockerErr runs the docker CLI; no command of the test takes minutes, so
+// one that does is stuck and fails.
 func dockerErr(args ...string) (string, error) {
-	c := exec.Command("docker", args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, "docker", args...)
 	var stdout, stderr bytes.Buffer
 	c.Stdout, c.Stderr = &stdout, &stderr
 	if err := c.Run(); err != nil {

@@ -100,11 +100,26 @@ func newEngine(t *testing.T) (e *engine, base, baseID string) {
 	return e, base, baseID
 }
 
+// Bounds on one docker command: a cold build of the app or database image
+// takes a few minutes here, anything else seconds. A command past its
+// bound is stuck; failing it names it instead of eating the test timeout.
+const (
+	buildTimeout   = 20 * time.Minute
+	commandTimeout = 5 * time.Minute
+)
+
 // try runs docker with args and the extra environment env (values that
 // must not appear on a command line travel this way: `-e NAME` takes the
 // value from the CLI's environment). It returns stdout and stderr.
 func (e *engine) try(env map[string]string, args ...string) (string, string, error) {
-	cmd := exec.Command(e.cli, args...)
+	timeout := commandTimeout
+	if len(args) > 0 && args[0] == "build" {
+		timeout = buildTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.cli, args...)
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=1")
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		cmd.Env = append(cmd.Env, k+"="+env[k])
@@ -112,6 +127,9 @@ func (e *engine) try(env map[string]string, args ...string) (string, string, err
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("docker %s: stuck, stopped after %s: %w", strings.Join(redact(args), " "), timeout, err)
+	}
 	return strings.TrimSpace(stdout.String()), strings.TrimSpace(stderr.String()), err
 }
 
@@ -330,7 +348,9 @@ func TestImagesBuildAndRun(t *testing.T) {
 		assert.Contains(t, stderr, "${APP_IMAGE}")
 	})
 
+	release := testsupport.LockDockerBuilds(t)
 	im := buildImages(t, e, base, baseID, suffix)
+	release()
 
 	t.Run("image metadata", func(t *testing.T) {
 		for _, c := range []struct{ tag, dockerfile string }{

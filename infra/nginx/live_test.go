@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -476,20 +477,34 @@ func TestLiveNginx(t *testing.T) {
 }
 
 // logLine returns nginx's access log line of the request with that ID.
+// nginx writes the line in the request's log phase, after the response has
+// left: a client can read its answer before the line is there, so this
+// waits for it (briefly: nginx's log is unbuffered here).
 func (s *liveSite) logLine(t *testing.T, requestID string) map[string]any {
 	t.Helper()
-	f, err := os.Open(s.logPath)
-	require.NoError(t, err)
-	defer f.Close()
 	var found map[string]any
-	sc := bufio.NewScanner(f)
+	require.Eventually(t, func() bool {
+		found = s.findLogLine(requestID)
+		return found != nil
+	}, 5*time.Second, 20*time.Millisecond, "no access log line for request %s", requestID)
+	return found
+}
+
+// findLogLine is the last line with that request ID, or nil (also while
+// the log file cannot be read).
+func (s *liveSite) findLogLine(requestID string) map[string]any {
+	data, err := os.ReadFile(s.logPath)
+	if err != nil {
+		return nil
+	}
+	var found map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		var entry map[string]any
 		if json.Unmarshal(sc.Bytes(), &entry) == nil && entry["request_id"] == requestID {
 			found = entry
 		}
 	}
-	require.NotNil(t, found, "no access log line for request %s", requestID)
 	return found
 }
 

@@ -1,10 +1,10 @@
 // Package testsupport holds what several packages' tests share: where the
 // machine's real PostgreSQL and Redis are, a port and an address where
 // nothing is, a TCP forwarder that can cut a dependency off, a log buffer
-// safe for concurrent writers, a self-signed certificate and a way to
-// build the module's binaries. It sits at the module root so that app,
-// infra, stacks and docs tests can all import it; it is imported by tests
-// only.
+// safe for concurrent writers, a self-signed certificate, a way to build
+// the module's binaries and a machine-wide lock on Docker builds. It sits
+// at the module root so that app, infra, stacks and docs tests can all
+// import it; it is imported by tests only.
 package testsupport
 
 import (
