@@ -7,6 +7,14 @@
 // refuses, instead of having an empty Down that would let goose forget a
 // table that still exists.
 //
+// Every migration is expand/contract safe: a blue/green deploy runs it while
+// the previous release still serves, so it must not drop, rename or retype
+// what that release reads or writes. CheckExpandContract refuses the
+// statements that would, unless the file names the object with a
+// "-- nbms:contract <object> -- <reason>" line; the test
+// TestMigrationsAreExpandContractSafe runs it over every file here, and
+// docs/migrations.md explains the rule.
+//
 // Apply them with package app/internal/migrate, never by hand.
 package migrations
 
