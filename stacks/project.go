@@ -45,7 +45,7 @@ var docs = map[string]string{
 	"tlsCertificate":      "PEM certificate chain for the allowed hosts: pulumi config set nbms:tlsCertificate -- \"$(cat fullchain.pem)\".",
 	"tlsKey":              "PEM private key (secret): pulumi config set --secret nbms:tlsKey -- \"$(cat privkey.pem)\".",
 	"sentryDsn":           "Sentry DSN (secret, optional): pulumi config set --secret nbms:sentryDsn <dsn>.",
-	"edgeSubnet":          "IPv4 subnet of the edge network (nginx + app); the app trusts X-Forwarded-* from it only. Keep it outside Docker's default address pools (172.17-31.0.0/16, 192.168.0.0/16).",
+	"edgeSubnet":          "IPv4 subnet of the edge network (nginx + app), a /26 or larger; the app trusts X-Forwarded-* from it only and has its 10th address (nginx keeps connections to it open); Docker hands out only its upper half. Keep it outside Docker's default address pools (172.17-31.0.0/16, 192.168.0.0/16).",
 	"internalSubnet":      "IPv4 subnet of the internal network (the app, PostgreSQL, Redis, the backup scheduler); fixed like edgeSubnet, so that no network Docker numbers itself can take it.",
 	"protectVolumes":      "Protect the data volumes (pgdata, pgBackRest repo, media) from pulumi destroy and replacement.",
 	"images":              "base: the one Debian bookworm image every NBMS image is built from, pinned (name:tag@sha256:digest, or the sha256: image ID of a local image made by scripts/base-image.sh); platform: of the built images.",

@@ -574,6 +574,9 @@ func (c *Config) problems() []Problem {
 		add("buildCaCertificates", err.Error())
 	}
 	if edge, err := netip.ParsePrefix(c.EdgeSubnet); err == nil {
+		if edge.Bits() > maxEdgeSubnetBits {
+			add("edgeSubnet", fmt.Sprintf("is a /%d; it needs at least a /%d: the app's fixed address sits in its lower half, Docker hands out the upper half", edge.Bits(), maxEdgeSubnetBits))
+		}
 		if internal, err := netip.ParsePrefix(c.InternalSubnet); err == nil && edge.Overlaps(internal) {
 			add("internalSubnet", fmt.Sprintf("%s overlaps edgeSubnet %s", c.InternalSubnet, c.EdgeSubnet))
 		}
@@ -713,6 +716,37 @@ func ruleReason(fe validator.FieldError) string {
 
 // TLS reports whether the proxy serves HTTPS.
 func (c *Config) TLS() bool { return c.TLSMode == TLSProvided }
+
+// maxEdgeSubnetBits is the smallest edge subnet (a /26): its lower half
+// holds the app's fixed addresses, its upper half Docker's own picks.
+const maxEdgeSubnetBits = 26
+
+// appEdgeHost is the app's host number in the edge subnet.
+const appEdgeHost = 10
+
+// AppEdgeAddress is the app container's fixed address on the edge network,
+// the subnet's tenth host. nginx sends to it from an upstream group, whose
+// connections it keeps open and reuses; a name would have to be
+// re-resolved per request, which leaves nothing to keep. Docker hands
+// addresses out only from EdgeDynamicRange, so no other container can take
+// it.
+func (c *Config) AppEdgeAddress() string {
+	addr := netip.MustParsePrefix(c.EdgeSubnet).Masked().Addr().As4() // validated
+	addr[3] += appEdgeHost                                            // a /26 or larger: the host number stays in the last byte
+	return netip.AddrFrom4(addr).String()
+}
+
+// EdgeDynamicRange is the upper half of the edge subnet, where Docker
+// picks the addresses of containers that ask for none (nginx).
+func (c *Config) EdgeDynamicRange() string {
+	edge := netip.MustParsePrefix(c.EdgeSubnet).Masked() // validated
+	lower := netip.PrefixFrom(edge.Addr(), edge.Bits()+1)
+	upper := edge.Addr().As4()
+	hostBits := 32 - lower.Bits()
+	v := uint32(upper[0])<<24 | uint32(upper[1])<<16 | uint32(upper[2])<<8 | uint32(upper[3])
+	v += 1 << hostBits
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), lower.Bits()).String()
+}
 
 // PublicHosts are the host names the app answers for (allowedHosts, or the
 // domain alone).

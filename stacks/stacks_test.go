@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,6 +164,7 @@ func TestEachBadValueNamesItsKey(t *testing.T) {
 		{"edgeSubnet", "0.0.0.0", "nbms:edgeSubnet", "cidrv4"},
 		{"internalSubnet", "172.16.238.128/25", "nbms:internalSubnet", "overlaps edgeSubnet 172.16.238.0/24"},
 		{"internalSubnet", "", "nbms:internalSubnet", "required"},
+		{"edgeSubnet", "172.16.238.0/27", "nbms:edgeSubnet", "needs at least a /26"},
 		{"images", `{"base": "debian:latest"}`, "nbms:images.base", "name:tag@sha256"},
 		{"images", `{"base": "debian:latest@sha256:` + strings.Repeat("a", 64) + `"}`, "nbms:images.base", "latest"},
 		{"images", `{"base": "nbms-base:bookworm"}`, "nbms:images.base", "local image ID sha256:"},
@@ -192,6 +194,26 @@ func TestEachBadValueNamesItsKey(t *testing.T) {
 			assert.Equal(t, []string{tc.wantKey}, serr.Keys(), err.Error())
 			assert.Contains(t, err.Error(), tc.reason)
 		})
+	}
+}
+
+// The app's fixed edge address and Docker's dynamic range never meet.
+func TestEdgeAddresses(t *testing.T) {
+	for _, tc := range []struct{ subnet, app, dynamic string }{
+		{"172.16.238.0/24", "172.16.238.10", "172.16.238.128/25"},
+		{"10.20.0.0/16", "10.20.0.10", "10.20.128.0/17"},
+		{"192.0.2.64/26", "192.0.2.74", "192.0.2.96/27"},
+	} {
+		raw := prodValues(t)
+		raw["edgeSubnet"] = tc.subnet
+		cfg, err := stacks.Parse("prod", values(raw))
+		require.NoError(t, err, tc.subnet)
+		assert.Equal(t, tc.app, cfg.AppEdgeAddress(), tc.subnet)
+		assert.Equal(t, tc.dynamic, cfg.EdgeDynamicRange(), tc.subnet)
+		edge := netip.MustParsePrefix(tc.subnet).Masked()
+		dynamic := netip.MustParsePrefix(cfg.EdgeDynamicRange())
+		app := netip.MustParseAddr(cfg.AppEdgeAddress())
+		assert.True(t, edge.Contains(app) && !dynamic.Contains(app), "%s: the app's address is in the subnet, outside Docker's range", tc.subnet)
 	}
 }
 

@@ -111,7 +111,7 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		// probe's job, and a DB blip must not mark the app unhealthy.
 		healthcheck: healthcheck(checkTiming{10 * time.Second, 5 * time.Second, 20 * time.Second, 3}, appBinary, "healthcheck"),
 		networks: []attachment{
-			{network: net.Edge, name: net.EdgeName, aliases: []string{appAlias}},
+			{network: net.Edge, name: net.EdgeName, aliases: []string{appAlias}, ipv4: d.cfg.AppEdgeAddress()},
 			internal,
 		},
 		// Static is mounted too (read-write, as collectstatic wrote it) so

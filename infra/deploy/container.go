@@ -32,11 +32,13 @@ type volumeMount struct {
 	readOnly bool
 }
 
-// attachment puts a container on a network under extra DNS aliases.
+// attachment puts a container on a network under extra DNS aliases, at a
+// fixed address when ipv4 is set.
 type attachment struct {
 	network *docker.Network
 	name    string
 	aliases []string
+	ipv4    string
 }
 
 // containerSpec is what differs between containers; everything that must
@@ -128,10 +130,14 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 	deps := append([]pulumi.Resource{}, spec.dependsOn...)
 	var networks docker.ContainerNetworksAdvancedArray
 	for _, n := range spec.networks {
-		networks = append(networks, docker.ContainerNetworksAdvancedArgs{
+		network := docker.ContainerNetworksAdvancedArgs{
 			Name:    pulumi.String(n.name),
 			Aliases: pulumi.ToStringArray(n.aliases),
-		})
+		}
+		if n.ipv4 != "" {
+			network.Ipv4Address = pulumi.String(n.ipv4)
+		}
+		networks = append(networks, network)
 		deps = append(deps, n.network)
 	}
 	args.NetworksAdvanced = networks

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"net"
 	"strconv"
 	"time"
 
@@ -25,7 +26,6 @@ const (
 	proxyCertPath  = "/tmp/nbms/tls/cert.pem"
 	proxyKeyPath   = "/tmp/nbms/tls/key.pem"
 	proxyKeyEnv    = "NBMS_TLS_KEY"
-	dockerDNS      = "127.0.0.11"
 )
 
 // Proxy is nginx, the only container that publishes ports.
@@ -53,8 +53,9 @@ func NginxParams(cfg *stacks.Config) (nginx.Params, error) {
 		HTTPPort:    proxyHTTPPort, HTTPSPort: proxyHTTPSPort, PublicPort: cfg.PublicPort(),
 		TLS:      cfg.TLS(),
 		CertPath: proxyCertPath, KeyPath: proxyKeyPath,
-		Upstream:   appAlias + ":" + strconv.Itoa(stacks.AppPort),
-		Resolver:   dockerDNS,
+		// The app's fixed address, not its name: nginx keeps connections to
+		// it open, and a replaced app container comes back at the same one.
+		Upstream:   net.JoinHostPort(cfg.AppEdgeAddress(), strconv.Itoa(stacks.AppPort)),
 		StaticRoot: stacks.StaticRoot, MediaRoot: stacks.MediaRoot,
 		ClientMaxBodyBytes: cfg.App.MaxUploadBytes,
 		LoginRatePerMinute: cfg.App.LoginRatePerMinute, LoginBurst: cfg.App.LoginBurst,

@@ -34,12 +34,16 @@ func (d *deployment) newNetwork(ctx *pulumi.Context) (*Network, error) {
 	labels := docker.NetworkLabelArray{docker.NetworkLabelArgs{Label: pulumi.String(LabelStack), Value: pulumi.String(d.cfg.Stack)}}
 	var err error
 	// The edge subnet is fixed because the app trusts X-Forwarded-* from it
-	// (TRUSTED_PROXY_CIDRS); only nginx and the app join it.
+	// (TRUSTED_PROXY_CIDRS); only nginx and the app join it. Docker picks
+	// addresses from its upper half only: the app's fixed one is in the
+	// lower half, where no other container can have taken it.
 	n.Edge, err = docker.NewNetwork(ctx, "edge", &docker.NetworkArgs{
-		Name:        pulumi.String(n.EdgeName),
-		Driver:      pulumi.String("bridge"),
-		IpamConfigs: docker.NetworkIpamConfigArray{docker.NetworkIpamConfigArgs{Subnet: pulumi.String(d.cfg.EdgeSubnet)}},
-		Labels:      labels,
+		Name:   pulumi.String(n.EdgeName),
+		Driver: pulumi.String("bridge"),
+		IpamConfigs: docker.NetworkIpamConfigArray{docker.NetworkIpamConfigArgs{
+			Subnet: pulumi.String(d.cfg.EdgeSubnet), IpRange: pulumi.String(d.cfg.EdgeDynamicRange()),
+		}},
+		Labels: labels,
 	}, pulumi.Parent(n))
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,8 +95,10 @@ type liveSite struct {
 	nginxtest.Site
 	upstream       *recordingUpstream
 	upstreamServer *httptest.Server
-	logPath        string
-	pool           *x509.CertPool
+	// upstreamConns counts the TCP connections nginx opened to the app.
+	upstreamConns atomic.Int64
+	logPath       string
+	pool          *x509.CertPool
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -120,7 +124,13 @@ func startLiveSite(t *testing.T) *liveSite {
 	nginxtest.ChownNobody(t, tmp)
 
 	s := &liveSite{upstream: &recordingUpstream{seen: map[string][]seenRequest{}}}
-	s.upstreamServer = httptest.NewServer(s.upstream)
+	s.upstreamServer = httptest.NewUnstartedServer(s.upstream)
+	s.upstreamServer.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			s.upstreamConns.Add(1)
+		}
+	}
+	s.upstreamServer.Start()
 	t.Cleanup(s.upstreamServer.Close)
 	s.HTTPPort, s.HTTPSPort = testsupport.FreePort(t), testsupport.FreePort(t)
 
@@ -465,6 +475,19 @@ func TestLiveNginx(t *testing.T) {
 		long := strings.Repeat("x", config.MaxRequestIDLen+1)
 		resp, _ = s.Do(t, "GET", s.HTTPSURL("/api/traced"), nil, map[string]string{"X-Request-ID": long})
 		assert.Regexp(t, hexID, resp.Header.Get("X-Request-Id"))
+	})
+
+	t.Run("connections to the app are kept and reused", func(t *testing.T) {
+		// One worker process (the live site's setting): its idle upstream
+		// connections serve the requests that follow.
+		before := s.upstreamConns.Load()
+		const requests = 50
+		for range requests {
+			resp, _ := s.Do(t, "GET", s.HTTPSURL("/api/things"), nil, nil)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+		}
+		opened := s.upstreamConns.Load() - before
+		assert.LessOrEqual(t, opened, int64(2), "%d sequential requests opened %d connections to the app", requests, opened)
 	})
 
 	t.Run("app down: 502 in the problem+json shape", func(t *testing.T) {

@@ -37,6 +37,8 @@ type view struct {
 	HTTPSListen    string
 	ServerNameList string
 	UpstreamURL    string
+	UpstreamGroup  string // the app's upstream group, for an address upstream
+	UpstreamServer string // its one server, host:port
 	ResolverAddr   string
 	RedirectTarget string
 	ForwardedPort  string
@@ -75,6 +77,14 @@ func newView(p Params) (view, error) {
 	}
 	host, port, _ := net.SplitHostPort(p.Upstream) // validated
 	v.UpstreamURL = "http://" + net.JoinHostPort(host, port)
+	if _, err := netip.ParseAddr(host); err == nil {
+		// An address: an upstream group, whose idle connections nginx keeps
+		// open and reuses (a variable naming a group uses the group). A name
+		// is re-resolved per request through the resolver, which leaves no
+		// group to keep connections in.
+		v.UpstreamGroup, v.UpstreamServer = upstreamGroup, net.JoinHostPort(host, port)
+		v.UpstreamURL = "http://" + upstreamGroup
+	}
 	if p.Resolver != "" {
 		v.ResolverAddr = p.Resolver
 		if addr := netip.MustParseAddr(p.Resolver); addr.Is6() {
@@ -126,6 +136,9 @@ func listen(addr string, port int) string {
 	}
 	return netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port)).String()
 }
+
+// upstreamGroup names the app's upstream group in the rendered config.
+const upstreamGroup = "nbms_app"
 
 var confTemplate = template.Must(template.New("nginx.conf").Parse(confText))
 
@@ -367,6 +380,21 @@ http {
     }
 {{- end}}
 
+{{- if .UpstreamServer}}
+
+    # The app. Idle connections are kept and reused: a request does not pay
+    # for a TCP handshake with the app. max_fails=0: with a single server,
+    # marking it down would only turn a blip into 502s for fail_timeout.
+    upstream {{.UpstreamGroup}} {
+        server {{.UpstreamServer}} max_fails=0;
+        keepalive 32;
+        keepalive_requests 10000;
+        keepalive_timeout 60s;
+    }
+{{- end}}
+
+    # HTTP/1.1 with an empty Connection header (each proxied location sets
+    # it): needed for the kept upstream connections.
     proxy_http_version 1.1;
     proxy_connect_timeout 5s;
     proxy_send_timeout 60s;
