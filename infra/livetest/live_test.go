@@ -397,8 +397,10 @@ func startSite(t *testing.T, extra map[string]string) *site {
 		"profile":     "prod", "domain": "localhost", "allowedHosts": `["localhost"]`,
 		"bindAddress": "127.0.0.1", "httpPort": strconv.Itoa(s.HTTPPort), "httpsPort": strconv.Itoa(s.HTTPSPort),
 		"tlsMode": "provided", "tlsCertificate": string(cert.CertPEM), "tlsKey": string(cert.KeyPEM),
-		// nginx's address: the only proxy whose X-Forwarded-For the app believes.
-		"edgeSubnet": "127.0.0.1/32",
+		// Loopback, nginx's address (127.0.0.1) among them: the only proxies
+		// whose X-Forwarded-For the app believes. A /26, the smallest edge
+		// subnet a stack may have.
+		"edgeSubnet": "127.0.0.0/26",
 		"app": fmt.Sprintf(`{"maxUploadBytes": %d, "maxRequestBodyBytes": %d, "loginRatePerMinute": 1, "loginBurst": %d}`,
 			maxUploadBytes, 64<<10, loginBurst),
 	}
