@@ -4,6 +4,10 @@
 // bytes the app answered, each in the same run on the same machine, so the
 // figures are read as ratios against that baseline. It reports; it never
 // decides whether a figure is good enough.
+//
+// Traffic is the other kind of load: a few paced request streams that keep
+// a deployed stack busy while it is changed (a deployment, a database
+// restart) and count every request that failed.
 package loadtest
 
 import (
