@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"math"
 	"strconv"
 	"time"
@@ -16,6 +17,10 @@ const (
 	LabelStack   = conventions.LabelStack
 	LabelProfile = conventions.LabelProfile
 )
+
+// dockerStopTimeout is Docker's own stop timeout, in seconds, for a
+// container that sets none.
+const dockerStopTimeout = 10
 
 // tmpfsOptions is the mount option string of every tmpfs: private scratch
 // space that can hold no executable or device.
@@ -166,6 +171,13 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 	} else {
 		args.Restart = pulumi.String("unless-stopped")
 		args.MustRun = pulumi.Bool(true)
+		// A delete, a replacement's included, stops the container first
+		// (its stop signal, then as long as its stop timeout gives it)
+		// instead of the provider's default forced removal, a SIGKILL: the
+		// app's in-flight requests finish after its drain delay, and
+		// PostgreSQL shuts down cleanly instead of recovering at its next
+		// start.
+		args.DestroyGraceSeconds = pulumi.Int(cmp.Or(spec.stopTimeout, dockerStopTimeout))
 		if spec.wait {
 			args.Wait = pulumi.Bool(true)
 			args.WaitTimeout = pulumi.Int(180)

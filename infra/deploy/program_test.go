@@ -306,6 +306,12 @@ func TestEveryContainerIsHardened(t *testing.T) {
 						assert.Equal(t, false, plain(in["mustRun"]))
 					} else {
 						assert.Equal(t, "unless-stopped", plain(in["restart"]))
+						grace := plain(in["destroyGraceSeconds"])
+						require.NotNil(t, grace, "a delete stops the container first (the provider's default is a forced removal)")
+						assert.Positive(t, grace.(float64))
+						if stop := plain(in["stopTimeout"]); stop != nil {
+							assert.Equal(t, stop, grace, "as long as a stop gives it")
+						}
 					}
 				})
 			}

@@ -11,6 +11,7 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -110,8 +111,11 @@ func TestRealDeploy(t *testing.T) {
 			before := inspect(t, container(conventions.RoleApp))
 			file = s.stackFile(map[string]string{"app": s.appSettings(t, map[string]any{"dbMaxConns": 12})})
 			since := time.Now()
+			stopTraffic := s.startTraffic("config-change", session)
 			res, err := s.run("up.update", driver.Up, file)
+			traffic := stopTraffic()
 			require.NoError(t, err)
+			assert.Positive(t, traffic.Sent, "the traffic ran through the update")
 			assert.ElementsMatch(t, []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp}, changedResources(res),
 				"DB_MAX_CONNS is in the environment of the app and its one-shots, and nothing else")
 			atApp, viaNginx := probeAnswers(t, since)
@@ -121,6 +125,9 @@ func TestRealDeploy(t *testing.T) {
 			env := docker(t, "inspect", "--format", `{{range .Config.Env}}{{if eq (index (split . "=") 0) "DB_MAX_CONNS"}}{{.}}{{end}}{{end}}`, container(conventions.RoleApp))
 			assert.Equal(t, "DB_MAX_CONNS=12", strings.TrimSpace(env))
 			s.checkDataKept(t, session, evidenceSHA)
+		}},
+		{"a database restart: /readyz 503 while it is down, /healthz 200, the app recovers on its own", func(t *testing.T) {
+			s.checkDatabaseRestart(t, session)
 		}},
 		{"an app that never becomes ready fails up with the prober's message and exit 4", func(t *testing.T) {
 			// Redis stops answering: the new app starts and is alive
@@ -563,6 +570,14 @@ func (s *stack) checkHardening(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(docker(t, "network", "inspect", internal)), &nets))
 	require.Len(t, nets, 1)
 	assert.True(t, nets[0].Internal, "the data tier's network has no route out")
+	// The app sits at its fixed edge address, the one nginx's upstream
+	// group names; nginx got one from Docker's half of the subnet.
+	cfg := &stacks.Config{EdgeSubnet: s.settings["edgeSubnet"]}
+	edgeIP := func(role string) string {
+		return strings.TrimSpace(docker(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+edge+`").IPAddress}}`, container(role)))
+	}
+	assert.Equal(t, cfg.AppEdgeAddress(), edgeIP(conventions.RoleApp))
+	assert.True(t, netip.MustParsePrefix(cfg.EdgeDynamicRange()).Contains(netip.MustParseAddr(edgeIP(conventions.RoleProxy))), "nginx's address is Docker's pick")
 	// nginx, on the edge network only, cannot even resolve the database.
 	out, err := execIn(t, conventions.RoleProxy, "", "sh", "-c", "getent hosts db cache || echo unresolved")
 	require.NoError(t, err)
@@ -752,6 +767,44 @@ func changes(res *driver.Result) map[string]driver.Step {
 
 // writeFigures leaves the run's measurements in bin/reports/e2e for the
 // closing note of a deploy change, and in the test log.
+// checkDatabaseRestart stops and starts the database container under
+// traffic and watches the app from the outside: not ready while the
+// database is away, alive all along, ready again without being touched.
+func (s *stack) checkDatabaseRestart(t *testing.T, session *http.Cookie) {
+	appBefore := inspect(t, container(conventions.RoleApp))
+	stopTraffic := s.startTraffic("db-restart", session)
+	start := time.Now()
+	docker(t, "stop", container(conventions.RoleDB))
+	stopped := time.Since(start)
+	ctx := t.Context()
+	require.Eventually(t, func() bool {
+		return s.expect(ctx, "GET", "/readyz", "", nil, http.StatusServiceUnavailable) == nil
+	}, 30*time.Second, 100*time.Millisecond, "/readyz turns 503 while the database is stopped")
+	assert.NoError(t, s.expect(ctx, "GET", "/healthz", "", nil, http.StatusOK), "/healthz stays 200: the app is alive")
+
+	docker(t, "start", container(conventions.RoleDB))
+	started := time.Now()
+	require.Eventually(t, func() bool {
+		return s.expect(ctx, "GET", "/readyz", "", nil, http.StatusOK) == nil
+	}, 90*time.Second, 100*time.Millisecond, "/readyz is 200 again, without touching the app")
+	recovered := time.Since(started)
+	// A second of traffic on the recovered stack, then the tally.
+	time.Sleep(time.Second)
+	traffic := stopTraffic()
+	s.figures.Durations["db-restart.stop"] = stopped.Round(100 * time.Millisecond).String()
+	s.figures.Durations["db-restart.ready-after-start"] = recovered.Round(100 * time.Millisecond).String()
+	t.Logf("database stopped in %s; the app was ready %s after the database started", stopped.Round(100*time.Millisecond), recovered.Round(100*time.Millisecond))
+
+	assert.Positive(t, traffic.Sent)
+	appAfter := inspect(t, container(conventions.RoleApp))
+	assert.Equal(t, appBefore.ID, appAfter.ID, "the same app container")
+	assert.Equal(t, appBefore.State.StartedAt, appAfter.State.StartedAt, "the app was not restarted: it reconnected by itself")
+	assert.NoError(t, s.expect(ctx, "POST", "/api/indicators", `{"code":"AFTER-DB-RESTART","title":"Written after the restart","unit":"%","published":false}`,
+		http.Header{"Cookie": {session.Name + "=" + session.Value}, "Origin": {s.origin()}, "Content-Type": {"application/json"}}, http.StatusCreated),
+		"the old session still writes")
+	s.waitHealthy(t, 3*time.Minute) // the backup scheduler too, before the next step
+}
+
 func (s *stack) writeFigures() {
 	data, err := json.MarshalIndent(s.figures, "", "  ")
 	if err != nil {

@@ -124,6 +124,8 @@ type figures struct {
 	RestUseMB  map[string]float64 `json:"memoryUsageAtRestMB"`
 	Policies   map[string]int     `json:"policies"`
 	BackupInfo map[string]any     `json:"backup"`
+	// Traffic is what the traffic through nginx saw during each scenario.
+	Traffic map[string]trafficFigure `json:"traffic"`
 }
 
 func newStack(t *testing.T) *stack {
@@ -131,7 +133,8 @@ func newStack(t *testing.T) *stack {
 		t: t, dir: t.TempDir(),
 		httpPort: testsupport.FreePort(t), httpsPort: testsupport.FreePort(t),
 		figures: figures{Durations: map[string]string{}, ImageMB: map[string]float64{}, RestRSSMB: map[string]float64{},
-			RestUseMB: map[string]float64{}, Policies: map[string]int{}, BackupInfo: map[string]any{}},
+			RestUseMB: map[string]float64{}, Policies: map[string]int{}, BackupInfo: map[string]any{},
+			Traffic: map[string]trafficFigure{}},
 	}
 	data, err := os.ReadFile(filepath.Join(root, "Pulumi."+stackName+".yaml"))
 	require.NoError(t, err)
@@ -368,9 +371,10 @@ type inspection struct {
 		User string `json:"User"`
 	} `json:"Config"`
 	State struct {
-		Status   string `json:"Status"`
-		ExitCode int    `json:"ExitCode"`
-		Health   *struct {
+		Status    string `json:"Status"`
+		ExitCode  int    `json:"ExitCode"`
+		StartedAt string `json:"StartedAt"`
+		Health    *struct {
 			Status string `json:"Status"`
 		} `json:"Health"`
 	} `json:"State"`
