@@ -1,5 +1,5 @@
 // The runbooks are only worth something if an operator can type what they
-// say. These tests read README.md and every runbook in
+// say. These tests read README.md, the pages in docs/ and every runbook in
 // docs/production_hardening (not secure_settings_reference.md: it is
 // generated from app/config and has its own staleness test) and fail when
 // a documented command, script, make target or link does not exist.
@@ -228,15 +228,18 @@ func githubSlug(heading string) string {
 	return b.String()
 }
 
-// loadDocuments parses README.md and the runbooks.
+// loadDocuments parses README.md, the runbooks and the pages beside them
+// in docs/.
 func loadDocuments(t *testing.T) []document {
 	t.Helper()
 	paths := []string{"README.md"}
-	entries, err := os.ReadDir(filepath.Join(root, runbookDir))
-	require.NoError(t, err)
-	for _, e := range entries {
-		if !e.IsDir() && strings.HasSuffix(e.Name(), ".md") && e.Name() != generatedReference {
-			paths = append(paths, filepath.ToSlash(filepath.Join(runbookDir, e.Name())))
+	for _, dir := range []string{runbookDir, "docs"} {
+		entries, err := os.ReadDir(filepath.Join(root, dir))
+		require.NoError(t, err)
+		for _, e := range entries {
+			if !e.IsDir() && strings.HasSuffix(e.Name(), ".md") && e.Name() != generatedReference {
+				paths = append(paths, filepath.ToSlash(filepath.Join(dir, e.Name())))
+			}
 		}
 	}
 	var docs []document
