@@ -499,6 +499,31 @@ until pg_isready -q -h 127.0.0.1; do sleep 0.2; done
 	})
 }
 
+// createEdgeNetwork makes the edge network as the program does: a subnet
+// of its own (a random /24 of 10.0.0.0/8, outside Docker's default pools;
+// another on overlap), Docker's picks from its upper half only, so that
+// the app's fixed address in the lower half is free. It returns the subnet.
+func createEdgeNetwork(t *testing.T, e *engine, name string) string {
+	t.Helper()
+	for range 5 {
+		b := make([]byte, 2)
+		_, err := rand.Read(b)
+		require.NoError(t, err)
+		subnet := fmt.Sprintf("10.%d.%d.0/24", 200+b[0]%50, b[1])
+		ipRange := (&stacks.Config{EdgeSubnet: subnet}).EdgeDynamicRange()
+		_, stderr, err := e.try(nil, "network", "create", "--subnet", subnet, "--ip-range", ipRange, name)
+		if err == nil {
+			e.cleanup(t, "network", "rm", name)
+			return subnet
+		}
+		if !strings.Contains(stderr, "overlap") {
+			t.Fatalf("docker network create %s: %v: %s", name, err, stderr)
+		}
+	}
+	t.Fatal("no free /24 for the edge network in five tries")
+	return ""
+}
+
 // runStack runs the images as the program deploys them and checks that
 // they work together.
 func runStack(t *testing.T, e *engine, im images, name func(string) string) {
@@ -507,9 +532,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	internal, edge := name("internal"), name("edge")
 	e.run(t, nil, "network", "create", "--internal", internal)
 	e.cleanup(t, "network", "rm", internal)
-	e.run(t, nil, "network", "create", edge)
-	e.cleanup(t, "network", "rm", edge)
-	edgeSubnet := e.run(t, nil, "network", "inspect", "--format", "{{(index .IPAM.Config 0).Subnet}}", edge)
+	edgeSubnet := createEdgeNetwork(t, e, edge)
 
 	volumes := map[string]string{}
 	for _, v := range []string{"pgdata", "pgrepo", "pgrun", "static", "media"} {
@@ -645,7 +668,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	})
 	app := name("app")
 	e.run(t, appEnv, append(appArgs("app", true), im.app, "serve")...)
-	e.run(t, nil, "network", "connect", "--alias", "app", edge, app)
+	e.run(t, nil, "network", "connect", "--alias", "app", "--ip", cfg.AppEdgeAddress(), edge, app)
 	e.run(t, nil, "start", app)
 	e.waitHealthy(t, app, time.Minute)
 
