@@ -119,9 +119,11 @@ func stackConfig(t testing.TB, stack string) map[string]string {
 		raw["tlsCertificate"], raw["tlsKey"] = testsupport.SelfSignedCert(t, "nbms.example.org")
 		raw["sentryDsn"] = "https://publickey123@sentry.example.org/42"
 	case "e2e":
-		// What infra/e2e adds at run time: a chain from its CA and the
-		// local base image's ID.
-		raw["tlsCertificate"], raw["tlsKey"] = testsupport.NewCA(t, "test CA").Issue(t, raw["domain"])
+		// What infra/e2e adds at run time: a chain from its CA for the
+		// allowed hosts and the local base image's ID.
+		var hosts []string
+		require.NoError(t, json.Unmarshal([]byte(raw["allowedHosts"]), &hosts))
+		raw["tlsCertificate"], raw["tlsKey"] = testsupport.NewCA(t, "test CA").Issue(t, hosts...)
 		raw["images"] = `{"base": "sha256:` + strings.Repeat("e", 64) + `"}`
 	}
 	return raw

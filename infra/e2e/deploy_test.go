@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -95,6 +97,9 @@ func TestRealDeploy(t *testing.T) {
 		}},
 		{"backups: a scheduled full backup, WAL archived, a restore drill with the rows", func(t *testing.T) {
 			s.checkBackups(t, written)
+		}},
+		{"the load benchmark runs against the deployed stack", func(t *testing.T) {
+			s.checkLoadBenchmark(t)
 		}},
 		{"a second up changes nothing", func(t *testing.T) {
 			since := time.Now()
@@ -803,6 +808,38 @@ func (s *stack) checkDatabaseRestart(t *testing.T, session *http.Cookie) {
 		http.Header{"Cookie": {session.Name + "=" + session.Value}, "Origin": {s.origin()}, "Content-Type": {"application/json"}}, http.StatusCreated),
 		"the old session still writes")
 	s.waitHealthy(t, 3*time.Minute) // the backup scheduler too, before the next step
+}
+
+// checkLoadBenchmark runs nbms-loadtest, as an operator would, against the
+// deployed edge: wrk over TLS to the public indicator list, and the bare
+// net/http baseline serving the same bytes in the same run. The URL's host
+// is localhost, an allowed host of the e2e stack: wrk resolves the URL's
+// host itself and sends it as SNI, and no other name of the stack
+// resolves on this machine.
+func (s *stack) checkLoadBenchmark(t *testing.T) {
+	caFile := filepath.Join(s.dir, "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, []byte(s.ca.PEM), 0o600))
+	edge := "https://localhost:" + strconv.Itoa(s.httpsPort)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, loadBin, "--edge", edge, "--ca", caFile,
+		"--connections", "16", "--duration", "5s", "--warmup", "2s", "--runs", "1")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	t.Logf("nbms-loadtest --edge %s:\n%s", edge, out)
+	s.figures.LoadBenchmark = string(out)
+	rows := map[string][]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 6 {
+			rows[f[0]] = f
+		}
+	}
+	require.Contains(t, rows, "edge", "a row for the edge:\n%s", out)
+	require.Contains(t, rows, "bare", "a row for the baseline:\n%s", out)
+	edgeRate, err := strconv.ParseFloat(rows["edge"][1], 64)
+	require.NoError(t, err)
+	assert.Positive(t, edgeRate)
+	assert.Equal(t, []string{"0", "0"}, rows["edge"][4:6], "no non-2xx answer and no socket error through the edge: the public list is the edge cache's, inside the per-address limit")
 }
 
 func (s *stack) writeFigures() {

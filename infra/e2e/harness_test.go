@@ -40,6 +40,7 @@ var (
 	baseImage  string // the local base image's ID (sha256:...)
 	deployBin  string // nbms-deploy, built by TestMain
 	policyPack string // nbms-policy, built by TestMain
+	loadBin    string // nbms-loadtest, built by TestMain
 )
 
 func TestMain(m *testing.M) {
@@ -77,8 +78,10 @@ func TestMain(m *testing.M) {
 			return fail("%v", err)
 		}
 		defer os.RemoveAll(dir)
-		deployBin, policyPack = filepath.Join(dir, "nbms-deploy"), filepath.Join(dir, "nbms-policy")
-		for bin, pkg := range map[string]string{deployBin: "infra/driver/cmd/nbms-deploy", policyPack: "policy/cmd/nbms-policy"} {
+		deployBin, policyPack, loadBin = filepath.Join(dir, "nbms-deploy"), filepath.Join(dir, "nbms-policy"), filepath.Join(dir, "nbms-loadtest")
+		for bin, pkg := range map[string]string{
+			deployBin: "infra/driver/cmd/nbms-deploy", policyPack: "policy/cmd/nbms-policy", loadBin: "infra/loadtest/cmd/nbms-loadtest",
+		} {
 			if err := testsupport.BuildBinary(bin, "github.com/nbms-deploy/nbms/"+pkg); err != nil {
 				return fail("building %s: %v", pkg, err)
 			}
@@ -126,6 +129,8 @@ type figures struct {
 	BackupInfo map[string]any     `json:"backup"`
 	// Traffic is what the traffic through nginx saw during each scenario.
 	Traffic map[string]trafficFigure `json:"traffic"`
+	// LoadBenchmark is nbms-loadtest's report on the deployed edge.
+	LoadBenchmark string `json:"loadBenchmark"`
 }
 
 func newStack(t *testing.T) *stack {
@@ -144,7 +149,10 @@ func newStack(t *testing.T) *stack {
 	require.NotEmpty(t, s.domain)
 
 	s.ca = testsupport.NewCA(t, "NBMS e2e test CA")
-	chain, key := s.ca.Issue(t, s.domain)
+	var hosts []string
+	require.NoError(t, json.Unmarshal([]byte(s.settings["allowedHosts"]), &hosts))
+	require.Contains(t, hosts, s.domain)
+	chain, key := s.ca.Issue(t, hosts...)
 	s.chainFile, s.keyFile = filepath.Join(s.dir, "fullchain.pem"), filepath.Join(s.dir, "privkey.pem")
 	require.NoError(t, os.WriteFile(s.chainFile, []byte(chain), 0o600))
 	require.NoError(t, os.WriteFile(s.keyFile, []byte(key), 0o600))
