@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -740,12 +741,10 @@ func (c *Config) AppEdgeAddress() string {
 // picks the addresses of containers that ask for none (nginx).
 func (c *Config) EdgeDynamicRange() string {
 	edge := netip.MustParsePrefix(c.EdgeSubnet).Masked() // validated
-	lower := netip.PrefixFrom(edge.Addr(), edge.Bits()+1)
-	upper := edge.Addr().As4()
-	hostBits := 32 - lower.Bits()
-	v := uint32(upper[0])<<24 | uint32(upper[1])<<16 | uint32(upper[2])<<8 | uint32(upper[3])
-	v += 1 << hostBits
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), lower.Bits()).String()
+	a := edge.Addr().As4()
+	// The upper half starts half the subnet's size above its first address.
+	binary.BigEndian.PutUint32(a[:], binary.BigEndian.Uint32(a[:])+1<<(31-edge.Bits()))
+	return netip.PrefixFrom(netip.AddrFrom4(a), edge.Bits()+1).String()
 }
 
 // PublicHosts are the host names the app answers for (allowedHosts, or the

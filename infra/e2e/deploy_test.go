@@ -430,7 +430,7 @@ func (s *stack) workflows(t *testing.T) (*http.Cookie, string) {
 
 	session := s.login(t)
 	assert.True(t, strings.HasPrefix(session.Name, "__Host-"), "session cookie %q has the __Host- prefix", session.Name)
-	auth := http.Header{"Cookie": {session.Name + "=" + session.Value}, "Origin": {s.origin()}, "Content-Type": {"application/json"}}
+	auth := s.writeHeader(session)
 
 	resp, body := s.do("POST", "/api/indicators", strings.NewReader(fmt.Sprintf(`{"code":%q,"title":%q,"unit":"%%","published":true}`, indicatorCode, indicatorName)), auth)
 	require.Equal(t, http.StatusCreated, resp.StatusCode, string(body))
@@ -805,7 +805,7 @@ func (s *stack) checkDatabaseRestart(t *testing.T, session *http.Cookie) {
 	assert.Equal(t, appBefore.ID, appAfter.ID, "the same app container")
 	assert.Equal(t, appBefore.State.StartedAt, appAfter.State.StartedAt, "the app was not restarted: it reconnected by itself")
 	assert.NoError(t, s.expect(ctx, "POST", "/api/indicators", `{"code":"AFTER-DB-RESTART","title":"Written after the restart","unit":"%","published":false}`,
-		http.Header{"Cookie": {session.Name + "=" + session.Value}, "Origin": {s.origin()}, "Content-Type": {"application/json"}}, http.StatusCreated),
+		s.writeHeader(session), http.StatusCreated),
 		"the old session still writes")
 	s.waitHealthy(t, 3*time.Minute) // the backup scheduler too, before the next step
 }

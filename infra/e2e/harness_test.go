@@ -316,15 +316,35 @@ func (s *stack) origin() string {
 // body read.
 func (s *stack) do(method, path string, body io.Reader, header http.Header) (*http.Response, []byte) {
 	s.t.Helper()
-	req, err := http.NewRequest(method, s.url(path), body)
-	require.NoError(s.t, err)
-	maps.Copy(req.Header, header)
-	resp, err := s.client.Do(req)
-	require.NoError(s.t, err, "%s %s", method, path)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	resp, data, err := s.send(context.Background(), method, path, body, header)
 	require.NoError(s.t, err)
 	return resp, data
+}
+
+// send is do for any goroutine: it returns the error instead of failing
+// the test.
+func (s *stack) send(ctx context.Context, method, path string, body io.Reader, header http.Header) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, s.url(path), body)
+	if err != nil {
+		return nil, nil, err
+	}
+	maps.Copy(req.Header, header)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: reading the body: %w", method, path, err)
+	}
+	return resp, data, nil
+}
+
+// writeHeader is what a logged-in JSON write through the edge sends: the
+// session cookie, the site's own Origin (the CSRF check) and the type.
+func (s *stack) writeHeader(session *http.Cookie) http.Header {
+	return http.Header{"Cookie": {session.Name + "=" + session.Value}, "Origin": {s.origin()}, "Content-Type": {"application/json"}}
 }
 
 // --- Docker, from the outside ----------------------------------------------

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -21,6 +20,7 @@ const (
 )
 
 // trafficFigure is what a scenario's traffic saw, for the closing note.
+// P99Millis is the p99 of the slowest stream (the writes, as a rule).
 type trafficFigure struct {
 	Sent      int      `json:"sent"`
 	Failed    int      `json:"failed"`
@@ -34,7 +34,7 @@ type trafficFigure struct {
 // stream creating an unpublished indicator per request) until the returned
 // stop, which records what the scenario's traffic saw under label.
 func (s *stack) startTraffic(label string, session *http.Cookie) (stop func() trafficFigure) {
-	auth := http.Header{"Cookie": {session.Name + "=" + session.Value}, "Origin": {s.origin()}, "Content-Type": {"application/json"}}
+	auth := s.writeHeader(session)
 	read := func(ctx context.Context, _ int) error {
 		return s.expect(ctx, "GET", "/api/public/indicators?limit=20", "", nil, http.StatusOK)
 	}
@@ -68,25 +68,12 @@ func (s *stack) startTraffic(label string, session *http.Cookie) (stop func() tr
 func (s *stack) expect(ctx context.Context, method, path, body string, header http.Header, want int) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, s.url(path), r)
+	resp, answer, err := s.send(ctx, method, path, strings.NewReader(body), header)
 	if err != nil {
 		return err
 	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
 	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, strings.TrimSpace(string(answer)))
+		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, strings.TrimSpace(string(answer[:min(len(answer), 300)])))
 	}
 	return nil
 }

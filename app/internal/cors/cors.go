@@ -95,7 +95,7 @@ func New(o Options) (*Policy, error) {
 		methods = []string{http.MethodGet, http.MethodHead, http.MethodPost}
 	}
 	for _, m := range methods {
-		if !isToken(m) || m == "*" {
+		if !config.IsToken(m) || m == "*" {
 			return nil, fmt.Errorf("cors: allowed method %q is not an HTTP token (\"*\" is not supported)", m)
 		}
 		p.methods[m] = true
@@ -103,7 +103,7 @@ func New(o Options) (*Policy, error) {
 	p.allowMethods = []string{strings.Join(methods, ", ")}
 
 	for _, h := range o.AllowedHeaders {
-		if !isToken(h) || h == "*" {
+		if !config.IsToken(h) || h == "*" {
 			return nil, fmt.Errorf("cors: allowed header %q is not a header name (\"*\" is not supported)", h)
 		}
 		p.headers[strings.ToLower(h)] = true
@@ -113,7 +113,7 @@ func New(o Options) (*Policy, error) {
 	}
 
 	for _, h := range o.ExposedHeaders {
-		if !isToken(h) || h == "*" {
+		if !config.IsToken(h) || h == "*" {
 			return nil, fmt.Errorf("cors: exposed header %q is not a header name (\"*\" is not supported)", h)
 		}
 	}
@@ -131,21 +131,6 @@ func New(o Options) (*Policy, error) {
 		p.credentials = credTrue
 	}
 	return p, nil
-}
-
-// isToken reports whether s is an RFC 9110 token (method or header name).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 // Handler applies the policy in front of next.
