@@ -136,7 +136,7 @@ type figures struct {
 func newStack(t *testing.T) *stack {
 	s := &stack{
 		t: t, dir: t.TempDir(),
-		httpPort: testsupport.FreePort(t), httpsPort: testsupport.FreePort(t),
+		httpPort: testsupport.LongLivedPort(t), httpsPort: testsupport.LongLivedPort(t),
 		figures: figures{Durations: map[string]string{}, ImageMB: map[string]float64{}, RestRSSMB: map[string]float64{},
 			RestUseMB: map[string]float64{}, Policies: map[string]int{}, BackupInfo: map[string]any{},
 			Traffic: map[string]trafficFigure{}},

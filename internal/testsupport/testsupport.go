@@ -55,6 +55,33 @@ func FreePort(t testing.TB) int {
 	return port
 }
 
+// LongLivedPort is a loopback TCP port nothing listens on right now, from
+// below the kernel's ephemeral range (32768-60999), for a listener that
+// starts long after it is picked (a deployed stack's published ports): a
+// port from FreePort can meanwhile become the local end of another
+// process's outgoing connection, which the suite's parallel packages make
+// by the thousand. Nothing hands ports out from 20000-32767 by itself.
+func LongLivedPort(t testing.TB) int {
+	t.Helper()
+	b := make([]byte, 2)
+	for range 100 {
+		if _, err := rand.Read(b); err != nil {
+			t.Fatalf("long-lived port: %v", err)
+		}
+		port := 20000 + (int(b[0])<<8|int(b[1]))%12768
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		if err := l.Close(); err != nil {
+			t.Fatalf("long-lived port: %v", err)
+		}
+		return port
+	}
+	t.Fatal("long-lived port: no free port in 20000-32767 after 100 tries")
+	return 0
+}
+
 func env(name, fallback string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
