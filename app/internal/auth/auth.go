@@ -41,6 +41,13 @@ import (
 // when Options.CleanupInterval is zero.
 const DefaultCleanupInterval = 5 * time.Minute
 
+// cleanupQueryTimeout bounds one deletion of expired sessions. It is its
+// own figure, not the interval: a short interval (tests, a busy operator's
+// setting) must not turn a slow but healthy DELETE under load into a
+// logged failure, and a deletion that outlives the interval only makes the
+// ticker drop a tick.
+const cleanupQueryTimeout = 30 * time.Second
+
 // Options configures New.
 type Options struct {
 	// Settings supplies the SESSION_* variables of the contract.
@@ -164,7 +171,7 @@ func (m *Manager) cleanupLoop(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			qctx, cancel := context.WithTimeout(ctx, interval)
+			qctx, cancel := context.WithTimeout(ctx, cleanupQueryTimeout)
 			_, err := m.pool.Exec(qctx, `DELETE FROM sessions WHERE expiry < now()`)
 			cancel()
 			if err != nil && ctx.Err() == nil {
