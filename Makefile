@@ -37,7 +37,7 @@ vet:
 
 lint:
 	$(TOOLS)/staticcheck $(PKGS)
-	shellcheck scripts/*.sh scripts/ops/*.sh infra/images/db/*.sh .ci/run
+	shellcheck scripts/*.sh scripts/ops/*.sh infra/images/db/*.sh infra/images/nginx/nbms-proxy infra/images/nginx/nbms-switch .ci/run
 
 check: fmt-check vet lint test ## gofmt, go vet, staticcheck, shellcheck and the tests
 

@@ -10,6 +10,10 @@ const (
 	LabelRole    = "nbms.role"
 	LabelStack   = "nbms.stack"
 	LabelProfile = "nbms.profile"
+	// LabelRelease is the app release a container belongs to (the roles
+	// of PerRelease): a hash of everything that decides what the app runs,
+	// which also names the container.
+	LabelRelease = "nbms.release"
 	// LabelReadOnlyExempt carries the reason a container's root filesystem
 	// cannot be read-only.
 	LabelReadOnlyExempt = "nbms.policy.readonly-rootfs-exempt"
@@ -28,13 +32,26 @@ const (
 	RoleDB            = "db"
 	RoleCache         = "cache"
 	RoleBackup        = "backup"
+	// RoleSwitch is the blue/green switch: a one-shot in the proxy image
+	// that checks a new app release is ready and then points nginx at it.
+	RoleSwitch = "switch"
 )
 
 // Roles lists every role in deployment order.
-var Roles = []string{RoleDB, RoleCache, RoleBackup, RoleMigrate, RoleCollectstatic, RoleApp, RoleProxy}
+var Roles = []string{RoleDB, RoleCache, RoleBackup, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleProxy}
 
 // OneShot reports whether a role runs to completion instead of serving.
-func OneShot(role string) bool { return role == RoleMigrate || role == RoleCollectstatic }
+func OneShot(role string) bool {
+	return role == RoleMigrate || role == RoleCollectstatic || role == RoleSwitch
+}
+
+// PerRelease reports whether a role's containers belong to one app
+// release: each release has its own (named <stack>-<role>-<release>, with
+// the release in LabelRelease), started beside the live release's, and the
+// live release's are removed only once the new one is live.
+func PerRelease(role string) bool {
+	return role == RoleApp || role == RoleMigrate || role == RoleCollectstatic || role == RoleSwitch
+}
 
 // EdgeNetwork is the network of nginx and the app.
 func EdgeNetwork(stack string) string { return stack + "-edge" }

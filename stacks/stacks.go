@@ -55,6 +55,7 @@ const (
 	RoleDB            = conventions.RoleDB
 	RoleCache         = conventions.RoleCache
 	RoleBackup        = conventions.RoleBackup
+	RoleSwitch        = conventions.RoleSwitch
 )
 
 // Roles lists every container role in deployment order.
@@ -112,6 +113,10 @@ type Images struct {
 	// scripts/base-image.sh makes where no registry is reachable).
 	Base     string `json:"base" validate:"required,pinned"`
 	Platform string `json:"platform" validate:"oneof=linux/amd64"` // of the built images: the db image copies the app image's binary
+	// AppVersion is the app's version label, stamped into the binary and
+	// the image (app/Dockerfile's NBMS_VERSION). A new value is a new
+	// release, which goes live blue/green. Empty: "unversioned".
+	AppVersion string `json:"appVersion,omitempty" validate:"omitempty,version"`
 }
 
 // Limit bounds one container.
@@ -234,6 +239,7 @@ func Defaults() Config {
 			RoleMigrate:       {MemoryMB: 256, CPUs: 0.5, Nproc: 128},
 			RoleCollectstatic: {MemoryMB: 128, CPUs: 0.5, Nproc: 128},
 			RoleProxy:         {MemoryMB: 128, CPUs: 0.5, Nproc: 256},
+			RoleSwitch:        {MemoryMB: 64, CPUs: 0.5, Nproc: 64},
 			// RLIMIT_NPROC counts a UID's processes host-wide: db and backup
 			// both run as 999 (and cache as 998), so leave room for both.
 			RoleDB:     {MemoryMB: 1024, CPUs: 1, Nproc: 1024},
@@ -457,6 +463,7 @@ var validate = sync.OnceValue(func() *validator.Validate {
 	_ = v.RegisterValidation("pinned", func(fl validator.FieldLevel) bool { return CheckImageRef(fl.Field().String()) == nil })
 	// The backup scheduler's own parser, not validator's laxer "cron".
 	_ = v.RegisterValidation("cron", func(fl validator.FieldLevel) bool { return config.CheckCronSpec(fl.Field().String()) == nil })
+	_ = v.RegisterValidation("version", func(fl validator.FieldLevel) bool { return versionRE.MatchString(fl.Field().String()) })
 	_ = v.RegisterValidation("logsize", func(fl validator.FieldLevel) bool { return logSizeRE.MatchString(fl.Field().String()) })
 	_ = v.RegisterValidation("duration", func(fl validator.FieldLevel) bool {
 		d, err := time.ParseDuration(fl.Field().String())
@@ -466,7 +473,10 @@ var validate = sync.OnceValue(func() *validator.Validate {
 })
 
 var (
-	logSizeRE  = regexp.MustCompile(`^[1-9][0-9]*[kmg]$`)
+	logSizeRE = regexp.MustCompile(`^[1-9][0-9]*[kmg]$`)
+	// versionRE: a label that is safe in a build argument, a Docker label
+	// and a log line (semver fits: 1.4.0-rc.2+build.7).
+	versionRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
 	imageRefRE = regexp.MustCompile(`^([a-z0-9][a-z0-9._/-]*(?::[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*:([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})@sha256:[0-9a-f]{64}$`)
 	imageIDRE  = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 )
@@ -702,6 +712,8 @@ func ruleReason(fe validator.FieldError) string {
 		return CheckImageRef(shown).Error()
 	case "logsize":
 		return fmt.Sprintf("%q must be a size like 10m (k, m or g)", shown)
+	case "version":
+		return fmt.Sprintf("%q must be a version label of letters, digits and ._+- (at most 64, like 1.4.0-rc.2)", shown)
 	case "duration":
 		return fmt.Sprintf("%q must be a positive duration like 3m", shown)
 	case "cron":
@@ -718,27 +730,15 @@ func ruleReason(fe validator.FieldError) string {
 // TLS reports whether the proxy serves HTTPS.
 func (c *Config) TLS() bool { return c.TLSMode == TLSProvided }
 
-// maxEdgeSubnetBits is the smallest edge subnet (a /26): its lower half
-// holds the app's fixed addresses, its upper half Docker's own picks.
+// maxEdgeSubnetBits is the smallest edge subnet (a /26): Docker picks
+// addresses from its upper half only, which leaves the lower half to
+// addresses an operator fixes by hand (and the stack room to give fixed
+// addresses again without renumbering).
 const maxEdgeSubnetBits = 26
 
-// appEdgeHost is the app's host number in the edge subnet.
-const appEdgeHost = 10
-
-// AppEdgeAddress is the app container's fixed address on the edge network,
-// the subnet's tenth host. nginx sends to it from an upstream group, whose
-// connections it keeps open and reuses; a name would have to be
-// re-resolved per request, which leaves nothing to keep. Docker hands
-// addresses out only from EdgeDynamicRange, so no other container can take
-// it.
-func (c *Config) AppEdgeAddress() string {
-	addr := netip.MustParsePrefix(c.EdgeSubnet).Masked().Addr().As4() // validated
-	addr[3] += appEdgeHost                                            // a /26 or larger: the host number stays in the last byte
-	return netip.AddrFrom4(addr).String()
-}
-
 // EdgeDynamicRange is the upper half of the edge subnet, where Docker
-// picks the addresses of containers that ask for none (nginx).
+// picks the addresses of nginx and of every app release (the switch tells
+// nginx the live release's address).
 func (c *Config) EdgeDynamicRange() string {
 	edge := netip.MustParsePrefix(c.EdgeSubnet).Masked() // validated
 	a := edge.Addr().As4()

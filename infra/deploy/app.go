@@ -17,14 +17,17 @@ const (
 	// 0640: the proxy, which serves them, is given this group.
 	appGID    = "65532"
 	appBinary = "/usr/local/bin/nbms"
-	appAlias  = "app"
 )
 
 // App is the NBMS backend: the media and static volumes, the one-shot
 // migrate and collectstatic runs, and the server.
 type App struct {
 	pulumi.ResourceState
+	// Container is the server of Release; EdgeAddress its address on the
+	// edge network.
 	Container, Migrate, Collectstatic *docker.Container
+	Release                           string
+	EdgeAddress                       pulumi.StringOutput
 	Static, Media                     *docker.Volume
 	StaticName, MediaName             string
 }
@@ -56,18 +59,59 @@ var (
 )
 
 // startApp registers the one-shot migrate and collectstatic runs and the
-// server, which starts only once both succeeded.
+// server of the current release, which starts only once both succeeded,
+// beside the release that is live.
+//
+// Blue/green: the release's containers (the one-shots, the server, and the
+// proxy's switch) are named by the release (a hash of everything that
+// decides what the server runs, see releaseInputs), so a new release is a
+// set of new resources and the live one's simply stop being declared: no
+// replacement, so no delete-before-replace that would take dependents
+// (the live server) down with it.
+// The engine deletes a resource the program no longer declares only after
+// the program has run to its end without an error: the new release must
+// pass migrate, its health check, the readiness hook and the switch (which
+// points nginx at it) before the old one is stopped, drained and removed.
+// Any failure on the way leaves the live release serving, and the next
+// `up` starts from there.
 func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, net *Network, sec *Secrets, db *Database, cache *Cache, hook *pulumi.ResourceHook) error {
 	media, static := a.Media, a.Static
-	envs, err := d.appEnv(sec)
+	envs, plainEnv, err := d.appEnv(sec)
 	if err != nil {
 		return err
 	}
 	internal := attachment{network: net.Internal, name: net.InternalName}
 	tmp := map[string]string{"/tmp": tmpfsOptions(64)}
 
+	server := appServer{
+		Command: []string{"serve"},
+		// Liveness only: readiness (PostgreSQL, Redis) is the readiness
+		// hook's and the switch's job, and a DB blip must not mark the app
+		// unhealthy.
+		Healthcheck: []string{appBinary, "healthcheck"},
+		Timing:      checkTiming{10 * time.Second, 5 * time.Second, 20 * time.Second, 3},
+		Tmpfs:       tmp,
+		// SHUTDOWN_TIMEOUT (25s) plus the drain delay fit inside it.
+		StopTimeout: 35,
+		Limit:       d.cfg.Limits[stacks.RoleApp],
+		Logs:        d.cfg.Logs,
+		Networks:    []string{net.EdgeName, net.InternalName},
+		Volumes:     []string{a.MediaName + ":" + stacks.MediaRoot, a.StaticName + ":" + stacks.StaticRoot},
+		// The one-shots are the release's too: a change of theirs in place
+		// would replace them, and the server that waits for their exit
+		// codes with them.
+		OneShotLimits: map[string]stacks.Limit{
+			stacks.RoleMigrate: d.cfg.Limits[stacks.RoleMigrate], stacks.RoleCollectstatic: d.cfg.Limits[stacks.RoleCollectstatic],
+		},
+	}
+	if a.Release, err = d.appRelease(plainEnv, server); err != nil {
+		return err
+	}
+
+	release := map[string]string{LabelRelease: a.Release}
 	a.Migrate, err = d.newContainer(ctx, a, containerSpec{
-		role: stacks.RoleMigrate, image: image.RepoDigest, user: appUID,
+		role: stacks.RoleMigrate, instance: Instance(stacks.RoleMigrate, a.Release), labels: release,
+		image: image.RepoDigest, user: appUID,
 		command:     pulumi.ToStringArray(MigrateCommand),
 		envs:        envs,
 		healthcheck: oneShotHealthcheck(),
@@ -79,7 +123,8 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		return err
 	}
 	a.Collectstatic, err = d.newContainer(ctx, a, containerSpec{
-		role: stacks.RoleCollectstatic, image: image.RepoDigest, user: appUID,
+		role: stacks.RoleCollectstatic, instance: Instance(stacks.RoleCollectstatic, a.Release), labels: release,
+		image: image.RepoDigest, user: appUID,
 		command:     pulumi.ToStringArray(CollectstaticCommand),
 		envs:        envs,
 		healthcheck: oneShotHealthcheck(),
@@ -93,25 +138,25 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 
 	// The server starts only once both one-shots succeeded: its image input
 	// waits for their exit codes, and a failure stops the update here, with
-	// the old server still running.
+	// the live release still serving.
 	gated := pulumi.All(image.RepoDigest, a.Migrate.ExitCode, a.Collectstatic.ExitCode).ApplyT(func(v []any) (string, error) {
 		for i, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic} {
 			if code := v[i+1].(int); code != 0 {
-				return "", fmt.Errorf("%s exited with status %d; the app was not replaced (see `docker logs %s`)", role, code, d.name(role))
+				return "", notLive(a.Release, "%s exited with status %d (see `docker logs %s`)", role, code, d.name(Instance(role, a.Release)))
 			}
 		}
 		return v[0].(string), nil
 	}).(pulumi.StringOutput)
 
 	a.Container, err = d.newContainer(ctx, a, containerSpec{
-		role: stacks.RoleApp, image: gated, user: appUID,
-		command: pulumi.ToStringArray([]string{"serve"}),
-		envs:    envs,
-		// Liveness only: readiness (PostgreSQL, Redis) is the post-deploy
-		// probe's job, and a DB blip must not mark the app unhealthy.
-		healthcheck: healthcheck(checkTiming{10 * time.Second, 5 * time.Second, 20 * time.Second, 3}, appBinary, "healthcheck"),
+		role: stacks.RoleApp, instance: Instance(stacks.RoleApp, a.Release), labels: release,
+		image: gated, user: appUID,
+		command:     pulumi.ToStringArray(server.Command),
+		envs:        envs,
+		healthcheck: healthcheck(server.Timing, server.Healthcheck...),
 		networks: []attachment{
-			{network: net.Edge, name: net.EdgeName, aliases: []string{appAlias}, ipv4: d.cfg.AppEdgeAddress()},
+			// Docker picks its edge address: the switch tells nginx.
+			{network: net.Edge, name: net.EdgeName},
 			internal,
 		},
 		// Static is mounted too (read-write, as collectstatic wrote it) so
@@ -120,10 +165,9 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 			{volume: media, name: a.MediaName, path: stacks.MediaRoot},
 			{volume: static, name: a.StaticName, path: stacks.StaticRoot},
 		},
-		tmpfs: tmp,
-		wait:  true,
-		// SHUTDOWN_TIMEOUT (25s) plus the drain delay fit inside it.
-		stopTimeout: 35,
+		tmpfs:       server.Tmpfs,
+		wait:        true,
+		stopTimeout: server.StopTimeout,
 		init:        true,
 		dependsOn:   []pulumi.Resource{a.Migrate, a.Collectstatic},
 		opts:        []pulumi.ResourceOption{hookBinding(hook)},
@@ -131,12 +175,74 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 	if err != nil {
 		return err
 	}
-	return ctx.RegisterResourceOutputs(a, pulumi.Map{"container": a.Container.Name})
+	a.EdgeAddress = edgeAddress(a.Container, net.EdgeName)
+	return ctx.RegisterResourceOutputs(a, pulumi.Map{"container": a.Container.Name, "release": pulumi.String(a.Release)})
+}
+
+// appServer is every plain setting of the app server container (and the
+// one-shots' limits), in one value so that the release hash covers each of
+// them: a change of any is a new release, started beside the live one,
+// never an in-place replacement.
+type appServer struct {
+	Command, Healthcheck []string
+	Timing               checkTiming
+	Tmpfs                map[string]string
+	StopTimeout          int
+	Limit                stacks.Limit
+	OneShotLimits        map[string]stacks.Limit
+	Logs                 stacks.Logs
+	Networks, Volumes    []string
+}
+
+// appRelease is the release of the app server the stack declares.
+func (d *deployment) appRelease(plainEnv map[string]string, server appServer) (string, error) {
+	digest, err := contextDigest(d.root)
+	if err != nil {
+		return "", err
+	}
+	return releaseID(releaseInputs{
+		ContextDigest: digest,
+		BuildArgs: map[string]string{
+			"BASE_IMAGE": d.cfg.Images.Base, "PLATFORM": d.cfg.Images.Platform,
+			"BUILD_CA_CERTS": d.cfg.BuildCACertificates, "NBMS_VERSION": d.cfg.Images.AppVersion,
+			"DOCKERFILE": appDockerfile,
+		},
+		Env:       plainEnv,
+		Container: fmt.Sprintf("%+v", server),
+	})
+}
+
+// Instance is the resource name of a release's container of a role (see
+// conventions.PerRelease), and the suffix of its Docker name.
+func Instance(role, release string) string { return role + "-" + release }
+
+// notLive is the error of a gate that kept a release from going live.
+func notLive(release, format string, args ...any) error {
+	return fmt.Errorf("%s %s: %s", NotLivePrefix, release, fmt.Sprintf(format, args...))
+}
+
+// NotLivePrefix begins the error of every gate that kept a new release
+// from going live (migrate, collectstatic, the switch's readiness check):
+// the driver maps it to the probe's exit code.
+const NotLivePrefix = "the live app release was kept; it was not replaced by release"
+
+// edgeAddress is a container's address on the edge network, as Docker
+// reports it.
+func edgeAddress(c *docker.Container, edge string) pulumi.StringOutput {
+	return c.NetworkDatas.ApplyT(func(datas []docker.ContainerNetworkData) (string, error) {
+		for _, n := range datas {
+			if n.NetworkName != nil && *n.NetworkName == edge && n.IpAddress != nil && *n.IpAddress != "" {
+				return *n.IpAddress, nil
+			}
+		}
+		return "", fmt.Errorf("the app container has no address on %s", edge)
+	}).(pulumi.StringOutput)
 }
 
 // appEnv is the environment of the app, migrate and collectstatic
-// containers: AppEnv with the generated secrets, secret as a whole.
-func (d *deployment) appEnv(sec *Secrets) (pulumi.StringArrayInput, error) {
+// containers: AppEnv with the generated secrets, secret as a whole, and
+// its plain part.
+func (d *deployment) appEnv(sec *Secrets) (pulumi.StringArrayInput, map[string]string, error) {
 	secret := map[string]pulumi.StringInput{
 		"SECRET_KEY":   sec.SecretKey,
 		"DATABASE_URL": databaseURL(sec),
@@ -147,9 +253,9 @@ func (d *deployment) appEnv(sec *Secrets) (pulumi.StringArrayInput, error) {
 	}
 	plain, err := AppEnv(d.cfg, secret)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return envList(plain, secret), nil
+	return envList(plain, secret), plain, nil
 }
 
 // AppEnv returns the plain part of the app's environment for a stack (the

@@ -2,7 +2,9 @@ package deploy
 
 import (
 	"cmp"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -16,6 +18,7 @@ const (
 	LabelRole    = conventions.LabelRole
 	LabelStack   = conventions.LabelStack
 	LabelProfile = conventions.LabelProfile
+	LabelRelease = conventions.LabelRelease
 )
 
 // dockerStopTimeout is Docker's own stop timeout, in seconds, for a
@@ -49,9 +52,15 @@ type attachment struct {
 // containerSpec is what differs between containers; everything that must
 // hold for all of them (the hardening baseline) is applied by newContainer.
 type containerSpec struct {
-	role  string
-	image pulumi.StringInput
-	user  string
+	role string
+	// instance names the container when a role has several (the app's
+	// releases): its resource name and its Docker name's suffix. Empty
+	// means the role's name.
+	instance string
+	// labels are added to the baseline labels.
+	labels map[string]string
+	image  pulumi.StringInput
+	user   string
 	// groups are supplementary group IDs, for files another container
 	// writes and this one reads.
 	groups      []string
@@ -80,8 +89,17 @@ type containerSpec struct {
 // replacement options the provider needs.
 func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, spec containerSpec) (*docker.Container, error) {
 	limit := d.cfg.Limits[spec.role]
+	instance := cmp.Or(spec.instance, spec.role)
+	labels := docker.ContainerLabelArray{
+		docker.ContainerLabelArgs{Label: pulumi.String(LabelRole), Value: pulumi.String(spec.role)},
+		docker.ContainerLabelArgs{Label: pulumi.String(LabelStack), Value: pulumi.String(d.cfg.Stack)},
+		docker.ContainerLabelArgs{Label: pulumi.String(LabelProfile), Value: pulumi.String(d.cfg.Profile)},
+	}
+	for _, k := range slices.Sorted(maps.Keys(spec.labels)) {
+		labels = append(labels, docker.ContainerLabelArgs{Label: pulumi.String(k), Value: pulumi.String(spec.labels[k])})
+	}
 	args := &docker.ContainerArgs{
-		Name:         pulumi.String(d.name(spec.role)),
+		Name:         pulumi.String(d.name(instance)),
 		Image:        spec.image,
 		User:         pulumi.String(spec.user),
 		Command:      spec.command,
@@ -104,12 +122,8 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 			"max-size": pulumi.String(d.cfg.Logs.MaxSize),
 			"max-file": pulumi.String(strconv.Itoa(d.cfg.Logs.MaxFile)),
 		},
-		Labels: docker.ContainerLabelArray{
-			docker.ContainerLabelArgs{Label: pulumi.String(LabelRole), Value: pulumi.String(spec.role)},
-			docker.ContainerLabelArgs{Label: pulumi.String(LabelStack), Value: pulumi.String(d.cfg.Stack)},
-			docker.ContainerLabelArgs{Label: pulumi.String(LabelProfile), Value: pulumi.String(d.cfg.Profile)},
-		},
-		Ports: spec.ports,
+		Labels: labels,
+		Ports:  spec.ports,
 	}
 	if len(spec.entrypoint) > 0 {
 		args.Entrypoints = pulumi.ToStringArray(spec.entrypoint)
@@ -193,7 +207,7 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 		// container; only a replacement does.
 		pulumi.ReplaceOnChanges([]string{"healthcheck", "tmpfs"}),
 	}, spec.opts...)
-	return docker.NewContainer(ctx, spec.role, args, opts...)
+	return docker.NewContainer(ctx, instance, args, opts...)
 }
 
 // checkTiming is when a health check runs and how many failures in a row

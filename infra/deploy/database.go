@@ -14,7 +14,8 @@ import (
 	"github.com/nbms-deploy/nbms/stacks"
 )
 
-// Paths and names inside the database image (infra/images/db/Dockerfile).
+// Paths and names inside the database and backup images (the db and
+// backup targets of infra/images/db/Dockerfile).
 const (
 	pgUID        = "999:999" // the postgres user of infra/images/db
 	pgDataPath   = "/var/lib/postgresql/data"
@@ -37,7 +38,10 @@ type Database struct {
 	Container, Backup *docker.Container
 }
 
-func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets, image *docker.Image) (*Database, error) {
+// newDatabase runs PostgreSQL from dbImage and the backup scheduler from
+// backupImage: only the latter holds the app's binary, so an app release
+// replaces the scheduler but leaves PostgreSQL running.
+func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets, dbImage, backupImage *docker.Image) (*Database, error) {
 	db := &Database{}
 	if err := ctx.RegisterComponentResource(typeDatabase, "database", db); err != nil {
 		return nil, err
@@ -69,7 +73,7 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 	entry, cmd := withFiles([]renderedFile{conf}, postgres...)
 	db.Container, err = d.newContainer(ctx, db, containerSpec{
 		role:       stacks.RoleDB,
-		image:      image.RepoDigest,
+		image:      dbImage.RepoDigest,
 		user:       pgUID,
 		entrypoint: entry,
 		command:    cmd,
@@ -97,16 +101,17 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		return nil, err
 	}
 
-	// Backup scheduler: the same image (pgBackRest, the PostgreSQL client
-	// and the app's nbms binary), running `nbms backup-schedule`. It reads
-	// the data directory read-only and reaches PostgreSQL through the
-	// shared socket. It starts after PostgreSQL is healthy; if PostgreSQL
-	// is down at a later start, stanza-create fails, the process exits
-	// and Docker restarts it with a growing delay.
+	// Backup scheduler: the backup image (the database image's pgBackRest
+	// and PostgreSQL client, plus the app's nbms binary), running
+	// `nbms backup-schedule`. It reads the data directory read-only and
+	// reaches PostgreSQL through the shared socket. It starts after
+	// PostgreSQL is healthy; if PostgreSQL is down at a later start,
+	// stanza-create fails, the process exits and Docker restarts it with a
+	// growing delay.
 	entry, cmd = withFiles([]renderedFile{conf}, BackupSchedulerCommand(d.cfg)...)
 	db.Backup, err = d.newContainer(ctx, db, containerSpec{
 		role:       stacks.RoleBackup,
-		image:      image.RepoDigest,
+		image:      backupImage.RepoDigest,
 		user:       pgUID,
 		entrypoint: entry,
 		command:    cmd,

@@ -18,7 +18,7 @@ const (
 	cacheImageContext = "infra/images/redis"
 )
 
-// Images are the four images of a stack, all built on this Docker host from
+// Images are the five images of a stack, all built on this Docker host from
 // the stack's one pinned base image (nbms:images.base): a single
 // third-party image to pin, verify and patch, and Debian's own packages for
 // nginx, PostgreSQL/PostGIS, pgBackRest and Redis. Containers run the built
@@ -31,9 +31,12 @@ type Images struct {
 	// BaseTag names Base for the builds: BuildKit cannot build FROM an image
 	// ID (moby/buildkit#2204), so the Dockerfiles build FROM this
 	// stack-owned local tag, which points at exactly Base.
-	BaseTag                *docker.Tag
-	App, DB, Proxy, Cache  *docker.Image
-	AppName, BaseLocalName string
+	BaseTag *docker.Tag
+	// DB (PostgreSQL) and Backup (the backup scheduler) are two targets of
+	// one Dockerfile: only Backup holds the app's binary, so only Backup
+	// is rebuilt by an app release, and PostgreSQL keeps running.
+	App, DB, Backup, Proxy, Cache *docker.Image
+	AppName, BaseLocalName        string
 }
 
 // baseLocalName is the local tag of the stack's base image.
@@ -70,44 +73,60 @@ func (d *deployment) newImages(ctx *pulumi.Context) (*Images, error) {
 	if d.cfg.BuildCACertificates != "" {
 		appArgs["BUILD_CA_CERTS"] = pulumi.String(d.cfg.BuildCACertificates)
 	}
-	if im.App, err = d.buildImage(ctx, im, "app-image", im.AppName, ".", appDockerfile, appArgs); err != nil {
+	if d.cfg.Images.AppVersion != "" {
+		appArgs["NBMS_VERSION"] = pulumi.String(d.cfg.Images.AppVersion)
+	}
+	if im.App, err = d.buildImage(ctx, im, "app-image", im.AppName, ".", appDockerfile, "", appArgs); err != nil {
 		return nil, err
 	}
-	// The database image copies the nbms binary out of the app image (the
-	// backup scheduler is its backup-schedule subcommand). BuildKit cannot
-	// use an image ID in FROM either, so APP_IMAGE is the app's local tag;
-	// APP_IMAGE_ID, the ID that tag points to, changes with every app
-	// build and so rebuilds this image whenever the binary changes.
-	dbArgs := maps.Clone(base)
-	dbArgs["APP_IMAGE"], dbArgs["APP_IMAGE_ID"] = im.App.ImageName, im.App.RepoDigest
-	if im.DB, err = d.buildImage(ctx, im, "db-image", "nbms-db:"+d.cfg.Stack, dbImageContext, filepath.Join(dbImageContext, "Dockerfile"), dbArgs); err != nil {
+	// PostgreSQL's image depends on the base alone: a new app build must
+	// not rebuild it, or every app release would replace the database
+	// container (a database restart).
+	dbDockerfile := filepath.Join(dbImageContext, "Dockerfile")
+	if im.DB, err = d.buildImage(ctx, im, "db-image", "nbms-db:"+d.cfg.Stack, dbImageContext, dbDockerfile, "db", base); err != nil {
 		return nil, err
 	}
-	if im.Proxy, err = d.buildImage(ctx, im, "proxy-image", "nbms-nginx:"+d.cfg.Stack, proxyImageContext, filepath.Join(proxyImageContext, "Dockerfile"), base); err != nil {
+	// The backup image (the db stage plus the app binary, whose
+	// backup-schedule subcommand is the scheduler) copies the nbms binary
+	// out of the app image. BuildKit cannot use an image ID in FROM either,
+	// so APP_IMAGE is the app's local tag; APP_IMAGE_ID, the ID that tag
+	// points to, changes with every app build and so rebuilds this image
+	// whenever the binary changes.
+	backupArgs := maps.Clone(base)
+	backupArgs["APP_IMAGE"], backupArgs["APP_IMAGE_ID"] = im.App.ImageName, im.App.RepoDigest
+	if im.Backup, err = d.buildImage(ctx, im, "backup-image", "nbms-backup:"+d.cfg.Stack, dbImageContext, dbDockerfile, "backup", backupArgs); err != nil {
 		return nil, err
 	}
-	if im.Cache, err = d.buildImage(ctx, im, "cache-image", "nbms-redis:"+d.cfg.Stack, cacheImageContext, filepath.Join(cacheImageContext, "Dockerfile"), base); err != nil {
+	if im.Proxy, err = d.buildImage(ctx, im, "proxy-image", "nbms-nginx:"+d.cfg.Stack, proxyImageContext, filepath.Join(proxyImageContext, "Dockerfile"), "", base); err != nil {
+		return nil, err
+	}
+	if im.Cache, err = d.buildImage(ctx, im, "cache-image", "nbms-redis:"+d.cfg.Stack, cacheImageContext, filepath.Join(cacheImageContext, "Dockerfile"), "", base); err != nil {
 		return nil, err
 	}
 	return im, ctx.RegisterResourceOutputs(im, pulumi.Map{
 		"base": im.Base.ImageId, "app": im.App.RepoDigest, "db": im.DB.RepoDigest,
-		"proxy": im.Proxy.RepoDigest, "cache": im.Cache.RepoDigest,
+		"backup": im.Backup.RepoDigest, "proxy": im.Proxy.RepoDigest, "cache": im.Cache.RepoDigest,
 	})
 }
 
 // buildImage builds one image with BuildKit on the Docker host; it never
 // leaves the host (SkipPush), so its RepoDigest is the local image ID.
-// Build paths are relative to the repository root.
-func (d *deployment) buildImage(ctx *pulumi.Context, parent pulumi.Resource, name, tag, context, dockerfile string, args pulumi.StringMap) (*docker.Image, error) {
+// Build paths are relative to the repository root; target is the
+// Dockerfile stage to build, "" for its last.
+func (d *deployment) buildImage(ctx *pulumi.Context, parent pulumi.Resource, name, tag, context, dockerfile, target string, args pulumi.StringMap) (*docker.Image, error) {
+	build := &docker.DockerBuildArgs{
+		Context:        pulumi.String(d.path(context)),
+		Dockerfile:     pulumi.String(d.path(dockerfile)),
+		Platform:       pulumi.String(d.cfg.Images.Platform),
+		BuilderVersion: docker.BuilderVersionBuilderBuildKit,
+		Args:           args,
+	}
+	if target != "" {
+		build.Target = pulumi.String(target)
+	}
 	return docker.NewImage(ctx, name, &docker.ImageArgs{
 		ImageName: pulumi.String(tag),
-		Build: &docker.DockerBuildArgs{
-			Context:        pulumi.String(d.path(context)),
-			Dockerfile:     pulumi.String(d.path(dockerfile)),
-			Platform:       pulumi.String(d.cfg.Images.Platform),
-			BuilderVersion: docker.BuilderVersionBuilderBuildKit,
-			Args:           args,
-		},
-		SkipPush: pulumi.Bool(true),
+		Build:     build,
+		SkipPush:  pulumi.Bool(true),
 	}, pulumi.Parent(parent))
 }

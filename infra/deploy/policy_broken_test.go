@@ -259,17 +259,19 @@ func TestEachMandatoryPolicyCatchesItsBrokenStack(t *testing.T) {
 			}
 			if v.mutate != nil {
 				t.Run("a resource of the program, mutated", func(t *testing.T) {
-					mutated := 0
+					mutated, name := 0, ""
 					m := &mocks{mutate: func(a *pulumi.MockResourceArgs) {
-						if a.TypeToken == typeContainer && a.Name == v.resource {
+						// v.resource is a role: the app's resource name is its release's.
+						if a.TypeToken == typeContainer && labels(a.Inputs)[rules.LabelRole] == v.resource {
 							v.mutate(t, a.Inputs)
 							mutated++
+							name = a.Name
 						}
 					}}
 					res := deployWith(t, "prod", stackConfig(t, "prod"), m)
 					require.NoError(t, res.err)
 					require.Equal(t, 1, mutated, "container %s was registered once", v.resource)
-					assertFailsOnly(t, rule, evaluate("prod", m), "urn:pulumi:prod::nbms::"+typeContainer+"::"+v.resource)
+					assertFailsOnly(t, rule, evaluate("prod", m), "urn:pulumi:prod::nbms::"+typeContainer+"::"+name)
 				})
 			}
 		})

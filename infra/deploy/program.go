@@ -48,7 +48,8 @@ func Program(ctx *pulumi.Context) error {
 
 // Deploy loads and validates the stack configuration, renders the config
 // files, and only then registers the resources. It returns the stack
-// outputs: url, containers, backupSchedule and generatedSecrets (secret).
+// outputs: url, containers, app (the live release), backupSchedule and
+// generatedSecrets (secret).
 func Deploy(ctx *pulumi.Context) (pulumi.Map, error) {
 	cfg, err := stacks.Load(ctx)
 	if err != nil {
@@ -112,7 +113,7 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := d.newDatabase(ctx, net, sec, images.DB)
+	db, err := d.newDatabase(ctx, net, sec, images.DB, images.Backup)
 	if err != nil {
 		return nil, err
 	}
@@ -130,10 +131,12 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 	return pulumi.Map{
 		"url": pulumi.String(d.cfg.PublicURL()),
 		"containers": pulumi.StringMap{
-			stacks.RoleProxy: proxy.Container.Name, stacks.RoleApp: app.Container.Name,
+			stacks.RoleProxy: proxy.Container.Name, stacks.RoleSwitch: proxy.Switch.Name, stacks.RoleApp: app.Container.Name,
 			stacks.RoleMigrate: app.Migrate.Name, stacks.RoleCollectstatic: app.Collectstatic.Name,
 			stacks.RoleDB: db.Container.Name, stacks.RoleBackup: db.Backup.Name, stacks.RoleCache: cache.Container.Name,
 		},
+		// The live app release: what the state says nginx sends to.
+		"app": pulumi.Map{"release": proxy.Switched, "container": app.Container.Name},
 		"backupSchedule": pulumi.Map{
 			"full": pulumi.String(d.cfg.Backup.FullCron), "diff": pulumi.String(d.cfg.Backup.DiffCron),
 			"retentionFull": pulumi.Int(d.cfg.Backup.RetentionFull), "retentionDiff": pulumi.Int(d.cfg.Backup.RetentionDiff),

@@ -1,6 +1,8 @@
 package deploy_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -20,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/nbms-deploy/nbms/infra/deploy"
 	"github.com/nbms-deploy/nbms/infra/enginetest/fakeprovider"
 	"github.com/nbms-deploy/nbms/internal/testsupport"
@@ -73,11 +76,24 @@ func (m *mocks) NewResource(a pulumi.MockResourceArgs) (string, resource.Propert
 		m.generated = append(m.generated, v)
 		outs["result"] = resource.NewStringProperty(v)
 	case typeImage:
-		outs["repoDigest"] = resource.NewStringProperty("sha256:" + strings.Repeat("b", 64))
+		// A digest of its own per image, so that a test can tell which
+		// image a container runs.
+		outs["repoDigest"] = resource.NewStringProperty(imageDigest(a.Name))
 	case typeRemoteImage:
 		outs["imageId"] = resource.NewStringProperty("sha256:" + strings.Repeat("c", 64))
 	case typeContainer:
 		outs["exitCode"] = resource.NewNumberProperty(float64(m.exitCodes[a.Name]))
+		// The provider reports an address on every network it attached.
+		var datas []resource.PropertyValue
+		if nets := a.Inputs["networksAdvanced"]; nets.IsArray() {
+			for i, n := range nets.ArrayValue() {
+				datas = append(datas, resource.NewObjectProperty(resource.PropertyMap{
+					"networkName": n.ObjectValue()["name"],
+					"ipAddress":   resource.NewStringProperty(fmt.Sprintf("10.%d.0.%d", i+1, len(m.regs)%250+2)),
+				}))
+			}
+		}
+		outs["networkDatas"] = resource.NewArrayProperty(datas)
 	}
 	return a.Name + "-id", outs, nil
 }
@@ -97,11 +113,17 @@ func randomText(n int, seed string) string {
 	return string(b)
 }
 
+// byType are the registered resources of a type by name; containers by
+// their role (the app's resource name is its release's).
 func (m *mocks) byType(token string) map[string]pulumi.MockResourceArgs {
 	out := map[string]pulumi.MockResourceArgs{}
 	for _, r := range m.regs {
 		if r.TypeToken == token {
-			out[r.Name] = r
+			key := r.Name
+			if token == typeContainer {
+				key = labels(r.Inputs)[deploy.LabelRole]
+			}
+			out[key] = r
 		}
 	}
 	return out
@@ -278,8 +300,17 @@ func TestEveryContainerIsHardened(t *testing.T) {
 			for role, c := range containers {
 				in := c.Inputs
 				t.Run(role, func(t *testing.T) {
-					assert.Equal(t, p.stack+"-"+role, plain(in["name"]))
-					assert.Equal(t, map[string]string{deploy.LabelRole: role, deploy.LabelStack: p.stack, deploy.LabelProfile: p.profile}, labels(in))
+					wantLabels := map[string]string{deploy.LabelRole: role, deploy.LabelStack: p.stack, deploy.LabelProfile: p.profile}
+					if conventions.PerRelease(role) {
+						// Named by its release, which it also carries.
+						release := labels(in)[deploy.LabelRelease]
+						assert.Regexp(t, `^[0-9a-f]{12}$`, release)
+						wantLabels[deploy.LabelRelease] = release
+						assert.Equal(t, p.stack+"-"+deploy.Instance(role, release), plain(in["name"]))
+					} else {
+						assert.Equal(t, p.stack+"-"+role, plain(in["name"]))
+					}
+					assert.Equal(t, wantLabels, labels(in))
 					assert.Equal(t, true, plain(in["readOnly"]), "read-only root filesystem")
 					assert.NotEmpty(t, plain(in["tmpfs"]), "writable scratch space is tmpfs")
 					caps := plain(in["capabilities"]).(map[string]any)
@@ -302,7 +333,7 @@ func TestEveryContainerIsHardened(t *testing.T) {
 					rpc := c.RegisterRPC
 					assert.True(t, rpc.GetDeleteBeforeReplace(), "fixed name: delete before replace")
 					assert.Subset(t, rpc.GetReplaceOnChanges(), []string{"healthcheck", "tmpfs"})
-					if role == stacks.RoleMigrate || role == stacks.RoleCollectstatic {
+					if conventions.OneShot(role) {
 						assert.Equal(t, "no", plain(in["restart"]))
 						assert.Equal(t, true, plain(in["attach"]), "the program awaits the one-shot")
 						assert.Equal(t, false, plain(in["mustRun"]))
@@ -339,7 +370,7 @@ func TestNetworksAndPorts(t *testing.T) {
 
 			edge, internal := p.stack+"-edge", p.stack+"-internal"
 			want := map[string][]string{
-				stacks.RoleProxy: {edge}, stacks.RoleApp: {edge, internal},
+				stacks.RoleProxy: {edge}, stacks.RoleApp: {edge, internal}, stacks.RoleSwitch: {edge},
 				stacks.RoleDB: {internal}, stacks.RoleCache: {internal}, stacks.RoleBackup: {internal},
 				stacks.RoleMigrate: {internal}, stacks.RoleCollectstatic: {internal},
 			}
@@ -396,7 +427,8 @@ func TestVolumes(t *testing.T) {
 			assert.Equal(t, map[string]any{n("pgdata"): true, n("pgbackrest-repo"): false, n("pgrun"): false}, mounts(stacks.RoleBackup))
 			assert.Equal(t, map[string]any{n("media"): false, n("static"): false}, mounts(stacks.RoleApp), "static too, for predeploy-check")
 			assert.Equal(t, map[string]any{n("static"): false}, mounts(stacks.RoleCollectstatic))
-			assert.Equal(t, map[string]any{n("static"): true, n("media"): true}, mounts(stacks.RoleProxy))
+			assert.Equal(t, map[string]any{n("static"): true, n("media"): true, n("proxy-control"): false}, mounts(stacks.RoleProxy))
+			assert.Equal(t, map[string]any{n("proxy-control"): false}, mounts(stacks.RoleSwitch), "the switch hands nginx's supervisor the upstream")
 		})
 	}
 }
@@ -466,9 +498,16 @@ func TestGeneratedSecretsStaySecret(t *testing.T) {
 			}
 			assert.Equal(t, wantSchedule, res.outputs["backupSchedule"].Value)
 			containers := res.outputs["containers"].Value.(map[string]string)
+			app := res.outputs["app"].Value.(map[string]any)
+			release := app["release"].(string)
 			for _, role := range stacks.Roles {
-				assert.Equal(t, p.stack+"-"+role, containers[role])
+				want := p.stack + "-" + role
+				if conventions.PerRelease(role) {
+					want = p.stack + "-" + deploy.Instance(role, release)
+				}
+				assert.Equal(t, want, containers[role])
 			}
+			assert.Equal(t, containers[stacks.RoleApp], app["container"], "the live release and its container")
 		})
 	}
 }
@@ -545,9 +584,13 @@ func TestPostDeployHooksProbeWhatExistsWhenTheyRun(t *testing.T) {
 			assert.Empty(t, hooks.GetAfterCreate(), role)
 		}
 	}
-	assert.True(t, slices.ContainsFunc(containers[stacks.RoleProxy].RegisterRPC.GetDependencies(), func(urn string) bool {
-		return strings.HasSuffix(urn, "$docker:index/container:Container::app")
-	}), "nginx is created after the app, so only nginx's hook may probe through nginx")
+	dependsOn := func(role, urnSuffix string) bool {
+		return slices.ContainsFunc(containers[role].RegisterRPC.GetDependencies(), func(urn string) bool { return strings.HasSuffix(urn, urnSuffix) })
+	}
+	assert.True(t, dependsOn(stacks.RoleSwitch, "$docker:index/container:Container::"+containers[stacks.RoleApp].Name),
+		"the switch runs once the new release exists")
+	assert.True(t, dependsOn(stacks.RoleProxy, "$docker:index/container:Container::"+containers[stacks.RoleSwitch].Name),
+		"nginx is created after the app and the switch, so only nginx's hook may probe through nginx")
 
 	cfg, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: func(string) bool { return true }})
 	require.NoError(t, err)
@@ -559,6 +602,12 @@ func TestPostDeployHooksProbeWhatExistsWhenTheyRun(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "https://203.0.113.10:443", public.BaseURL, "the published entry")
 	assert.Equal(t, public.Timeout, app.Timeout)
+}
+
+// imageDigest is the repoDigest the mocks give the image resource name.
+func imageDigest(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // buildArgs returns an image's build args.
@@ -580,11 +629,14 @@ func TestImagesAreBuiltLocallyFromTheOnePinnedBase(t *testing.T) {
 
 	built := res.m.byType(typeImage)
 	baseArgs := map[string]any{"BASE_IMAGE": "nbms-base:prod", "BASE_IMAGE_ID": "sha256:" + strings.Repeat("c", 64)}
-	want := map[string]struct{ context, dockerfile, tag string }{
-		"app-image":   {"../..", "../../app/Dockerfile", "nbms-app:prod"},
-		"db-image":    {"../../infra/images/db", "../../infra/images/db/Dockerfile", "nbms-db:prod"},
-		"proxy-image": {"../../infra/images/nginx", "../../infra/images/nginx/Dockerfile", "nbms-nginx:prod"},
-		"cache-image": {"../../infra/images/redis", "../../infra/images/redis/Dockerfile", "nbms-redis:prod"},
+	want := map[string]struct{ context, dockerfile, tag, target string }{
+		"app-image": {"../..", "../../app/Dockerfile", "nbms-app:prod", ""},
+		// Two targets of one Dockerfile: PostgreSQL, and the backup
+		// scheduler with the app's binary.
+		"db-image":     {"../../infra/images/db", "../../infra/images/db/Dockerfile", "nbms-db:prod", "db"},
+		"backup-image": {"../../infra/images/db", "../../infra/images/db/Dockerfile", "nbms-backup:prod", "backup"},
+		"proxy-image":  {"../../infra/images/nginx", "../../infra/images/nginx/Dockerfile", "nbms-nginx:prod", ""},
+		"cache-image":  {"../../infra/images/redis", "../../infra/images/redis/Dockerfile", "nbms-redis:prod", ""},
 	}
 	require.ElementsMatch(t, slices.Collect(maps.Keys(want)), slices.Collect(maps.Keys(built)))
 	for name, w := range want {
@@ -592,6 +644,11 @@ func TestImagesAreBuiltLocallyFromTheOnePinnedBase(t *testing.T) {
 		b := plain(img.Inputs["build"]).(map[string]any)
 		assert.Equal(t, w.context, b["context"], name)
 		assert.Equal(t, w.dockerfile, b["dockerfile"], name)
+		if w.target == "" {
+			assert.NotContains(t, b, "target", "%s: the Dockerfile's last stage", name)
+		} else {
+			assert.Equal(t, w.target, b["target"], name)
+		}
 		assert.Equal(t, "BuilderBuildKit", b["builderVersion"], name)
 		assert.Equal(t, "linux/amd64", b["platform"], name)
 		assert.Equal(t, w.tag, plain(img.Inputs["imageName"]), name)
@@ -604,15 +661,22 @@ func TestImagesAreBuiltLocallyFromTheOnePinnedBase(t *testing.T) {
 			return strings.HasSuffix(urn, "::base-tag")
 		}), "%s is built after the base is tagged", name)
 	}
-	// The db image copies the nbms binary out of the app image just built:
-	// by its tag (what BuildKit can resolve) and its ID (which changes, and
-	// so rebuilds the db image, whenever the app does).
-	dbArgs := plain(built["db-image"].Inputs["build"]).(map[string]any)["args"].(map[string]any)
-	assert.Equal(t, "nbms-app:prod", dbArgs["APP_IMAGE"])
-	assert.Equal(t, "sha256:"+strings.Repeat("b", 64), dbArgs["APP_IMAGE_ID"])
-	assert.True(t, slices.ContainsFunc(built["db-image"].RegisterRPC.GetDependencies(), func(urn string) bool {
-		return strings.HasSuffix(urn, "::app-image")
-	}), "the db image is built after the app image")
+	// The backup image copies the nbms binary out of the app image just
+	// built: by its tag (what BuildKit can resolve) and its ID (which
+	// changes, and so rebuilds the backup image, whenever the app does).
+	// The db image has neither: an app release must not rebuild it, or it
+	// would replace the database container.
+	dependsOnApp := func(name string) bool {
+		return slices.ContainsFunc(built[name].RegisterRPC.GetDependencies(), func(urn string) bool {
+			return strings.HasSuffix(urn, "::app-image")
+		})
+	}
+	backupArgs := buildArgs(built["backup-image"])
+	assert.Equal(t, "nbms-app:prod", backupArgs["APP_IMAGE"])
+	assert.Equal(t, imageDigest("app-image"), backupArgs["APP_IMAGE_ID"])
+	assert.True(t, dependsOnApp("backup-image"), "the backup image is built after the app image")
+	assert.Equal(t, baseArgs, buildArgs(built["db-image"]), "the db image's args: the base's only")
+	assert.False(t, dependsOnApp("db-image"), "the db image does not wait for (or change with) the app image")
 
 	// Extra build CAs go to the app's builder only (the one stage that
 	// downloads over HTTPS), and only when set.
@@ -630,10 +694,18 @@ func TestImagesAreBuiltLocallyFromTheOnePinnedBase(t *testing.T) {
 		}
 	}
 
-	// Every long-running container runs a built image by ID.
-	for role, c := range res.m.byType(typeContainer) {
-		assert.Equal(t, "sha256:"+strings.Repeat("b", 64), plain(c.Inputs["image"]), role)
+	// Every long-running container runs a built image by ID; PostgreSQL
+	// the db image's, the backup scheduler the backup image's.
+	digests := map[string]bool{}
+	for name := range res.m.byType(typeImage) {
+		digests[imageDigest(name)] = true
 	}
+	containers := res.m.byType(typeContainer)
+	for role, c := range containers {
+		assert.True(t, digests[fmt.Sprint(plain(c.Inputs["image"]))], "%s runs a built image by ID: %v", role, plain(c.Inputs["image"]))
+	}
+	assert.Equal(t, imageDigest("db-image"), plain(containers[stacks.RoleDB].Inputs["image"]))
+	assert.Equal(t, imageDigest("backup-image"), plain(containers[stacks.RoleBackup].Inputs["image"]))
 }
 
 // The backup container runs the app binary's scheduler on the stack's
@@ -671,16 +743,82 @@ func TestBackupSchedulerRunsTheAppBinary(t *testing.T) {
 }
 
 func TestOneShotFailureStopsTheAppReplacement(t *testing.T) {
+	release := releaseOf(t, "prod")
 	for _, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic} {
 		t.Run(role, func(t *testing.T) {
-			res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{exitCodes: map[string]int{role: 3}})
+			res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{exitCodes: map[string]int{deploy.Instance(role, release): 3}})
 			require.Error(t, res.err)
-			assert.Contains(t, res.err.Error(), role+" exited with status 3")
+			assert.Contains(t, res.err.Error(), deploy.NotLivePrefix+" "+release+": "+role+" exited with status 3 (see `docker logs prod-"+role+"-"+release+"`)")
 			containers := res.m.byType(typeContainer)
-			assert.NotContains(t, containers, stacks.RoleApp, "the app is not replaced")
-			assert.NotContains(t, containers, stacks.RoleProxy)
+			assert.NotContains(t, containers, stacks.RoleApp, "the new release's server is not started")
+			assert.NotContains(t, containers, stacks.RoleSwitch, "nor switched to")
 		})
 	}
+}
+
+// A switch that fails (the new release never became ready from inside the
+// edge network, or nginx refused the upstream) stops the update before
+// nginx, with the reason the driver maps to the probe's exit code.
+func TestSwitchFailureKeepsTheLiveRelease(t *testing.T) {
+	release := releaseOf(t, "prod")
+	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{exitCodes: map[string]int{deploy.Instance(stacks.RoleSwitch, release): 1}})
+	require.Error(t, res.err, "the program fails: the engine keeps the live release")
+	assert.Contains(t, res.err.Error(), deploy.NotLivePrefix+" "+release)
+	assert.Contains(t, res.err.Error(), "the switch exited with status 1 (see `docker logs prod-switch-"+release+"`)")
+	proxy := res.m.byType(typeContainer)[stacks.RoleProxy]
+	assert.Equal(t, imageDigest("proxy-image"), plain(proxy.Inputs["image"]),
+		"nginx's inputs do not depend on the switch's outputs: a new release never replaces nginx")
+}
+
+// releaseOf is the release the program declares for a committed stack.
+func releaseOf(t *testing.T, stack string) string {
+	t.Helper()
+	res := deployWith(t, stack, stackConfig(t, stack), &mocks{})
+	require.NoError(t, res.err)
+	return labels(res.m.byType(typeContainer)[stacks.RoleApp].Inputs)[deploy.LabelRelease]
+}
+
+// The switch is told the new release, the domain its probes name, the
+// stack's probe timeout and the new container's edge address.
+func TestSwitchPointsNginxAtTheNewRelease(t *testing.T) {
+	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{})
+	require.NoError(t, res.err)
+	containers := res.m.byType(typeContainer)
+	sw, app := containers[stacks.RoleSwitch].Inputs, containers[stacks.RoleApp].Inputs
+	release := labels(app)[deploy.LabelRelease]
+	assert.Equal(t, []string{"/usr/local/bin/nbms-switch"}, strs(plain(sw["entrypoints"])))
+	cmd := strs(plain(sw["command"]))
+	require.Len(t, cmd, 4)
+	assert.Equal(t, []string{release, "nbms.example.org", "180"}, cmd[:3])
+	assert.Regexp(t, `^10\.1\.0\.\d+:8000$`, cmd[3], "the address the provider reported on the edge network")
+	assert.Equal(t, "101:101", plain(sw["user"]), "nginx's user, like the proxy that reads what it writes")
+	proxyCmd := strs(plain(containers[stacks.RoleProxy].Inputs["command"]))
+	assert.Equal(t, []string{"/usr/local/bin/nbms-proxy", "/tmp/nbms/nginx.conf"}, proxyCmd[len(proxyCmd)-2:], "the supervisor runs nginx")
+	assert.True(t, slices.ContainsFunc(proxyCmd, func(arg string) bool { return strings.Contains(arg, "include /var/lib/nbms-proxy/upstream.conf;") }),
+		"nginx reads the switch's upstream file")
+}
+
+// The release names what the app container runs: the same stack gives the
+// same release, an app setting a new one; a setting of another tier does
+// not touch it.
+func TestAppReleaseFollowsWhatTheAppRuns(t *testing.T) {
+	release := func(raw map[string]string) string {
+		res := deployWith(t, "prod", raw, &mocks{})
+		require.NoError(t, res.err)
+		return labels(res.m.byType(typeContainer)[stacks.RoleApp].Inputs)[deploy.LabelRelease]
+	}
+	base := stackConfig(t, "prod")
+	first := release(base)
+	assert.Equal(t, first, release(stackConfig(t, "prod")), "stable")
+	changed := stackConfig(t, "prod")
+	changed["app"] = `{"logLevel": "warn"}`
+	assert.NotEqual(t, first, release(changed), "an app setting is a new release")
+	limits := stackConfig(t, "prod")
+	limits["limits"] = `{"app": {"memoryMb": 640}}`
+	assert.NotEqual(t, first, release(limits), "a container setting is a new release")
+	other := stackConfig(t, "prod")
+	other["limits"] = `{"db": {"memoryMb": 2048}}`
+	assert.Equal(t, first, release(other), "the database's limit is not the app's")
 }
 
 func TestBadConfigRegistersNothing(t *testing.T) {

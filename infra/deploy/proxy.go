@@ -1,7 +1,8 @@
 package deploy
 
 import (
-	"net"
+	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -26,12 +27,28 @@ const (
 	proxyCertPath  = "/tmp/nbms/tls/cert.pem"
 	proxyKeyPath   = "/tmp/nbms/tls/key.pem"
 	proxyKeyEnv    = "NBMS_TLS_KEY"
+	// proxyControlDir is where the control volume is mounted in the proxy
+	// and the switch: the live upstream file and the switch's handshake
+	// with the proxy's supervisor (infra/images/nginx/nbms-proxy).
+	proxyControlDir    = "/var/lib/nbms-proxy"
+	proxyUpstreamFile  = proxyControlDir + "/upstream.conf"
+	proxySupervisor    = "/usr/local/bin/nbms-proxy"
+	proxySwitchCommand = "/usr/local/bin/nbms-switch"
 )
 
-// Proxy is nginx, the only container that publishes ports.
+// Proxy is nginx, the only container that publishes ports, and the switch
+// that points it at the live app release.
 type Proxy struct {
 	pulumi.ResourceState
-	Container *docker.Container
+	Container, Switch *docker.Container
+	// Control is the volume the switch and nginx's supervisor share.
+	Control *docker.Volume
+	// Switched is the release nginx sends to once the switch succeeded;
+	// it fails with the reason otherwise. The stack's app output is it, so
+	// a failed switch fails the update before the engine deletes the
+	// previous release (dropped resources go only after a program that
+	// ended without an error).
+	Switched pulumi.StringOutput
 }
 
 // NginxParams maps the stack config to the renderer's parameters, as the
@@ -53,10 +70,11 @@ func NginxParams(cfg *stacks.Config) (nginx.Params, error) {
 		HTTPPort:    proxyHTTPPort, HTTPSPort: proxyHTTPSPort, PublicPort: cfg.PublicPort(),
 		TLS:      cfg.TLS(),
 		CertPath: proxyCertPath, KeyPath: proxyKeyPath,
-		// The app's fixed address, not its name: nginx keeps connections to
-		// it open, and a replaced app container comes back at the same one.
-		Upstream:   net.JoinHostPort(cfg.AppEdgeAddress(), strconv.Itoa(stacks.AppPort)),
-		StaticRoot: stacks.StaticRoot, MediaRoot: stacks.MediaRoot,
+		// The live release's address, written by the switch: nginx keeps
+		// connections to it open, and a new release goes live with a
+		// graceful reload.
+		UpstreamFile: proxyUpstreamFile,
+		StaticRoot:   stacks.StaticRoot, MediaRoot: stacks.MediaRoot,
 		ClientMaxBodyBytes: cfg.App.MaxUploadBytes,
 		LoginRatePerMinute: cfg.App.LoginRatePerMinute, LoginBurst: cfg.App.LoginBurst,
 		SecurityHeaders:       headers,
@@ -72,6 +90,53 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 	if err := ctx.RegisterComponentResource(typeProxy, "proxy", p); err != nil {
 		return nil, err
 	}
+	var controlName string
+	var err error
+	// Not data: the next switch writes it again.
+	if p.Control, controlName, err = d.newVolume(ctx, p, "proxy-control", false); err != nil {
+		return nil, err
+	}
+	control := volumeMount{volume: p.Control, name: controlName, path: proxyControlDir}
+	timeout, err := time.ParseDuration(d.cfg.Probe.Timeout) // validated
+	if err != nil {
+		return nil, fmt.Errorf("nbms:probe.timeout: %w", err)
+	}
+
+	// The switch: checks the new release's /readyz itself (two answers in
+	// a row, from inside the edge network), then hands nginx's supervisor
+	// the release's address and waits until nginx has reloaded onto it. It
+	// is replaced, and so runs again, whenever the live release changes.
+	p.Switch, err = d.newContainer(ctx, p, containerSpec{
+		role: stacks.RoleSwitch, instance: Instance(stacks.RoleSwitch, app.Release),
+		labels: map[string]string{LabelRelease: app.Release},
+		image:  image.RepoDigest, user: proxyUID,
+		entrypoint: []string{proxySwitchCommand},
+		command: pulumi.StringArray{
+			pulumi.String(app.Release), pulumi.String(d.cfg.Domain),
+			// Whole seconds, at least one (the script's unit).
+			pulumi.String(strconv.Itoa(max(1, int(math.Ceil(timeout.Seconds()))))),
+			pulumi.Sprintf("%s:%d", app.EdgeAddress, stacks.AppPort),
+		},
+		healthcheck: healthcheck(checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Second, 1}, "test", "-x", proxySwitchCommand),
+		networks:    []attachment{{network: net.Edge, name: net.EdgeName}},
+		volumes:     []volumeMount{control},
+		tmpfs:       map[string]string{"/tmp": tmpfsOptions(8)},
+		dependsOn:   []pulumi.Resource{app.Container},
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The switch's exit code decides the update (see switched). nginx only
+	// depends on the switch (it starts on the upstream the switch wrote):
+	// an input computed from the switch's outputs would make the engine
+	// replace nginx with every release.
+	p.Switched = p.Switch.ExitCode.ApplyT(func(code int) (string, error) {
+		if code != 0 {
+			return "", notLive(app.Release, "the switch exited with status %d (see `docker logs %s`)", code, d.name(Instance(stacks.RoleSwitch, app.Release)))
+		}
+		return app.Release, nil
+	}).(pulumi.StringOutput)
+
 	files := []renderedFile{{path: proxyConfPath, content: d.rendered.nginxConf}}
 	var secretEnv map[string]pulumi.StringInput
 	ports := docker.ContainerPortArray{docker.ContainerPortArgs{
@@ -91,8 +156,10 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 	// nginx runs directly on the rendered file; -e stderr keeps it from
 	// opening its compiled-in error log (/var/log/nginx, read-only here)
 	// before it has read the file.
-	entry, cmd := withFiles(files, "nginx", "-e", "stderr", "-c", proxyConfPath, "-g", "daemon off;")
-	var err error
+	// The supervisor runs nginx on the rendered file (-e stderr keeps nginx
+	// from opening its compiled-in error log, read-only here, before it
+	// has read the file) and applies the switch's upstream changes.
+	entry, cmd := withFiles(files, proxySupervisor, proxyConfPath)
 	p.Container, err = d.newContainer(ctx, p, containerSpec{
 		role: stacks.RoleProxy, image: image.RepoDigest, user: proxyUID,
 		// The media volume's uploads are the app's, mode 0640.
@@ -105,17 +172,18 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 		volumes: []volumeMount{
 			{volume: app.Static, name: app.StaticName, path: stacks.StaticRoot, readOnly: true},
 			{volume: app.Media, name: app.MediaName, path: stacks.MediaRoot, readOnly: true},
+			control,
 		},
 		tmpfs:       map[string]string{"/tmp": tmpfsOptions(64)},
 		sysctls:     map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"},
 		ports:       ports,
 		wait:        true,
 		stopTimeout: 15,
-		dependsOn:   []pulumi.Resource{app.Container},
+		dependsOn:   []pulumi.Resource{p.Switch},
 		opts:        []pulumi.ResourceOption{hookBinding(hook)},
 	})
 	if err != nil {
 		return nil, err
 	}
-	return p, ctx.RegisterResourceOutputs(p, pulumi.Map{"container": p.Container.Name})
+	return p, ctx.RegisterResourceOutputs(p, pulumi.Map{"container": p.Container.Name, "switch": p.Switch.Name})
 }

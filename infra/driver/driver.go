@@ -37,7 +37,7 @@ const (
 	ExitFailed = 1 // the engine, a provider or the program failed: look at the output, maybe retry
 	ExitUsage  = 2 // bad flags, missing passphrase, CLI or policy pack, or an invalid stack configuration: fix the input
 	ExitPolicy = 3 // a mandatory policy refused the stack: nothing was created or changed
-	ExitProbe  = 4 // the deployment did not become ready (post-deploy probe): the update may be half-applied
+	ExitProbe  = 4 // the deployment did not become ready (post-deploy probe), or a new app release failed a gate (migrate, collectstatic, the switch's readiness check) and the live one kept serving
 )
 
 // Error is a failed run with the exit code it maps to.
@@ -479,6 +479,10 @@ func classify(err error, evs []events.EngineEvent) error {
 				code, reason = ExitUsage, "invalid stack configuration (see the diagnostics above)"
 			case slices.ContainsFunc(deploy.HookNames, func(h string) bool { return strings.Contains(msg, fmt.Sprintf("hook %q failed", h)) }):
 				code, reason = ExitProbe, "the post-deploy probe failed: "+firstLine(msg)
+			case strings.Contains(msg, deploy.NotLivePrefix):
+				// migrate, collectstatic or the switch kept a new release
+				// from going live: the live one still serves.
+				code, reason = ExitProbe, "the new app release did not go live: "+firstLine(msg[strings.Index(msg, deploy.NotLivePrefix):])
 			}
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/conventions"
+	"github.com/nbms-deploy/nbms/infra/deploy"
 	"github.com/nbms-deploy/nbms/infra/driver"
 	"github.com/nbms-deploy/nbms/internal/testsupport"
 	"github.com/nbms-deploy/nbms/stacks"
@@ -62,7 +63,9 @@ func TestRealDeploy(t *testing.T) {
 		s.writeFigures()
 	})
 
-	file := s.stackFile(nil)
+	// overrides are the stack settings the steps have changed so far.
+	overrides := map[string]string{}
+	file := s.stackFile(overrides)
 	var session *http.Cookie
 	var evidenceSHA string
 	var written time.Time
@@ -110,56 +113,97 @@ func TestRealDeploy(t *testing.T) {
 			assert.Equal(t, []int{2, 2}, []int{atApp, viaNginx}, "only the driver's own probe ran, through nginx: no resource changed, so no hook")
 			s.measureAtRest(t)
 		}},
-		{"a config change replaces only the app and its one-shots, the hook probes, data stays", func(t *testing.T) {
+		{"a config change goes live blue/green: a new release beside the live one, no failed request", func(t *testing.T) {
 			// The database pool size: app environment, like the log level,
 			// but one that keeps the access log this step reads.
-			before := inspect(t, container(conventions.RoleApp))
-			file = s.stackFile(map[string]string{"app": s.appSettings(t, map[string]any{"dbMaxConns": 12})})
+			live := s.liveRelease(t)
+			overrides["app"] = s.appSettings(t, map[string]any{"dbMaxConns": 12})
+			file = s.stackFile(overrides)
 			since := time.Now()
 			stopTraffic := s.startTraffic("config-change", session)
 			res, err := s.run("up.update", driver.Up, file)
 			traffic := stopTraffic()
 			require.NoError(t, err)
-			assert.Positive(t, traffic.Sent, "the traffic ran through the update")
-			assert.ElementsMatch(t, []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp}, changedResources(res),
+			next := s.checkSwitched(t, "config-change", res, traffic, live, nil,
 				"DB_MAX_CONNS is in the environment of the app and its one-shots, and nothing else")
 			atApp, viaNginx := probeAnswers(t, since)
 			assert.Equal(t, 2, viaNginx, "the driver's own probe, through nginx")
-			assert.GreaterOrEqual(t, atApp-viaNginx, 2, "the readiness hook probed the new app container itself")
-			assert.NotEqual(t, before.ID, inspect(t, container(conventions.RoleApp)).ID, "the app container was replaced")
-			env := docker(t, "inspect", "--format", `{{range .Config.Env}}{{if eq (index (split . "=") 0) "DB_MAX_CONNS"}}{{.}}{{end}}{{end}}`, container(conventions.RoleApp))
+			assert.GreaterOrEqual(t, atApp-viaNginx, 2, "the readiness hook probed the new release itself")
+			env := docker(t, "inspect", "--format", `{{range .Config.Env}}{{if eq (index (split . "=") 0) "DB_MAX_CONNS"}}{{.}}{{end}}{{end}}`, stackName+"-"+deploy.Instance(conventions.RoleApp, next))
 			assert.Equal(t, "DB_MAX_CONNS=12", strings.TrimSpace(env))
+			s.checkDataKept(t, session, evidenceSHA)
+		}},
+		{"a new app version goes live blue/green with no failed request", func(t *testing.T) {
+			live := s.liveRelease(t)
+			overrides["images"] = s.imagesSetting("2.0.0-e2e")
+			file = s.stackFile(overrides)
+			stopTraffic := s.startTraffic("new-version", session)
+			res, err := s.run("up.new-version", driver.Up, file)
+			traffic := stopTraffic()
+			require.NoError(t, err)
+			next := s.checkSwitched(t, "new-version", res, traffic, live, newVersionImages, "a new build of the app")
+			out, err := execIn(t, conventions.RoleApp, "", "/usr/local/bin/nbms", "version")
+			require.NoError(t, err)
+			assert.Equal(t, "2.0.0-e2e", strings.TrimSpace(out), "release %s runs the new version", next)
 			s.checkDataKept(t, session, evidenceSHA)
 		}},
 		{"a database restart: /readyz 503 while it is down, /healthz 200, the app recovers on its own", func(t *testing.T) {
 			s.checkDatabaseRestart(t, session)
 		}},
-		{"an app that never becomes ready fails up with the prober's message and exit 4", func(t *testing.T) {
-			// Redis stops answering: the new app starts and is alive
-			// (/healthz), but never ready (/readyz checks Redis).
-			docker(t, "pause", container(conventions.RoleCache))
-			unpaused := false
-			defer func() {
-				if !unpaused {
-					_, _ = dockerErr("unpause", container(conventions.RoleCache))
-				}
-			}()
-			broken := s.stackFile(map[string]string{
-				"app":   s.appSettings(t, map[string]any{"dbMaxConns": 14}),
-				"probe": `{"timeout": "25s"}`,
-			})
-			code, out := s.runBinary("up.never-ready", driver.Up, broken)
+		{"a release that never becomes ready never takes traffic: up fails with exit 4, the next good one goes live", func(t *testing.T) {
+			live := s.liveRelease(t)
+			liveID := inspect(t, container(conventions.RoleApp)).ID
+			overrides["images"] = s.imagesSetting("3.0.0-broken")
+			overrides["probe"] = `{"timeout": "25s"}`
+			broken := s.stackFile(overrides)
+			// The fault, from the outside: as soon as the new release's
+			// container exists it loses the internal network (PostgreSQL,
+			// Redis). It is alive (/healthz) but never ready (/readyz).
+			cutOff := cutOffNewRelease(live)
+			stopTraffic := s.startTraffic("broken-release", session)
+			code, out := s.runBinary("up.broken-release", driver.Up, broken)
+			traffic := stopTraffic()
+			brokenName, err := cutOff()
+			require.NoError(t, err, "the new release's container appeared and was cut off")
 			assert.Equal(t, driver.ExitProbe, code, tail(out, 40))
-			assert.Contains(t, out, "readiness probe of the new app container", tail(out, 40))
+			assert.Contains(t, out, "readiness probe of the new app-", tail(out, 40))
 			assert.Contains(t, out, "post-deploy check failed: /readyz not ready after 25s", tail(out, 40))
 			assert.Contains(t, out, "last answer 503", "the prober says what it last saw")
-			docker(t, "unpause", container(conventions.RoleCache))
-			unpaused = true
-			// The next up with the dependency back proceeds cleanly.
-			file = broken
-			res, err := s.run("up.recovered", driver.Up, file)
+			assert.Positive(t, traffic.Sent, "the traffic ran through the failed update")
+			assert.Zero(t, traffic.Failed, "the live release kept serving: %v", traffic.Failures)
+			assert.Equal(t, live, s.liveRelease(t), "nginx still sends to the live release")
+			assert.Equal(t, liveID, inspect(t, container(conventions.RoleApp)).ID, "the live release's container was not touched")
+			// The broken release answered nothing but its probes.
+			var answered []string
+			logs, err := exec.Command("docker", "logs", brokenName).CombinedOutput()
 			require.NoError(t, err)
-			require.NotNil(t, res.Probe)
+			for line := range strings.SplitSeq(string(logs), "\n") {
+				var l map[string]any
+				if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == "request" && l["path"] != "/readyz" && l["path"] != "/healthz" {
+					answered = append(answered, line)
+				}
+			}
+			assert.Empty(t, answered, "the broken release never answered a request but its probes")
+
+			// The next up, with a good version, proceeds cleanly: it goes live
+			// and removes both the old and the broken release.
+			overrides["images"] = s.imagesSetting("3.0.1-e2e")
+			delete(overrides, "probe")
+			file = s.stackFile(overrides)
+			stopTraffic = s.startTraffic("after-broken-release", session)
+			res, err := s.run("up.recovered", driver.Up, file)
+			traffic = stopTraffic()
+			require.NoError(t, err)
+			// The broken release got its one-shots and its server, never a
+			// switch; all three go now.
+			brokenRelease := strings.TrimPrefix(brokenName, stackName+"-"+conventions.RoleApp+"-")
+			removed := slices.Clone(newVersionImages)
+			for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp} {
+				removed = append(removed, deploy.Instance(role, brokenRelease))
+			}
+			s.checkSwitched(t, "after-broken-release", res, traffic, live, removed, "a new build, and the broken release removed")
+			_, err = dockerErr("inspect", brokenName)
+			assert.Error(t, err, "the broken release is gone")
 			s.checkDataKept(t, session, evidenceSHA)
 		}},
 		{"destroy removes the containers and keeps the protected volumes", func(t *testing.T) {
@@ -528,7 +572,7 @@ func (s *stack) checkHardening(t *testing.T) {
 	wantNetworks := map[string][]string{
 		conventions.RoleProxy: {edge}, conventions.RoleApp: {edge, internal},
 		conventions.RoleDB: {internal}, conventions.RoleCache: {internal}, conventions.RoleBackup: {internal},
-		conventions.RoleMigrate: {internal}, conventions.RoleCollectstatic: {internal},
+		conventions.RoleMigrate: {internal}, conventions.RoleCollectstatic: {internal}, conventions.RoleSwitch: {edge},
 	}
 	for _, role := range stacks.Roles {
 		in := inspect(t, container(role))
@@ -575,14 +619,18 @@ func (s *stack) checkHardening(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(docker(t, "network", "inspect", internal)), &nets))
 	require.Len(t, nets, 1)
 	assert.True(t, nets[0].Internal, "the data tier's network has no route out")
-	// The app sits at its fixed edge address, the one nginx's upstream
-	// group names; nginx got one from Docker's half of the subnet.
+	// The live release and nginx got their addresses from Docker's half of
+	// the subnet, and nginx's upstream names the live release's.
 	cfg := &stacks.Config{EdgeSubnet: s.settings["edgeSubnet"]}
 	edgeIP := func(role string) string {
 		return strings.TrimSpace(docker(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+edge+`").IPAddress}}`, container(role)))
 	}
-	assert.Equal(t, cfg.AppEdgeAddress(), edgeIP(conventions.RoleApp))
-	assert.True(t, netip.MustParsePrefix(cfg.EdgeDynamicRange()).Contains(netip.MustParseAddr(edgeIP(conventions.RoleProxy))), "nginx's address is Docker's pick")
+	for _, role := range []string{conventions.RoleApp, conventions.RoleProxy} {
+		assert.True(t, netip.MustParsePrefix(cfg.EdgeDynamicRange()).Contains(netip.MustParseAddr(edgeIP(role))), "%s's address is Docker's pick", role)
+	}
+	upstream, err := execIn(t, conventions.RoleProxy, "", "cat", "/var/lib/nbms-proxy/upstream.conf")
+	require.NoError(t, err)
+	assert.Contains(t, upstream, "server "+edgeIP(conventions.RoleApp)+":8000 max_fails=0;", "nginx sends to the live release")
 	// nginx, on the edge network only, cannot even resolve the database.
 	out, err := execIn(t, conventions.RoleProxy, "", "sh", "-c", "getent hosts db cache || echo unresolved")
 	require.NoError(t, err)
@@ -681,7 +729,7 @@ func (s *stack) checkBackups(t *testing.T, written time.Time) {
 // measureAtRest records image sizes and each running container's memory
 // once the stack has settled.
 func (s *stack) measureAtRest(t *testing.T) {
-	for _, img := range []string{"nbms-app", "nbms-db", "nbms-nginx", "nbms-redis"} {
+	for _, img := range []string{"nbms-app", "nbms-db", "nbms-backup", "nbms-nginx", "nbms-redis"} {
 		size, err := strconv.ParseFloat(strings.TrimSpace(docker(t, "image", "inspect", "--format", "{{.Size}}", img+":"+stackName)), 64)
 		require.NoError(t, err)
 		s.figures.ImageMB[img] = round1(size / 1e6)

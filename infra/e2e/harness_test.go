@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/conventions"
+	"github.com/nbms-deploy/nbms/infra/deploy"
 	"github.com/nbms-deploy/nbms/infra/driver"
 	"github.com/nbms-deploy/nbms/internal/testsupport"
 	"github.com/nbms-deploy/nbms/stacks"
@@ -131,6 +132,10 @@ type figures struct {
 	Traffic map[string]trafficFigure `json:"traffic"`
 	// LoadBenchmark is nbms-loadtest's report on the deployed edge.
 	LoadBenchmark string `json:"loadBenchmark"`
+	// SwitchSeconds is how long each blue/green switch took: the new
+	// release's readiness check from inside the edge network and nginx's
+	// reload onto it.
+	SwitchSeconds map[string]float64 `json:"switchSeconds"`
 }
 
 func newStack(t *testing.T) *stack {
@@ -139,7 +144,7 @@ func newStack(t *testing.T) *stack {
 		httpPort: testsupport.LongLivedPort(t), httpsPort: testsupport.LongLivedPort(t),
 		figures: figures{Durations: map[string]string{}, ImageMB: map[string]float64{}, RestRSSMB: map[string]float64{},
 			RestUseMB: map[string]float64{}, Policies: map[string]int{}, BackupInfo: map[string]any{},
-			Traffic: map[string]trafficFigure{}},
+			Traffic: map[string]trafficFigure{}, SwitchSeconds: map[string]float64{}},
 	}
 	data, err := os.ReadFile(filepath.Join(root, "Pulumi."+stackName+".yaml"))
 	require.NoError(t, err)
@@ -372,7 +377,34 @@ func dockerErr(args ...string) (string, error) {
 }
 
 // container is the Docker name of a stack container.
-func container(role string) string { return stackName + "-" + role }
+// container is the Docker name of a role's container; for the roles of a
+// release (conventions.PerRelease), the one of the release nginx sends to
+// (see liveRelease). When that cannot be read, the name it returns says
+// why, and the docker command given it fails with that.
+func container(role string) string {
+	if !conventions.PerRelease(role) {
+		return stackName + "-" + role
+	}
+	release, err := liveRelease()
+	if err != nil {
+		return fmt.Sprintf("%s-%s(%v)", stackName, role, err)
+	}
+	return stackName + "-" + deploy.Instance(role, release)
+}
+
+// liveRelease is the app release nginx sends to, as the switch wrote it on
+// the proxy's control volume (the upstream file's first line).
+func liveRelease() (string, error) {
+	out, err := dockerErr("exec", stackName+"-"+conventions.RoleProxy, "head", "-n", "1", "/var/lib/nbms-proxy/upstream.conf")
+	if err != nil {
+		return "", err
+	}
+	release, ok := strings.CutPrefix(strings.TrimSpace(out), "# release ")
+	if !ok {
+		return "", fmt.Errorf("the upstream file begins %q", out)
+	}
+	return release, nil
+}
 
 // labelFilter selects the stack's Docker objects.
 var labelFilter = "label=" + conventions.LabelStack + "=" + stackName
@@ -498,7 +530,7 @@ func removeStackObjects(t *testing.T) {
 	}
 	// The stack's images and its tag of the base; the base itself and the
 	// BuildKit cache stay, so the next run builds warm.
-	for _, img := range []string{"nbms-app", "nbms-db", "nbms-nginx", "nbms-redis", "nbms-base"} {
+	for _, img := range []string{"nbms-app", "nbms-db", "nbms-backup", "nbms-nginx", "nbms-redis", "nbms-base"} {
 		_, _ = dockerErr("image", "rm", img+":"+stackName)
 	}
 }

@@ -2,11 +2,21 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"os/exec"
+	"slices"
 	"strings"
+	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/conventions"
+	"github.com/nbms-deploy/nbms/infra/deploy"
+	"github.com/nbms-deploy/nbms/infra/driver"
 	"github.com/nbms-deploy/nbms/infra/loadtest"
 )
 
@@ -76,4 +86,92 @@ func (s *stack) expect(ctx context.Context, method, path, body string, header ht
 		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, strings.TrimSpace(string(answer[:min(len(answer), 300)])))
 	}
 	return nil
+}
+
+// newVersionImages are the resources a new app version changes besides
+// the release itself: the app image, and the backup scheduler's image that
+// copies its binary, and so the backup scheduler's container. The
+// database's image does not change: an app release never restarts
+// PostgreSQL.
+var newVersionImages = []string{"app-image", "backup-image", conventions.RoleBackup}
+
+// liveRelease is the release nginx sends to; the test fails without one.
+func (s *stack) liveRelease(t *testing.T) string {
+	t.Helper()
+	release, err := liveRelease()
+	require.NoError(t, err)
+	return release
+}
+
+// imagesSetting is the stack's images setting with an app version label.
+func (s *stack) imagesSetting(version string) string {
+	return fmt.Sprintf(`{"base": %q, "appVersion": %q}`, baseImage, version)
+}
+
+// checkSwitched checks a blue/green update from the outside and returns the
+// new live release: no request of the traffic failed; nginx sends to a new
+// release; the update created its containers (one-shots, server, switch),
+// changed the extra resources and removed the old release's containers,
+// and nothing else (nginx was reloaded, not replaced); the old release's
+// server is gone. It records how long the switch took (its readiness check
+// included).
+func (s *stack) checkSwitched(t *testing.T, label string, res *driver.Result, traffic trafficFigure, old string, extra []string, why string) string {
+	t.Helper()
+	assert.Positive(t, traffic.Sent, "the traffic ran through the update")
+	assert.Zero(t, traffic.Failed, "no request failed: %v", traffic.Failures)
+	next := s.liveRelease(t)
+	require.NotEqual(t, old, next, "nginx sends to a new release")
+	want := slices.Clone(extra)
+	for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp, conventions.RoleSwitch} {
+		want = append(want, deploy.Instance(role, next), deploy.Instance(role, old))
+	}
+	assert.ElementsMatch(t, want, changedResources(res), "%s:%s", why, describeChanges(res))
+	_, err := dockerErr("inspect", stackName+"-"+deploy.Instance(conventions.RoleApp, old))
+	assert.Error(t, err, "the old release was removed after the switch")
+	logs, err := exec.Command("docker", "logs", container(conventions.RoleProxy)).CombinedOutput()
+	require.NoError(t, err)
+	assert.Contains(t, string(logs), "nbms-proxy: switched upstream to release "+next, "nginx reloaded onto the new release")
+
+	times := strings.Fields(docker(t, "inspect", "--format", "{{.State.StartedAt}} {{.State.FinishedAt}}", container(conventions.RoleSwitch)))
+	require.Len(t, times, 2)
+	started, err1 := time.Parse(time.RFC3339Nano, times[0])
+	finished, err2 := time.Parse(time.RFC3339Nano, times[1])
+	require.NoError(t, errors.Join(err1, err2))
+	s.figures.SwitchSeconds[label] = round1(finished.Sub(started).Seconds())
+	t.Logf("%s: release %s -> %s, the switch took %s (readiness check and reload)", label, old, next, finished.Sub(started).Round(time.Millisecond))
+	return next
+}
+
+// cutOffNewRelease waits, in the background, for an app container of
+// another release than live to appear and disconnects it from the
+// internal network (PostgreSQL, Redis) at once: a release that starts and
+// stays alive but never becomes ready. The returned function stops waiting
+// and names the container it cut off.
+func cutOffNewRelease(live string) func() (string, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		name string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		for ctx.Err() == nil {
+			out, _ := dockerErr("ps", "--filter", labelFilter, "--filter", "label="+conventions.LabelRole+"="+conventions.RoleApp,
+				"--format", `{{.Names}} {{.Label "`+conventions.LabelRelease+`"}}`)
+			for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+				if f := strings.Fields(line); len(f) == 2 && f[1] != live {
+					_, err := dockerErr("network", "disconnect", conventions.InternalNetwork(stackName), f[0])
+					done <- result{f[0], err}
+					return
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		done <- result{err: errors.New("no new release appeared")}
+	}()
+	return func() (string, error) {
+		cancel()
+		r := <-done
+		return r.name, r.err
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/nbms-deploy/nbms/conventions"
+	"github.com/nbms-deploy/nbms/infra/deploy"
 	"github.com/nbms-deploy/nbms/infra/driver"
 	"github.com/nbms-deploy/nbms/infra/enginetest/fakeprovider"
 	"github.com/nbms-deploy/nbms/internal/testsupport"
@@ -279,7 +282,7 @@ var expectedPlan = []string{
 	"random:index/randomPassword:RandomPassword redis-password",
 	"random:index/randomPassword:RandomPassword app-secret-key",
 	"nbms:deploy:Images images", "docker:index/remoteImage:RemoteImage base-image", "docker:index/tag:Tag base-tag",
-	"docker:index/image:Image app-image", "docker:index/image:Image db-image",
+	"docker:index/image:Image app-image", "docker:index/image:Image db-image", "docker:index/image:Image backup-image",
 	"docker:index/image:Image proxy-image", "docker:index/image:Image cache-image",
 	"nbms:deploy:Database database",
 	"docker:index/volume:Volume pgdata", "docker:index/volume:Volume pgbackrest-repo", "docker:index/volume:Volume pgrun",
@@ -287,8 +290,23 @@ var expectedPlan = []string{
 	"nbms:deploy:Cache cache", "docker:index/container:Container cache",
 	"nbms:deploy:App app",
 	"docker:index/volume:Volume media", "docker:index/volume:Volume static",
-	"docker:index/container:Container migrate", "docker:index/container:Container collectstatic", "docker:index/container:Container app",
-	"nbms:deploy:Proxy proxy", "docker:index/container:Container proxy",
+	"docker:index/container:Container migrate-<release>", "docker:index/container:Container collectstatic-<release>",
+	"docker:index/container:Container app-<release>",
+	"nbms:deploy:Proxy proxy", "docker:index/volume:Volume proxy-control", "docker:index/container:Container switch-<release>",
+	"docker:index/container:Container proxy",
+}
+
+// releaseName matches the resource name of a release's container (see
+// conventions.PerRelease).
+var releaseName = regexp.MustCompile(`^(app|migrate|collectstatic|switch)-[0-9a-f]{12}$`)
+
+// generic names a release's container "<role>-<release>", for lists that
+// hold whichever release the program declares.
+func generic(name string) string {
+	if m := releaseName.FindStringSubmatch(name); m != nil {
+		return m[1] + "-<release>"
+	}
+	return name
 }
 
 func nameOf(urn string) string { return urn[strings.LastIndex(urn, "::")+2:] }
@@ -301,7 +319,7 @@ func planned(steps []driver.Step, ops ...string) []string {
 		if s.Type == "pulumi:pulumi:Stack" || strings.HasPrefix(s.Type, "pulumi:providers:") || !slices.Contains(ops, s.Op) {
 			continue
 		}
-		out = append(out, s.Type+" "+nameOf(s.URN))
+		out = append(out, s.Type+" "+generic(nameOf(s.URN)))
 	}
 	return out
 }
@@ -365,32 +383,41 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	var order []string
 	for _, c := range e.docker.Calls() {
 		if c.Method == "Create" && !c.Preview {
-			created[c.Name] = len(order)
-			order = append(order, c.Name)
+			created[generic(c.Name)] = len(order)
+			order = append(order, generic(c.Name))
 		}
 	}
 	t.Logf("docker create order: %v", order)
+	var containers []string
+	for _, role := range stacks.Roles {
+		if conventions.PerRelease(role) {
+			role += "-<release>"
+		}
+		containers = append(containers, role)
+	}
 	for _, first := range []string{"edge", "internal", "pgdata", "pgbackrest-repo", "pgrun", "media", "static"} {
-		for _, container := range stacks.Roles {
+		for _, container := range containers {
 			assert.Less(t, created[first], created[container], "%s before the %s container", first, container)
 		}
 	}
-	assert.Less(t, created["db"], created["migrate"], "the database before migrations")
-	assert.Less(t, created["migrate"], created["app"], "migrations before the app")
-	assert.Less(t, created["collectstatic"], created["app"], "collectstatic before the app")
-	assert.Less(t, created["app"], created["proxy"], "the app before nginx")
+	assert.Less(t, created["db"], created["migrate-<release>"], "the database before migrations")
+	assert.Less(t, created["migrate-<release>"], created["app-<release>"], "migrations before the app")
+	assert.Less(t, created["collectstatic-<release>"], created["app-<release>"], "collectstatic before the app")
+	assert.Less(t, created["app-<release>"], created["switch-<release>"], "the release before the switch to it")
+	assert.Less(t, created["proxy-control"], created["switch-<release>"], "the control volume before the switch")
+	assert.Less(t, created["switch-<release>"], created["proxy"], "the switch before nginx, which starts on its upstream")
 	assert.Less(t, created["base-image"], created["base-tag"], "the base before its stack tag")
-	for _, img := range []string{"app-image", "db-image", "proxy-image", "cache-image"} {
+	for _, img := range []string{"app-image", "db-image", "backup-image", "proxy-image", "cache-image"} {
 		assert.Less(t, created["base-tag"], created[img], "the base tag before %s", img)
 	}
-	assert.Less(t, created["app-image"], created["db-image"], "the app image before the db image that copies its binary")
-	assert.Len(t, order, 7+2+5+4+1+1, "7 containers, 2 networks, 5 volumes, 4 built images, the base and its tag")
+	assert.Less(t, created["app-image"], created["backup-image"], "the app image before the backup image that copies its binary")
+	assert.Len(t, order, 8+2+6+5+1+1, "8 containers, 2 networks, 6 volumes, 5 built images, the base and its tag")
 
 	// The hooks probed during the update: the app container itself right
 	// after it was created and before nginx was (nginx does not exist yet
 	// on a first deployment), then the public entry once nginx was created.
 	// The driver's own probe only comes after the whole update.
-	appAt, proxyAt := callIndex(e.docker.Calls(), "Create", "app"), callIndex(e.docker.Calls(), "Create", "proxy")
+	appAt, proxyAt := callIndex(e.docker.Calls(), "Create", "app-<release>"), callIndex(e.docker.Calls(), "Create", "proxy")
 	seen, hosts := app.requests()
 	require.NotEmpty(t, seen, "the app's readiness hook probed the app container")
 	assert.Greater(t, seen[0], appAt, "first app probe after the app container exists")
@@ -450,8 +477,11 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	assert.Equal(t, map[string]int{"same": len(expectedPlan) + 1}, res.Changes)
 	require.NotNil(t, res.Probe, "the driver probes even when nothing changed")
 
-	// One setting changed: the app's memory limit updates the app container
-	// in place and nothing else.
+	// One setting of the app changed (its memory limit): a new release,
+	// created beside the live one (its one-shots, its server, the switch to
+	// it); the old release's containers are deleted last, after the switch;
+	// nothing else changes (nginx is not replaced).
+	oldRelease := res.Outputs["app"].Value.(map[string]any)["release"].(string)
 	e.reset()
 	opts.StackFile = e.stackFile(map[string]string{
 		"probe":  entry.probeSetting("20s"),
@@ -459,24 +489,43 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	})
 	preview, err := e.run(driver.Preview, opts)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"docker:index/container:Container app"}, planned(preview.Steps, "update", "replace", "create", "delete", "create-replacement", "delete-replaced"))
-	assert.Equal(t, []string{"docker:index/container:Container app"}, planned(preview.Steps, "update"))
+	newRelease := ""
+	for _, step := range preview.Steps {
+		if name := nameOf(step.URN); step.Op == "create" && releaseName.MatchString(name) {
+			newRelease = name[strings.LastIndexByte(name, '-')+1:]
+		}
+	}
+	require.NotEmpty(t, newRelease, "a new release is planned")
+	require.NotEqual(t, oldRelease, newRelease)
+	var ops, want []string
+	for _, step := range preview.Steps {
+		if step.Op != "same" && step.Type != "pulumi:pulumi:Stack" {
+			ops = append(ops, step.Op+" "+nameOf(step.URN))
+		}
+	}
+	for _, role := range []string{"migrate", "collectstatic", "app", "switch"} {
+		want = append(want, "create "+deploy.Instance(role, newRelease), "delete "+deploy.Instance(role, oldRelease))
+	}
+	assert.ElementsMatch(t, want, ops)
 	e.reset()
 	res, err = e.run(driver.Up, opts)
 	require.NoError(t, err)
-	assert.Equal(t, map[string]int{"same": len(expectedPlan), "update": 1}, res.Changes)
+	assert.Equal(t, map[string]int{"same": len(expectedPlan) + 1 - 4, "create": 4, "delete": 4}, res.Changes, "the stack itself is the +1")
 	var changed []string
 	for _, c := range e.applied() {
 		changed = append(changed, c.Method+" "+c.Name)
 	}
-	assert.Equal(t, []string{"Update app"}, changed)
-	for _, c := range e.calls("Diff") {
-		if c.Name == "app" {
-			assert.Equal(t, []string{"memory", "memorySwap"}, c.Diffs)
-			assert.Empty(t, c.Replaces)
-		} else {
-			assert.Empty(t, c.Diffs, c.Name)
+	t.Logf("applied: %v", changed)
+	require.Len(t, changed, 8)
+	switchAt := slices.Index(changed, "Create "+deploy.Instance("switch", newRelease))
+	require.GreaterOrEqual(t, switchAt, 0)
+	for i, c := range changed {
+		if strings.HasPrefix(c, "Delete ") {
+			assert.Greater(t, i, switchAt, "%s only after the switch to the new release", c)
 		}
+	}
+	for _, c := range e.calls("Diff") {
+		assert.Empty(t, c.Diffs, "%s: nothing declared before changes", c.Name)
 	}
 
 	// destroy deletes everything but the protected data volumes.
@@ -490,8 +539,10 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	}
 	assert.ElementsMatch(t, []string{
 		"edge", "internal", "db-superuser-password", "app-db-password", "redis-password", "app-secret-key",
-		"base-image", "base-tag", "app-image", "db-image", "proxy-image", "cache-image",
-		"pgrun", "db", "backup", "cache", "static", "migrate", "collectstatic", "app", "proxy",
+		"base-image", "base-tag", "app-image", "db-image", "backup-image", "proxy-image", "cache-image",
+		"pgrun", "db", "backup", "cache", "static", "proxy-control", "proxy",
+		deploy.Instance("migrate", newRelease), deploy.Instance("collectstatic", newRelease),
+		deploy.Instance("app", newRelease), deploy.Instance("switch", newRelease),
 	}, deleted)
 	remaining := e.stackExport()
 	for _, kept := range []string{"pgdata", "pgbackrest-repo", "media"} {
@@ -502,7 +553,7 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 
 func callIndex(calls []fakeprovider.Call, method, name string) int {
 	for i, c := range calls {
-		if c.Method == method && c.Name == name && !c.Preview {
+		if c.Method == method && generic(c.Name) == name && !c.Preview {
 			return i
 		}
 	}
@@ -537,7 +588,7 @@ func TestUpFailsWithTheHookMessageWhenTheStackNeverGetsReady(t *testing.T) {
 	assert.Contains(t, err.Error(), "post-deploy probe")
 	output := e.out.String()
 	assert.Contains(t, output, `after hook "nbms-app-readiness-probe" failed`)
-	assert.Contains(t, output, "readiness probe of the new app container")
+	assert.Contains(t, output, "readiness probe of the new app-")
 	assert.Contains(t, output, "/readyz not ready after 3s")
 	assert.Contains(t, output, "503")
 	assert.Equal(t, -1, callIndex(e.docker.Calls(), "Create", "proxy"), "the update stopped at the app: nginx was not created")

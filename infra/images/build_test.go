@@ -168,10 +168,14 @@ func (e *engine) logs(name string) string {
 	return out + "\n" + stderr
 }
 
-// build builds one image and returns its ID; the caller removes the tag.
-func (e *engine) build(tag, contextDir, dockerfile string, args []string, env map[string]string) (string, time.Duration, error) {
+// build builds one image (the Dockerfile's target stage, or its last if
+// target is "") and returns its ID; the caller removes the tag.
+func (e *engine) build(tag, contextDir, dockerfile, target string, args []string, env map[string]string) (string, time.Duration, error) {
 	start := time.Now()
 	cmdArgs := []string{"build", "--progress=plain", "-f", dockerfile, "-t", tag}
+	if target != "" {
+		cmdArgs = append(cmdArgs, "--target", target)
+	}
 	for _, a := range args {
 		cmdArgs = append(cmdArgs, "--build-arg", a)
 	}
@@ -281,16 +285,17 @@ func hostCAs(t *testing.T) string {
 }
 
 type images struct {
-	app, db, nginx, redis string // tags
-	ids                   map[string]string
+	app, db, backup, nginx, redis string // tags
+	ids                           map[string]string
 }
 
-// buildImages builds the four images: app, nginx and Redis at once, then
-// the database image, which copies the app's binary.
+// buildImages builds the five images: app, nginx, Redis and the database
+// (the db target, which needs nothing of the app) at once, then the
+// backup image (the backup target), which copies the app's binary.
 func buildImages(t *testing.T, e *engine, base, baseID, suffix string) images {
 	t.Helper()
 	im := images{
-		app: namePrefix + "app:" + suffix, db: namePrefix + "db:" + suffix,
+		app: namePrefix + "app:" + suffix, db: namePrefix + "db:" + suffix, backup: namePrefix + "backup:" + suffix,
 		nginx: namePrefix + "nginx:" + suffix, redis: namePrefix + "redis:" + suffix,
 		ids: map[string]string{},
 	}
@@ -299,6 +304,7 @@ func buildImages(t *testing.T, e *engine, base, baseID, suffix string) images {
 		tag, context, dockerfile string
 		args                     []string
 		env                      map[string]string
+		target                   string // the Dockerfile's last stage if ""
 	}
 	var mu sync.Mutex
 	var errs []error
@@ -309,7 +315,7 @@ func buildImages(t *testing.T, e *engine, base, baseID, suffix string) images {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				id, took, err := e.build(j.tag, j.context, j.dockerfile, j.args, j.env)
+				id, took, err := e.build(j.tag, j.context, j.dockerfile, j.target, j.args, j.env)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -326,11 +332,13 @@ func buildImages(t *testing.T, e *engine, base, baseID, suffix string) images {
 	buildAll(
 		// BUILD_CA_CERTS without a value: the CLI takes it from its
 		// environment.
-		job{im.app, "../..", appDockerfile, append(slices.Clone(baseArgs), "BUILD_CA_CERTS"), map[string]string{"BUILD_CA_CERTS": hostCAs(t)}},
-		job{im.nginx, "nginx", nginxDockerfile, baseArgs, nil},
-		job{im.redis, "redis", redisDockerfile, baseArgs, nil},
+		job{im.app, "../..", appDockerfile, append(slices.Clone(baseArgs), "BUILD_CA_CERTS"), map[string]string{"BUILD_CA_CERTS": hostCAs(t)}, ""},
+		job{im.nginx, "nginx", nginxDockerfile, baseArgs, nil, ""},
+		job{im.redis, "redis", redisDockerfile, baseArgs, nil, ""},
+		// As the program builds it: the base args only.
+		job{im.db, "db", dbDockerfile, baseArgs, nil, "db"},
 	)
-	buildAll(job{im.db, "db", dbDockerfile, append(slices.Clone(baseArgs), "APP_IMAGE="+im.app, "APP_IMAGE_ID="+im.ids[im.app]), nil})
+	buildAll(job{im.backup, "db", dbDockerfile, append(slices.Clone(baseArgs), "APP_IMAGE="+im.app, "APP_IMAGE_ID="+im.ids[im.app]), nil, "backup"})
 	return im
 }
 
@@ -343,9 +351,9 @@ func TestImagesBuildAndRun(t *testing.T) {
 		_, stderr, err := e.try(nil, "build", "-f", nginxDockerfile, "nginx")
 		require.Error(t, err, "a build without BASE_IMAGE must fail")
 		assert.Contains(t, stderr, "${BASE_IMAGE}")
-		_, stderr, err = e.try(nil, "build", "--build-arg", "BASE_IMAGE="+base, "-f", dbDockerfile, "db")
-		require.Error(t, err, "a database build without APP_IMAGE must fail")
-		assert.Contains(t, stderr, "${APP_IMAGE}")
+		_, stderr, err = e.try(nil, "build", "--target", "backup", "--build-arg", "BASE_IMAGE="+base, "-f", dbDockerfile, "db")
+		require.Error(t, err, "a backup image build without APP_IMAGE must fail")
+		assert.Contains(t, stderr, "APP_IMAGE is not set")
 	})
 
 	release := testsupport.LockDockerBuilds(t)
@@ -354,7 +362,7 @@ func TestImagesBuildAndRun(t *testing.T) {
 
 	t.Run("image metadata", func(t *testing.T) {
 		for _, c := range []struct{ tag, dockerfile string }{
-			{im.app, appDockerfile}, {im.db, dbDockerfile}, {im.nginx, nginxDockerfile}, {im.redis, redisDockerfile},
+			{im.app, appDockerfile}, {im.db, dbDockerfile}, {im.backup, dbDockerfile}, {im.nginx, nginxDockerfile}, {im.redis, redisDockerfile},
 		} {
 			var cfg struct {
 				User        string
@@ -366,8 +374,10 @@ func TestImagesBuildAndRun(t *testing.T) {
 			assert.Equal(t, baseID, cfg.Labels["org.nbms.base-image-id"], "%s: the base it was built from", c.tag)
 			assert.NotNil(t, cfg.Healthcheck, c.tag)
 		}
-		labels := e.run(t, nil, "image", "inspect", "--format", `{{index .Config.Labels "org.nbms.app-image-id"}}`, im.db)
-		assert.Equal(t, im.ids[im.app], labels, "the database image names the app image its binary came from")
+		labels := e.run(t, nil, "image", "inspect", "--format", `{{index .Config.Labels "org.nbms.app-image-id"}}`, im.backup)
+		assert.Equal(t, im.ids[im.app], labels, "the backup image names the app image its binary came from")
+		labels = e.run(t, nil, "image", "inspect", "--format", `{{json .Config.Labels}}`, im.db)
+		assert.NotContains(t, labels, "org.nbms.app-image-id", "the database image has nothing of the app image")
 	})
 
 	t.Run("the app image has its files and no shell", func(t *testing.T) {
@@ -411,20 +421,34 @@ func TestImagesBuildAndRun(t *testing.T) {
 		assert.Equal(t, "0:0 1777", dirs["tmp"])
 	})
 
-	t.Run("the database image's tools, as uid 999", func(t *testing.T) {
-		out := e.run(t, nil, append(append(append([]string{"run", "--rm"}, hardened("999:999")...), tmpfs("/tmp", 16)...),
-			"--entrypoint", "/bin/sh", im.db, "-c",
-			`id -u; id -g; for c in postgres initdb pg_ctl pg_isready psql pgbackrest nbms nbms-db-entrypoint; do command -v $c; done
-pgbackrest version; postgres --version; nbms backup-schedule --help 2>&1 || true`)...)
-		for _, want := range []string{
-			"999\n999\n",
-			"/usr/lib/postgresql/15/bin/postgres", "/usr/lib/postgresql/15/bin/initdb", "/usr/lib/postgresql/15/bin/pg_ctl",
-			"/usr/lib/postgresql/15/bin/pg_isready", "/usr/lib/postgresql/15/bin/psql", "/usr/bin/pgbackrest",
-			"/usr/local/bin/nbms\n", "/usr/local/bin/nbms-db-entrypoint",
-			"pgBackRest 2.45", "postgres (PostgreSQL) 15.",
-			"-config", "-stanza", "-exit-on-failure",
-		} {
-			assert.Contains(t, out, want)
+	t.Run("the database and backup images' tools, as uid 999", func(t *testing.T) {
+		tools := func(image string) string {
+			return e.run(t, nil, append(append(append([]string{"run", "--rm"}, hardened("999:999")...), tmpfs("/tmp", 16)...),
+				"--entrypoint", "/bin/sh", image, "-c",
+				`id -u; id -g; for c in postgres initdb pg_ctl pg_isready psql pgbackrest nbms-db-entrypoint; do command -v $c; done
+pgbackrest version; postgres --version
+if command -v nbms; then nbms backup-schedule --help 2>&1 || true; else echo no-nbms-binary; fi`)...)
+		}
+		for _, image := range []string{im.db, im.backup} {
+			out := tools(image)
+			for _, want := range []string{
+				"999\n999\n",
+				"/usr/lib/postgresql/15/bin/postgres", "/usr/lib/postgresql/15/bin/initdb", "/usr/lib/postgresql/15/bin/pg_ctl",
+				"/usr/lib/postgresql/15/bin/pg_isready", "/usr/lib/postgresql/15/bin/psql", "/usr/bin/pgbackrest",
+				"/usr/local/bin/nbms-db-entrypoint",
+				"pgBackRest 2.45", "postgres (PostgreSQL) 15.",
+			} {
+				assert.Contains(t, out, want, image)
+			}
+			if image == im.db {
+				// An app release rebuilds only the image with the binary.
+				assert.Contains(t, out, "no-nbms-binary", "the database image has no nbms binary")
+				assert.NotContains(t, out, "/usr/local/bin/nbms\n")
+			} else {
+				for _, want := range []string{"/usr/local/bin/nbms\n", "-config", "-stanza", "-exit-on-failure"} {
+					assert.Contains(t, out, want, "the backup image has the scheduler")
+				}
+			}
 		}
 	})
 
@@ -535,7 +559,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	edgeSubnet := createEdgeNetwork(t, e, edge)
 
 	volumes := map[string]string{}
-	for _, v := range []string{"pgdata", "pgrepo", "pgrun", "static", "media"} {
+	for _, v := range []string{"pgdata", "pgrepo", "pgrun", "static", "media", "proxy-control"} {
 		volumes[v] = name(v)
 		e.run(t, nil, "volume", "create", volumes[v])
 		e.cleanup(t, "volume", "rm", "-f", volumes[v])
@@ -668,11 +692,22 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	})
 	app := name("app")
 	e.run(t, appEnv, append(appArgs("app", true), im.app, "serve")...)
-	e.run(t, nil, "network", "connect", "--alias", "app", "--ip", cfg.AppEdgeAddress(), edge, app)
+	e.run(t, nil, "network", "connect", edge, app)
 	e.run(t, nil, "start", app)
 	e.waitHealthy(t, app, time.Minute)
+	appIP := strings.TrimSpace(e.run(t, nil, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+edge+`").IPAddress}}`, app))
 
-	// nginx with the config the program renders for this stack.
+	// The switch, as the program runs it: the new release's readiness from
+	// inside the edge network, then the upstream for nginx (no proxy runs
+	// yet: it starts on that upstream).
+	control := volumes["proxy-control"] + ":/var/lib/nbms-proxy"
+	out := e.run(t, nil, append(append(append([]string{"run", "--name", container("switch"), "--network", edge, "-v", control},
+		hardened("101:101")...), tmpfs("/tmp", 8)...),
+		"--entrypoint", "/usr/local/bin/nbms-switch", im.nginx, "release-1", cfg.Domain, "60", appIP+":8000")...)
+	assert.Contains(t, out, "it will load the upstream of release release-1", "no proxy yet: it starts on this upstream")
+
+	// nginx with the config the program renders for this stack, under the
+	// supervisor that applies the switches.
 	params, err := deploy.NginxParams(cfg)
 	require.NoError(t, err)
 	conf, err := nginx.Render(params)
@@ -682,11 +717,11 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	args = []string{"run", "-d", "--name", proxy, "--network", edge, "--health-interval", healthInterval,
 		"--sysctl", "net.ipv4.ip_unprivileged_port_start=0",
 		"-p", fmt.Sprintf("127.0.0.1:%d:80", httpPort), "-p", fmt.Sprintf("127.0.0.1:%d:443", httpsPort),
-		"-v", volumes["static"] + ":" + stacks.StaticRoot + ":ro", "-v", volumes["media"] + ":" + stacks.MediaRoot + ":ro"}
+		"-v", volumes["static"] + ":" + stacks.StaticRoot + ":ro", "-v", volumes["media"] + ":" + stacks.MediaRoot + ":ro", "-v", control}
 	args = append(append(append(args, hardened("101:101")...), tmpfs("/tmp", 64)...), envFlags(proxyEnv)...)
 	e.run(t, proxyEnv, append(args, prologue(im.nginx,
 		[][2]string{{proxyConf, conf}, {proxyCert, certPEM}, {proxyKey, "@" + proxyKeyEnv}},
-		"nginx", "-e", "stderr", "-c", proxyConf, "-g", "daemon off;")...)...)
+		"/usr/local/bin/nbms-proxy", proxyConf)...)...)
 	e.waitHealthy(t, proxy, time.Minute)
 
 	pool := x509.NewCertPool()
@@ -746,7 +781,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 			args = append(append(append(append(args, hardened("999:999")...), tmpfs("/tmp", 128)...), envFlags(backupEnv)...), pgVolumes(":ro")...)
 			return args
 		}
-		out := e.run(t, backupEnv, append(backupArgs("backup-once", false), prologue(im.db, pgFiles, "sh", "-c",
+		out := e.run(t, backupEnv, append(backupArgs("backup-once", false), prologue(im.backup, pgFiles, "sh", "-c",
 			"pgbackrest stanza-create && pgbackrest --type=full backup && pgbackrest --output=json info")...)...)
 		var info []struct {
 			Status struct{ Code int }
@@ -760,7 +795,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 
 		// The scheduler, with the program's command line.
 		scheduler := name("backup")
-		e.run(t, backupEnv, append(backupArgs("backup", true), prologue(im.db, pgFiles, deploy.BackupSchedulerCommand(cfg)...)...)...)
+		e.run(t, backupEnv, append(backupArgs("backup", true), prologue(im.backup, pgFiles, deploy.BackupSchedulerCommand(cfg)...)...)...)
 		e.waitLog(t, scheduler, "backup scheduler started", time.Minute)
 		e.run(t, nil, "exec", scheduler, "pgbackrest", "info") // the program's health check
 		e.run(t, nil, "stop", scheduler)

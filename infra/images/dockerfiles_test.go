@@ -151,8 +151,8 @@ var (
 )
 
 // imageArgs are the only build args a FROM may name: the one base image,
-// and the app image the database image copies its binary from (itself
-// built FROM BASE_IMAGE).
+// and the app image the backup image copies its binary from (itself built
+// FROM BASE_IMAGE).
 var imageArgs = map[string]bool{"BASE_IMAGE": true, "APP_IMAGE": true}
 
 // check returns every rule a Dockerfile breaks (CKV_DOCKER / hadolint ids
@@ -200,7 +200,10 @@ func check(text string, ins []instruction) []string {
 				switch {
 				case !declared:
 					bad(in, "CKV_DOCKER_7: %s names no ARG declared before the first FROM", image)
-				case hasDefault:
+				case hasDefault && !aliases[strings.ToLower(globalDefaults[m[1]])]:
+					// (A default naming an earlier stage of the file is no
+					// image: the db Dockerfile's APP_IMAGE defaults to a
+					// stage that fails the build.)
 					bad(in, "NBMS: ARG %s has a default (%s): a build without it must fail, not use another image", m[1], globalDefaults[m[1]])
 				case !imageArgs[m[1]]:
 					bad(in, "NBMS: FROM %s: images come from BASE_IMAGE (or APP_IMAGE, itself built on it) only", image)
@@ -395,7 +398,10 @@ func TestAppImage(t *testing.T) {
 	assert.Contains(t, r, `zip="v0.0.1-go${GO_VERSION}.linux-amd64.zip"`)
 	assert.Contains(t, r, `echo "${GO_TOOLCHAIN_SHA256}  /tmp/${zip}" | sha256sum -c -`)
 	assert.Contains(t, r, "go mod download && go mod verify")
-	assert.Contains(t, r, "CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -tags timetzdata -o /out/nbms ./app/cmd/nbms")
+	assert.Contains(t, r, `CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${NBMS_VERSION}" -tags timetzdata -o /out/nbms ./app/cmd/nbms`,
+		"the stack's version label, stamped in")
+	assert.Contains(t, text, "ARG NBMS_VERSION=unversioned")
+	assert.Contains(t, text, `org.opencontainers.image.version="${NBMS_VERSION}"`)
 	assert.Contains(t, r, "--mount=type=cache,id=nbms-go-mod,target=/go/pkg/mod", "modules in a BuildKit cache")
 	assert.Contains(t, r, "--mount=type=cache,id=nbms-go-build,target=/root/.cache/go-build", "build cache in a BuildKit cache")
 	assert.NotContains(t, envs["SSL_CERT_FILE"], "/etc/ssl/certs/ca-certificates.crt",
@@ -469,16 +475,25 @@ func noServiceStarts(t *testing.T, r string) {
 func TestDatabaseImage(t *testing.T) {
 	text := read(t, dbDockerfile)
 	st := stages(parse(t, text))
-	require.Len(t, st, 2, "the app image as a stage, then the runtime")
-	assert.Equal(t, "${APP_IMAGE}", st[0].from, "the app image comes from the build arg the program passes")
-	assert.Equal(t, "app", st[0].alias)
-	assert.Empty(t, st[0].ins)
-	final := st[1]
-	assert.Equal(t, "${BASE_IMAGE}", final.from)
-	assert.Contains(t, text, "ARG APP_IMAGE_ID=unknown")
-	assert.Contains(t, text, `org.nbms.app-image-id="${APP_IMAGE_ID}"`)
+	require.Len(t, st, 4, "the db target, the stand-in for a missing APP_IMAGE, the app image as a stage, then the backup target")
+	db, noApp, app, backup := st[0], st[1], st[2], st[3]
 
-	r := runs(final.ins)
+	// PostgreSQL: from the base alone. Nothing of the app image, so that a
+	// new app build (an app release) neither rebuilds it nor restarts the
+	// database container.
+	assert.Equal(t, "${BASE_IMAGE}", db.from)
+	assert.Equal(t, "db", db.alias)
+	for _, in := range db.ins {
+		assert.NotContains(t, in.args, "APP_IMAGE", "line %d: the db stage does not depend on the app image", in.line)
+		assert.NotContains(t, in.args, "--from=app", "line %d: the db stage has no nbms binary", in.line)
+		assert.NotContains(t, in.args, "org.nbms.app-image-id", "line %d", in.line)
+	}
+	assert.True(t, slices.ContainsFunc(db.ins, func(in instruction) bool { return in.cmd == "ARG" && in.args == "BASE_IMAGE_ID" }),
+		"the db stage's own ARG BASE_IMAGE_ID, for its label")
+	assert.Equal(t, `org.nbms.base-image-id="${BASE_IMAGE_ID}"`, last(db.ins, "LABEL"))
+	assert.Equal(t, "999:999", last(db.ins, "USER"))
+
+	r := runs(db.ins)
 	userFirst(t, r, "postgres", "999:999")
 	noServiceStarts(t, r)
 	assert.Contains(t, r, "echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/", "no default cluster at install time")
@@ -491,29 +506,60 @@ func TestDatabaseImage(t *testing.T) {
 	} {
 		assert.Contains(t, r, dir, "volume mount points owned by postgres: fresh named volumes inherit them")
 	}
-	envs := stageEnv(final.ins)
+	envs := stageEnv(db.ins)
 	assert.True(t, strings.HasPrefix(envs["PATH"], "/usr/lib/postgresql/15/bin:"), "postgres, initdb, pg_ctl, pg_isready and psql of version 15 first on PATH")
 	assert.Equal(t, "/var/lib/postgresql/data", envs["PGDATA"])
+	assert.Equal(t, []string{"--chmod=0755 " + filepath.Base(dbEntrypoint) + " /usr/local/bin/nbms-db-entrypoint"}, copies(db.ins))
+	assert.Equal(t, `["/usr/local/bin/nbms-db-entrypoint"]`, last(db.ins, "ENTRYPOINT"))
+	assert.Equal(t, `["postgres"]`, last(db.ins, "CMD"))
+	assert.Equal(t, "SIGINT", last(db.ins, "STOPSIGNAL"), "fast shutdown: a smart one waits for the app's pooled connections")
+	assert.Contains(t, last(db.ins, "HEALTHCHECK"), `CMD ["pg_isready", "-q", "-h", "/var/run/postgresql", "-U", "postgres"]`)
 
-	// The backup scheduler is the app's binary, copied from where the app
-	// image keeps it (its ENTRYPOINT), to where the program runs it.
-	var copies []string
-	for _, in := range final.ins {
-		if in.cmd == "COPY" {
-			copies = append(copies, in.args)
-		}
-	}
-	assert.Contains(t, copies, "--from=app "+appBinary(t)+" /usr/local/bin/nbms")
-	assert.Contains(t, copies, "--chmod=0755 "+filepath.Base(dbEntrypoint)+" /usr/local/bin/nbms-db-entrypoint")
-	assert.Equal(t, `["/usr/local/bin/nbms-db-entrypoint"]`, last(final.ins, "ENTRYPOINT"))
-	assert.Equal(t, `["postgres"]`, last(final.ins, "CMD"))
-	assert.Equal(t, "SIGINT", last(final.ins, "STOPSIGNAL"), "fast shutdown: a smart one waits for the app's pooled connections")
-	assert.Contains(t, last(final.ins, "HEALTHCHECK"), `CMD ["pg_isready", "-q", "-h", "/var/run/postgresql", "-U", "postgres"]`)
+	// The app image, only as the source of the backup target's binary.
+	// Its build arg's default is no image but a stage that fails the build
+	// (BuildKit 0.8 fails on an empty FROM even in a stage the target does
+	// not need, so that a db build would need APP_IMAGE).
+	assert.Equal(t, "${APP_IMAGE}", app.from, "the app image comes from the build arg the program passes")
+	assert.Equal(t, "app", app.alias)
+	assert.Empty(t, app.ins)
+	assert.Contains(t, text, "\nARG APP_IMAGE=no-app-image\n")
+	assert.Equal(t, "no-app-image", noApp.alias)
+	assert.Equal(t, "${BASE_IMAGE}", noApp.from, "the bare base: it fails at once")
+	assert.Contains(t, runs(noApp.ins), "APP_IMAGE is not set")
+	assert.True(t, strings.HasSuffix(runs(noApp.ins), "exit 1"), runs(noApp.ins))
+
+	// The backup scheduler: the db stage plus the app's binary, copied
+	// from where the app image keeps it (its ENTRYPOINT) to where the
+	// program runs it, and the app image's ID in a label.
+	assert.Equal(t, "db", backup.from)
+	assert.Equal(t, "backup", backup.alias)
+	assert.Empty(t, runs(backup.ins), "nothing installed again: the db stage's packages")
+	assert.Equal(t, []string{"--from=app " + appBinary(t) + " /usr/local/bin/nbms"}, copies(backup.ins))
+	assert.Contains(t, text, "ARG APP_IMAGE_ID=unknown")
+	assert.Contains(t, last(backup.ins, "LABEL"), `org.nbms.app-image-id="${APP_IMAGE_ID}"`)
+	assert.Contains(t, last(backup.ins, "LABEL"), `org.nbms.base-image-id="${BASE_IMAGE_ID}"`)
+	assert.Equal(t, "999:999", last(backup.ins, "USER"), "the program runs the scheduler as postgres too")
+	assert.Equal(t, `["/usr/local/bin/nbms"]`, last(backup.ins, "ENTRYPOINT"))
+	assert.Equal(t, `["backup-schedule"]`, last(backup.ins, "CMD"))
+	assert.Equal(t, "SIGTERM", last(backup.ins, "STOPSIGNAL"), "not the db stage's SIGINT")
+	assert.Contains(t, last(backup.ins, "HEALTHCHECK"), `CMD ["pgbackrest", "info"]`, "the program's health check of the backup container")
+
 	for _, gone := range []string{"supercronic", "curl", "sha1sum", "nbms-backup-scheduler", "docker-entrypoint"} {
 		assert.NotContains(t, text, gone, "nothing is downloaded at build time; no shell scheduler; not the official image's entrypoint")
 	}
 	_, err := os.Stat("db/initdb")
 	assert.True(t, os.IsNotExist(err), "db/initdb (the official image's hook directory) is gone")
+}
+
+// copies are the arguments of the COPY instructions of ins.
+func copies(ins []instruction) []string {
+	var out []string
+	for _, in := range ins {
+		if in.cmd == "COPY" {
+			out = append(out, in.args)
+		}
+	}
+	return out
 }
 
 func TestDatabaseEntrypoint(t *testing.T) {
@@ -568,6 +614,10 @@ func TestNginxImage(t *testing.T) {
 	assert.Contains(t, r, "apt-get install -y --no-install-recommends nginx wget;")
 	assert.Contains(t, r, "rm -rf /etc/nginx/sites-enabled/default", "no default site")
 	assert.Contains(t, text, "COPY nginx.conf /etc/nginx/nginx.conf")
+	for _, script := range []string{"nbms-proxy", "nbms-switch"} {
+		assert.Contains(t, text, "COPY --chmod=0755 "+script+" /usr/local/bin/"+script, "the blue/green supervisor and switch")
+	}
+	assert.Contains(t, r, "install -d -o nginx -g nginx -m 0755 /var/lib/nbms-proxy;", "a fresh control volume belongs to nginx's user")
 	assert.Contains(t, last(final.ins, "HEALTHCHECK"), `CMD ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80`+nginx.HealthPath+`"]`,
 		"the program's health check, on the renderer's health path")
 	assert.Equal(t, `["nginx", "-e", "stderr", "-g", "daemon off;"]`, last(final.ins, "CMD"), "-e stderr: Debian's compiled-in error log is on the read-only root")
@@ -657,6 +707,7 @@ func TestCheckCatchesMistakes(t *testing.T) {
 		{"a digest-pinned registry image", head + "FROM debian@sha256:" + strings.Repeat("a", 64) + "\n" + tail, "every image builds FROM ${BASE_IMAGE}"},
 		{"COPY from an image", good + "COPY --from=busybox:1.36 /bin/sh /bin/sh\n", "is no earlier stage"},
 		{"base with a default", "ARG BASE_IMAGE=debian:bookworm\nARG BASE_IMAGE_ID=unknown\nFROM ${BASE_IMAGE}\n" + tail, "has a default"},
+		{"app image defaulting to a later stage", head + "ARG APP_IMAGE=later\nFROM ${APP_IMAGE} AS app\nFROM ${BASE_IMAGE} AS later\n" + tail, "has a default"},
 		{"another build arg", head + "ARG OTHER\nFROM ${OTHER}\n" + tail, "from BASE_IMAGE (or APP_IMAGE"},
 		{"undeclared build arg", "ARG BASE_IMAGE_ID=unknown\nFROM $BASE_IMAGE\n" + tail, "CKV_DOCKER_7"},
 		{"build arg declared after FROM", "ARG BASE_IMAGE_ID=unknown\nFROM scratch\nARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n" + tail, "CKV_DOCKER_7"},

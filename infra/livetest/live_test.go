@@ -466,8 +466,9 @@ func startSite(t *testing.T, extra map[string]string) *site {
 	p.ListenAddress = "127.0.0.1"
 	p.HTTPPort, p.HTTPSPort = s.HTTPPort, s.HTTPSPort
 	p.CertPath, p.KeyPath = cert.CertPath, cert.KeyPath
-	p.Upstream = "127.0.0.1:" + strconv.Itoa(appPort)
-	p.Resolver = "" // an IP upstream needs none (Docker's DNS is not here)
+	// The upstream file, as the switch writes it for the live release.
+	p.UpstreamFile = filepath.Join(dir, "upstream.conf")
+	require.NoError(t, os.WriteFile(p.UpstreamFile, []byte("# release live-test\nserver 127.0.0.1:"+strconv.Itoa(appPort)+" max_fails=0;\n"), 0o644))
 	p.StaticRoot, p.MediaRoot = s.staticRoot, s.mediaRoot
 	p.WorkerProcesses = 1
 	tmp := filepath.Join(dir, "tmp")

@@ -128,6 +128,8 @@ func TestValidate(t *testing.T) {
 		{"upstream without port", func(p *Params) { p.Upstream = "app" }, []string{"not host:port"}},
 		{"upstream bad port", func(p *Params) { p.Upstream = "app:0" }, []string{"no valid port"}},
 		{"resolver not an IP", func(p *Params) { p.Resolver = "dns.local" }, []string{"Resolver:"}},
+		{"upstream and upstream file", func(p *Params) { p.UpstreamFile = "/var/lib/nbms-proxy/upstream.conf" }, []string{"UpstreamFile: set either Upstream or UpstreamFile"}},
+		{"relative upstream file", func(p *Params) { p.Upstream, p.UpstreamFile = "", "upstream.conf" }, []string{"UpstreamFile:"}},
 		{"zero body limit", func(p *Params) { p.ClientMaxBodyBytes = 0 }, []string{"ClientMaxBodyBytes:"}},
 		{"login path with space", func(p *Params) { p.LoginPath = "/auth/login x" }, []string{"LoginPath:"}},
 		{"login path traversal", func(p *Params) { p.LoginPath = "/auth/../login" }, []string{"LoginPath:"}},
@@ -192,6 +194,11 @@ func TestNginxAcceptsRenderedConfig(t *testing.T) {
 			p.SecurityHeaders, p.ACMEChallengeRoot = appHeaders(map[string]string{}), ""
 			p.Upstream, p.Resolver = "127.0.0.1:8000", ""
 			p.WorkerProcesses = 2
+		}},
+		{"the upstream file the blue/green switch writes", func(p *Params, dir string) {
+			p.Upstream, p.Resolver = "", ""
+			p.UpstreamFile = filepath.Join(dir, "upstream.conf")
+			require.NoError(t, os.WriteFile(p.UpstreamFile, []byte("# release 0123456789ab\nserver 10.0.0.5:8000 max_fails=0;\n"), 0o644))
 		}},
 		{"HSTS preload and a non-default public port", func(p *Params, _ string) {
 			p.SecurityHeaders = appHeaders(map[string]string{"SECURE_HSTS_SECONDS": "63072000", "SECURE_HSTS_PRELOAD": "true"})

@@ -71,8 +71,15 @@ type Params struct {
 	TLS bool
 	// CertPath and KeyPath are the PEM certificate chain and private key.
 	CertPath, KeyPath string
-	// Upstream is host:port of the app, e.g. "app:8000".
+	// Upstream is host:port of the app, e.g. "app:8000". Unused when
+	// UpstreamFile is set.
 	Upstream string
+	// UpstreamFile is a file of `server host:port ...;` lines that nginx
+	// includes in the app's upstream group instead of Upstream: the deployed
+	// stack's blue/green switch (the proxy image's nbms-switch) writes the
+	// live release's address there, and the proxy's supervisor reloads
+	// nginx gracefully on it.
+	UpstreamFile string
 	// Resolver is the DNS server nginx asks for Upstream's address at
 	// request time (Docker's embedded DNS is 127.0.0.11). Required when the
 	// upstream host is a name: nginx resolves names in an upstream block
@@ -226,8 +233,15 @@ func (p Params) Validate() error {
 	checkPath("PidPath", p.PidPath)
 	checkPath("TempDir", p.TempDir)
 
-	if err := checkUpstream(p.Upstream, p.Resolver); err != nil {
-		add("Upstream", "%v", err)
+	switch {
+	case p.UpstreamFile != "" && p.Upstream != "":
+		add("UpstreamFile", "set either Upstream or UpstreamFile, not both")
+	case p.UpstreamFile != "":
+		checkPath("UpstreamFile", p.UpstreamFile)
+	default:
+		if err := checkUpstream(p.Upstream, p.Resolver); err != nil {
+			add("Upstream", "%v", err)
+		}
 	}
 	if p.Resolver != "" {
 		if _, err := netip.ParseAddr(p.Resolver); err != nil {

@@ -32,19 +32,20 @@ func Render(p Params) (string, error) {
 // view is Params turned into the exact strings the template writes.
 type view struct {
 	Params
-	Workers        string
-	HTTPListen     string
-	HTTPSListen    string
-	ServerNameList string
-	UpstreamURL    string
-	UpstreamGroup  string // the app's upstream group, for an address upstream
-	UpstreamServer string // its one server, host:port
-	ResolverAddr   string
-	RedirectTarget string
-	ForwardedPort  string
-	LoginRate      string
-	RetryAfter     int
-	HashedPattern  string
+	Workers         string
+	HTTPListen      string
+	HTTPSListen     string
+	ServerNameList  string
+	UpstreamURL     string
+	UpstreamGroup   string // the app's upstream group, for an address upstream or an upstream file
+	UpstreamServer  string // its one server, host:port
+	UpstreamInclude string // or the file of its servers
+	ResolverAddr    string
+	RedirectTarget  string
+	ForwardedPort   string
+	LoginRate       string
+	RetryAfter      int
+	HashedPattern   string
 	// RequestIDPattern is the app's rule for a client's request ID.
 	RequestIDPattern string
 	ErrorPages       []errorPage
@@ -77,7 +78,10 @@ func newView(p Params) (view, error) {
 	}
 	host, port, _ := net.SplitHostPort(p.Upstream) // validated
 	v.UpstreamURL = "http://" + net.JoinHostPort(host, port)
-	if _, err := netip.ParseAddr(host); err == nil {
+	if p.UpstreamFile != "" {
+		v.UpstreamGroup, v.UpstreamInclude = upstreamGroup, p.UpstreamFile
+		v.UpstreamURL = "http://" + upstreamGroup
+	} else if _, err := netip.ParseAddr(host); err == nil {
 		// An address: an upstream group, whose idle connections nginx keeps
 		// open and reuses (a variable naming a group uses the group). A name
 		// is re-resolved per request through the resolver, which leaves no
@@ -380,13 +384,19 @@ http {
     }
 {{- end}}
 
-{{- if .UpstreamServer}}
+{{- if .UpstreamGroup}}
 
     # The app. Idle connections are kept and reused: a request does not pay
     # for a TCP handshake with the app. max_fails=0: with a single server,
     # marking it down would only turn a blip into 502s for fail_timeout.
     upstream {{.UpstreamGroup}} {
+{{- if .UpstreamInclude}}
+        # The live release, written by the blue/green switch and loaded by a
+        # graceful reload (new workers; the old ones finish their requests).
+        include {{.UpstreamInclude}};
+{{- else}}
         server {{.UpstreamServer}} max_fails=0;
+{{- end}}
         keepalive 32;
         keepalive_requests 10000;
         keepalive_timeout 60s;

@@ -26,6 +26,7 @@ const (
 	RoleDB            = conventions.RoleDB
 	RoleCache         = conventions.RoleCache
 	RoleBackup        = conventions.RoleBackup
+	RoleSwitch        = conventions.RoleSwitch
 
 	EnvBackupScheduleFull  = conventions.EnvBackupScheduleFull
 	EnvBackupScheduleDiff  = conventions.EnvBackupScheduleDiff

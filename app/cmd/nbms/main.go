@@ -13,6 +13,10 @@ import (
 	"syscall"
 )
 
+// version is the release's version label, stamped in by the image build
+// (-ldflags -X main.version=...; app/Dockerfile's NBMS_VERSION).
+var version = "unversioned"
+
 // command is one subcommand. run returns the process exit status.
 type command struct {
 	summary string
@@ -31,6 +35,12 @@ var commands = map[string]command{
 	"backup-status":      {"check that backups and the WAL archive are fresh enough (exit 1 when stale)", runBackupStatus},
 	"createorg":          {"create an organisation", runCreateOrg},
 	"createuser":         {"create a user; the password is read from standard input, never from the command line", runCreateUser},
+	"version":            {"print the version label this binary was built with", runVersion},
+}
+
+func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {
+	fmt.Fprintln(stdout, version)
+	return exitOK
 }
 
 func main() {

@@ -40,7 +40,8 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "nbms")
-	build := exec.Command("go", "build", "-o", binary, ".")
+	// Stamped as the image build stamps it.
+	build := exec.Command("go", "build", "-ldflags", "-X main.version="+stampedVersion, "-o", binary, ".")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		panic("building nbms: " + err.Error())
@@ -93,6 +94,14 @@ func run(t *testing.T, env map[string]string, args ...string) (stdout, stderr st
 		t.Fatalf("running nbms: %v", err)
 	}
 	return out.String(), errb.String(), code
+}
+
+const stampedVersion = "1.4.0-rc.2+e2e"
+
+func TestVersionIsTheStampedOne(t *testing.T) {
+	out, _, code := run(t, nil, "version")
+	assert.Equal(t, 0, code)
+	assert.Equal(t, stampedVersion+"\n", out)
 }
 
 func TestHelpListsEverySubcommand(t *testing.T) {

@@ -48,6 +48,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		svc.Close()
 		return exitFail
 	}
+	svc.Logger.Info("serving", "addr", ln.Addr().String(), "version", version)
 	if err := svc.Run(ctx, ln); err != nil {
 		return exitFail
 	}

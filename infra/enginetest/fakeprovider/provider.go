@@ -98,7 +98,9 @@ func (p *Provider) Generated() []string {
 }
 
 // SetAddress makes the container named name report addr as its address
-// on every network it joins, e.g. where a test serves its stand-in.
+// on every network it joins, e.g. where a test serves its stand-in. A
+// name also stands for every container named name-<suffix> (each release
+// of the app) that has no address of its own.
 func (p *Provider) SetAddress(name, addr string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -111,7 +113,13 @@ func (p *Provider) SetAddress(name, addr string) {
 func (p *Provider) address(name string) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.addresses[name]
+	if addr, ok := p.addresses[name]; ok {
+		return addr
+	}
+	if i := strings.LastIndexByte(name, '-'); i > 0 {
+		return p.addresses[name[:i]]
+	}
+	return ""
 }
 
 // Reset empties the call log.
