@@ -2,6 +2,9 @@ package deploy
 
 import (
 	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
@@ -215,6 +218,16 @@ func (d *deployment) appRelease(plainEnv map[string]string, server appServer) (s
 // Instance is the resource name of a release's container of a role (see
 // conventions.PerRelease), and the suffix of its Docker name.
 func Instance(role, release string) string { return role + "-" + release }
+
+// releaseContainerURN matches the URN of a release's container.
+var releaseContainerURN = regexp.MustCompile(`\$docker:index/container:Container::(` +
+	strings.Join([]string{stacks.RoleMigrate, stacks.RoleCollectstatic, stacks.RoleApp, stacks.RoleSwitch}, "|") +
+	`)-[0-9a-f]{` + strconv.Itoa(releaseIDLength) + `}$`)
+
+// IsReleaseContainer reports whether urn is a release's container: a
+// failure there (a health check that never passes, say) kept the release
+// from going live.
+func IsReleaseContainer(urn string) bool { return releaseContainerURN.MatchString(urn) }
 
 // notLive is the error of a gate that kept a release from going live.
 func notLive(release, format string, args ...any) error {

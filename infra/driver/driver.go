@@ -483,6 +483,10 @@ func classify(err error, evs []events.EngineEvent) error {
 				// migrate, collectstatic or the switch kept a new release
 				// from going live: the live one still serves.
 				code, reason = ExitProbe, "the new app release did not go live: "+firstLine(msg[strings.Index(msg, deploy.NotLivePrefix):])
+			case deploy.IsReleaseContainer(ev.DiagnosticEvent.URN):
+				// A new release's container failed (its health check never
+				// passed, say): the live release still serves.
+				code, reason = ExitProbe, "the new app release did not go live: "+firstLine(msg)
 			}
 		}
 	}

@@ -659,3 +659,63 @@ func TestPreviewOfTheDevStackNeedsNoSecrets(t *testing.T) {
 	}
 	assert.Empty(t, e.applied(), "a preview changes nothing at the providers")
 }
+
+// A release whose migrate fails never goes live, through the real engine
+// and the driver: up fails with exit 4 and the migrate's message before the
+// new server exists; nothing is deleted, so the live release (and nginx)
+// stay as they are. The next up with a good release goes live and removes
+// the failed release's one-shots with the previous release's containers.
+func TestFailedMigrateKeepsTheLiveRelease(t *testing.T) {
+	e := newEnv(t)
+	entry, _ := e.entries(true)
+	settings := func(appMemoryMB int) string {
+		return e.stackFile(map[string]string{
+			"probe":  entry.probeSetting("20s"),
+			"limits": fmt.Sprintf(`{"app": {"memoryMb": %d}}`, appMemoryMB),
+		})
+	}
+	opts := e.options(settings(512))
+	res, err := e.run(driver.Up, opts)
+	require.NoError(t, err)
+	release := func(res *driver.Result) string { return res.Outputs["app"].Value.(map[string]any)["release"].(string) }
+	live := release(res)
+
+	e.docker.SetExitCode("prod-"+stacks.RoleMigrate+"-", 3)
+	e.reset()
+	opts.StackFile = settings(768)
+	_, err = e.run(driver.Up, opts)
+	require.Error(t, err)
+	assert.Equal(t, driver.ExitProbe, driver.ExitCode(err), err.Error())
+	assert.Contains(t, err.Error(), "the new app release did not go live")
+	assert.Contains(t, err.Error(), "migrate exited with status 3")
+	var applied, failedRelease []string
+	for _, c := range e.applied() {
+		applied = append(applied, c.Method+" "+generic(c.Name))
+		failedRelease = append(failedRelease, c.Name)
+	}
+	assert.ElementsMatch(t, []string{"Create migrate-<release>", "Create collectstatic-<release>"}, applied,
+		"no server, no switch, nothing deleted")
+	state := e.stackExport()
+	for _, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic, stacks.RoleApp, stacks.RoleSwitch} {
+		assert.Contains(t, state, "docker:index/container:Container::"+deploy.Instance(role, live), "the live release's %s stays", role)
+	}
+
+	e.docker.SetExitCode("prod-"+stacks.RoleMigrate+"-", 0)
+	e.reset()
+	opts.StackFile = settings(640)
+	res, err = e.run(driver.Up, opts)
+	require.NoError(t, err)
+	next := release(res)
+	require.NotEqual(t, live, next)
+	var deleted []string
+	for _, c := range e.applied() {
+		if c.Method == "Delete" {
+			deleted = append(deleted, c.Name)
+		}
+	}
+	want := failedRelease // the failed release's two one-shots
+	for _, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic, stacks.RoleApp, stacks.RoleSwitch} {
+		want = append(want, deploy.Instance(role, live))
+	}
+	assert.ElementsMatch(t, want, deleted, "the previous release's containers and the failed release's, after the switch")
+}

@@ -73,6 +73,9 @@ type Provider struct {
 	// addresses are container IPv4 addresses a test set, by container
 	// name (the "name" input); other containers get a made-up one.
 	addresses map[string]string
+	// exitCodes are one-shot exit codes a test set, by container name
+	// prefix; other one-shots exit 0.
+	exitCodes map[string]int
 }
 
 // New returns a fake provider for the package pkg ("docker" or "random")
@@ -120,6 +123,29 @@ func (p *Provider) address(name string) string {
 		return p.addresses[name[:i]]
 	}
 	return ""
+}
+
+// SetExitCode makes every one-shot (attached) container created from now
+// on whose name starts with prefix exit with code, e.g. the migrate run of
+// a release that fails; code 0 undoes it.
+func (p *Provider) SetExitCode(prefix string, code int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exitCodes == nil {
+		p.exitCodes = map[string]int{}
+	}
+	p.exitCodes[prefix] = code
+}
+
+func (p *Provider) exitCode(name string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for prefix, code := range p.exitCodes {
+		if strings.HasPrefix(name, prefix) {
+			return code
+		}
+	}
+	return 0
 }
 
 // Reset empties the call log.
@@ -338,9 +364,14 @@ func (p *Provider) computed(typ, urn string, ins resource.PropertyMap, preview b
 		set("imageId", resource.NewStringProperty("sha256:"+fullHash("remote", urn)))
 		set("repoDigest", resource.NewStringProperty(ins["name"].StringValue()))
 	case ContainerType:
-		// A one-shot (attached) container exited successfully.
+		// A one-shot (attached) container exited, successfully unless a
+		// test said otherwise.
 		if a := ins["attach"]; a.IsBool() && a.BoolValue() {
-			set("exitCode", resource.NewNumberProperty(0))
+			code := 0
+			if n := ins["name"]; n.IsString() {
+				code = p.exitCode(n.StringValue())
+			}
+			set("exitCode", resource.NewNumberProperty(float64(code)))
 		}
 		readBack(outs)
 		// An address on each network it joined, as the provider reports
