@@ -291,7 +291,7 @@ func TestProxySwitchesUpstreams(t *testing.T) {
 	notReady := newBackend(t, "not-ready", false)
 
 	step(t, "first start: the switch leaves the upstream for the proxy", func(t *testing.T) {
-		out, errOut, code := r.runSwitch(t, "blue-1", switchHost, "5", blue.addr())
+		out, errOut, code := r.runSwitch(t, "blue-1", switchHost, "20", blue.addr())
 		require.Equal(t, 0, code, "stdout: %s\nstderr: %s", out, errOut)
 		assert.Contains(t, out, "it will load the upstream of release blue-1 ("+blue.addr()+") when it starts")
 		assert.Equal(t, upstreamFile("blue-1", blue.addr()), r.file("upstream.next"))
@@ -369,7 +369,7 @@ func TestProxySwitchesUpstreams(t *testing.T) {
 		}()
 		r.waitFor(t, "requests through nginx before the switch", false, func() bool { return blues.Load() >= 100 })
 
-		out, errOut, code := r.runSwitch(t, "green-2", switchHost, "5", green.addr())
+		out, errOut, code := r.runSwitch(t, "green-2", switchHost, "20", green.addr())
 		require.Equal(t, 0, code, "stdout: %s\nstderr: %s\nproxy:\n%s", out, errOut, r.log)
 		assert.Equal(t, "nbms-switch: nginx now sends to release green-2 ("+green.addr()+")\n", out)
 		assert.Equal(t, "ok green-2\n", r.file("ack"))
