@@ -5,6 +5,8 @@
 // declaration instead of agreeing on strings.
 package conventions
 
+import "slices"
+
 // Labels on every docker.Container.
 const (
 	LabelRole    = "nbms.role"
@@ -45,13 +47,14 @@ func OneShot(role string) bool {
 	return role == RoleMigrate || role == RoleCollectstatic || role == RoleSwitch
 }
 
-// PerRelease reports whether a role's containers belong to one app
-// release: each release has its own (named <stack>-<role>-<release>, with
-// the release in LabelRelease), started beside the live release's, and the
+// ReleaseRoles are the roles whose containers belong to one app release:
+// each release has its own (named <stack>-<role>-<release>, with the
+// release in LabelRelease), started beside the live release's, and the
 // live release's are removed only once the new one is live.
-func PerRelease(role string) bool {
-	return role == RoleApp || role == RoleMigrate || role == RoleCollectstatic || role == RoleSwitch
-}
+var ReleaseRoles = []string{RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch}
+
+// PerRelease reports whether a role is one of ReleaseRoles.
+func PerRelease(role string) bool { return slices.Contains(ReleaseRoles, role) }
 
 // EdgeNetwork is the network of nginx and the app.
 func EdgeNetwork(stack string) string { return stack + "-edge" }

@@ -11,6 +11,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/nbms-deploy/nbms/stacks"
 )
 
@@ -221,7 +222,7 @@ func Instance(role, release string) string { return role + "-" + release }
 
 // releaseContainerURN matches the URN of a release's container.
 var releaseContainerURN = regexp.MustCompile(`\$docker:index/container:Container::(` +
-	strings.Join([]string{stacks.RoleMigrate, stacks.RoleCollectstatic, stacks.RoleApp, stacks.RoleSwitch}, "|") +
+	strings.Join(conventions.ReleaseRoles, "|") +
 	`)-[0-9a-f]{` + strconv.Itoa(releaseIDLength) + `}$`)
 
 // IsReleaseContainer reports whether urn is a release's container: a

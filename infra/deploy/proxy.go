@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -97,24 +96,25 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 		return nil, err
 	}
 	control := volumeMount{volume: p.Control, name: controlName, path: proxyControlDir}
-	timeout, err := time.ParseDuration(d.cfg.Probe.Timeout) // validated
+	// The switch probes as the hooks do: the stack's timeout, the domain.
+	probe, err := probeTiming(d.cfg)
 	if err != nil {
-		return nil, fmt.Errorf("nbms:probe.timeout: %w", err)
+		return nil, err
 	}
 
 	// The switch: checks the new release's /readyz itself (two answers in
 	// a row, from inside the edge network), then hands nginx's supervisor
-	// the release's address and waits until nginx has reloaded onto it. It
-	// is replaced, and so runs again, whenever the live release changes.
+	// the release's address and waits until nginx has reloaded onto it.
+	// Each release has its own, so it runs once per release.
 	p.Switch, err = d.newContainer(ctx, p, containerSpec{
 		role: stacks.RoleSwitch, instance: Instance(stacks.RoleSwitch, app.Release),
 		labels: map[string]string{LabelRelease: app.Release},
 		image:  image.RepoDigest, user: proxyUID,
 		entrypoint: []string{proxySwitchCommand},
 		command: pulumi.StringArray{
-			pulumi.String(app.Release), pulumi.String(d.cfg.Domain),
+			pulumi.String(app.Release), pulumi.String(probe.Host),
 			// Whole seconds, at least one (the script's unit).
-			pulumi.String(strconv.Itoa(max(1, int(math.Ceil(timeout.Seconds()))))),
+			pulumi.String(strconv.Itoa(max(1, int(math.Ceil(probe.Timeout.Seconds()))))),
 			pulumi.Sprintf("%s:%d", app.EdgeAddress, stacks.AppPort),
 		},
 		healthcheck: healthcheck(checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Second, 1}, "test", "-x", proxySwitchCommand),
@@ -126,7 +126,7 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 	if err != nil {
 		return nil, err
 	}
-	// The switch's exit code decides the update (see switched). nginx only
+	// The switch's exit code decides the update (see Switched). nginx only
 	// depends on the switch (it starts on the upstream the switch wrote):
 	// an input computed from the switch's outputs would make the engine
 	// replace nginx with every release.
@@ -153,9 +153,6 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 			Ip: pulumi.String(d.cfg.BindAddress), Protocol: pulumi.String("tcp"),
 		})
 	}
-	// nginx runs directly on the rendered file; -e stderr keeps it from
-	// opening its compiled-in error log (/var/log/nginx, read-only here)
-	// before it has read the file.
 	// The supervisor runs nginx on the rendered file (-e stderr keeps nginx
 	// from opening its compiled-in error log, read-only here, before it
 	// has read the file) and applies the switch's upstream changes.

@@ -37,7 +37,7 @@ const (
 	ExitFailed = 1 // the engine, a provider or the program failed: look at the output, maybe retry
 	ExitUsage  = 2 // bad flags, missing passphrase, CLI or policy pack, or an invalid stack configuration: fix the input
 	ExitPolicy = 3 // a mandatory policy refused the stack: nothing was created or changed
-	ExitProbe  = 4 // the deployment did not become ready (post-deploy probe), or a new app release failed a gate (migrate, collectstatic, the switch's readiness check) and the live one kept serving
+	ExitProbe  = 4 // the deployment did not become ready (post-deploy probe), or a new app release failed a gate (migrate, collectstatic, its health check, the switch's readiness check) and the live one kept serving
 )
 
 // Error is a failed run with the exit code it maps to.

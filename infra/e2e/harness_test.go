@@ -208,7 +208,7 @@ func (s *stack) stackFile(overrides map[string]string) string {
 	values := maps.Clone(s.settings)
 	values["httpPort"] = strconv.Itoa(s.httpPort)
 	values["httpsPort"] = strconv.Itoa(s.httpsPort)
-	values["images"] = fmt.Sprintf(`{"base": %q}`, baseImage)
+	values["images"] = s.imagesSetting("")
 	maps.Copy(values, overrides)
 	var b strings.Builder
 	b.WriteString("config:\n")

@@ -103,8 +103,12 @@ func (s *stack) liveRelease(t *testing.T) string {
 	return release
 }
 
-// imagesSetting is the stack's images setting with an app version label.
+// imagesSetting is the stack's images setting: the local base image and
+// an app version label ("" for none).
 func (s *stack) imagesSetting(version string) string {
+	if version == "" {
+		return fmt.Sprintf(`{"base": %q}`, baseImage)
+	}
 	return fmt.Sprintf(`{"base": %q, "appVersion": %q}`, baseImage, version)
 }
 

@@ -298,7 +298,7 @@ var expectedPlan = []string{
 
 // releaseName matches the resource name of a release's container (see
 // conventions.PerRelease).
-var releaseName = regexp.MustCompile(`^(app|migrate|collectstatic|switch)-[0-9a-f]{12}$`)
+var releaseName = regexp.MustCompile(`^(` + strings.Join(conventions.ReleaseRoles, "|") + `)-[0-9a-f]{12}$`)
 
 // generic names a release's container "<role>-<release>", for lists that
 // hold whichever release the program declares.

@@ -76,9 +76,10 @@ func newView(p Params) (view, error) {
 	if p.WorkerProcesses > 0 {
 		v.Workers = strconv.Itoa(p.WorkerProcesses)
 	}
-	host, port, _ := net.SplitHostPort(p.Upstream) // validated
+	host, port, _ := net.SplitHostPort(p.Upstream) // validated; both empty with an UpstreamFile
 	v.UpstreamURL = "http://" + net.JoinHostPort(host, port)
 	if p.UpstreamFile != "" {
+		// The switch's file of servers: an upstream group, like an address.
 		v.UpstreamGroup, v.UpstreamInclude = upstreamGroup, p.UpstreamFile
 		v.UpstreamURL = "http://" + upstreamGroup
 	} else if _, err := netip.ParseAddr(host); err == nil {
