@@ -32,6 +32,9 @@ import (
 const (
 	secretContent = "TOP-SECRET outside the static folder"
 	liveBodyLimit = 64 << 10
+	// liveReadTimeout is how long the live site's nginx waits for the app
+	// before its own 504: short, so that the test of it is.
+	liveReadTimeout = 2 * time.Second
 )
 
 // seenRequest is what the upstream received for one request path.
@@ -44,7 +47,8 @@ type seenRequest struct {
 
 // recordingUpstream stands in for the app: it records every request it
 // receives and answers "upstream:<path>". /leaky answers with the headers
-// nginx must replace or drop.
+// nginx must replace or drop; /api/slow answers only after the live site's
+// upstream read timeout.
 type recordingUpstream struct {
 	mu   sync.Mutex
 	seen map[string][]seenRequest
@@ -55,6 +59,12 @@ func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	u.seen[r.URL.Path] = append(u.seen[r.URL.Path], seenRequest{r.RequestURI, r.Host, r.Header.Clone(), int(n)})
 	u.mu.Unlock()
+	if r.URL.Path == "/api/slow" {
+		select {
+		case <-r.Context().Done(): // nginx gave up
+		case <-time.After(3 * liveReadTimeout):
+		}
+	}
 	if r.URL.Path == "/leaky" {
 		h := w.Header()
 		h.Set("Strict-Transport-Security", "max-age=1")
@@ -147,6 +157,7 @@ func startLiveSite(t *testing.T) *liveSite {
 	p.ClientMaxBodyBytes = liveBodyLimit
 	p.LoginRatePerMinute, p.LoginBurst = 1, 2
 	p.WorkerProcesses = 1
+	p.UpstreamReadTimeout = liveReadTimeout
 	p.PidPath = filepath.Join(tmp, "nginx.pid")
 	p.TempDir = tmp
 	conf, err := Render(p)
@@ -488,6 +499,13 @@ func TestLiveNginx(t *testing.T) {
 		}
 		opened := s.upstreamConns.Load() - before
 		assert.LessOrEqual(t, opened, int64(2), "%d sequential requests opened %d connections to the app", requests, opened)
+	})
+
+	t.Run("app too slow: 504 in the problem+json shape", func(t *testing.T) {
+		resp, body := s.Do(t, "GET", s.HTTPSURL("/api/slow"), nil, nil)
+		assert.Equal(t, http.StatusGatewayTimeout, resp.StatusCode)
+		assertProblem(t, resp, body, http.StatusGatewayTimeout)
+		assertEdgeHeaders(t, resp)
 	})
 
 	t.Run("app down: 502 in the problem+json shape", func(t *testing.T) {

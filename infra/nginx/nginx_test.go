@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -134,6 +135,7 @@ func TestValidate(t *testing.T) {
 		{"login path with space", func(p *Params) { p.LoginPath = "/auth/login x" }, []string{"LoginPath:"}},
 		{"login path traversal", func(p *Params) { p.LoginPath = "/auth/../login" }, []string{"LoginPath:"}},
 		{"negative burst", func(p *Params) { p.LoginBurst = -1 }, []string{"LoginBurst:"}},
+		{"read timeout not in whole seconds", func(p *Params) { p.UpstreamReadTimeout = 1500 * time.Millisecond }, []string{"UpstreamReadTimeout:"}},
 		{"HSTS without TLS", func(p *Params) {
 			*p = devParams()
 			p.SecurityHeaders = append(p.SecurityHeaders, Header{"Strict-Transport-Security", "max-age=60"})

@@ -20,15 +20,18 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nbms-deploy/nbms/infra/internal/confpath"
 )
 
 // Defaults applied to zero-valued Params fields.
 const (
-	DefaultPidPath   = "/tmp/nginx.pid"
-	DefaultTempDir   = "/tmp"
-	DefaultLoginPath = "/auth/login"
+	DefaultPidPath = "/tmp/nginx.pid"
+	DefaultTempDir = "/tmp"
+	// DefaultUpstreamReadTimeout is how long nginx waits for the app.
+	DefaultUpstreamReadTimeout = 60 * time.Second
+	DefaultLoginPath           = "/auth/login"
 )
 
 // HealthPath is answered 200 by nginx itself on the HTTP port, whatever the
@@ -132,6 +135,10 @@ type Params struct {
 	// WorkerProcesses is the number of worker processes; zero means "auto"
 	// (one per CPU the container sees).
 	WorkerProcesses int
+	// UpstreamReadTimeout is how long nginx waits for the app's answer
+	// before it answers 504 itself, in whole seconds; zero means
+	// DefaultUpstreamReadTimeout.
+	UpstreamReadTimeout time.Duration
 	// PidPath and TempDir are the writable paths nginx needs; they default
 	// to /tmp so a single tmpfs at /tmp makes a read-only root filesystem
 	// work. TempDir must exist: nginx creates only its nginx-* subfolders.
@@ -274,6 +281,9 @@ func (p Params) Validate() error {
 	}
 	if p.WorkerProcesses < 0 {
 		add("WorkerProcesses", "must not be negative, got %d", p.WorkerProcesses)
+	}
+	if t := p.UpstreamReadTimeout; t < 0 || t%time.Second != 0 {
+		add("UpstreamReadTimeout", "must be whole seconds, got %v", t)
 	}
 
 	headerSeen := map[string]bool{}

@@ -1,6 +1,7 @@
 package nginx
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/nbms-deploy/nbms/app/config"
 )
@@ -33,6 +35,7 @@ func Render(p Params) (string, error) {
 type view struct {
 	Params
 	Workers         string
+	ReadTimeout     string
 	HTTPListen      string
 	HTTPSListen     string
 	ServerNameList  string
@@ -76,6 +79,7 @@ func newView(p Params) (view, error) {
 	if p.WorkerProcesses > 0 {
 		v.Workers = strconv.Itoa(p.WorkerProcesses)
 	}
+	v.ReadTimeout = strconv.Itoa(int(cmp.Or(p.UpstreamReadTimeout, DefaultUpstreamReadTimeout)/time.Second)) + "s"
 	host, port, _ := net.SplitHostPort(p.Upstream) // validated; both empty with an UpstreamFile
 	v.UpstreamURL = "http://" + net.JoinHostPort(host, port)
 	if p.UpstreamFile != "" {
@@ -409,7 +413,7 @@ http {
     proxy_http_version 1.1;
     proxy_connect_timeout 5s;
     proxy_send_timeout 60s;
-    proxy_read_timeout 60s;
+    proxy_read_timeout {{.ReadTimeout}};
 
     # A request for a host this site does not serve gets no answer at all.
     server {
