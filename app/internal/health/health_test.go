@@ -3,11 +3,14 @@ package health_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,6 +314,328 @@ func TestNewRejectsAmbiguousChecks(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			assert.Panics(t, func() { health.New(health.Options{Checks: tt.checks}) })
+		})
+	}
+}
+
+func TestNewRejectsCacheForAboveMax(t *testing.T) {
+	assert.Panics(t, func() { health.New(health.Options{CacheFor: health.MaxCacheFor + time.Millisecond}) })
+	assert.NotPanics(t, func() { health.New(health.Options{CacheFor: health.MaxCacheFor}) })
+}
+
+// countingCheck counts its runs and the most of them that overlapped.
+type countingCheck struct {
+	name                       string
+	fn                         func(ctx context.Context) error
+	calls, running, maxRunning atomic.Int64
+}
+
+func (c *countingCheck) Name() string { return c.name }
+
+func (c *countingCheck) Check(ctx context.Context) error {
+	c.calls.Add(1)
+	n := c.running.Add(1)
+	defer c.running.Add(-1)
+	for {
+		m := c.maxRunning.Load()
+		if n <= m || c.maxRunning.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	return c.fn(ctx)
+}
+
+// getAll sends n concurrent GETs to url, released together, and returns the
+// answers that were not 200 (status and body).
+func getAll(t *testing.T, url string, n int) []string {
+	t.Helper()
+	start := make(chan struct{})
+	var (
+		mu  sync.Mutex
+		bad []string
+		wg  sync.WaitGroup
+	)
+	for range n {
+		wg.Go(func() {
+			<-start
+			msg := ""
+			resp, err := client.Get(url)
+			if err != nil {
+				msg = err.Error()
+			} else {
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					msg = resp.Status + " " + string(raw)
+				}
+			}
+			if msg != "" {
+				mu.Lock()
+				bad = append(bad, msg)
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return bad
+}
+
+func TestReadinessCoalescesConcurrentRequests(t *testing.T) {
+	const (
+		requests   = 64
+		checkTakes = 50 * time.Millisecond
+	)
+	tests := []struct {
+		name     string
+		cacheFor time.Duration
+		// spacing is the least time between the starts of two runs: runs
+		// never overlap, and with reuse on the next one waits for the pass
+		// to expire.
+		spacing time.Duration
+	}{
+		{"reuse off", -1, checkTakes},
+		{"default reuse", 0, health.DefaultCacheFor},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			check := &countingCheck{name: "slow", fn: func(ctx context.Context) error {
+				select {
+				case <-time.After(checkTakes):
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}}
+			// A timeout far above checkTakes: this test is about sharing,
+			// and a loaded machine must not turn the sleep into a timeout.
+			srv := serve(t, health.New(health.Options{
+				Checks: []health.Checker{check}, Timeout: 5 * time.Second, CacheFor: tt.cacheFor,
+			}))
+
+			began := time.Now()
+			bad := getAll(t, srv.URL+"/readyz", requests)
+			elapsed := time.Since(began)
+
+			assert.Empty(t, bad, "spurious non-200 answers")
+			calls := check.calls.Load()
+			t.Logf("%d requests, %d check runs in %v", requests, calls, elapsed)
+			assert.Equal(t, int64(1), check.maxRunning.Load(), "runs overlapped")
+			// Runs start at least spacing apart within elapsed: an upper
+			// bound that load can only loosen.
+			assert.LessOrEqual(t, calls, 1+int64(elapsed/tt.spacing))
+			assert.GreaterOrEqual(t, calls, int64(1))
+		})
+	}
+}
+
+func TestReadinessShowsOutageWithinCacheFor(t *testing.T) {
+	const cacheFor = 50 * time.Millisecond
+	var down atomic.Bool
+	check := &countingCheck{name: "dep", fn: func(context.Context) error {
+		if down.Load() {
+			return errors.New("connection refused")
+		}
+		return nil
+	}}
+	srv := serve(t, health.New(health.Options{
+		Checks: []health.Checker{check}, CacheFor: cacheFor, Logger: slog.New(slog.DiscardHandler),
+	}))
+	require.Equal(t, http.StatusOK, do(t, http.MethodGet, srv.URL+"/readyz").code)
+
+	down.Store(true)
+	// Any pass still cached comes from a run that started before the
+	// outage, so once cacheFor has passed it may no longer answer. Sleeping
+	// longer under load only makes this more certain.
+	time.Sleep(cacheFor)
+	r := do(t, http.MethodGet, srv.URL+"/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, r.code, r.raw)
+	assert.Equal(t, checkBody{Status: "fail", Error: "unavailable"}, withoutLatency(r.body.Checks["dep"]))
+
+	// A fail is never reused: the first request after the recovery passes.
+	down.Store(false)
+	r = do(t, http.MethodGet, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusOK, r.code, r.raw)
+}
+
+func TestReadinessFirstRequesterCancellingFailsNoOne(t *testing.T) {
+	const others = 16
+	started, release := make(chan struct{}), make(chan struct{})
+	firstRunErr := make(chan error, 1)
+	var once sync.Once
+	check := &countingCheck{name: "dep", fn: func(ctx context.Context) error {
+		once.Do(func() { close(started) })
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		select {
+		case firstRunErr <- ctx.Err():
+		default:
+		}
+		return ctx.Err()
+	}}
+	// A timeout far above the test's own waits: the run must end because
+	// it is released, not because it timed out.
+	h := health.New(health.Options{Checks: []health.Checker{check}, Timeout: time.Minute})
+
+	// The wrapper lets the test see when requests are inside the handler
+	// and when the first one has given up.
+	var entered atomic.Int64
+	firstGone := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.Handle("/readyz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered.Add(1)
+		h.Readiness().ServeHTTP(w, r)
+		if r.Header.Get("X-First") != "" {
+			close(firstGone)
+		}
+	}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/readyz", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-First", "1")
+	firstErr := make(chan error, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		firstErr <- err
+	}()
+	waitFor(t, started, "the first run to start")
+	cancel()
+	waitFor(t, firstGone, "the first requester to give up")
+	assert.ErrorIs(t, <-firstErr, context.Canceled)
+
+	// The others arrive while the run the first one started is in flight.
+	done := make(chan []string, 1)
+	go func() { done <- getAll(t, srv.URL+"/readyz", others) }()
+	for deadline := time.Now().Add(10 * time.Second); entered.Load() < 1+others && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+
+	assert.NoError(t, <-firstRunErr, "the shared run was cancelled with its first requester")
+	assert.Empty(t, <-done, "spurious non-200 answers")
+}
+
+func waitFor(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for " + what)
+	}
+}
+
+func TestDrainingIgnoresCachedPass(t *testing.T) {
+	check := &countingCheck{name: "dep", fn: func(context.Context) error { return nil }}
+	h := health.New(health.Options{Checks: []health.Checker{check}, CacheFor: health.MaxCacheFor})
+	srv := serve(t, h)
+	require.Equal(t, http.StatusOK, do(t, http.MethodGet, srv.URL+"/readyz").code)
+
+	h.SetDraining(true)
+	calls := check.calls.Load()
+	r := do(t, http.MethodGet, srv.URL+"/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, r.code, r.raw)
+	assert.Equal(t, healthBody{Status: "fail", Reason: "draining"}, r.body)
+	assert.Equal(t, calls, check.calls.Load(), "draining ran the checks")
+
+	h.SetDraining(false)
+	assert.Equal(t, http.StatusOK, do(t, http.MethodGet, srv.URL+"/readyz").code)
+}
+
+// TestReadinessBusyPoolNoSpurious503 is the load that made /readyz flap: a
+// small pool in use by queries, and many probes at once. One worker keeps
+// one of the two connections busy, so a check always finds the other free
+// and any 503 is spurious; checks each running their own ping would find
+// the pool exhausted by one another.
+func TestReadinessBusyPoolNoSpurious503(t *testing.T) {
+	const (
+		concurrent = 48
+		rounds     = 5
+	)
+	pool, err := database.Open(context.Background(), database.Options{
+		URL:      "postgres://postgres@" + testsupport.PostgresAddr() + "/test?sslmode=disable",
+		MaxConns: 2,
+		// The pool's own health check briefly takes the idle connections.
+		HealthCheckPeriod: time.Hour,
+	})
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	require.NoError(t, pool.Ping(context.Background()))
+
+	ctx, stop := context.WithCancel(context.Background())
+	var (
+		wg      sync.WaitGroup
+		queries atomic.Int64
+	)
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			if _, err := pool.Exec(ctx, "SELECT pg_sleep(0.005)"); err == nil {
+				queries.Add(1)
+			}
+		}
+	})
+	defer wg.Wait()
+	defer stop()
+
+	for _, cacheFor := range []time.Duration{-1, 0} {
+		t.Run("CacheFor="+cacheFor.String(), func(t *testing.T) {
+			srv := serve(t, health.New(health.Options{
+				Checks: []health.Checker{database.Check(pool)}, CacheFor: cacheFor,
+				Logger: slog.New(slog.DiscardHandler),
+			}))
+			for range rounds {
+				assert.Empty(t, getAll(t, srv.URL+"/readyz", concurrent), "spurious non-200 answers")
+			}
+		})
+	}
+	assert.Positive(t, queries.Load(), "the pool was never busy")
+}
+
+// BenchmarkReadinessConcurrent measures /readyz under parallel load against
+// the real dependencies, with reuse off (runs shared only) and by default.
+func BenchmarkReadinessConcurrent(b *testing.B) {
+	pool, err := database.Open(context.Background(), database.Options{
+		URL: "postgres://postgres@" + testsupport.PostgresAddr() + "/test?sslmode=disable",
+	})
+	require.NoError(b, err)
+	b.Cleanup(pool.Close)
+	rdb, err := cache.Open(context.Background(), testsupport.RedisURL(), cache.Options{})
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = rdb.Close() })
+
+	for _, bb := range []struct {
+		name     string
+		cacheFor time.Duration
+	}{{"CacheFor=off", -1}, {"CacheFor=default", 0}} {
+		b.Run(bb.name, func(b *testing.B) {
+			handler := health.New(health.Options{
+				Checks:   []health.Checker{database.Check(pool), cache.Check(rdb)},
+				CacheFor: bb.cacheFor,
+				Logger:   slog.New(slog.DiscardHandler),
+			}).Readiness()
+			var failed atomic.Int64
+			// Many more waiters than CPUs, like the 32 proxied connections
+			// that made /readyz flap.
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					w := httptest.NewRecorder()
+					handler.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+					if w.Code != http.StatusOK {
+						failed.Add(1)
+					}
+				}
+			})
+			if n := failed.Load(); n > 0 {
+				b.Fatalf("%d answers were not 200", n)
+			}
 		})
 	}
 }
