@@ -81,6 +81,10 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 			"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
 			"NBMS_DB_NAME":         appDBName,
 			"NBMS_DB_USER":         appDBUser,
+			// The entrypoint creates the stanza before archiving starts, so
+			// that no archive_command of a first deploy fails.
+			"PGBACKREST_CONFIG": pgConfigPath,
+			"PGBACKREST_STANZA": pgStanza,
 		}, map[string]pulumi.StringInput{
 			"POSTGRES_PASSWORD": sec.DBSuperuserPassword,
 			"NBMS_DB_PASSWORD":  sec.AppDBPassword,

@@ -604,6 +604,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 		"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
 		"NBMS_DB_NAME":         "nbms", "NBMS_DB_USER": "nbms",
 		"POSTGRES_PASSWORD": superPassword, "NBMS_DB_PASSWORD": appPassword,
+		"PGBACKREST_CONFIG": pgConfigPath, "PGBACKREST_STANZA": pgStanza,
 	}
 	postgres := []string{"nbms-db-entrypoint", "postgres"}
 	settings := pgbackrest.PostgresSettings(pgConfigPath, pgStanza)
@@ -628,6 +629,9 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	t.Run("database: initialised as the contract says", func(t *testing.T) {
 		logs := e.logs(db)
 		assert.Equal(t, 1, strings.Count(logs, "nbms-db-entrypoint: initialisation complete"), logs)
+		// The stanza exists before the real server archives anything.
+		assert.Contains(t, logs, "nbms-db-entrypoint: creating the pgBackRest stanza "+pgStanza)
+		assert.NotContains(t, logs, "stanza-create failed")
 		assert.Contains(t, logs, `listening on IPv4 address "0.0.0.0", port 5432`)
 		// PostgreSQL is PID 1 (exec'd) and its environment holds no password.
 		pid1 := e.run(t, nil, "exec", db, "sh", "-c", `tr '\0' ' ' </proc/1/cmdline; echo; tr '\0' '\n' </proc/1/environ`)
@@ -792,6 +796,10 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 		assert.Zero(t, info[0].Status.Code, "stanza ok: WAL archived by the database container's archive_command")
 		require.Len(t, info[0].Backup, 1)
 		assert.Equal(t, "full", info[0].Backup[0].Type)
+		// The backup switched WAL and waited for it to be archived; no
+		// archive_command failed before it, not even on this first start.
+		archiver := e.run(t, nil, "exec", db, "psql", "-Atc", "SELECT archived_count > 0, failed_count FROM pg_stat_archiver")
+		assert.Equal(t, "t|0", archiver, "WAL archived from the first start with no failed archive_command")
 
 		// The scheduler, with the program's command line.
 		scheduler := name("backup")

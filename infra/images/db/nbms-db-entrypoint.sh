@@ -28,6 +28,16 @@
 # (pg_isready on that directory) and the backup container see no server
 # until the real one is up.
 #
+# WAL archiving needs the pgBackRest stanza to exist in the repository:
+# until it does, every archive_command fails (archive.info missing, exit
+# 103), which on a first deploy is a spurious alert and a gap in the
+# archive. So when PGBACKREST_STANZA is set (and PGBACKREST_CONFIG names the
+# config; pgBackRest reads both from the environment), every start runs the
+# idempotent stanza-create against the private server of that start (the
+# initialisation server on a first start, the password server after), before
+# the real server and its archiving begin. A failure is logged and does not
+# stop the database: the backup scheduler retries stanza-create at its start.
+#
 # Every start, the roles' passwords become the ones in the environment: the
 # stack's generated secrets are the source of truth, so a redeploy onto a
 # kept data volume (after a destroy, say) or a rotated password just works.
@@ -102,6 +112,15 @@ host    all          all   all      scram-sha-256
 EOF
 fi
 
+# create_stanza SOCKET_DIR: the idempotent pgBackRest stanza-create against
+# the private server listening on SOCKET_DIR (see the header).
+create_stanza() {
+	[ -n "${PGBACKREST_STANZA:-}" ] || return 0
+	log "creating the pgBackRest stanza $PGBACKREST_STANZA (or checking the existing one) before archiving starts"
+	pgbackrest --pg1-socket-path="$1" --log-level-console=warn --log-level-file=off stanza-create ||
+		log "WARNING: pgBackRest stanza-create failed (exit $?): WAL archiving will fail until the backup scheduler creates the stanza"
+}
+
 if [ ! -e "$marker" ]; then
 	for var in NBMS_DB_NAME NBMS_DB_USER NBMS_DB_PASSWORD; do
 		eval "value=\${$var:-}"
@@ -125,6 +144,7 @@ CREATE DATABASE :"app_db" OWNER :"app_user";
 \connect :"app_db"
 CREATE EXTENSION IF NOT EXISTS postgis;
 SQL
+	create_stanza "$init_socket"
 	pg_ctl --pgdata="$PGDATA" --wait --timeout=120 --silent --mode=fast stop
 	rm -rf "$init_socket"
 	init_socket=''
@@ -160,6 +180,7 @@ sync_passwords() {
 	ALTER ROLE :"app_user" PASSWORD :'app_password';
 	\endif
 	SQL
+	[ "$sync_status" != 0 ] || create_stanza "$sync_socket"
 	kill -INT "$sync_pid"
 	wait "$sync_pid" || true
 	rm -rf "$sync_socket"
