@@ -344,10 +344,13 @@ func TestProbeFails(t *testing.T) {
 			last := res.Paths[len(res.Paths)-1]
 			assert.False(t, last.Ready)
 			// The message reports the attempts the Result records, and the
-			// server saw each of them (one may have been cut by the deadline).
+			// server saw no request the Result does not count. It may have
+			// seen fewer: on a loaded machine an attempt can end (deadline,
+			// RequestTimeout) before its request reaches the handler, so
+			// how many fewer is timing, not behaviour.
 			assert.Contains(t, err.Error(), fmt.Sprintf("(%d attempt", last.Attempts))
 			seen := rec.count(last.Path)
-			assert.True(t, seen == last.Attempts || seen == last.Attempts-1,
+			assert.LessOrEqual(t, seen, last.Attempts,
 				"server saw %d requests for %s, Result says %d attempts", seen, last.Path, last.Attempts)
 			if tt.check != nil {
 				tt.check(t, last)
