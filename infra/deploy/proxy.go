@@ -81,7 +81,16 @@ func NginxParams(cfg *stacks.Config) (nginx.Params, error) {
 		PublicCacheSeconds:    cfg.App.EdgeCacheSeconds,
 		PublicPrefix:          config.PublicAPIPrefix,
 		ProbePaths:            config.ProbePaths(),
+		WorkerProcesses:       ProxyWorkers(cfg.Limits[stacks.RoleProxy].CPUs),
 	}, nil
+}
+
+// ProxyWorkers is nginx's worker_processes for the proxy's CPU limit: one
+// worker per whole CPU the limit allows, at least one. "auto" would start
+// one per host core, each then throttled under the container's CPU quota,
+// which only adds context switches and memory.
+func ProxyWorkers(cpus float64) int {
+	return max(1, int(math.Ceil(cpus)))
 }
 
 func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image *docker.Image, hook *pulumi.ResourceHook) (*Proxy, error) {

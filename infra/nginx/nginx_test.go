@@ -59,6 +59,17 @@ func prodParams() Params {
 	}
 }
 
+// deployedParams is the production configuration as the program deploys
+// it (infra/deploy NginxParams): the upstream the blue/green switch writes
+// into a file, one worker for the proxy's default CPU limit (0.5).
+func deployedParams() Params {
+	p := prodParams()
+	p.Upstream, p.Resolver = "", ""
+	p.UpstreamFile = "/var/lib/nbms-proxy/upstream.conf"
+	p.WorkerProcesses = 1
+	return p
+}
+
 // devParams is a local plain-HTTP stack.
 func devParams() Params {
 	return Params{
@@ -79,7 +90,7 @@ func TestRenderGolden(t *testing.T) {
 		golden string
 		params Params
 	}{
-		{"prod.golden", prodParams()},
+		{"prod.golden", deployedParams()},
 		{"dev.golden", devParams()},
 	}
 	for _, tc := range cases {
