@@ -61,6 +61,8 @@ func TestValidProductionEnvironmentLoads(t *testing.T) {
 	assert.Equal(t, []string{"nbms.example.org"}, s.AllowedHosts)
 	assert.Equal(t, "172.30.0.0/24", s.TrustedProxies[0].String())
 	assert.Equal(t, 30*time.Minute, s.DBConnMaxAge)
+	assert.Equal(t, 5*time.Second, s.MigrateLockTimeout)
+	assert.Equal(t, 15*time.Minute, s.MigrateStatementTimeout)
 	assert.Equal(t, int64(1<<20), s.MaxRequestBodyBytes)
 	assert.Equal(t, DefaultCSP, s.CSP)
 }
@@ -154,6 +156,12 @@ func TestEachProductionVariableInvalidAlone(t *testing.T) {
 		{"DB_MIN_CONNS", "50", "above DB_MAX_CONNS"},
 		{"DB_CONN_MAX_AGE", "0s", "gt=0"},
 		{"DB_CONN_MAX_AGE", "forever", "duration"},
+		{"MIGRATE_LOCK_TIMEOUT", "0s", "gte=1ms"},
+		{"MIGRATE_LOCK_TIMEOUT", "500us", "gte=1ms"},
+		{"MIGRATE_LOCK_TIMEOUT", "2m", "lte=1m"},
+		{"MIGRATE_LOCK_TIMEOUT", "5", "not a duration"},
+		{"MIGRATE_STATEMENT_TIMEOUT", "0", "gte=1s"},
+		{"MIGRATE_STATEMENT_TIMEOUT", "25h", "lte=24h"},
 		{"LOG_LEVEL", "debug", "not allowed in production"},
 		{"LOG_LEVEL", "verbose", "oneof"},
 		{"SENTRY_DSN", "not a dsn", "Sentry DSN"},
@@ -169,6 +177,13 @@ func TestEachProductionVariableInvalidAlone(t *testing.T) {
 			assert.Contains(t, cerr.Error(), tc.reason)
 		})
 	}
+}
+
+func TestMigrationTimeoutsAreTunable(t *testing.T) {
+	s, err := Parse(with(validProd(), "MIGRATE_LOCK_TIMEOUT", "200ms", "MIGRATE_STATEMENT_TIMEOUT", "2h"))
+	require.NoError(t, err)
+	assert.Equal(t, 200*time.Millisecond, s.MigrateLockTimeout)
+	assert.Equal(t, 2*time.Hour, s.MigrateStatementTimeout)
 }
 
 func TestAllProblemsReportedInOneMessage(t *testing.T) {

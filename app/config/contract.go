@@ -121,6 +121,10 @@ type Settings struct {
 	SentryDSN         string
 	SentryEnvironment string
 	SentryRelease     string
+
+	// Migrations: the session of `nbms migrate up`
+	MigrateLockTimeout      time.Duration
+	MigrateStatementTimeout time.Duration
 }
 
 // Var declares one environment variable.
@@ -450,6 +454,17 @@ var contract = []Var{
 		Name: "READINESS_TIMEOUT", Group: "PostgreSQL", Default: "1s", Rules: "gt=0,lte=10s",
 		Doc:   "Per-dependency time limit of /readyz checks (keep it below the health check's own timeout).",
 		field: func(s *Settings) any { return &s.ReadinessTimeout },
+	},
+
+	{
+		Name: "MIGRATE_LOCK_TIMEOUT", Group: "Migrations", Default: "5s", Rules: "gte=1ms,lte=1m",
+		Doc:   "PostgreSQL lock_timeout of `nbms migrate up`: a migration statement that waits longer for a lock held by another session (a long transaction of the live release) fails, its transaction rolls back and the deploy stops, instead of queueing an exclusive lock request that every later query of the live release on that table waits behind. It bounds how long the live release's queries on that table queue behind the waiting migration: keep it well under the request timeouts.",
+		field: func(s *Settings) any { return &s.MigrateLockTimeout },
+	},
+	{
+		Name: "MIGRATE_STATEMENT_TIMEOUT", Group: "Migrations", Default: "15m", Rules: "gte=1s,lte=24h",
+		Doc:   "PostgreSQL statement_timeout of `nbms migrate up`: a migration statement still running after this is cancelled and its transaction rolled back, so a runaway statement fails the deploy instead of hanging it. Generous, for backfills and CREATE INDEX CONCURRENTLY on large tables.",
+		field: func(s *Settings) any { return &s.MigrateStatementTimeout },
 	},
 
 	{

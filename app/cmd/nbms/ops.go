@@ -17,7 +17,9 @@ import (
 
 // runMigrate applies or lists the embedded schema migrations. It needs a
 // direct PostgreSQL connection (see package migrate): DATABASE_URL must not
-// point at PgBouncer in transaction mode when running `up`.
+// point at PgBouncer in transaction mode when running `up`. `up` runs with
+// MIGRATE_LOCK_TIMEOUT and MIGRATE_STATEMENT_TIMEOUT as the session's
+// lock_timeout and statement_timeout.
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || (args[0] != "up" && args[0] != "status") {
 		fmt.Fprintln(stderr, "Usage: nbms migrate up|status")
@@ -35,7 +37,9 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	defer db.Close()
 	switch args[0] {
 	case "up":
-		applied, err := migrate.Up(ctx, db)
+		applied, err := migrate.Up(ctx, db,
+			migrate.WithLockTimeout(s.MigrateLockTimeout),
+			migrate.WithStatementTimeout(s.MigrateStatementTimeout))
 		for _, m := range applied {
 			fmt.Fprintf(stdout, "applied %05d %s (%s)\n", m.Version, m.Name, m.Duration.Round(1e6))
 		}

@@ -9,6 +9,14 @@
 // lock protects nothing: point the migration URL at PostgreSQL itself, or at
 // PgBouncer in session mode. Status, Pending and Check only read goose's
 // version table with one query, take no lock and work through any pooler.
+//
+// Up runs while the previous release serves from the same database, so its
+// session has a lock_timeout and a statement_timeout (see
+// DefaultLockTimeout): a migration statement queued behind a long
+// transaction of the live release fails after a few seconds, rolling its
+// migration back, instead of holding a lock request in the queue that every
+// later query of the live release on that table waits behind, forever. The
+// failure is a *TimeoutError that names the migration and what to do.
 package migrate
 
 import (
@@ -16,7 +24,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,6 +55,59 @@ const (
 	// it directly. Provider-mode goose inserts a row when a migration is
 	// applied and deletes it when it is rolled back.
 	versionTable = goose.DefaultTablename
+)
+
+// The migration session's timeouts when Up is given none. `nbms migrate up`
+// passes MIGRATE_LOCK_TIMEOUT and MIGRATE_STATEMENT_TIMEOUT (app/config),
+// whose defaults are these.
+const (
+	// DefaultLockTimeout is lock_timeout: how long one statement may wait
+	// for a lock another session holds. While an ALTER TABLE waits, its
+	// ACCESS EXCLUSIVE request sits in the table's lock queue and every
+	// later query of the live release on that table waits behind it, so
+	// this bounds how long a waiting migration holds up live requests: a
+	// few seconds, well under the app's request timeouts. A lock that is
+	// not free by then belongs to a long transaction; the deploy fails
+	// cleanly and is retried when it has ended. (CREATE INDEX CONCURRENTLY's
+	// waits for older transactions are lock waits too, and fail the same
+	// way, leaving an INVALID index behind: the error says so.)
+	DefaultLockTimeout = 5 * time.Second
+
+	// DefaultStatementTimeout is statement_timeout: how long one statement
+	// may run, lock waits included. Generous, because the statements that
+	// legitimately run long (a batched backfill, CREATE INDEX CONCURRENTLY
+	// on a large table) take only locks the live release does not wait on;
+	// it is there so that a runaway statement fails the deploy instead of
+	// hanging it, not to police ordinary migrations.
+	DefaultStatementTimeout = 15 * time.Minute
+)
+
+// Option configures Up.
+type Option func(*upConfig)
+
+// WithLockTimeout sets the migration session's lock_timeout (at least 1ms;
+// PostgreSQL counts whole milliseconds and takes 0 to mean "wait forever").
+func WithLockTimeout(d time.Duration) Option {
+	return func(c *upConfig) { c.lockTimeout = d }
+}
+
+// WithStatementTimeout sets the migration session's statement_timeout (at
+// least 1ms).
+func WithStatementTimeout(d time.Duration) Option {
+	return func(c *upConfig) { c.statementTimeout = d }
+}
+
+type upConfig struct {
+	lockTimeout      time.Duration
+	statementTimeout time.Duration
+	fsys             fs.FS // the migrations; tests substitute their own
+}
+
+// The names of the settings in the env contract (app/config), for the
+// advice in a TimeoutError.
+const (
+	envLockTimeout      = "MIGRATE_LOCK_TIMEOUT"
+	envStatementTimeout = "MIGRATE_STATEMENT_TIMEOUT"
 )
 
 // Applied is one migration that Up applied.
@@ -81,27 +144,237 @@ func Open(url string) (*sql.DB, error) {
 // concurrent runners apply each migration exactly once: the others wait,
 // then find nothing left to do. On failure it returns the migrations applied
 // before the failing one (each migration runs in its own transaction, so the
-// failing one left nothing behind).
-func Up(ctx context.Context, db *sql.DB) ([]Applied, error) {
-	p, err := newProvider(db)
+// failing one left nothing behind, unless it is marked NO TRANSACTION).
+//
+// The migration statements run with lock_timeout and statement_timeout set
+// (DefaultLockTimeout and DefaultStatementTimeout unless opts say
+// otherwise); a statement cancelled by either makes Up return a
+// *TimeoutError.
+func Up(ctx context.Context, db *sql.DB, opts ...Option) ([]Applied, error) {
+	c := upConfig{lockTimeout: DefaultLockTimeout, statementTimeout: DefaultStatementTimeout, fsys: migrations.FS}
+	for _, o := range opts {
+		o(&c)
+	}
+	// Below a millisecond PostgreSQL would round to 0, which disables the
+	// timeout: exactly the endless wait this exists to prevent.
+	if c.lockTimeout < time.Millisecond || c.statementTimeout < time.Millisecond {
+		return nil, fmt.Errorf("migrate: lock timeout (%s) and statement timeout (%s) must be at least 1ms: 0 disables them in PostgreSQL",
+			c.lockTimeout, c.statementTimeout)
+	}
+	advisory, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(lockPollInterval, lockPolls))
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	locker := &timeoutLocker{SessionLocker: advisory, lockTimeout: c.lockTimeout, statementTimeout: c.statementTimeout}
+	p, err := newProvider(db, c.fsys, goose.WithSessionLocker(locker))
 	if err != nil {
 		return nil, err
 	}
 	results, err := p.Up(ctx)
 	if err != nil {
-		var partial *goose.PartialError
+		var (
+			partial   *goose.PartialError
+			migration string
+			inTx      = true
+		)
 		if errors.As(err, &partial) {
 			results = partial.Applied
+			if partial.Failed != nil && partial.Failed.Source != nil {
+				migration = path.Base(partial.Failed.Source.Path)
+				inTx = runsInTransaction(c.fsys, partial.Failed.Source.Path)
+			}
+		}
+		if te := timeoutError(ctx, err, migration, inTx, c); te != nil {
+			err = te
 		}
 		return appliedFrom(results), fmt.Errorf("migrate: up: %w", err)
 	}
 	return appliedFrom(results), nil
 }
 
+// timeoutLocker sets the migration session's timeouts, then takes goose's
+// advisory lock. goose runs every SQL migration, transactional or not, on
+// the connection it locks (the lock is the session's), so the settings
+// reach exactly the migration statements and nothing else that shares db.
+// They are session-level (set_config(..., false)): a transaction's
+// ROLLBACK does not undo them, and a migration may still SET LOCAL its own.
+//
+// goose's HasPending check before it runs on another connection without
+// them; it only reads the version table (creating it on an empty database),
+// and the live release never locks that table.
+type timeoutLocker struct {
+	lock.SessionLocker
+	lockTimeout      time.Duration
+	statementTimeout time.Duration
+}
+
+func (l *timeoutLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx,
+		`SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)`,
+		milliseconds(l.lockTimeout), milliseconds(l.statementTimeout)); err != nil {
+		return fmt.Errorf("set lock_timeout and statement_timeout: %w", err)
+	}
+	if err := l.SessionLocker.SessionLock(ctx, conn); err != nil {
+		resetTimeouts(ctx, conn)
+		return err
+	}
+	return nil
+}
+
+func (l *timeoutLocker) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
+	err := l.SessionLocker.SessionUnlock(ctx, conn)
+	resetTimeouts(ctx, conn)
+	return err
+}
+
+// resetTimeouts restores the server's settings before goose hands the
+// connection back to db's pool. Best effort: it fails only on a broken
+// connection, which the pool discards anyway, and a failure must not turn
+// migrations that were applied into a failed Up.
+func resetTimeouts(ctx context.Context, conn *sql.Conn) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultConnectTimeout)
+	defer cancel()
+	for _, stmt := range []string{`RESET lock_timeout`, `RESET statement_timeout`} {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			return
+		}
+	}
+}
+
+// milliseconds renders d as a PostgreSQL time setting, rounded up to whole
+// milliseconds (the settings' unit) so that no positive d becomes 0.
+func milliseconds(d time.Duration) string {
+	ms := (d + time.Millisecond - 1) / time.Millisecond
+	return strconv.FormatInt(int64(ms), 10) + "ms"
+}
+
+// TimeoutError is a migration statement cancelled by the session's
+// lock_timeout (SQLSTATE 55P03) or statement_timeout (57014).
+type TimeoutError struct {
+	// Migration is the file name of the migration that failed, e.g.
+	// "00007_indicators_unit.sql"; "" when the statement was goose's own.
+	Migration string
+	// Setting is "lock_timeout" or "statement_timeout"; Limit its value.
+	Setting string
+	Limit   time.Duration
+	// InTransaction reports whether the migration ran in a transaction,
+	// which was rolled back: false for a NO TRANSACTION migration, whose
+	// statements before the failing one stay applied.
+	InTransaction bool
+	// Err is the error as goose returned it; a *pgconn.PgError is in its
+	// chain.
+	Err error
+}
+
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+func (e *TimeoutError) Error() string {
+	subject := e.Migration
+	if subject == "" {
+		subject = "a statement of the migration session"
+	}
+	var b strings.Builder
+	var pgErr *pgconn.PgError
+	detail := ""
+	if errors.As(e.Err, &pgErr) {
+		detail = ": " + pgErr.Message
+	}
+	switch e.Setting {
+	case "lock_timeout":
+		fmt.Fprintf(&b, "%s waited longer than lock_timeout=%s for a lock held by another session (SQLSTATE 55P03 lock_not_available%s). ",
+			subject, formatDuration(e.Limit), detail)
+	default:
+		fmt.Fprintf(&b, "%s ran a statement longer than statement_timeout=%s (SQLSTATE 57014 query_canceled%s). ",
+			subject, formatDuration(e.Limit), detail)
+	}
+	switch {
+	case e.Migration == "":
+		b.WriteString("No migration was applied by it. ")
+	case e.InTransaction:
+		fmt.Fprintf(&b, "Its transaction was rolled back: nothing of %s was applied and it is still pending. ", e.Migration)
+	default:
+		fmt.Fprintf(&b, "It runs without a transaction (-- +goose NO TRANSACTION): the statements before the failing one stay applied, "+
+			"the migration is not recorded as applied and the retry runs it from the start; "+
+			"an interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index to drop (DROP INDEX CONCURRENTLY) before it. ")
+	}
+	switch e.Setting {
+	case "lock_timeout":
+		fmt.Fprintf(&b, "Retry when the other session's long transaction has ended (pg_stat_activity shows it, pg_locks what it holds), "+
+			"or raise %s if the live release can afford to queue behind the migration for longer.", envLockTimeout)
+	default:
+		fmt.Fprintf(&b, "Make the statement faster (batch a backfill; build an index CONCURRENTLY in a NO TRANSACTION migration) "+
+			"or raise %s.", envStatementTimeout)
+	}
+	return b.String()
+}
+
+// timeoutError returns the *TimeoutError err is, or nil when err is
+// something else. A statement cancelled because ctx ended, or by another
+// session's pg_cancel_backend, is not a timeout.
+func timeoutError(ctx context.Context, err error, migration string, inTx bool, c upConfig) *TimeoutError {
+	var pgErr *pgconn.PgError
+	if ctx.Err() != nil || !errors.As(err, &pgErr) {
+		return nil
+	}
+	te := &TimeoutError{Migration: migration, InTransaction: inTx, Err: err}
+	switch pgErr.Code {
+	case "55P03": // lock_not_available
+		te.Setting, te.Limit = "lock_timeout", c.lockTimeout
+	case "57014": // query_canceled
+		// The server's wording ("due to user request" against "due to
+		// statement timeout") is the only tell; localised servers word it
+		// otherwise, and statement_timeout is then the likely cause.
+		if strings.Contains(pgErr.Message, "user request") {
+			return nil
+		}
+		te.Setting, te.Limit = "statement_timeout", c.statementTimeout
+	default:
+		return nil
+	}
+	var partial *goose.PartialError
+	if errors.As(err, &partial) {
+		te.Err = partial.Err // goose's wrapper adds only the version
+	}
+	return te
+}
+
+// runsInTransaction reports whether goose runs the migration at name in a
+// transaction: unless a "-- +goose NO TRANSACTION" annotation says
+// otherwise (recognised as goose's parser does). An unreadable file counts
+// as not transactional, so that the error never promises a rollback.
+func runsInTransaction(fsys fs.FS, name string) bool {
+	data, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(data)) {
+		if !strings.HasPrefix(strings.TrimSpace(line), "--") || !strings.Contains(line, "+goose") {
+			continue
+		}
+		cmd := strings.Replace(strings.ReplaceAll(line, "--", ""), "+goose", "", 1)
+		if strings.EqualFold(strings.TrimSpace(cmd), "NO TRANSACTION") {
+			return false
+		}
+	}
+	return true
+}
+
+// formatDuration writes d as the contract's variables are written: "5s",
+// "200ms", "15m", "2h".
+func formatDuration(d time.Duration) string {
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	case d >= time.Minute && d%time.Minute == 0:
+		return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
+	}
+	return d.String()
+}
+
 // Status lists every embedded migration in version order with whether and
 // when it was applied.
 func Status(ctx context.Context, db *sql.DB) ([]Migration, error) {
-	p, err := newProvider(db)
+	p, err := newProvider(db, migrations.FS)
 	if err != nil {
 		return nil, err
 	}
@@ -163,26 +436,23 @@ func (c *Check) Check(ctx context.Context) error {
 	return nil
 }
 
-// newProvider builds the goose provider. Creating it reads only the
-// embedded files, never the database.
+// newProvider builds the goose provider over the migrations in fsys, with
+// extra options (Up's session locker). Creating it reads only the files,
+// never the database.
 //
 // Out-of-order application is allowed because version numbers are
 // allocated in ranges per area (00001-00099 data layer, 00100+ auth): a new
 // data-layer migration may legitimately arrive after 00100 is applied.
 // Migrations in different ranges must therefore not depend on each other's
 // later changes.
-func newProvider(db *sql.DB) (*goose.Provider, error) {
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(lockPollInterval, lockPolls))
-	if err != nil {
-		return nil, fmt.Errorf("migrate: %w", err)
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS,
-		goose.WithSessionLocker(locker),
+func newProvider(db *sql.DB, fsys fs.FS, extra ...goose.ProviderOption) (*goose.Provider, error) {
+	opts := append([]goose.ProviderOption{
 		goose.WithAllowOutofOrder(true),
 		// The caller reports what Up returns; goose's own log lines would
 		// bypass the application's structured logger.
 		goose.WithLogger(goose.NopLogger()),
-	)
+	}, extra...)
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
