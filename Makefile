@@ -70,7 +70,8 @@ clean: ## remove build outputs
 #   make up STACK=prod DEPLOY_FLAGS='--config-file tlsCertificate=fullchain.pem --secret-file tlsKey=privkey.pem'
 # Needs PULUMI_CONFIG_PASSPHRASE (or _FILE); state goes to file://$(CURDIR)/.pulumi-state
 # unless PULUMI_BACKEND_URL says otherwise. Exit status: 0 ok, 1 engine failure,
-# 2 usage/configuration, 3 mandatory policy violation, 4 post-deploy probe failure.
+# 2 usage/configuration, 3 mandatory policy violation, 4 a new release failed a gate or
+# the post-deploy probe while a release was live, 5 a first deployment failed (none was live).
 STACK        ?= prod
 DEPLOY_FLAGS ?=
 REPORT_DIR   ?= $(BIN)/reports/audit

@@ -11,8 +11,9 @@ import (
 	"github.com/nbms-deploy/nbms/infra/deploy"
 )
 
-// Every way a new app release can fail to go live is exit 4, with the
-// failing gate's message; a failure elsewhere stays exit 1.
+// Every way a new app release can fail to go live is exit 4 (which up
+// turns into 5 when no release was live before, see TestReleaseExit), with
+// the failing gate's message; a failure elsewhere stays exit 1.
 func TestClassifyReleaseFailures(t *testing.T) {
 	const stackURN = "urn:pulumi:prod::nbms::pulumi:pulumi:Stack::nbms-prod"
 	const release = "0123456789ab"

@@ -30,6 +30,7 @@ func (r *run) preview(ctx context.Context, stack auto.Stack, res *Result) error 
 	if r.opts.PolicyConfig != "" {
 		opts = append(opts, optpreview.PolicyPackConfigs(r.opts.PolicyConfig))
 	}
+	opts = append(opts, r.previewFlags()...)
 	_, err := stack.Preview(ctx, opts...)
 	evs := c.wait()
 	absorb(evs, res)
@@ -42,11 +43,26 @@ func (r *run) preview(ctx context.Context, stack auto.Stack, res *Result) error 
 // registered) refuses the stack before anything is created; then updates,
 // writes the policy report from the new state, and probes the deployment
 // even when nothing changed (the resource hook only runs on a change).
+// A failed gate or probe is exit 4 when an app release was live before the
+// update, 5 when none was (see releaseExit).
 func (r *run) up(ctx context.Context, stack auto.Stack, res *Result) error {
 	if err := r.preview(ctx, stack, res); err != nil {
 		return err
 	}
 	*res = Result{}
+	before, err := stack.Export(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the state before the update: %w", err)
+	}
+	live, err := liveRelease(before)
+	if err != nil {
+		return err
+	}
+	if live != "" {
+		r.printf("Live app release before this update: %s\n", live)
+	} else {
+		r.printf("No app release is live before this update: a failed gate or probe leaves nothing serving the app.\n")
+	}
 	c := collect()
 	opts := []optup.Option{
 		optup.PolicyPacks(r.opts.PolicyPack),
@@ -57,11 +73,12 @@ func (r *run) up(ctx context.Context, stack auto.Stack, res *Result) error {
 	if r.opts.PolicyConfig != "" {
 		opts = append(opts, optup.PolicyPackConfigs(r.opts.PolicyConfig))
 	}
+	opts = append(opts, r.upFlags()...)
 	up, err := stack.Up(ctx, opts...)
 	evs := c.wait()
 	absorb(evs, res)
 	if err != nil {
-		return classify(err, evs)
+		return releaseExit(classify(err, evs), live)
 	}
 	res.Outputs = up.Outputs
 	if state, err := stack.Export(ctx); err != nil {
@@ -69,7 +86,7 @@ func (r *run) up(ctx context.Context, stack auto.Stack, res *Result) error {
 	} else {
 		r.reportFromState(state, res)
 	}
-	return r.probe(ctx, res)
+	return releaseExit(r.probe(ctx, res), live)
 }
 
 // probe runs the post-deploy prober with the options the resource hook uses.
@@ -97,6 +114,8 @@ func (r *run) probe(ctx context.Context, res *Result) error {
 // in the state (their parents, providers and dependencies), as
 // `pulumi destroy --exclude-protected` does. Removing protected data is a
 // deliberate manual step (`pulumi state unprotect`), never a CI job.
+// With Target only those resources are destroyed, never one of the
+// protected closure.
 func (r *run) destroy(ctx context.Context, stack auto.Stack, res *Result) error {
 	state, err := stack.Export(ctx)
 	if err != nil {
@@ -106,11 +125,15 @@ func (r *run) destroy(ctx context.Context, stack auto.Stack, res *Result) error 
 	if err != nil {
 		return err
 	}
+	flags, err := r.destroyFlags(keep)
+	if err != nil {
+		return err
+	}
 	if total > 0 && len(keep) == total {
 		r.printf("Nothing to destroy: the %d remaining resources are protected or needed by protected ones.\n", total)
 		return nil
 	}
-	if len(keep) > 0 {
+	if len(keep) > 0 && len(r.opts.Target) == 0 {
 		r.printf("Keeping %d protected resources and what they depend on.\n", len(keep))
 	}
 	c := collect()
@@ -119,9 +142,7 @@ func (r *run) destroy(ctx context.Context, stack auto.Stack, res *Result) error 
 		optdestroy.ErrorProgressStreams(r.opts.Stderr),
 		optdestroy.EventStreams(c.ch),
 	}
-	if len(keep) > 0 {
-		opts = append(opts, optdestroy.Exclude(keep))
-	}
+	opts = append(opts, flags...)
 	_, err = stack.Destroy(ctx, opts...)
 	evs := c.wait()
 	absorb(evs, res)

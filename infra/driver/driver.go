@@ -35,9 +35,17 @@ import (
 const (
 	ExitOK     = 0 // the command succeeded
 	ExitFailed = 1 // the engine, a provider or the program failed: look at the output, maybe retry
-	ExitUsage  = 2 // bad flags, missing passphrase, CLI or policy pack, or an invalid stack configuration: fix the input
+	ExitUsage  = 2 // bad flags or URNs, missing passphrase, CLI or policy pack, an invalid stack configuration, or a bindAddress that is not this host's: fix the input
 	ExitPolicy = 3 // a mandatory policy refused the stack: nothing was created or changed
-	ExitProbe  = 4 // the deployment did not become ready (post-deploy probe), or a new app release failed a gate (migrate, collectstatic, its health check, the switch's readiness check) and the live one kept serving
+	// ExitProbe: an app release was live before this up, and the update
+	// did not end ready: a new release failed a gate (migrate,
+	// collectstatic, its health check, its readiness check, the switch) and
+	// the live one kept serving, or the post-deploy probe failed.
+	ExitProbe = 4
+	// ExitFirstDeployFailed: no app release was live before this up (a
+	// first deployment, or the first after a destroy), and a release gate or
+	// the post-deploy probe failed: no release serves the app.
+	ExitFirstDeployFailed = 5
 )
 
 // Error is a failed run with the exit code it maps to.
@@ -107,6 +115,16 @@ type Options struct {
 	// ReportDir receives report.md/html/json/sarif. Default:
 	// <Root>/bin/reports/<Stack>.
 	ReportDir string
+	// Refresh refreshes the state from the Docker engine before a preview,
+	// an update or a destroy (after a manual change on the host).
+	Refresh bool
+	// Replace are URNs of resources to replace even if unchanged (preview
+	// and up), e.g. a container a failed run left behind.
+	Replace []string
+	// Target are URNs of the only resources to operate on (preview, up and
+	// destroy). Each URN of Replace and Target starts with
+	// "urn:pulumi:<Stack>::".
+	Target []string
 	// Stdout receives the engine's progress and the driver's own lines;
 	// Stderr the engine's error stream. Default os.Stdout and os.Stderr.
 	Stdout, Stderr io.Writer
@@ -204,6 +222,9 @@ func newRun(cmd Command, opts Options) (*run, error) {
 	if opts.Stack == "" {
 		return nil, usageErr("--stack is required")
 	}
+	if err := checkEngineFlags(cmd, opts); err != nil {
+		return nil, err
+	}
 	if opts.Stdout == nil {
 		opts.Stdout = os.Stdout
 	}
@@ -262,6 +283,10 @@ func newRun(cmd Command, opts Options) (*run, error) {
 	if cmd == Preview || cmd == Up {
 		if info, err := os.Stat(opts.PolicyPack); err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
 			return nil, usageErr("policy pack %s is missing or not executable: run `make policy`", opts.PolicyPack)
+		}
+		// Before any image build or engine run.
+		if err := r.checkBindAddress(); err != nil {
+			return nil, err
 		}
 	}
 

@@ -584,7 +584,10 @@ func TestUpFailsWithTheHookMessageWhenTheStackNeverGetsReady(t *testing.T) {
 
 	_, err := e.run(driver.Up, opts)
 	require.Error(t, err)
-	assert.Equal(t, driver.ExitProbe, driver.ExitCode(err))
+	// A first deployment: no release was live, so not "the live one kept
+	// serving" (exit 4) but a failed first deployment.
+	assert.Equal(t, driver.ExitFirstDeployFailed, driver.ExitCode(err))
+	assert.Contains(t, err.Error(), "none was live before this up")
 	assert.Contains(t, err.Error(), "post-deploy probe")
 	output := e.out.String()
 	assert.Contains(t, output, `after hook "nbms-app-readiness-probe" failed`)

@@ -6,7 +6,9 @@
 //
 // Exit status: 0 ok, 1 deployment or engine failure, 2 usage or
 // configuration error, 3 a mandatory policy refused the stack (nothing was
-// changed), 4 the post-deploy probe failed.
+// changed), 4 a release gate or the post-deploy probe failed while an app
+// release was live before the update (a failed gate leaves it serving),
+// 5 the same on a first deployment: no release was live, none serves.
 package main
 
 import (
@@ -37,12 +39,32 @@ const usage = `usage: nbms-deploy preview|up|destroy|outputs --stack NAME [flags
   destroy   delete everything except protected data volumes
   outputs   print the stack outputs (secrets masked)
 
-Environment: PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE
-(required); PULUMI_BACKEND_URL (default file://<repo>/.pulumi-state).
+Engine flags (URNs as ` + "`pulumi stack --show-urns`" + ` lists them; each must
+start with "urn:pulumi:<stack>::"):
+  --refresh      preview, up, destroy: refresh the state from the Docker
+                 engine first, e.g. after a manual change on the host
+  --replace URN  preview, up: replace this resource even if unchanged, e.g.
+                 a container a failed run left in the state (repeatable)
+  --target URN   preview, up, destroy: operate on these resources only
+                 (repeatable); destroy refuses a protected one
 
-Exit status: 0 ok, 1 deployment/engine failure, 2 usage or configuration
-error, 3 mandatory policy violation (nothing changed), 4 post-deploy probe
-failure.
+preview and up check first that nbms:bindAddress is 0.0.0.0, :: or an
+address of this host, unless the Docker engine is remote (DOCKER_HOST).
+
+Environment: PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE
+(required); PULUMI_BACKEND_URL (default file://<repo>/.pulumi-state);
+DOCKER_HOST (default: this host's engine).
+
+Exit status:
+  0 ok
+  1 deployment/engine failure
+  2 usage or configuration error
+  3 mandatory policy violation (nothing changed)
+  4 an app release was live before this up, and a new release failed a
+    gate (migrate, collectstatic, health or readiness check, switch) and
+    the live one kept serving, or the post-deploy probe failed
+  5 first deployment failed: no app release was live before this up, and
+    a release gate or the post-deploy probe failed; nothing serves the app
 
 Flags:
 `
@@ -69,6 +91,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.PolicyConfig, "policy-pack-config", "", "policy config JSON (optional)")
 	fs.StringVar(&opts.ReportDir, "report-dir", "", "policy report directory (default <root>/bin/reports/<stack>)")
 	fs.StringVar(&opts.PulumiRoot, "pulumi-root", "", "directory holding bin/pulumi (default <root>/.tools/pulumi if built, else PATH)")
+	fs.BoolVar(&opts.Refresh, "refresh", false, "refresh the state from the Docker engine first (preview, up, destroy)")
+	fs.Var((*urns)(&opts.Replace), "replace", "`URN` of a resource to replace even if unchanged (preview, up; repeatable)")
+	fs.Var((*urns)(&opts.Target), "target", "`URN` of a resource to operate on, and no other (preview, up, destroy; repeatable)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return driver.ExitUsage
 	}
@@ -94,5 +119,15 @@ func (k keyFiles) Set(v string) error {
 		return fmt.Errorf("want key=path, got %q", v)
 	}
 	k[strings.TrimPrefix(key, "nbms:")] = path
+	return nil
+}
+
+// urns is a repeatable URN flag; the driver checks each against the stack.
+type urns []string
+
+func (u *urns) String() string { return strings.Join(*u, ",") }
+
+func (u *urns) Set(v string) error {
+	*u = append(*u, v)
 	return nil
 }
