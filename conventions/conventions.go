@@ -37,15 +37,24 @@ const (
 	// RoleSwitch is the blue/green switch: a one-shot in the proxy image
 	// that checks a new app release is ready and then points nginx at it.
 	RoleSwitch = "switch"
+	// RoleSecrets places a tier's secret files on its secrets volume: a
+	// one-shot whose only job is to receive them as an upload (docker cp,
+	// which Docker's metadata never shows) and exit.
+	RoleSecrets = "secrets"
 )
 
 // Roles lists every role in deployment order.
-var Roles = []string{RoleDB, RoleCache, RoleBackup, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleProxy}
+var Roles = []string{RoleSecrets, RoleDB, RoleCache, RoleBackup, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleProxy}
 
 // OneShot reports whether a role runs to completion instead of serving.
 func OneShot(role string) bool {
-	return role == RoleMigrate || role == RoleCollectstatic || role == RoleSwitch
+	return role == RoleMigrate || role == RoleCollectstatic || role == RoleSwitch || role == RoleSecrets
 }
+
+// SecretsDir is where a container finds its secret files (the swarm
+// convention too): a secret NAME arrives as the file SecretsDir/NAME,
+// named by NAME_FILE in the container's environment.
+const SecretsDir = "/run/secrets"
 
 // ReleaseRoles are the roles whose containers belong to one app release:
 // each release has its own (named <stack>-<role>-<release>, with the

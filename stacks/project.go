@@ -50,7 +50,7 @@ var docs = map[string]string{
 	"protectVolumes":      "Protect the data volumes (pgdata, pgBackRest repo, media) from pulumi destroy and replacement.",
 	"images":              "base: the one Debian bookworm image every NBMS image is built from, pinned (name:tag@sha256:digest, or the sha256: image ID of a local image made by scripts/base-image.sh); platform: of the built images; appVersion: the app's version label, stamped into its binary and image (a new value is a new release, which goes live blue/green).",
 	"buildCaCertificates": "Extra CA certificates (PEM) the app image's builder trusts for its HTTPS downloads, for a Docker host behind a TLS-inspecting proxy; never in a running image: pulumi config set nbms:buildCaCertificates -- \"$(cat /usr/local/share/ca-certificates/*.crt)\".",
-	"limits":              "Per container role (app, migrate, collectstatic, switch, proxy, db, cache, backup): memoryMb, cpus, nproc (ulimit; pulumi-docker has no pids limit).",
+	"limits":              "Per container role (app, migrate, collectstatic, switch, proxy, db, cache, backup, secrets: the one-shots that place each tier's secret files): memoryMb, cpus, nproc (ulimit; pulumi-docker has no pids limit).",
 	"backup":              "pgBackRest schedule (cron: minute hour day month weekday) and retention (count of full / differential backups).",
 	"logs":                "json-file log rotation of every container (maxSize like 10m, maxFile count).",
 	"app":                 "App settings the stack decides: HSTS, body and upload limits, log level, DB pool, nginx login rate limit, whether the edge keeps a client's well-formed X-Request-ID, how many seconds the edge answers repeats of public API answers itself (0: never).",

@@ -10,9 +10,11 @@ package stacks
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -56,6 +58,7 @@ const (
 	RoleCache         = conventions.RoleCache
 	RoleBackup        = conventions.RoleBackup
 	RoleSwitch        = conventions.RoleSwitch
+	RoleSecrets       = conventions.RoleSecrets
 )
 
 // Roles lists every container role in deployment order.
@@ -187,6 +190,16 @@ func (s Secret) Output() pulumi.StringOutput {
 	return pulumi.ToSecret(pulumi.String(s.value)).(pulumi.StringOutput)
 }
 
+// Digest is the SHA-256 of the value, in hex ("" when unset): what a
+// release hash may cover without carrying the value.
+func (s Secret) Digest() string {
+	if s.value == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(s.value))
+	return hex.EncodeToString(sum[:])
+}
+
 // String hides the value from fmt and logs.
 func (s Secret) String() string {
 	if s.value == "" {
@@ -240,6 +253,7 @@ func Defaults() Config {
 			RoleCollectstatic: {MemoryMB: 128, CPUs: 0.5, Nproc: 128},
 			RoleProxy:         {MemoryMB: 128, CPUs: 0.5, Nproc: 256},
 			RoleSwitch:        {MemoryMB: 64, CPUs: 0.5, Nproc: 64},
+			RoleSecrets:       {MemoryMB: 32, CPUs: 0.1, Nproc: 16},
 			// RLIMIT_NPROC counts a UID's processes host-wide: db and backup
 			// both run as 999 (and cache as 998), so leave room for both.
 			RoleDB:     {MemoryMB: 1024, CPUs: 1, Nproc: 1024},

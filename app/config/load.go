@@ -98,7 +98,7 @@ func LoadFrom(lookup func(string) (string, bool)) (*Settings, error) {
 		read = b
 	}
 	if !read {
-		s, err := parse(lookup, early)
+		s, err := parse(lookup, readSecretFile, early)
 		if s != nil {
 			s.ReadDotenv = false
 		}
@@ -128,7 +128,7 @@ func LoadFrom(lookup func(string) (string, bool)) (*Settings, error) {
 		v, ok := file[name]
 		return v, ok
 	}
-	s, perr := parse(merged, early)
+	s, perr := parse(merged, readSecretFile, early)
 	if s != nil {
 		s.ReadDotenv = true
 		s.DotenvPath = path
@@ -147,14 +147,48 @@ func dotenvErrorKind(err error) string {
 }
 
 // Parse validates a complete variable map (the .env rule does not apply).
-// The policy pack uses it on a container's declared environment.
+// The policy pack uses it on a container's declared environment, which
+// names secret files it cannot read: a secret given as NAME_FILE counts as
+// set, its value is not validated (its field stays zero), and the deploy
+// checks that read it are skipped.
 func Parse(env map[string]string) (*Settings, error) {
-	return parse(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+	return parse(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil, nil)
+}
+
+// FileSuffix turns a secret variable's name into the name of the variable
+// that gives the path of a file holding its value (SECRET_KEY_FILE): the
+// convention of Docker's secrets and of the official database images, so
+// that a secret never has to be in the container's environment, which
+// `docker inspect` shows.
+const FileSuffix = "_FILE"
+
+// readSecretFile reads a secret file for LoadFrom. The value is the file's
+// content; the surrounding white space (a trailing newline) is dropped like
+// that of every value.
+func readSecretFile(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	return string(data), err
+}
+
+// secretFileReason says why a secret file could not be read, without
+// anything of its content.
+func secretFileReason(path string, err error) string {
+	kind := "read error"
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		kind = "file does not exist"
+	case errors.Is(err, os.ErrPermission):
+		kind = "permission denied"
+	}
+	return fmt.Sprintf("cannot read %s: %s", path, kind)
 }
 
 var validate = sync.OnceValue(func() *validator.Validate { return validator.New() })
 
-func parse(lookup func(string) (string, bool), problems []Problem) (*Settings, error) {
+// parse reads every variable of the contract through lookup. A secret may
+// come as NAME_FILE instead: readFile reads it, or, when readFile is nil
+// (Parse), it counts as set without a value.
+func parse(lookup func(string) (string, bool), readFile func(string) (string, error), problems []Problem) (*Settings, error) {
 	s := &Settings{}
 	rawProfile, _ := lookup(EnvProfile)
 	profile := Profile(strings.TrimSpace(rawProfile))
@@ -166,12 +200,40 @@ func parse(lookup func(string) (string, bool), problems []Problem) (*Settings, e
 		rules = Prod
 	}
 	bad := map[string]bool{}
+	// unseen are secrets given as files that Parse cannot read.
+	unseen := map[string]bool{}
 	for _, v := range contract {
 		if v.Name == EnvReadDotenv {
 			continue // decided by LoadFrom from the real environment
 		}
 		raw, set := lookup(v.Name)
 		raw = strings.TrimSpace(raw)
+		if v.Secret {
+			path, fromFile := lookup(v.Name + FileSuffix)
+			path = strings.TrimSpace(path)
+			switch {
+			case !fromFile || path == "":
+			case set && raw != "":
+				problems = append(problems, Problem{Var: v.Name, Reason: "set either " + v.Name + " or " + v.Name + FileSuffix + ", not both"})
+				bad[v.Name] = true
+				continue
+			case readFile == nil:
+				unseen[v.Name] = true
+				continue
+			default:
+				content, err := readFile(path)
+				if err != nil {
+					problems = append(problems, Problem{Var: v.Name + FileSuffix, Reason: secretFileReason(path, err)})
+					bad[v.Name] = true
+					continue
+				}
+				if raw, set = strings.TrimSpace(content), true; raw == "" {
+					problems = append(problems, Problem{Var: v.Name + FileSuffix, Reason: path + " is empty"})
+					bad[v.Name] = true
+					continue
+				}
+			}
+		}
 		if !set || raw == "" {
 			if v.RequiredIn(rules) {
 				reason := fmt.Sprintf("required in %s but not set", rules)
@@ -193,7 +255,7 @@ func parse(lookup func(string) (string, bool), problems []Problem) (*Settings, e
 		s.Profile = ""
 	}
 	for _, c := range deployChecks {
-		if !c.AppliesTo(rules) || anyBad(bad, c.Vars) {
+		if !c.AppliesTo(rules) || anyBad(bad, c.Vars) || anyBad(unseen, c.Vars) {
 			continue
 		}
 		if err := c.check(s); err != nil {

@@ -19,7 +19,8 @@ func Reference() string {
 	b.WriteString("The app validates all of them at start-up and exits with status 78 (EX_CONFIG) and one message naming every missing or invalid variable; ")
 	b.WriteString("secret values are never echoed. `NBMS_ENV` selects the profile (`dev`, `test`, `prod`) and has no default.\n\n")
 	b.WriteString("Columns: **Prod** says whether production requires the variable to be set explicitly; ")
-	b.WriteString("**Secret** variables must reach the container as secrets (the infra program passes them as Pulumi secrets and the policy pack refuses them in plain text); ")
+	b.WriteString("**Secret** variables may instead be given as a file: `NAME_FILE` names a file holding the value (surrounding white space dropped), and setting both `NAME` and `NAME_FILE` is an error. ")
+	b.WriteString("The infra program delivers every secret that way, as a file under `/run/secrets` on a volume only its tier mounts, so no secret is in Docker's metadata (`docker inspect`); the policy pack refuses a secret in a container's environment; ")
 	b.WriteString("**Default dev/test** and **Default prod** are the values used when the variable is unset.\n")
 
 	group := ""

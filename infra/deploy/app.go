@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -80,10 +81,12 @@ var (
 // `up` starts from there.
 func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, net *Network, sec *Secrets, db *Database, cache *Cache, hook *pulumi.ResourceHook) error {
 	media, static := a.Media, a.Static
-	envs, plainEnv, err := d.appEnv(sec)
+	files := d.appSecretFiles(sec)
+	plainEnv, err := d.appEnv(files)
 	if err != nil {
 		return err
 	}
+	envs := envList(plainEnv)
 	internal := attachment{network: net.Internal, name: net.InternalName}
 	tmp := map[string]string{"/tmp": tmpfsOptions(64)}
 
@@ -113,6 +116,13 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 	}
 
 	release := map[string]string{LabelRelease: a.Release}
+	// The release's secret files, on a volume of its own: a release never
+	// reads another's, and the old one goes with its release.
+	secrets, err := d.newSecretVolume(ctx, a, Instance("secrets-app", a.Release), image.RepoDigest, appUID,
+		[]string{appBinary, "version"}, files)
+	if err != nil {
+		return err
+	}
 	a.Migrate, err = d.newContainer(ctx, a, containerSpec{
 		role: stacks.RoleMigrate, instance: Instance(stacks.RoleMigrate, a.Release), labels: release,
 		image: image.RepoDigest, user: appUID,
@@ -120,8 +130,10 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		envs:        envs,
 		healthcheck: oneShotHealthcheck(),
 		networks:    []attachment{internal},
+		volumes:     []volumeMount{secrets.mount},
 		tmpfs:       tmp,
-		dependsOn:   []pulumi.Resource{db.Container, cache.Container},
+		dependsOn:   []pulumi.Resource{db.Container, cache.Container, secrets.holder},
+		opts:        []pulumi.ResourceOption{secrets.replaceOnChange},
 	})
 	if err != nil {
 		return err
@@ -133,8 +145,10 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		envs:        envs,
 		healthcheck: oneShotHealthcheck(),
 		networks:    []attachment{internal},
-		volumes:     []volumeMount{{volume: static, name: a.StaticName, path: stacks.StaticRoot}},
+		volumes:     []volumeMount{{volume: static, name: a.StaticName, path: stacks.StaticRoot}, secrets.mount},
 		tmpfs:       tmp,
+		dependsOn:   []pulumi.Resource{secrets.holder},
+		opts:        []pulumi.ResourceOption{secrets.replaceOnChange},
 	})
 	if err != nil {
 		return err
@@ -168,13 +182,14 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		volumes: []volumeMount{
 			{volume: media, name: a.MediaName, path: stacks.MediaRoot},
 			{volume: static, name: a.StaticName, path: stacks.StaticRoot},
+			secrets.mount,
 		},
 		tmpfs:       server.Tmpfs,
 		wait:        true,
 		stopTimeout: server.StopTimeout,
 		init:        true,
 		dependsOn:   []pulumi.Resource{a.Migrate, a.Collectstatic},
-		opts:        []pulumi.ResourceOption{hookBinding(hook)},
+		opts:        []pulumi.ResourceOption{hookBinding(hook), secrets.replaceOnChange},
 	})
 	if err != nil {
 		return err
@@ -213,6 +228,10 @@ func (d *deployment) appRelease(plainEnv map[string]string, server appServer) (s
 		},
 		Env:       plainEnv,
 		Container: fmt.Sprintf("%+v", server),
+		// The operator's secret is known now: a new Sentry DSN is a new
+		// release like any setting (by its digest; the value is nowhere
+		// in the hash's inputs).
+		Secrets: map[string]string{"SENTRY_DSN": d.cfg.SentryDSN.Digest()},
 	})
 }
 
@@ -253,23 +272,35 @@ func edgeAddress(c *docker.Container, edge string) pulumi.StringOutput {
 	}).(pulumi.StringOutput)
 }
 
-// appEnv is the environment of the app, migrate and collectstatic
-// containers: AppEnv with the generated secrets, secret as a whole, and
-// its plain part.
-func (d *deployment) appEnv(sec *Secrets) (pulumi.StringArrayInput, map[string]string, error) {
-	secret := map[string]pulumi.StringInput{
-		"SECRET_KEY":   sec.SecretKey,
-		"DATABASE_URL": databaseURL(sec),
-		"REDIS_URL":    redisURL(sec),
+// appSecretFiles are the app's secrets, delivered as files (see
+// secretfiles.go): the generated ones and the operator's Sentry DSN.
+func (d *deployment) appSecretFiles(sec *Secrets) []secretFile {
+	files := []secretFile{
+		{"SECRET_KEY", sec.SecretKey},
+		{"DATABASE_URL", databaseURL(sec)},
+		{"REDIS_URL", redisURL(sec)},
 	}
 	if d.cfg.SentryDSN.IsSet() {
-		secret["SENTRY_DSN"] = d.cfg.SentryDSN.Output()
+		files = append(files, secretFile{"SENTRY_DSN", d.cfg.SentryDSN.Output()})
+	}
+	return files
+}
+
+// appEnv is the whole environment of the app, migrate and collectstatic
+// containers, all of it plain: AppEnv's settings and, for each secret,
+// NAME_FILE naming its file. No secret value is in it, so Docker's
+// metadata holds none and the policy pack reads every entry.
+func (d *deployment) appEnv(files []secretFile) (map[string]string, error) {
+	secret := make(map[string]pulumi.StringInput, len(files))
+	for _, f := range files {
+		secret[f.name] = f.value
 	}
 	plain, err := AppEnv(d.cfg, secret)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return envList(plain, secret), plain, nil
+	maps.Copy(plain, fileEnv(files))
+	return plain, nil
 }
 
 // AppEnv returns the plain part of the app's environment for a stack (the

@@ -27,7 +27,11 @@ func (d *deployment) newCache(ctx *pulumi.Context, net *Network, sec *Secrets, i
 	if err := ctx.RegisterComponentResource(typeCache, "cache", c); err != nil {
 		return nil, err
 	}
-	var err error
+	files := []secretFile{{"REDIS_PASSWORD", sec.RedisPassword}}
+	secrets, err := d.newSecretVolume(ctx, c, "secrets-cache", image.RepoDigest, redisUID, []string{"/bin/true"}, files)
+	if err != nil {
+		return nil, err
+	}
 	maxMemory := d.cfg.Limits[stacks.RoleCache].MemoryMB * 3 / 4
 	c.Container, err = d.newContainer(ctx, c, containerSpec{
 		role:       stacks.RoleCache,
@@ -35,15 +39,19 @@ func (d *deployment) newCache(ctx *pulumi.Context, net *Network, sec *Secrets, i
 		user:       redisUID,
 		entrypoint: []string{"/bin/sh", "-c", RedisScript, "redis"},
 		command:    pulumi.ToStringArray([]string{strconv.Itoa(maxMemory) + "mb"}),
-		envs:       envList(nil, map[string]pulumi.StringInput{"REDISCLI_AUTH": sec.RedisPassword}),
-		// redis-cli exits 0 on an error reply, so look for the PONG.
-		healthcheck: shellHealthcheck(checkTiming{10 * time.Second, 3 * time.Second, 10 * time.Second, 3}, "redis-cli ping | grep -q PONG"),
+		envs:       envList(fileEnv(files)),
+		// redis-cli exits 0 on an error reply, so look for the PONG. It
+		// reads the password from REDISCLI_AUTH, set for this one command.
+		healthcheck: shellHealthcheck(checkTiming{10 * time.Second, 3 * time.Second, 10 * time.Second, 3}, RedisCLIAuth+" redis-cli ping | grep -q PONG"),
 		networks:    []attachment{{network: net.Internal, name: net.InternalName, aliases: []string{cacheAlias}}},
 		// /data is redis-server's working directory; nothing is persisted
 		// there (no RDB, no AOF), so memory is enough.
 		tmpfs:       map[string]string{"/data": tmpfsOptions(16), "/tmp": tmpfsOptions(16)},
+		volumes:     []volumeMount{secrets.mount},
 		wait:        true,
 		stopTimeout: 15,
+		dependsOn:   []pulumi.Resource{secrets.holder},
+		opts:        []pulumi.ResourceOption{secrets.replaceOnChange},
 	})
 	if err != nil {
 		return nil, err
@@ -52,12 +60,20 @@ func (d *deployment) newCache(ctx *pulumi.Context, net *Network, sec *Secrets, i
 }
 
 // RedisScript starts redis-server; its first argument is maxmemory. The
-// password reaches redis-server through a config read on stdin, so it is in
-// neither the command line nor a file. REDISCLI_AUTH is also what
-// redis-cli (the health check) authenticates with.
-const RedisScript = `exec redis-server --save '' --appendonly no --protected-mode yes --maxmemory "$1" --maxmemory-policy volatile-lru - <<EOF
-requirepass $REDISCLI_AUTH
+// password, read from the file REDIS_PASSWORD_FILE names, reaches
+// redis-server through a config read on stdin, so it is on no command line.
+// An unreadable or empty file stops the start: Redis without its password
+// would serve anyone on the network.
+const RedisScript = `set -eu
+password=$(cat "$REDIS_PASSWORD_FILE")
+[ -n "$password" ] || { echo "redis: $REDIS_PASSWORD_FILE is empty" >&2; exit 1; }
+exec redis-server --save '' --appendonly no --protected-mode yes --maxmemory "$1" --maxmemory-policy volatile-lru - <<EOF
+requirepass $password
 EOF`
+
+// RedisCLIAuth prefixes a redis-cli command in the cache container's shell
+// with the password, for that command alone.
+const RedisCLIAuth = `REDISCLI_AUTH="$(cat "$REDIS_PASSWORD_FILE")"`
 
 // redisURL is the app's REDIS_URL (secret).
 func redisURL(sec *Secrets) pulumi.StringOutput {

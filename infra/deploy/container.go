@@ -79,8 +79,16 @@ type containerSpec struct {
 	stopTimeout int
 	shmSizeMB   int
 	init        bool
-	dependsOn   []pulumi.Resource
-	opts        []pulumi.ResourceOption
+	// uploads are files copied into the container before it starts (only
+	// a container with a writable root can take them: see secretfiles.go).
+	uploads docker.ContainerUploadArrayInput
+	// writableRootReason, when set, leaves the root filesystem writable
+	// and tells the policy pack why (the exemption label).
+	writableRootReason string
+	// noNetwork runs the container on no network at all.
+	noNetwork bool
+	dependsOn []pulumi.Resource
+	opts      []pulumi.ResourceOption
 }
 
 // newContainer registers one container with the hardening every container
@@ -95,8 +103,15 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 		docker.ContainerLabelArgs{Label: pulumi.String(LabelStack), Value: pulumi.String(d.cfg.Stack)},
 		docker.ContainerLabelArgs{Label: pulumi.String(LabelProfile), Value: pulumi.String(d.cfg.Profile)},
 	}
-	for _, k := range slices.Sorted(maps.Keys(spec.labels)) {
-		labels = append(labels, docker.ContainerLabelArgs{Label: pulumi.String(k), Value: pulumi.String(spec.labels[k])})
+	extra := maps.Clone(spec.labels)
+	if spec.writableRootReason != "" {
+		if extra == nil {
+			extra = map[string]string{}
+		}
+		extra[conventions.LabelReadOnlyExempt] = spec.writableRootReason
+	}
+	for _, k := range slices.Sorted(maps.Keys(extra)) {
+		labels = append(labels, docker.ContainerLabelArgs{Label: pulumi.String(k), Value: pulumi.String(extra[k])})
 	}
 	args := &docker.ContainerArgs{
 		Name:         pulumi.String(d.name(instance)),
@@ -105,7 +120,7 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 		Command:      spec.command,
 		Envs:         spec.envs,
 		Healthcheck:  spec.healthcheck,
-		ReadOnly:     pulumi.Bool(true),
+		ReadOnly:     pulumi.Bool(spec.writableRootReason == ""),
 		Capabilities: &docker.ContainerCapabilitiesArgs{Drops: pulumi.StringArray{pulumi.String("ALL")}},
 		SecurityOpts: pulumi.StringArray{pulumi.String("no-new-privileges:true")},
 		Memory:       pulumi.Int(limit.MemoryMB),
@@ -146,6 +161,12 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 	if spec.init {
 		args.Init = pulumi.Bool(true)
 	}
+	if spec.uploads != nil {
+		args.Uploads = spec.uploads
+	}
+	if spec.noNetwork {
+		args.NetworkMode = pulumi.String("none")
+	}
 	deps := append([]pulumi.Resource{}, spec.dependsOn...)
 	var networks docker.ContainerNetworksAdvancedArray
 	for _, n := range spec.networks {
@@ -182,6 +203,9 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 		args.Logs = pulumi.Bool(true)
 		args.MustRun = pulumi.Bool(false)
 		args.Restart = pulumi.String("no")
+		// What a one-shot printed may quote a setting or a secret it was
+		// given: its logs are encrypted in the state like every secret.
+		spec.opts = append(spec.opts, pulumi.AdditionalSecretOutputs([]string{"containerLogs"}))
 	} else {
 		args.Restart = pulumi.String("unless-stopped")
 		args.MustRun = pulumi.Bool(true)

@@ -61,6 +61,12 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		return nil, err
 	}
 	internal := []attachment{{network: net.Internal, name: net.InternalName, aliases: []string{dbAlias}}}
+	// The passwords the entrypoint gives the roles at every start.
+	files := []secretFile{{"POSTGRES_PASSWORD", sec.DBSuperuserPassword}, {"NBMS_DB_PASSWORD", sec.AppDBPassword}}
+	secrets, err := d.newSecretVolume(ctx, db, "secrets-db", dbImage.RepoDigest, pgUID, []string{"/bin/true"}, files)
+	if err != nil {
+		return nil, err
+	}
 	conf := renderedFile{path: pgConfigPath, content: d.rendered.pgbackrestConf}
 
 	// WAL archiving through pgBackRest, as postgres -c flags: no config file
@@ -71,35 +77,37 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		postgres = append(postgres, "-c", name+"="+settings[name])
 	}
 	entry, cmd := withFiles([]renderedFile{conf}, postgres...)
+	dbEnv := map[string]string{
+		"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
+		"NBMS_DB_NAME":         appDBName,
+		"NBMS_DB_USER":         appDBUser,
+		// The entrypoint creates the stanza before archiving starts, so
+		// that no archive_command of a first deploy fails.
+		"PGBACKREST_CONFIG": pgConfigPath,
+		"PGBACKREST_STANZA": pgStanza,
+	}
+	maps.Copy(dbEnv, fileEnv(files))
 	db.Container, err = d.newContainer(ctx, db, containerSpec{
-		role:       stacks.RoleDB,
-		image:      dbImage.RepoDigest,
-		user:       pgUID,
-		entrypoint: entry,
-		command:    cmd,
-		envs: envList(map[string]string{
-			"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
-			"NBMS_DB_NAME":         appDBName,
-			"NBMS_DB_USER":         appDBUser,
-			// The entrypoint creates the stanza before archiving starts, so
-			// that no archive_command of a first deploy fails.
-			"PGBACKREST_CONFIG": pgConfigPath,
-			"PGBACKREST_STANZA": pgStanza,
-		}, map[string]pulumi.StringInput{
-			"POSTGRES_PASSWORD": sec.DBSuperuserPassword,
-			"NBMS_DB_PASSWORD":  sec.AppDBPassword,
-		}),
+		role:        stacks.RoleDB,
+		image:       dbImage.RepoDigest,
+		user:        pgUID,
+		entrypoint:  entry,
+		command:     cmd,
+		envs:        envList(dbEnv),
 		healthcheck: healthcheck(checkTiming{10 * time.Second, 5 * time.Second, time.Minute, 5}, "pg_isready", "-q", "-h", pgSocketPath, "-U", "postgres"),
 		networks:    internal,
 		volumes: []volumeMount{
 			{volume: pgdata, name: pgdataName, path: pgDataPath},
 			{volume: repo, name: repoName, path: pgRepoPath},
 			{volume: sock, name: sockName, path: pgSocketPath},
+			secrets.mount,
 		},
 		tmpfs:       map[string]string{"/tmp": tmpfsOptions(64)},
 		wait:        true,
 		stopTimeout: 60,
 		shmSizeMB:   256,
+		dependsOn:   []pulumi.Resource{secrets.holder},
+		opts:        []pulumi.ResourceOption{secrets.replaceOnChange},
 	})
 	if err != nil {
 		return nil, err
@@ -131,7 +139,7 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 			conventions.EnvBackupScheduleDiff:  d.cfg.Backup.DiffCron,
 			conventions.EnvBackupRetentionFull: strconv.Itoa(d.cfg.Backup.RetentionFull),
 			conventions.EnvBackupRetentionDiff: strconv.Itoa(d.cfg.Backup.RetentionDiff),
-		}, nil),
+		}),
 		healthcheck: healthcheck(checkTiming{30 * time.Second, 30 * time.Second, 2 * time.Minute, 3}, "pgbackrest", "info"),
 		networks:    []attachment{{network: net.Internal, name: net.InternalName}},
 		volumes: []volumeMount{

@@ -42,11 +42,13 @@ var brokenVariants = []brokenVariant{
 	{
 		policy:  "nbms-app-configure-env-contract",
 		refused: map[string]string{"app": `{"hstsSeconds": 60}`}, refusedKey: "nbms:app.hstsSeconds",
-		// The program forgets pulumi.ToSecret: SECRET_KEY, DATABASE_URL and
-		// REDIS_URL would sit in the state and the preview in plain text.
+		// The program puts a secret back into the environment, where
+		// `docker inspect` shows it, instead of its file.
 		resource: stacks.RoleApp, mutate: func(t *testing.T, in resource.PropertyMap) {
-			require.True(t, in["envs"].IsSecret())
-			in["envs"] = in["envs"].SecretValue().Element
+			require.False(t, in["envs"].ContainsSecrets())
+			setEnv(t, in, "SECRET_KEY_FILE", "/run/secrets/SECRET_KEY")
+			items := append(slices.Clone(in["envs"].ArrayValue()), resource.NewStringProperty("REDIS_URL=redis://:leaked-password@cache:6379/0"))
+			in["envs"] = resource.MakeSecret(resource.NewArrayProperty(items))
 		},
 	},
 	{

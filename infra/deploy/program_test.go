@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -122,11 +123,35 @@ func (m *mocks) byType(token string) map[string]pulumi.MockResourceArgs {
 			key := r.Name
 			if token == typeContainer {
 				key = labels(r.Inputs)[deploy.LabelRole]
+				if key == stacks.RoleSecrets {
+					// One per tier: secrets-app (per release), -db, -cache, -proxy.
+					key = holderKey(r.Name)
+				}
 			}
 			out[key] = r
 		}
 	}
 	return out
+}
+
+// holderKey names a secrets holder by its tier: "secrets-app-<release>"
+// is "secrets-app".
+func holderKey(name string) string {
+	return regexp.MustCompile(`-[0-9a-f]{12}$`).ReplaceAllString(name, "")
+}
+
+// holders are the secrets holders a stack has: the proxy's only with TLS.
+func holders(tls bool) []string {
+	h := []string{"secrets-app", "secrets-db", "secrets-cache"}
+	if tls {
+		h = append(h, "secrets-proxy")
+	}
+	return h
+}
+
+// serving are the roles but the secrets holders'.
+func serving() []string {
+	return slices.DeleteFunc(slices.Clone(stacks.Roles), func(r string) bool { return r == stacks.RoleSecrets })
 }
 
 // stackConfig is a committed stack file plus what the operator sets.
@@ -291,16 +316,21 @@ func TestEveryContainerIsHardened(t *testing.T) {
 			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
 			require.NoError(t, res.err)
 			containers := res.m.byType(typeContainer)
-			require.ElementsMatch(t, stacks.Roles, slices.Collect(maps.Keys(containers)), "one container per role")
+			require.ElementsMatch(t, append(serving(), holders(p.tls)...), slices.Collect(maps.Keys(containers)), "one container per role, one secrets holder per tier")
 			limits := stacks.Defaults().Limits
 			if p.stack == "dev" {
 				limits[stacks.RoleDB] = stacks.Limit{MemoryMB: 512, CPUs: 1, Nproc: 1024}
 				limits[stacks.RoleBackup] = stacks.Limit{MemoryMB: 256, CPUs: 1, Nproc: 1024}
 			}
-			for role, c := range containers {
+			for key, c := range containers {
 				in := c.Inputs
-				t.Run(role, func(t *testing.T) {
+				role := labels(in)[deploy.LabelRole]
+				t.Run(key, func(t *testing.T) {
 					wantLabels := map[string]string{deploy.LabelRole: role, deploy.LabelStack: p.stack, deploy.LabelProfile: p.profile}
+					if role == stacks.RoleSecrets {
+						checkHolder(t, c, p.stack+"-"+key)
+						return
+					}
 					if conventions.PerRelease(role) {
 						// Named by its release, which it also carries.
 						release := labels(in)[deploy.LabelRelease]
@@ -352,6 +382,38 @@ func TestEveryContainerIsHardened(t *testing.T) {
 	}
 }
 
+// checkHolder checks a secrets holder: hardened like every container but
+// for its writable root (the policy exemption says why), on no network,
+// every upload a secret file under /run/secrets.
+func checkHolder(t *testing.T, c pulumi.MockResourceArgs, name string) {
+	in := c.Inputs
+	assert.Regexp(t, "^"+regexp.QuoteMeta(name)+`(-[0-9a-f]{12})?$`, plain(in["name"]))
+	assert.Equal(t, false, plain(in["readOnly"]), "the upload needs a writable root")
+	assert.NotEmpty(t, labels(in)[conventions.LabelReadOnlyExempt], "and says why")
+	assert.Equal(t, "none", plain(in["networkMode"]))
+	assert.NotContains(t, in, resource.PropertyKey("networksAdvanced"))
+	assert.NotContains(t, in, resource.PropertyKey("envs"), "nothing in its environment")
+	caps := plain(in["capabilities"]).(map[string]any)
+	assert.Equal(t, []string{"ALL"}, strs(caps["drops"]))
+	assert.Contains(t, strs(plain(in["securityOpts"])), "no-new-privileges:true")
+	assert.NotRegexp(t, `^(|0|root)(:.*)?$`, plain(in["user"]), "non-root user")
+	assert.Equal(t, "no", plain(in["restart"]))
+	assert.Equal(t, true, plain(in["attach"]))
+	uploads := in["uploads"].ArrayValue()
+	require.NotEmpty(t, uploads)
+	for _, u := range uploads {
+		up := u.ObjectValue()
+		assert.True(t, up["content"].IsSecret(), "the content of %s is a secret", up["file"].StringValue())
+		assert.Regexp(t, `^/run/secrets/[A-Z_]+$`, up["file"].StringValue())
+		assert.Equal(t, "0444", up["permissions"].StringValue())
+	}
+	vols := plain(in["volumes"]).([]any)
+	require.Len(t, vols, 1)
+	assert.Equal(t, "/run/secrets", vols[0].(map[string]any)["containerPath"])
+	assert.Equal(t, plain(in["name"]), vols[0].(map[string]any)["volumeName"], "its own volume, named like it")
+	assert.Contains(t, c.RegisterRPC.GetAdditionalSecretOutputs(), "containerLogs")
+}
+
 func TestNetworksAndPorts(t *testing.T) {
 	for _, p := range profiles {
 		t.Run(p.stack, func(t *testing.T) {
@@ -375,6 +437,10 @@ func TestNetworksAndPorts(t *testing.T) {
 				stacks.RoleMigrate: {internal}, stacks.RoleCollectstatic: {internal},
 			}
 			for role, c := range res.m.byType(typeContainer) {
+				if strings.HasPrefix(role, stacks.RoleSecrets) {
+					assert.Equal(t, "none", plain(c.Inputs["networkMode"]), role)
+					continue
+				}
 				var got []string
 				for _, n := range plain(c.Inputs["networksAdvanced"]).([]any) {
 					got = append(got, n.(map[string]any)["name"].(string))
@@ -423,11 +489,20 @@ func TestVolumes(t *testing.T) {
 				return out
 			}
 			n := func(s string) string { return p.stack + "-" + s }
-			assert.Equal(t, map[string]any{n("pgdata"): false, n("pgbackrest-repo"): false, n("pgrun"): false}, mounts(stacks.RoleDB))
+			// Each tier reads its own secrets volume, read-only; the app's
+			// is its release's.
+			appSecrets := plain(res.m.byType(typeContainer)["secrets-app"].Inputs["name"]).(string)
+			assert.Equal(t, map[string]any{n("pgdata"): false, n("pgbackrest-repo"): false, n("pgrun"): false, n("secrets-db"): true}, mounts(stacks.RoleDB))
 			assert.Equal(t, map[string]any{n("pgdata"): true, n("pgbackrest-repo"): false, n("pgrun"): false}, mounts(stacks.RoleBackup))
-			assert.Equal(t, map[string]any{n("media"): false, n("static"): false}, mounts(stacks.RoleApp), "static too, for predeploy-check")
-			assert.Equal(t, map[string]any{n("static"): false}, mounts(stacks.RoleCollectstatic))
-			assert.Equal(t, map[string]any{n("static"): true, n("media"): true, n("proxy-control"): false}, mounts(stacks.RoleProxy))
+			assert.Equal(t, map[string]any{n("secrets-cache"): true}, mounts(stacks.RoleCache))
+			assert.Equal(t, map[string]any{n("media"): false, n("static"): false, appSecrets: true}, mounts(stacks.RoleApp), "static too, for predeploy-check")
+			assert.Equal(t, map[string]any{appSecrets: true}, mounts(stacks.RoleMigrate))
+			assert.Equal(t, map[string]any{n("static"): false, appSecrets: true}, mounts(stacks.RoleCollectstatic))
+			proxy := map[string]any{n("static"): true, n("media"): true, n("proxy-control"): false}
+			if p.tls {
+				proxy[n("secrets-proxy")] = true
+			}
+			assert.Equal(t, proxy, mounts(stacks.RoleProxy))
 			assert.Equal(t, map[string]any{n("proxy-control"): false}, mounts(stacks.RoleSwitch), "the switch hands nginx's supervisor the upstream")
 		})
 	}
@@ -438,21 +513,35 @@ func TestAppEnvironmentSatisfiesTheContract(t *testing.T) {
 		t.Run(p.stack, func(t *testing.T) {
 			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
 			require.NoError(t, res.err)
+			// The secrets are the holder's files, read back as the app reads
+			// them (NAME_FILE).
+			files := map[string]string{}
+			for _, u := range res.m.byType(typeContainer)["secrets-app"].Inputs["uploads"].ArrayValue() {
+				up := u.ObjectValue()
+				files[up["file"].StringValue()] = up["content"].SecretValue().Element.StringValue()
+			}
 			for _, role := range []string{stacks.RoleApp, stacks.RoleMigrate, stacks.RoleCollectstatic} {
 				in := res.m.byType(typeContainer)[role].Inputs
-				assert.True(t, in["envs"].IsSecret(), "%s: the env list holds secrets, so it is secret as a whole", role)
+				assert.False(t, in["envs"].ContainsSecrets(), "%s: no secret in the environment, so none in Docker's metadata", role)
 				env := envMap(t, in)
 				s, err := config.Parse(env)
 				require.NoError(t, err, role)
 				assert.Equal(t, config.Profile(p.profile), s.Profile)
 				for _, v := range config.Vars() {
-					if v.RequiredIn(config.Prod) && p.profile == "prod" {
+					if !v.RequiredIn(config.Prod) || p.profile != "prod" {
+						continue
+					}
+					if v.Secret {
+						assert.Empty(t, env[v.Name], "%s: %s is not in the environment", role, v.Name)
+						assert.NotEmpty(t, files[env[v.Name+config.FileSuffix]], "%s: %s_FILE names a file the holder received", role, v.Name)
+					} else {
 						assert.NotEmpty(t, env[v.Name], "%s: %s", role, v.Name)
 					}
 				}
-				assert.Equal(t, "postgres", strings.SplitN(env["DATABASE_URL"], ":", 2)[0])
-				assert.Contains(t, env["DATABASE_URL"], "@db:5432/nbms")
-				assert.Contains(t, env["REDIS_URL"], "@cache:6379/0")
+				dbURL, redisURL := files[env["DATABASE_URL_FILE"]], files[env["REDIS_URL_FILE"]]
+				assert.Equal(t, "postgres", strings.SplitN(dbURL, ":", 2)[0])
+				assert.Contains(t, dbURL, "@db:5432/nbms")
+				assert.Contains(t, redisURL, "@cache:6379/0")
 				assert.Equal(t, p.subnet, env["TRUSTED_PROXY_CIDRS"])
 			}
 		})
@@ -500,7 +589,7 @@ func TestGeneratedSecretsStaySecret(t *testing.T) {
 			containers := res.outputs["containers"].Value.(map[string]string)
 			app := res.outputs["app"].Value.(map[string]any)
 			release := app["release"].(string)
-			for _, role := range stacks.Roles {
+			for _, role := range serving() {
 				want := p.stack + "-" + role
 				if conventions.PerRelease(role) {
 					want = p.stack + "-" + deploy.Instance(role, release)
@@ -896,7 +985,7 @@ func TestPreviewRegistersTheWholeStack(t *testing.T) {
 	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{preview: true})
 	require.NoError(t, res.err)
 	containers := res.m.byType(typeContainer)
-	assert.Len(t, containers, len(stacks.Roles))
+	assert.Len(t, containers, len(serving())+len(holders(true)))
 	// The mock monitor drops unknown inputs, so "unknown" reads as null here.
 	assert.True(t, containers[stacks.RoleApp].Inputs["image"].IsNull(), "the app waits for the one-shots' exit codes")
 	assert.True(t, containers[stacks.RoleMigrate].Inputs["image"].IsNull(), "the image is built at up")

@@ -24,8 +24,9 @@ const (
 	proxyHTTPSPort = 443
 	proxyConfPath  = "/tmp/nbms/nginx.conf"
 	proxyCertPath  = "/tmp/nbms/tls/cert.pem"
-	proxyKeyPath   = "/tmp/nbms/tls/key.pem"
-	proxyKeyEnv    = "NBMS_TLS_KEY"
+	// proxyKeyFile is the TLS private key's name on the proxy's secrets
+	// volume (see secretfiles.go).
+	proxyKeyFile = "TLS_KEY"
 	// proxyControlDir is where the control volume is mounted in the proxy
 	// and the switch: the live upstream file and the switch's handshake
 	// with the proxy's supervisor (infra/images/nginx/nbms-proxy).
@@ -68,7 +69,7 @@ func NginxParams(cfg *stacks.Config) (nginx.Params, error) {
 		ServerNames: cfg.PublicHosts(),
 		HTTPPort:    proxyHTTPPort, HTTPSPort: proxyHTTPSPort, PublicPort: cfg.PublicPort(),
 		TLS:      cfg.TLS(),
-		CertPath: proxyCertPath, KeyPath: proxyKeyPath,
+		CertPath: proxyCertPath, KeyPath: secretPath(proxyKeyFile),
 		// The live release's address, written by the switch: nginx keeps
 		// connections to it open, and a new release goes live with a
 		// graceful reload.
@@ -147,16 +148,28 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 	}).(pulumi.StringOutput)
 
 	files := []renderedFile{{path: proxyConfPath, content: d.rendered.nginxConf}}
-	var secretEnv map[string]pulumi.StringInput
+	volumes := []volumeMount{
+		{volume: app.Static, name: app.StaticName, path: stacks.StaticRoot, readOnly: true},
+		{volume: app.Media, name: app.MediaName, path: stacks.MediaRoot, readOnly: true},
+		control,
+	}
+	deps := []pulumi.Resource{p.Switch}
+	opts := []pulumi.ResourceOption{hookBinding(hook)}
 	ports := docker.ContainerPortArray{docker.ContainerPortArgs{
 		Internal: pulumi.Int(proxyHTTPPort), External: pulumi.Int(d.cfg.HTTPPort),
 		Ip: pulumi.String(d.cfg.BindAddress), Protocol: pulumi.String("tcp"),
 	}}
 	if d.cfg.TLS() {
-		files = append(files,
-			renderedFile{path: proxyCertPath, content: d.cfg.TLSCertificate},
-			renderedFile{path: proxyKeyPath, fromEnv: proxyKeyEnv})
-		secretEnv = map[string]pulumi.StringInput{proxyKeyEnv: d.cfg.TLSKeyOutput()}
+		files = append(files, renderedFile{path: proxyCertPath, content: d.cfg.TLSCertificate})
+		// nginx reads the key from the file itself (ssl_certificate_key).
+		secrets, err := d.newSecretVolume(ctx, p, "secrets-proxy", image.RepoDigest, proxyUID, []string{"/bin/true"},
+			[]secretFile{{proxyKeyFile, d.cfg.TLSKeyOutput()}})
+		if err != nil {
+			return nil, err
+		}
+		volumes = append(volumes, secrets.mount)
+		deps = append(deps, secrets.holder)
+		opts = append(opts, secrets.replaceOnChange)
 		ports = append(ports, docker.ContainerPortArgs{
 			Internal: pulumi.Int(proxyHTTPSPort), External: pulumi.Int(d.cfg.HTTPSPort),
 			Ip: pulumi.String(d.cfg.BindAddress), Protocol: pulumi.String("tcp"),
@@ -171,22 +184,17 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 		// The media volume's uploads are the app's, mode 0640.
 		groups:     []string{appGID},
 		entrypoint: entry, command: cmd,
-		envs: envList(nil, secretEnv),
 		healthcheck: healthcheck(checkTiming{10 * time.Second, 3 * time.Second, 5 * time.Second, 3},
 			"wget", "-q", "-O", "/dev/null", "http://127.0.0.1:"+strconv.Itoa(proxyHTTPPort)+nginx.HealthPath),
-		networks: []attachment{{network: net.Edge, name: net.EdgeName}},
-		volumes: []volumeMount{
-			{volume: app.Static, name: app.StaticName, path: stacks.StaticRoot, readOnly: true},
-			{volume: app.Media, name: app.MediaName, path: stacks.MediaRoot, readOnly: true},
-			control,
-		},
+		networks:    []attachment{{network: net.Edge, name: net.EdgeName}},
+		volumes:     volumes,
 		tmpfs:       map[string]string{"/tmp": tmpfsOptions(64)},
 		sysctls:     map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"},
 		ports:       ports,
 		wait:        true,
 		stopTimeout: 15,
-		dependsOn:   []pulumi.Resource{p.Switch},
-		opts:        []pulumi.ResourceOption{hookBinding(hook)},
+		dependsOn:   deps,
+		opts:        opts,
 	})
 	if err != nil {
 		return nil, err

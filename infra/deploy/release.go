@@ -29,14 +29,16 @@ const releaseIDLength = 12
 // the same release; any change is a new release, which starts beside the
 // live one (see startApp).
 //
-// Not in it: the generated secrets (Pulumi outputs, unknown at program
-// time). A rotated secret changes the live release's container in place,
-// which replaces it with a short gap.
+// The operator's secrets are in it by digest. Not in it: the generated
+// secrets (Pulumi outputs, unknown at program time). A rotated generated
+// secret replaces the live release's containers in place (their
+// replacement trigger, secretfiles.go), which costs a short gap.
 type releaseInputs struct {
 	ContextDigest string            `json:"context"`
 	BuildArgs     map[string]string `json:"buildArgs"`
 	Env           map[string]string `json:"env"`
 	Container     any               `json:"container"`
+	Secrets       map[string]string `json:"secrets"`
 }
 
 // releaseID hashes the inputs into a release identifier.

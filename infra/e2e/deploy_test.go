@@ -69,6 +69,8 @@ func TestRealDeploy(t *testing.T) {
 	var session *http.Cookie
 	var evidenceSHA string
 	var written time.Time
+	// generated are the secrets the program generated, from the first up.
+	var generated map[string]any
 	steps := []struct {
 		name string
 		run  func(t *testing.T)
@@ -81,6 +83,9 @@ func TestRealDeploy(t *testing.T) {
 			assert.Equal(t, s.url(""), res.Outputs["url"].Value)
 			s.checkPolicyReport(t, res.Report)
 			s.waitHealthy(t, 3*time.Minute)
+			gen := res.Outputs["generatedSecrets"]
+			require.True(t, gen.Secret, "generatedSecrets is a secret output")
+			generated = gen.Value.(map[string]any)
 		}},
 		{"the edge over TLS: probes, landing page, public API, security headers", func(t *testing.T) {
 			s.checkEdge(t)
@@ -97,6 +102,9 @@ func TestRealDeploy(t *testing.T) {
 		}},
 		{"hardening as docker inspect reports it", func(t *testing.T) {
 			s.checkHardening(t)
+		}},
+		{"no secret in Docker's metadata or in the state", func(t *testing.T) {
+			s.checkNoSecretLeaks(t, generated)
 		}},
 		{"backups: a scheduled full backup, WAL archived, a restore drill with the rows", func(t *testing.T) {
 			s.checkBackups(t, written)
@@ -249,11 +257,74 @@ func (s *stack) checkPolicyReport(t *testing.T, dir string) {
 	assert.Equal(t, "pass", rep.Result)
 	assert.Empty(t, rep.Summary.MandatoryFailed)
 	assert.Zero(t, rep.Summary.Failed)
-	assert.Greater(t, rep.Summary.Passed, 20, "the policies did evaluate the deployed resources")
+	// Every policy evaluated every resource: nothing is hidden from the
+	// pack (no secret in an environment it could not read).
+	assert.Zero(t, rep.Summary.CannotEvaluate, "no policy said 'cannot evaluate'")
+	assert.Equal(t, rep.Summary.Policies, rep.Summary.Passed+rep.Summary.Disabled, "every policy passed")
 	s.figures.Policies = map[string]int{"ran": rep.Summary.Policies, "passed": rep.Summary.Passed, "failed": rep.Summary.Failed,
 		"cannotEvaluate": rep.Summary.CannotEvaluate, "disabled": rep.Summary.Disabled}
 	t.Logf("policy pack on the deployed state: %d policies, %d passed, %d failed, %d could not evaluate",
 		rep.Summary.Policies, rep.Summary.Passed, rep.Summary.Failed, rep.Summary.CannotEvaluate)
+}
+
+// checkNoSecretLeaks seeds nothing new: it takes every secret of the
+// deployment (the generated ones, the TLS key, the seeded Sentry DSN) and
+// searches for each in what Docker shows of every object of the stack and in
+// `pulumi stack export` without --show-secrets. Then it checks that the
+// app did get them, as files.
+func (s *stack) checkNoSecretLeaks(t *testing.T, generated map[string]any) {
+	require.Len(t, generated, 4)
+	secrets := map[string]string{"Sentry DSN key": sentryKey}
+	for name, v := range generated {
+		secrets[name] = v.(string)
+	}
+	key, err := os.ReadFile(s.keyFile)
+	require.NoError(t, err)
+	secrets["TLS private key"] = strings.Split(strings.TrimSpace(string(key)), "\n")[1]
+
+	var dumps []string
+	filter := "label=" + conventions.LabelStack + "=" + stackName
+	for _, kind := range []string{"container", "volume", "network"} {
+		ids := strings.Fields(docker(t, kind, "ls", "-q", "--filter", filter))
+		if kind == "container" {
+			ids = strings.Fields(docker(t, "ps", "-a", "-q", "--filter", filter))
+		}
+		require.NotEmpty(t, ids, kind)
+		dumps = append(dumps, docker(t, append([]string{kind, "inspect"}, ids...)...))
+	}
+	state := s.stackExport(t)
+	dumps = append(dumps, state)
+	for name, secret := range secrets {
+		require.GreaterOrEqual(t, len(secret), 16, name)
+		for _, d := range dumps {
+			assert.NotContains(t, d, secret, "%s is in Docker's metadata or the state", name)
+		}
+	}
+	assert.Contains(t, state, `"ciphertext"`, "the state holds the secrets encrypted")
+
+	// The app got them as files, which its environment names (that it
+	// read them, its readiness on PostgreSQL and Redis has shown).
+	app := container(conventions.RoleApp)
+	var in []struct {
+		Config struct{ Env []string } `json:"Config"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(docker(t, "inspect", app)), &in))
+	assert.Contains(t, in[0].Config.Env, "SECRET_KEY_FILE=/run/secrets/SECRET_KEY")
+	assert.Contains(t, in[0].Config.Env, "SENTRY_DSN_FILE=/run/secrets/SENTRY_DSN")
+}
+
+// stackExport is `pulumi stack export` of the run's stack, as an operator
+// would back it up: secrets encrypted, never shown.
+func (s *stack) stackExport(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, filepath.Join(root, ".tools", "pulumi", "bin", "pulumi"), "stack", "export", "--stack", stackName, "--non-interactive")
+	c.Dir = root
+	c.Env = append(os.Environ(), "PULUMI_SKIP_UPDATE_CHECK=true", "PULUMI_HOME="+driver.ProjectPulumiHome(root))
+	out, err := c.Output()
+	require.NoError(t, err, "pulumi stack export")
+	return string(out)
 }
 
 // waitHealthy waits until the long-running containers are running and
@@ -575,6 +646,9 @@ func (s *stack) checkHardening(t *testing.T) {
 		conventions.RoleMigrate: {internal}, conventions.RoleCollectstatic: {internal}, conventions.RoleSwitch: {edge},
 	}
 	for _, role := range stacks.Roles {
+		if role == conventions.RoleSecrets {
+			continue // one per tier, checked below
+		}
 		in := inspect(t, container(role))
 		hc := in.HostConfig
 		user := in.Config.User
@@ -612,6 +686,19 @@ func (s *stack) checkHardening(t *testing.T) {
 			assert.Empty(t, hc.PortBindings, "%s publishes no port", role)
 		}
 		assert.ElementsMatch(t, wantNetworks[role], slices.Collect(maps.Keys(in.NetworkSettings.Networks)), "%s networks", role)
+	}
+	// The secrets holders: exited once, on no network, hardened but for
+	// the root their uploads needed (the policy label says why).
+	holders := strings.Fields(docker(t, "ps", "-a", "--filter", "label="+conventions.LabelStack+"="+stackName,
+		"--filter", "label="+conventions.LabelRole+"="+conventions.RoleSecrets, "--format", "{{.Names}}"))
+	assert.Len(t, holders, 4, "app (the live release's), db, cache, proxy: %v", holders)
+	for _, h := range holders {
+		in := inspect(t, h)
+		assert.Equal(t, "none", in.HostConfig.NetworkMode, h)
+		assert.Contains(t, in.HostConfig.CapDrop, "ALL", h)
+		assert.Contains(t, in.HostConfig.SecurityOpt, "no-new-privileges:true", h)
+		assert.NotContains(t, []string{"", "0", "root", "0:0", "root:root"}, in.Config.User, h)
+		assert.NotEmpty(t, in.Config.Labels[conventions.LabelReadOnlyExempt], h)
 	}
 	var nets []struct {
 		Internal bool `json:"Internal"`

@@ -108,6 +108,10 @@ type stack struct {
 	ca        *testsupport.CA
 	chainFile string
 	keyFile   string
+	// dsnFile seeds the operator's one secret besides the TLS key, a Sentry
+	// DSN (to a port where nothing listens), so that the search for
+	// secrets in Docker's metadata and the state covers it too.
+	dsnFile string
 	// buildCAFile holds the certificate authorities this machine added to
 	// its trust store, for the app builder's downloads ("" when none).
 	buildCAFile string
@@ -161,6 +165,8 @@ func newStack(t *testing.T) *stack {
 	s.chainFile, s.keyFile = filepath.Join(s.dir, "fullchain.pem"), filepath.Join(s.dir, "privkey.pem")
 	require.NoError(t, os.WriteFile(s.chainFile, []byte(chain), 0o600))
 	require.NoError(t, os.WriteFile(s.keyFile, []byte(key), 0o600))
+	s.dsnFile = filepath.Join(s.dir, "sentry-dsn")
+	require.NoError(t, os.WriteFile(s.dsnFile, []byte(sentryDSN+"\n"), 0o600))
 
 	// Where egress goes through a TLS-inspecting proxy (this project's CI),
 	// the host trusts its CA through Debian's local CA directory; the app
@@ -234,11 +240,22 @@ func (s *stack) configFiles() map[string]string {
 	return files
 }
 
+// sentryDSN is the seeded Sentry DSN: its key is what a leak would show.
+const (
+	sentryKey = "e2e0sentry0public0key0f00d"
+	sentryDSN = "http://" + sentryKey + "@127.0.0.1:9/42"
+)
+
+// secretFiles are the operator's secrets of the run, as files.
+func (s *stack) secretFiles() map[string]string {
+	return map[string]string{"tlsKey": s.keyFile, "sentryDsn": s.dsnFile}
+}
+
 func (s *stack) options(stackFile string, out io.Writer) driver.Options {
 	return driver.Options{
 		Stack: stackName, Root: root, StackFile: stackFile,
 		ConfigFiles: s.configFiles(),
-		SecretFiles: map[string]string{"tlsKey": s.keyFile},
+		SecretFiles: s.secretFiles(),
 		PolicyPack:  policyPack,
 		ReportDir:   filepath.Join(s.dir, "reports"),
 		Stdout:      out, Stderr: out,
@@ -272,9 +289,12 @@ func (s *stack) run(label string, cmd driver.Command, stackFile string) (*driver
 // returns its exit status and output.
 func (s *stack) runBinary(label string, cmd driver.Command, stackFile string) (int, string) {
 	args := []string{string(cmd), "--stack", stackName, "--root", root, "--stack-file", stackFile,
-		"--secret-file", "tlsKey=" + s.keyFile, "--policy-pack", policyPack, "--report-dir", filepath.Join(s.dir, "reports")}
+		"--policy-pack", policyPack, "--report-dir", filepath.Join(s.dir, "reports")}
 	for key, path := range s.configFiles() {
 		args = append(args, "--config-file", key+"="+path)
+	}
+	for key, path := range s.secretFiles() {
+		args = append(args, "--secret-file", key+"="+path)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
@@ -428,7 +448,8 @@ type inspection struct {
 	ID     string `json:"Id"`
 	Name   string `json:"Name"`
 	Config struct {
-		User string `json:"User"`
+		User   string            `json:"User"`
+		Labels map[string]string `json:"Labels"`
 	} `json:"Config"`
 	State struct {
 		Status    string `json:"Status"`
@@ -454,6 +475,7 @@ type inspection struct {
 		} `json:"Ulimits"`
 		PortBindings map[string][]portBinding `json:"PortBindings"`
 		Tmpfs        map[string]string        `json:"Tmpfs"`
+		NetworkMode  string                   `json:"NetworkMode"`
 	} `json:"HostConfig"`
 	NetworkSettings struct {
 		Networks map[string]any `json:"Networks"`

@@ -28,6 +28,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/nbms-deploy/nbms/infra/deploy"
 	"github.com/nbms-deploy/nbms/infra/nginx"
 	"github.com/nbms-deploy/nbms/infra/pgbackrest"
@@ -66,8 +67,6 @@ const (
 	pgStanza     = "nbms"
 	proxyConf    = "/tmp/nbms/nginx.conf"
 	proxyCert    = "/tmp/nbms/tls/cert.pem"
-	proxyKey     = "/tmp/nbms/tls/key.pem"
-	proxyKeyEnv  = "NBMS_TLS_KEY"
 )
 
 // engine runs the docker CLI.
@@ -245,6 +244,29 @@ func envFlags(env map[string]string) []string {
 		out = append(out, "-e", k)
 	}
 	return out
+}
+
+// secretsVolume makes a tier's secrets volume the way the program's holder
+// does (secretfiles.go): a container with a writable root, never started,
+// receives each file with `docker cp` onto the volume mounted at
+// /run/secrets, and is removed. It returns the -v flag that mounts the
+// volume read-only, and the NAME_FILE variables.
+func secretsVolume(t *testing.T, e *engine, image, vol string, files map[string]string) ([]string, map[string]string) {
+	t.Helper()
+	e.run(t, nil, "volume", "create", vol)
+	e.cleanup(t, "volume", "rm", "-f", vol)
+	holder := vol + "-holder"
+	e.run(t, nil, "create", "--name", holder, "--network", "none", "-v", vol+":"+conventions.SecretsDir, "--entrypoint", "/bin/true", image)
+	defer e.run(t, nil, "rm", holder)
+	dir := t.TempDir()
+	env := map[string]string{}
+	for name, content := range files {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte(content+"\n"), 0o444))
+		e.run(t, nil, "cp", path, holder+":"+conventions.SecretsDir+"/"+name)
+		env[name+"_FILE"] = conventions.SecretsDir + "/" + name
+	}
+	return []string{"-v", vol + ":" + conventions.SecretsDir + ":ro"}, env
 }
 
 // prologue returns the entrypoint flag, the image and the arguments that
@@ -600,27 +622,29 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	// PostgreSQL, with WAL archiving through pgBackRest as the program
 	// configures it (its -c flags come after the entrypoint's own).
 	db := container("db")
-	dbEnv := map[string]string{
+	dbSecrets, dbEnv := secretsVolume(t, e, im.db, name("secrets-db"), map[string]string{
+		"POSTGRES_PASSWORD": superPassword, "NBMS_DB_PASSWORD": appPassword,
+	})
+	maps.Copy(dbEnv, map[string]string{
 		"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
 		"NBMS_DB_NAME":         "nbms", "NBMS_DB_USER": "nbms",
-		"POSTGRES_PASSWORD": superPassword, "NBMS_DB_PASSWORD": appPassword,
 		"PGBACKREST_CONFIG": pgConfigPath, "PGBACKREST_STANZA": pgStanza,
-	}
+	})
 	postgres := []string{"nbms-db-entrypoint", "postgres"}
 	settings := pgbackrest.PostgresSettings(pgConfigPath, pgStanza)
 	for _, k := range slices.Sorted(maps.Keys(settings)) {
 		postgres = append(postgres, "-c", k+"="+settings[k])
 	}
 	args := []string{"run", "-d", "--name", db, "--network", internal, "--network-alias", "db", "--shm-size", "256m", "--health-interval", healthInterval}
-	args = append(append(append(append(append(args, hardened("999:999")...), tmpfs("/tmp", 64)...), envFlags(dbEnv)...), pgVolumes("")...),
+	args = append(append(append(append(append(append(args, hardened("999:999")...), tmpfs("/tmp", 64)...), envFlags(dbEnv)...), pgVolumes("")...), dbSecrets...),
 		prologue(im.db, pgFiles, postgres...)...)
 	e.run(t, dbEnv, args...)
 
 	// Redis, exactly as the program starts it.
 	cache := container("cache")
-	redisEnv := map[string]string{"REDISCLI_AUTH": redisPassword}
+	cacheSecrets, redisEnv := secretsVolume(t, e, im.redis, name("secrets-cache"), map[string]string{"REDIS_PASSWORD": redisPassword})
 	args = []string{"run", "-d", "--name", cache, "--network", internal, "--network-alias", "cache", "--health-interval", healthInterval}
-	args = append(append(append(append(args, hardened("998:998")...), tmpfs("/data", 16)...), tmpfs("/tmp", 16)...), envFlags(redisEnv)...)
+	args = append(append(append(append(append(args, hardened("998:998")...), tmpfs("/data", 16)...), tmpfs("/tmp", 16)...), envFlags(redisEnv)...), cacheSecrets...)
 	e.run(t, redisEnv, append(args, "--entrypoint", "/bin/sh", im.redis, "-c", deploy.RedisScript, "redis", "192mb")...)
 
 	e.waitHealthy(t, db, 2*time.Minute)
@@ -665,9 +689,9 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	})
 
 	t.Run("cache: password required", func(t *testing.T) {
-		out := e.run(t, nil, "exec", cache, "sh", "-c", "unset REDISCLI_AUTH; redis-cli ping")
+		out := e.run(t, nil, "exec", cache, "redis-cli", "ping")
 		assert.Contains(t, out, "NOAUTH")
-		assert.Equal(t, "maxmemory\n201326592", e.run(t, nil, "exec", cache, "redis-cli", "config", "get", "maxmemory"))
+		assert.Equal(t, "maxmemory\n201326592", e.run(t, nil, "exec", cache, "sh", "-c", deploy.RedisCLIAuth+" redis-cli config get maxmemory"))
 	})
 
 	// The app: the program's environment for this stack, its one-shot
@@ -679,14 +703,15 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	}
 	appEnv, err := deploy.AppEnv(cfg, secret)
 	require.NoError(t, err)
-	maps.Copy(appEnv, secret)
+	appSecrets, secretFiles := secretsVolume(t, e, im.nginx, name("secrets-app"), secret)
+	maps.Copy(appEnv, secretFiles)
 	appArgs := func(role string, detached bool) []string {
 		args := []string{"run", "--name", container(role), "--network", internal}
 		if detached {
 			args = []string{"create", "--name", container(role), "--network", internal, "--init", "--health-interval", healthInterval}
 		}
 		args = append(append(append(args, hardened("65532:65532")...), tmpfs("/tmp", 64)...), envFlags(appEnv)...)
-		return append(args, "-v", volumes["static"]+":"+stacks.StaticRoot, "-v", volumes["media"]+":"+stacks.MediaRoot)
+		return append(append(args, "-v", volumes["static"]+":"+stacks.StaticRoot, "-v", volumes["media"]+":"+stacks.MediaRoot), appSecrets...)
 	}
 	t.Run("app: migrate and collectstatic", func(t *testing.T) {
 		out := e.run(t, appEnv, append(appArgs("migrate", false), append([]string{im.app}, deploy.MigrateCommand...)...)...)
@@ -717,14 +742,14 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	conf, err := nginx.Render(params)
 	require.NoError(t, err)
 	proxy := container("proxy")
-	proxyEnv := map[string]string{proxyKeyEnv: keyPEM}
+	proxySecrets, _ := secretsVolume(t, e, im.nginx, name("secrets-proxy"), map[string]string{"TLS_KEY": keyPEM})
 	args = []string{"run", "-d", "--name", proxy, "--network", edge, "--health-interval", healthInterval,
 		"--sysctl", "net.ipv4.ip_unprivileged_port_start=0",
 		"-p", fmt.Sprintf("127.0.0.1:%d:80", httpPort), "-p", fmt.Sprintf("127.0.0.1:%d:443", httpsPort),
 		"-v", volumes["static"] + ":" + stacks.StaticRoot + ":ro", "-v", volumes["media"] + ":" + stacks.MediaRoot + ":ro", "-v", control}
-	args = append(append(append(args, hardened("101:101")...), tmpfs("/tmp", 64)...), envFlags(proxyEnv)...)
-	e.run(t, proxyEnv, append(args, prologue(im.nginx,
-		[][2]string{{proxyConf, conf}, {proxyCert, certPEM}, {proxyKey, "@" + proxyKeyEnv}},
+	args = append(append(append(args, hardened("101:101")...), tmpfs("/tmp", 64)...), proxySecrets...)
+	e.run(t, nil, append(args, prologue(im.nginx,
+		[][2]string{{proxyConf, conf}, {proxyCert, certPEM}},
 		"/usr/local/bin/nbms-proxy", proxyConf)...)...)
 	e.waitHealthy(t, proxy, time.Minute)
 

@@ -186,7 +186,7 @@ func TestPluginOverGRPC(t *testing.T) {
 		bad["privileged"] = true
 		bad["user"] = "root"
 		bad["memory"] = 128.0
-		env := append([]any{}, fixture.AppEnv()...)
+		env := append([]any{}, fixture.AppEnvWithValues()...)
 		env = append(env, "CORS_ALLOWED_ORIGINS=*")
 		bad["envs"] = env // plaintext: secrets not flagged
 		resp, err := client.Analyze(ctx, analyzeRequest(t, fixture.Res{URN: fixture.URN(rules.ContainerType, "app"), Type: rules.ContainerType, Inputs: bad}))
@@ -208,7 +208,7 @@ func TestPluginOverGRPC(t *testing.T) {
 		for _, d := range ds["nbms-app-configure-env-contract"] {
 			joined += d.Message + "\n"
 		}
-		assert.Contains(t, joined, "SECRET_KEY is a secret variable but arrives as a plaintext value")
+		assert.Contains(t, joined, "SECRET_KEY is a secret variable but is set in the container's environment")
 		assert.Contains(t, joined, "DATABASE_URL is a secret variable")
 		require.Contains(t, ds, "nbms-app-disallow-wildcard-cors")
 		assert.Contains(t, ds["nbms-app-disallow-wildcard-cors"][0].Message, `wildcard origin "*"`)

@@ -2,6 +2,9 @@ package rules
 
 import (
 	"errors"
+	"maps"
+	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/nbms-deploy/nbms/app/config"
@@ -17,28 +20,50 @@ func shownReason(reason string, v Value) string {
 	return reason
 }
 
-// checkSecretDelivery reports contract secrets that arrive as plaintext
-// values. It never needs the value itself, only the flag.
+// secretLooking matches the names of variables that carry a secret in the
+// programs the stack runs besides the app (POSTGRES_PASSWORD,
+// REDISCLI_AUTH, a TLS key): the contract cannot declare those.
+var secretLooking = regexp.MustCompile(`(?i)(PASSWORD|PASSPHRASE|SECRET|TOKEN|PRIVATE_KEY|TLS_KEY|_AUTH|_DSN)$`)
+
+// checkSecretDelivery reports secrets in a container's environment, which
+// Docker shows to anyone who may inspect the container, whether or not the
+// state encrypts the value: a contract secret set as NAME instead of
+// NAME_FILE, or a variable whose name says it is a secret. It never needs
+// the value itself.
 func checkSecretDelivery(r Resource, env map[string]Value, f *findings) {
+	contract := map[string]bool{}
 	for _, v := range config.Vars() {
+		contract[v.Name] = true
 		val, ok := env[v.Name]
-		if !ok || !v.Secret {
+		if s, _ := val.Str(); !ok || !v.Secret || s == "" {
 			continue
 		}
-		if s, _ := val.Str(); s != "" && !val.Secret {
-			f.violation("%s: %s is a secret variable but arrives as a plaintext value; pass the container's envs through pulumi.ToSecret (or build the entry from a secret output).", describe(r), v.Name)
+		state := "its value is encrypted in the state, but not in Docker's metadata"
+		if !val.Secret {
+			state = "and in plain text in the state too"
 		}
+		f.violation("%s: %s is a secret variable but is set in the container's environment, which `docker inspect` shows (%s); "+
+			"deliver it as a file on a volume only this tier mounts and set %s%s to its path.", describe(r), v.Name, state, v.Name, config.FileSuffix)
+	}
+	for _, name := range slices.Sorted(maps.Keys(env)) {
+		if s, _ := env[name].Str(); contract[name] || s == "" || !secretLooking.MatchString(name) {
+			continue
+		}
+		f.violation("%s: %s looks like a secret and is set in the container's environment, which `docker inspect` shows; "+
+			"deliver it as a file (%s%s) instead.", describe(r), name, name, config.FileSuffix)
 	}
 }
 
 var envContract = Rule{
 	Name: "nbms-app-configure-env-contract",
 	Summary: "Checks that the app container's environment satisfies the env contract of app/config for its profile (every production-required variable " +
-		"present and valid, NBMS_ENV matching the nbms.profile label, HSTS at or above minHstsSeconds) and that every secret variable arrives inside a secret-flagged value",
+		"present and valid, NBMS_ENV matching the nbms.profile label, HSTS at or above minHstsSeconds) and that no secret is in any container's environment, " +
+		"which `docker inspect` shows (secrets arrive as files: NAME_FILE)",
 	Benchmark: "NBMS env contract (app/config); CIS Docker Benchmark v1.6.0 4.10 (secrets)",
 	Level:     Mandatory,
 	Remediation: "Build the app container's Envs from config.Vars(): set every variable RequiredIn(prod) to a valid value, set NBMS_ENV to the nbms.profile label, " +
-		"and wrap the whole Envs value in pulumi.ToSecret when it holds any secret variable (SECRET_KEY, DATABASE_URL, REDIS_URL, ...). " +
+		"and give every secret (SECRET_KEY, DATABASE_URL, REDIS_URL, ..., and other programs' passwords) as a file on a volume only its tier mounts, " +
+		"with NAME_FILE naming the file, never as a value in Envs. " +
 		"Run `nbms predeploy-check` locally with the same environment to see every problem at once.",
 	Scope: ResourceScope, Types: containerOnly,
 	Config: map[string]Property{
@@ -46,7 +71,8 @@ var envContract = Rule{
 	},
 	check: func(r Resource, s Settings, f *findings) {
 		env, st := envOf(r)
-		checkSecretDelivery(r, env, f)
+		// Last, so that a contract problem of the same variable comes first.
+		defer checkSecretDelivery(r, env, f)
 		if labelOf(r, LabelRole) != RoleApp {
 			return
 		}

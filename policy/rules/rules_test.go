@@ -48,7 +48,7 @@ func dropLabel(c map[string]any, key string) {
 func setEnv(c map[string]any, key, value string, secret bool) {
 	var env []any
 	for _, e := range fixture.AppEnv() {
-		if !strings.HasPrefix(e.(string), key+"=") {
+		if !strings.HasPrefix(e.(string), key+"=") && !strings.HasPrefix(e.(string), key+"_FILE=") {
 			env = append(env, e)
 		}
 	}
@@ -120,11 +120,16 @@ func runCases(t *testing.T, policy string, cases []policyCase) {
 
 func TestEnvContract(t *testing.T) {
 	runCases(t, "nbms-app-configure-env-contract", []policyCase{
-		{"valid prod env as one secret", fixture.Good(), "", ""},
+		{"valid prod env, secrets as files", fixture.Good(), "", ""},
 		{"missing DATABASE_URL", stackWith("app", func(c map[string]any) { setEnv(c, "DATABASE_URL", "", true) }), rules.Violation, "DATABASE_URL required in prod"},
 		{"weak SECRET_KEY named, not echoed", stackWith("app", func(c map[string]any) { setEnv(c, "SECRET_KEY", "short-secret-value", true) }), rules.Violation, "SECRET_KEY [NBMS-W009]"},
-		{"plaintext secret", stackWith("app", func(c map[string]any) { setEnv(c, "SECRET_KEY", fixture.SecretKey, false) }), rules.Violation, "SECRET_KEY is a secret variable but arrives as a plaintext value"},
-		{"plaintext secret in migrate too", stackWith("migrate", func(c map[string]any) { c["envs"] = fixture.AppEnv() }), rules.Violation, "SECRET_KEY is a secret variable"},
+		{"plaintext secret", stackWith("app", func(c map[string]any) { setEnv(c, "SECRET_KEY", fixture.SecretKey, false) }), rules.Violation, "SECRET_KEY is a secret variable but is set in the container's environment"},
+		{"a secret-flagged value is still in docker inspect", stackWith("app", func(c map[string]any) { setEnv(c, "SECRET_KEY", fixture.SecretKey, true) }), rules.Violation, "set SECRET_KEY_FILE"},
+		{"plaintext secret in migrate too", stackWith("migrate", func(c map[string]any) { c["envs"] = fixture.AppEnvWithValues() }), rules.Violation, "SECRET_KEY is a secret variable"},
+		{"a password of another program in the environment", stackWith("db", func(c map[string]any) { c["envs"] = fixture.Secret([]any{"POSTGRES_PASSWORD=" + fixture.DBPassword}) }), rules.Violation, "POSTGRES_PASSWORD looks like a secret"},
+		{"both forms", stackWith("app", func(c map[string]any) {
+			c["envs"] = append(fixture.AppEnv(), fixture.Secret("REDIS_URL=redis://:"+fixture.RedisSecret+"@cache:6379/0"))
+		}), rules.Violation, "REDIS_URL set either REDIS_URL or REDIS_URL_FILE, not both"},
 		{"profile label disagrees", stackWith("app", func(c map[string]any) { setLabel(c, rules.LabelProfile, "dev") }), rules.Violation, "nbms.profile label"},
 		{"HSTS below the floor", stackWith("app", func(c map[string]any) { setEnv(c, "SECURE_HSTS_SECONDS", "600", true) }), rules.Violation, "SECURE_HSTS_SECONDS [NBMS-W004]"},
 		{"envs unknown in preview", stackWith("app", func(c map[string]any) { c["envs"] = fixture.Unknown() }), rules.CannotEvaluate, "value unknown during preview"},

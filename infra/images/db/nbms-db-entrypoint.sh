@@ -9,6 +9,12 @@
 # to $PGDATA (default /var/lib/postgresql/data), the socket directory
 # /var/run/postgresql and /tmp (a tmpfs; nothing is executed from it).
 #
+# Passwords: POSTGRES_PASSWORD and NBMS_DB_PASSWORD, or, as the infra
+# program gives them, POSTGRES_PASSWORD_FILE and NBMS_DB_PASSWORD_FILE
+# naming files that hold them (its secrets volume): a secret in the
+# container's environment would be in `docker inspect`. Setting both forms
+# of one is an error.
+#
 # First start (no $PGDATA/PG_VERSION): initdb with the superuser postgres,
 # whose password (POSTGRES_PASSWORD) goes through a mode-0600 file in /tmp,
 # never a command line; POSTGRES_INITDB_ARGS adds initdb options (e.g.
@@ -83,6 +89,23 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
+
+# file_env VAR: when VAR_FILE is set, VAR becomes the content of the file it
+# names (for this script and what it runs, never the container's config).
+file_env() {
+	eval "fe_value=\${$1:-} fe_file=\${$1_FILE:-}"
+	# shellcheck disable=SC2154 # set by the eval above
+	if [ -n "$fe_file" ]; then
+		[ -z "$fe_value" ] || die "both $1 and $1_FILE are set: set one of them"
+		[ -r "$fe_file" ] || die "$1_FILE names $fe_file, which cannot be read"
+		fe_value=$(cat "$fe_file")
+		[ -n "$fe_value" ] || die "$1_FILE names $fe_file, which is empty"
+		export "$1=$fe_value"
+	fi
+	unset "$1_FILE" fe_value fe_file
+}
+file_env POSTGRES_PASSWORD
+file_env NBMS_DB_PASSWORD
 
 # fresh: this start initialised the cluster (and so set the passwords).
 fresh=false
