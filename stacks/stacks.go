@@ -820,6 +820,9 @@ func (c *Config) AppSettings() map[string]string {
 		"DB_MAX_CONNS":           strconv.Itoa(c.App.DBMaxConns),
 		"STATIC_ROOT":            StaticRoot,
 		"MEDIA_ROOT":             MediaRoot,
+		// Every stack puts nginx in front of the app, dev stacks too: it
+		// sends the evidence files the app authorises.
+		"MEDIA_X_ACCEL_REDIRECT": "true",
 		"SENTRY_ENVIRONMENT":     c.Stack,
 	}
 	if !c.TLS() {

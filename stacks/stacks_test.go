@@ -117,6 +117,7 @@ func TestCommittedStacksAreValid(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, config.Profile(tc.profile), s.Profile)
 			assert.Equal(t, c.PublicHosts(), s.AllowedHosts)
+			assert.True(t, s.MediaXAccelRedirect, "nginx, in front of every stack, sends the evidence files")
 		})
 	}
 }

@@ -65,6 +65,7 @@ func TestValidProductionEnvironmentLoads(t *testing.T) {
 	assert.Equal(t, 15*time.Minute, s.MigrateStatementTimeout)
 	assert.Equal(t, int64(1<<20), s.MaxRequestBodyBytes)
 	assert.Equal(t, DefaultCSP, s.CSP)
+	assert.True(t, s.MediaXAccelRedirect, "production has nginx in front: it sends the evidence bytes")
 }
 
 func TestDevProfileNeedsOnlyTheProfile(t *testing.T) {
@@ -74,6 +75,7 @@ func TestDevProfileNeedsOnlyTheProfile(t *testing.T) {
 	assert.False(t, s.SSLRedirect)
 	assert.Equal(t, 0, s.HSTSSeconds)
 	assert.NotEmpty(t, s.DatabaseURL)
+	assert.False(t, s.MediaXAccelRedirect, "no nginx in front: the app sends evidence itself")
 }
 
 func TestProfileIsNeverDefaulted(t *testing.T) {

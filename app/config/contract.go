@@ -106,21 +106,22 @@ type Settings struct {
 	RateLimitUploadUser Rate
 
 	// PostgreSQL
-	DatabaseURL       string
-	DBMaxConns        int
-	DBMinConns        int
-	DBConnMaxAge      time.Duration
-	DBConnMaxIdle     time.Duration
-	DBConnectTimeout  time.Duration
-	DBPgBouncerMode   bool
-	ReadinessTimeout  time.Duration
-	RedisURL          string
-	StaticRoot        string
-	MediaRoot         string
-	LogLevel          string
-	SentryDSN         string
-	SentryEnvironment string
-	SentryRelease     string
+	DatabaseURL         string
+	DBMaxConns          int
+	DBMinConns          int
+	DBConnMaxAge        time.Duration
+	DBConnMaxIdle       time.Duration
+	DBConnectTimeout    time.Duration
+	DBPgBouncerMode     bool
+	ReadinessTimeout    time.Duration
+	RedisURL            string
+	StaticRoot          string
+	MediaRoot           string
+	MediaXAccelRedirect bool
+	LogLevel            string
+	SentryDSN           string
+	SentryEnvironment   string
+	SentryRelease       string
 
 	// Migrations: the session of `nbms migrate up`
 	MigrateLockTimeout      time.Duration
@@ -173,6 +174,10 @@ func str(s string) *string { return &s }
 
 // DefaultCSP is the headers package's policy for a JSON API.
 const DefaultCSP = headers.DefaultCSP
+
+// AttachmentCSP is the policy of an evidence file's download, sent by the
+// app and by the edge proxy's protected media location alike.
+const AttachmentCSP = headers.AttachmentCSP
 
 // Variable names read outside the contract table itself.
 const (
@@ -482,8 +487,14 @@ var contract = []Var{
 	},
 	{
 		Name: "MEDIA_ROOT", Group: "Files", Default: "/srv/nbms/media", DevDefault: str("var/media"),
-		Doc:   "Directory uploaded evidence files are stored in (a persistent volume in production).",
+		Doc:   "Directory uploaded evidence files are stored in (a persistent volume in production). Nothing serves it publicly: a file leaves only through the app's download route, to a user who may read its dataset.",
 		field: func(s *Settings) any { return &s.MediaRoot },
+	},
+	{
+		Name: "MEDIA_X_ACCEL_REDIRECT", Group: "Files", Default: "true", DevDefault: str("false"),
+		Doc: "How an authorised evidence download is sent. true: the app answers with an empty body and `X-Accel-Redirect: " + ProtectedMediaPrefix + "<stored name>`, and the nginx in front sends the file from its internal location (every deployed stack sets it). " +
+			"false: the app sends the file from MEDIA_ROOT itself, with the same headers, for running without nginx in front (dev, tests). Either way only the app decides who may read a file.",
+		field: func(s *Settings) any { return &s.MediaXAccelRedirect },
 	},
 
 	{
@@ -548,6 +559,12 @@ const (
 // readable cross-origin, and answers the app marks public may be cached by
 // the edge (infra/nginx).
 const PublicAPIPrefix = "/api/public/"
+
+// ProtectedMediaPrefix is the edge proxy's internal location of the media
+// root (infra/nginx): nginx marks it internal, so only the app's
+// X-Accel-Redirect reaches it and a client asking for it directly gets 404.
+// The app appends a stored file name (MEDIA_X_ACCEL_REDIRECT).
+const ProtectedMediaPrefix = "/_protected_media/"
 
 // ProbePaths are the probe paths, liveness first.
 func ProbePaths() []string { return []string{LivenessPath, ReadinessPath} }

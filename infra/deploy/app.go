@@ -19,7 +19,8 @@ import (
 const (
 	appUID = "65532:65532" // the nonroot user of app/Dockerfile
 	// appGID owns the media volume's files, which the app writes with mode
-	// 0640: the proxy, which serves them, is given this group.
+	// 0640: the proxy, which sends a file once the app has authorised its
+	// download (X-Accel-Redirect), is given this group.
 	appGID    = "65532"
 	appBinary = "/usr/local/bin/nbms"
 )

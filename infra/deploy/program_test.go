@@ -640,8 +640,29 @@ func TestClientRequestIDFollowsTheStack(t *testing.T) {
 	assert.NotContains(t, conf(raw), config.RequestIDPattern)
 }
 
-// The app writes uploads mode 0640 as 65532:65532; nginx serves /media/
-// from the same volume, so it, and only it, gets that group.
+// Every stack keeps its evidence behind the app: nginx serves no public
+// /media/, only an internal location, and the app is told it has nginx in
+// front to send the files it authorises.
+func TestEvidenceIsSentOnlyWhenTheAppAuthorisesIt(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.stack, func(t *testing.T) {
+			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
+			require.NoError(t, res.err)
+			containers := res.m.byType(typeContainer)
+			s, err := config.Parse(envMap(t, containers[stacks.RoleApp].Inputs))
+			require.NoError(t, err)
+			assert.True(t, s.MediaXAccelRedirect)
+			conf := strs(plain(containers[stacks.RoleProxy].Inputs["command"]))[1] // the prologue's first file: the rendered nginx.conf
+			assert.Contains(t, conf, "location "+config.ProtectedMediaPrefix+" {\n            internal;\n            alias "+stacks.MediaRoot+"/;\n")
+			assert.NotContains(t, conf, "location /media/")
+			assert.Equal(t, 1, strings.Count(conf, stacks.MediaRoot), "the media root is aliased once, by the internal location")
+		})
+	}
+}
+
+// The app writes uploads mode 0640 as 65532:65532; nginx sends the ones
+// the app authorises (X-Accel-Redirect) from the same volume, so it, and
+// only it, gets that group.
 func TestOnlyTheProxyReadsTheAppsUploads(t *testing.T) {
 	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{})
 	require.NoError(t, res.err)

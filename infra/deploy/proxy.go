@@ -181,7 +181,9 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 	entry, cmd := withFiles(files, proxySupervisor, proxyConfPath)
 	p.Container, err = d.newContainer(ctx, p, containerSpec{
 		role: stacks.RoleProxy, image: image.RepoDigest, user: proxyUID,
-		// The media volume's uploads are the app's, mode 0640.
+		// The media volume's uploads are the app's, mode 0640. nginx reads
+		// them (read-only mount) to send the ones the app authorises: no
+		// location serves the volume to clients directly.
 		groups:     []string{appGID},
 		entrypoint: entry, command: cmd,
 		healthcheck: healthcheck(checkTiming{10 * time.Second, 3 * time.Second, 5 * time.Second, 3},

@@ -570,6 +570,8 @@ func (s *stack) workflows(t *testing.T) (*http.Cookie, string) {
 	path := fmt.Sprintf("/api/uploads/datasets/%d/evidence", dataset.ID)
 	resp, body = s.do("POST", path, &form, upload)
 	require.Equal(t, http.StatusCreated, resp.StatusCode, string(body))
+	var uploaded struct{ ID int64 }
+	require.NoError(t, json.Unmarshal(body, &uploaded))
 	sum := sha256.Sum256(csv)
 	want := hex.EncodeToString(sum[:])
 
@@ -585,8 +587,10 @@ func (s *stack) workflows(t *testing.T) (*http.Cookie, string) {
 	require.Len(t, detail.Evidence, 1)
 	assert.Equal(t, want, detail.Evidence[0].SHA256)
 	assert.Equal(t, len(csv), detail.Evidence[0].SizeBytes)
-	// The file itself is on the media volume, and nginx (another user,
-	// given the app's group) serves it as an attachment.
+	// The file itself is on the media volume. The app authorises its
+	// download and nginx (another user, given the app's group) sends it as
+	// an attachment; nothing serves the volume to a client that knows the
+	// stored name.
 	var stored string
 	for _, line := range strings.Split(mediaHashes(t), "\n") {
 		if sum, path, ok := strings.Cut(line, "  "); ok && sum == want {
@@ -594,11 +598,18 @@ func (s *stack) workflows(t *testing.T) (*http.Cookie, string) {
 		}
 	}
 	require.NotEmpty(t, stored, "a file with the upload's SHA-256 on the media volume")
-	resp, body = s.do("GET", "/media/"+stored, nil, nil)
+	download := fmt.Sprintf("/api/evidence/%d/content", uploaded.ID)
+	resp, body = s.do("GET", download, nil, auth)
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
 	assert.Equal(t, csv, body)
-	assert.Equal(t, "attachment", resp.Header.Get("Content-Disposition"))
+	assert.Equal(t, `attachment; filename="plots.csv"`, resp.Header.Get("Content-Disposition"))
 	assert.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"))
+	assert.Empty(t, resp.Header.Get("X-Accel-Redirect"))
+	for _, path := range []string{download, "/media/" + stored, "/_protected_media/" + stored} {
+		resp, body = s.do("GET", path, nil, nil)
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode, "%s without a session: %s", path, body)
+		assert.NotEqual(t, csv, body, path)
+	}
 	return session, want
 }
 

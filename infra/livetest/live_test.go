@@ -13,8 +13,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"maps"
+	"mime/multipart"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -67,6 +69,13 @@ type site struct {
 	// databaseURL is the app's database; appPID its process.
 	databaseURL string
 	appPID      int
+	// bin and environ run the app's subcommands; nginxLog is nginx's
+	// output (the access log on stdout, errors on stderr); roots trusts
+	// the site's certificate.
+	bin      string
+	environ  []string
+	nginxLog string
+	roots    *x509.CertPool
 }
 
 // appRequests returns the app's access log lines (one JSON object each).
@@ -178,15 +187,79 @@ func TestDeployedStackLive(t *testing.T) {
 		}
 	})
 
-	t.Run("media files are attachments", func(t *testing.T) {
-		path := filepath.Join(s.mediaRoot, "uploads", "report.html")
-		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
-		require.NoError(t, os.WriteFile(path, []byte("<script>alert(1)</script>"), 0o644))
-		resp, body := s.Do(t, "GET", s.HTTPSURL("/media/uploads/report.html"), nil, nil)
-		require.Equal(t, http.StatusOK, resp.StatusCode)
-		assert.Equal(t, "<script>alert(1)</script>", body)
-		assert.Equal(t, "attachment", resp.Header.Get("Content-Disposition"))
-		assert.Equal(t, "default-src 'none'; sandbox", resp.Header.Get("Content-Security-Policy"))
+	t.Run("evidence is read only by its dataset's organisation: the app authorises, nginx sends the bytes", func(t *testing.T) {
+		alice := s.signIn(t, "127.0.0.3")
+		bob := s.signIn(t, "127.0.0.4")
+		anonymous := &nginxtest.Site{HTTPPort: s.HTTPPort, HTTPSPort: s.HTTPSPort, Client: nginxtest.NewClient(s.roots, net.ParseIP(clientAddr))}
+
+		resp, body := alice.Do(t, "POST", s.HTTPSURL("/api/datasets"),
+			strings.NewReader(`{"title":"Crane nests","licence":"CC-BY-4.0","sensitivity":"restricted"}`),
+			map[string]string{"Content-Type": "application/json"})
+		require.Equal(t, http.StatusCreated, resp.StatusCode, body)
+		var dataset struct{ ID int64 }
+		require.NoError(t, json.Unmarshal([]byte(body), &dataset))
+		// A PDF with random bytes: the download must be these, exactly.
+		content := append([]byte("%PDF-1.7\n"), make([]byte, 40<<10)...)
+		_, err := rand.Read(content[9:])
+		require.NoError(t, err)
+		var form bytes.Buffer
+		mw := multipart.NewWriter(&form)
+		fw, err := mw.CreateFormFile("file", "nests 2024.pdf")
+		require.NoError(t, err)
+		_, _ = fw.Write(content)
+		require.NoError(t, mw.Close())
+		resp, body = alice.Do(t, "POST", s.HTTPSURL(fmt.Sprintf("/api/uploads/datasets/%d/evidence", dataset.ID)), &form,
+			map[string]string{"Content-Type": mw.FormDataContentType()})
+		require.Equal(t, http.StatusCreated, resp.StatusCode, body)
+		var evidence struct{ ID int64 }
+		require.NoError(t, json.Unmarshal([]byte(body), &evidence))
+		entries, err := os.ReadDir(s.mediaRoot)
+		require.NoError(t, err)
+		require.Len(t, entries, 1)
+		stored := entries[0].Name()
+		download := fmt.Sprintf("/api/evidence/%d/content", evidence.ID)
+
+		resp, body = alice.Do(t, "GET", s.HTTPSURL(download), nil, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, body)
+		assert.True(t, body == string(content), "the uploaded bytes, exactly (%d bytes, want %d)", len(body), len(content))
+		assert.Equal(t, []string{"application/pdf"}, resp.Header.Values("Content-Type"))
+		assert.Equal(t, []string{`attachment; filename="nests 2024.pdf"`}, resp.Header.Values("Content-Disposition"))
+		assert.Equal(t, []string{"nosniff"}, resp.Header.Values("X-Content-Type-Options"))
+		// The session layer adds its own directive when it refreshes the
+		// cookie; nginx passes both through the redirect.
+		assert.Contains(t, resp.Header.Values("Cache-Control"), "private, no-store")
+		assert.Equal(t, []string{"default-src 'none'; sandbox"}, resp.Header.Values("Content-Security-Policy"))
+		assert.Empty(t, resp.Header.Values("X-Accel-Redirect"))
+		downloadID := resp.Header.Get("X-Request-Id")
+		line := s.waitForRequest(t, downloadID)
+		assert.Equal(t, float64(0), line["bytes"], "the app sent no byte of the file: nginx did")
+
+		// Whoever may not read it gets the answer of an id that does not
+		// exist, through nginx as from the app.
+		_, unknown := alice.Do(t, "GET", s.HTTPSURL("/api/evidence/999999/content"), nil, nil)
+		for name, client := range map[string]*nginxtest.Site{"another organisation": bob, "anonymous": anonymous} {
+			resp, body := client.Do(t, "GET", s.HTTPSURL(download), nil, nil)
+			assert.Equal(t, http.StatusNotFound, resp.StatusCode, name)
+			assert.JSONEq(t, unknown, body, name)
+		}
+
+		// Neither log names the stored file: the client's path has only
+		// the id, and nginx logs that path, not the internal redirect.
+		nginxLine := s.nginxLogLine(t, downloadID)
+		assert.Equal(t, download, nginxLine["path"])
+		s.settle(t)
+		for what, path := range map[string]string{"nginx": s.nginxLog, "app": s.appLog} {
+			logs, err := os.ReadFile(path)
+			require.NoError(t, err)
+			assert.NotContains(t, string(logs), stored, "the %s log", what)
+		}
+
+		// Nothing serves the media root to a client that knows a stored name.
+		for _, path := range []string{"/media/" + stored, "/_protected_media/" + stored} {
+			resp, body := anonymous.Do(t, "GET", s.HTTPSURL(path), nil, nil)
+			assert.Equal(t, http.StatusNotFound, resp.StatusCode, path)
+			assert.NotContains(t, body, "%PDF", path)
+		}
 	})
 
 	t.Run("a body over the upload limit stops at nginx with 413", func(t *testing.T) {
@@ -223,7 +296,8 @@ func TestDeployedStackLive(t *testing.T) {
 		s.settle(t)
 		logins := 0
 		for _, l := range s.appRequests(t) {
-			if l["path"] == "/auth/login" && l["method"] == "POST" {
+			// From this test's address: other tests sign in from their own.
+			if l["path"] == "/auth/login" && l["method"] == "POST" && l["client_ip"] == clientAddr {
 				logins++
 			}
 		}
@@ -386,6 +460,13 @@ func startSite(t *testing.T, extra map[string]string) *site {
 	for _, d := range []string{s.staticRoot, s.mediaRoot} {
 		require.NoError(t, os.Mkdir(d, 0o755))
 	}
+	// In Docker the app writes uploads mode 0640 with its group, which the
+	// proxy is given. Here the app runs as root and nginx as nobody: the
+	// media root hands nobody's group to every file created in it
+	// (setgid), so nginx reads the uploads through their group, as there.
+	_, nobodyGID := nginxtest.Nobody(t)
+	require.NoError(t, os.Chown(s.mediaRoot, 0, int(nobodyGID)))
+	require.NoError(t, os.Chmod(s.mediaRoot, 0o750|os.ModeSetgid))
 	cert := nginxtest.WriteCert(t, dir)
 	s.portal, s.stranger = portalPage(t, s), portalPage(t, s)
 	s.spki = []string{spkiHash(t, cert.CertPEM), spkiHash(t, pemOf(s.portal)), spkiHash(t, pemOf(s.stranger))}
@@ -460,6 +541,7 @@ func startSite(t *testing.T, extra map[string]string) *site {
 		require.NoError(t, err, "nbms %s:\n%s", strings.Join(args, " "), out)
 	}
 	s.appPID = startApp(t, bin, environ, s.appLog, appPort)
+	s.bin, s.environ = bin, environ
 
 	p, err := deploy.NginxParams(cfg)
 	require.NoError(t, err)
@@ -480,9 +562,61 @@ func startSite(t *testing.T, extra map[string]string) *site {
 	require.NoError(t, err)
 	confPath := filepath.Join(dir, "nginx.conf")
 	require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o644))
-	s.Client = nginxtest.NewClient(cert.Pool(t), net.ParseIP(clientAddr))
-	nginxtest.StartNginx(t, dir, confPath, s.HTTPURL(nginx.HealthPath), s.Client)
+	s.roots = cert.Pool(t)
+	s.Client = nginxtest.NewClient(s.roots, net.ParseIP(clientAddr))
+	s.nginxLog = nginxtest.StartNginx(t, dir, confPath, s.HTTPURL(nginx.HealthPath), s.Client)
 	return s
+}
+
+// signIn creates an organisation and a contributor in it with the app's
+// own subcommands, and returns a client signed in as that user through
+// nginx. Each user's client has an address of its own (from), so the
+// edge's per-address login limit, which another test spends, leaves it be.
+func (s *site) signIn(t *testing.T, from string) *nginxtest.Site {
+	t.Helper()
+	org, username, password := "org-"+strings.ToLower(rand.Text()[:8]), "user-"+strings.ToLower(rand.Text()[:8]), rand.Text()
+	for _, c := range []struct {
+		args  []string
+		stdin string
+	}{
+		{[]string{"createorg", "--slug", org, "--name", "Org " + org}, ""},
+		{[]string{"createuser", "--org", org, "--username", username, "--role", "contributor"}, password + "\n"},
+	} {
+		cmd := exec.Command(s.bin, c.args...)
+		cmd.Env, cmd.Stdin = s.environ, strings.NewReader(c.stdin)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "nbms %s:\n%s", strings.Join(c.args, " "), out)
+	}
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	client := nginxtest.NewClient(s.roots, net.ParseIP(from))
+	client.Jar = jar
+	u := &nginxtest.Site{HTTPPort: s.HTTPPort, HTTPSPort: s.HTTPSPort, Client: client}
+	resp, body := u.Do(t, "POST", s.HTTPSURL("/auth/login"), strings.NewReader(fmt.Sprintf(`{"username":%q,"password":%q}`, username, password)),
+		map[string]string{"Content-Type": "application/json"})
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	return u
+}
+
+// nginxLogLine waits for nginx's access log line of request id.
+func (s *site) nginxLogLine(t *testing.T, id string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	require.Eventually(t, func() bool {
+		data, err := os.ReadFile(s.nginxLog)
+		if err != nil {
+			return false
+		}
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for sc.Scan() {
+			var line map[string]any
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line["request_id"] == id {
+				found = line
+			}
+		}
+		return found != nil
+	}, 5*time.Second, 20*time.Millisecond, "no nginx access log line for request %s", id)
+	return found
 }
 
 // buildApp builds the real binary, as app/Dockerfile does.

@@ -31,6 +31,15 @@ import (
 
 const (
 	secretContent = "TOP-SECRET outside the static folder"
+	// evidenceName is an uploaded file's name in the media root, as the
+	// app makes them; evidenceContent its bytes. evidencePath is the app's
+	// download route for it, evidenceEscapePath one whose answer redirects
+	// out of the media root.
+	evidenceName       = "Q2XW7TDAPMZL4JN5RVK3OEHBGI.txt"
+	evidenceContent    = "plot,species,count\n1,Bugeranus carunculatus,2\n"
+	evidencePath       = "/api/evidence/7/content"
+	evidenceEscapePath = "/api/evidence/8/content"
+
 	liveBodyLimit = 64 << 10
 	// liveReadTimeout is how long the live site's nginx waits for the app
 	// before its own 504: short, so that the test of it is.
@@ -48,7 +57,8 @@ type seenRequest struct {
 // recordingUpstream stands in for the app: it records every request it
 // receives and answers "upstream:<path>". /leaky answers with the headers
 // nginx must replace or drop; /api/slow answers only after the live site's
-// upstream read timeout.
+// upstream read timeout; the evidence paths answer as the app answers an
+// authorised download, with X-Accel-Redirect and no body.
 type recordingUpstream struct {
 	mu   sync.Mutex
 	seen map[string][]seenRequest
@@ -64,6 +74,22 @@ func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done(): // nginx gave up
 		case <-time.After(3 * liveReadTimeout):
 		}
+	}
+	switch r.URL.Path {
+	case evidencePath, evidenceEscapePath:
+		h := w.Header()
+		h.Set("Content-Type", "text/csv; charset=utf-8")
+		h.Set("Content-Disposition", `attachment; filename="cranes.csv"`)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Content-Security-Policy", config.AttachmentCSP)
+		h.Set("Cache-Control", "private, no-store")
+		target := config.ProtectedMediaPrefix + evidenceName
+		if r.URL.Path == evidenceEscapePath {
+			target = config.ProtectedMediaPrefix + "../secret.txt"
+		}
+		h.Set("X-Accel-Redirect", target)
+		w.WriteHeader(http.StatusOK)
+		return
 	}
 	if r.URL.Path == "/leaky" {
 		h := w.Header()
@@ -127,7 +153,7 @@ func startLiveSite(t *testing.T) *liveSite {
 	writeFile(t, filepath.Join(www, "secret.txt"), secretContent)
 	writeFile(t, filepath.Join(www, "static", "hello.txt"), "static-ok")
 	writeFile(t, filepath.Join(www, "static", "app.0123abcd.css"), "body{}")
-	writeFile(t, filepath.Join(www, "media", "uploads", "pic.txt"), "media-ok")
+	writeFile(t, filepath.Join(www, "media", evidenceName), evidenceContent)
 	writeFile(t, filepath.Join(dir, "acme", ".well-known", "acme-challenge", "tok123"), "tok123.thumbprint")
 	tmp := filepath.Join(dir, "tmp")
 	require.NoError(t, os.Mkdir(tmp, 0o700))
@@ -347,14 +373,65 @@ func TestLiveNginx(t *testing.T) {
 		assert.Empty(t, s.upstream.requests("/static/hello.txt"), "static files never reach the app")
 	})
 
-	t.Run("media files are downloads with nosniff and a sandbox", func(t *testing.T) {
-		resp, body := s.Do(t, "GET", s.HTTPSURL("/media/uploads/pic.txt"), nil, nil)
-		require.Equal(t, http.StatusOK, resp.StatusCode)
-		assert.Equal(t, "media-ok", body)
-		assert.Equal(t, "attachment", resp.Header.Get("Content-Disposition"))
-		assert.Equal(t, "default-src 'none'; sandbox", resp.Header.Get("Content-Security-Policy"))
-		assert.Equal(t, "private, no-cache", resp.Header.Get("Cache-Control"))
-		assertEdgeHeaders(t, resp, "Content-Security-Policy", "default-src 'none'; sandbox")
+	t.Run("evidence is sent by nginx only after the app's X-Accel-Redirect", func(t *testing.T) {
+		resp, body := s.Do(t, "GET", s.HTTPSURL(evidencePath), nil, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, body)
+		assert.Equal(t, evidenceContent, body, "the file, byte for byte")
+		require.Len(t, s.upstream.requests(evidencePath), 1, "the app authorised it")
+		// The app's headers of the download pass through the redirect
+		// (its type, not the one nginx would give a .txt name), once each.
+		assert.Equal(t, []string{"text/csv; charset=utf-8"}, resp.Header.Values("Content-Type"))
+		assert.Equal(t, []string{`attachment; filename="cranes.csv"`}, resp.Header.Values("Content-Disposition"))
+		assert.Equal(t, []string{"private, no-store"}, resp.Header.Values("Cache-Control"))
+		assert.Empty(t, resp.Header.Values("X-Accel-Redirect"), "the internal target never reaches the client")
+		assert.Empty(t, resp.Header.Values("X-Cache-Status"), "no edge cache")
+		assertEdgeHeaders(t, resp, "Content-Security-Policy", config.AttachmentCSP)
+
+		// nginx, not the app, answers ranges of a large file.
+		resp, body = s.Do(t, "GET", s.HTTPSURL(evidencePath), nil, map[string]string{"Range": "bytes=0-3"})
+		assert.Equal(t, http.StatusPartialContent, resp.StatusCode)
+		assert.Equal(t, evidenceContent[:4], body)
+
+		// The access log has the path the client asked for; the stored
+		// name the app redirected to appears nowhere in the line.
+		line := s.logLine(t, resp.Header.Get("X-Request-Id"))
+		assert.Equal(t, evidencePath, line["path"])
+		raw, err := json.Marshal(line)
+		require.NoError(t, err)
+		assert.NotContains(t, string(raw), evidenceName)
+		assert.NotContains(t, string(raw), "_protected_media")
+	})
+
+	t.Run("the media root is not public", func(t *testing.T) {
+		// The old public location is gone: the app gets the path (and,
+		// having no such route, answers 404).
+		resp, body := s.Do(t, "GET", s.HTTPSURL("/media/"+evidenceName), nil, nil)
+		assert.Equal(t, "upstream:/media/"+evidenceName, body)
+		assert.Len(t, s.upstream.requests("/media/"+evidenceName), 1)
+		assertEdgeHeaders(t, resp)
+		// The internal location answers no client, however it is spelled.
+		for _, path := range []string{
+			config.ProtectedMediaPrefix + evidenceName, "/%5Fprotected_media/" + evidenceName,
+			"/_protected_media//" + evidenceName, "/x/.." + config.ProtectedMediaPrefix + evidenceName,
+		} {
+			req, err := http.NewRequest("GET", s.HTTPSURL("/"), nil)
+			require.NoError(t, err)
+			req.URL.Opaque = path // sent byte for byte
+			resp, err := s.Client.Do(req)
+			require.NoError(t, err, path)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, http.StatusNotFound, resp.StatusCode, path)
+			assert.NotContains(t, string(body), "Bugeranus", path)
+			assertEdgeHeaders(t, resp, "Content-Security-Policy", config.AttachmentCSP)
+		}
+		assert.Empty(t, s.upstream.requests(config.ProtectedMediaPrefix+evidenceName), "nginx answered itself")
+	})
+
+	t.Run("an X-Accel-Redirect out of the media root is refused", func(t *testing.T) {
+		resp, body := s.Do(t, "GET", s.HTTPSURL(evidenceEscapePath), nil, nil)
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+		assert.NotContains(t, body, "TOP-SECRET")
 	})
 
 	t.Run("no path escapes the static and media folders", func(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package nginx renders the nginx.conf of the NBMS edge proxy from the stack
-// config: TLS termination, the HTTP→HTTPS redirect, static and media files
-// served from their volumes, the login rate limit, the upload limit and the
-// X-Forwarded-* headers the app believes.
+// config: TLS termination, the HTTP→HTTPS redirect, static files served from
+// their volume, evidence files sent from the media volume once the app has
+// authorised them (X-Accel-Redirect), the login rate limit, the upload limit
+// and the X-Forwarded-* headers the app believes.
 //
 // Render is a pure function: the same Params always give the same bytes, so
 // a changed config shows up as a diff in `pulumi preview` and nothing else
@@ -91,7 +92,10 @@ type Params struct {
 	// for an IP address upstream.
 	Resolver string
 	// StaticRoot and MediaRoot are the directories of the static and media
-	// volumes inside the nginx container.
+	// volumes inside the nginx container. StaticRoot is public under
+	// /static/; MediaRoot is only reachable through the internal location
+	// config.ProtectedMediaPrefix, by the app's X-Accel-Redirect answer to
+	// a download it has authorised.
 	StaticRoot, MediaRoot string
 	// ClientMaxBodyBytes is the largest request body nginx accepts; set it
 	// to the app's MAX_UPLOAD_BYTES so oversized uploads stop at the edge.
@@ -106,10 +110,11 @@ type Params struct {
 	// SecurityHeaders are the app's security headers, exactly as the app
 	// sends them (config.Settings.SecurityHeaders): nginx sends the same set
 	// on every response that leaves the edge, its own answers included
-	// (redirects, error pages, static and media files), and hides the app's
-	// copies, so every response carries one of each. Cache-Control is each
-	// location's own decision and is left out (the app's passes through,
-	// static files are cached, nginx's errors are no-store). A
+	// (redirects, error pages, static files, the evidence files it sends),
+	// and hides the app's copies, so every response carries one of each.
+	// Cache-Control is each location's own decision and is left out (the
+	// app's passes through, on the evidence it has nginx send too; static
+	// files are cached, nginx's errors are no-store). A
 	// Strict-Transport-Security header needs TLS.
 	SecurityHeaders []Header
 	// AcceptClientRequestID keeps a client's X-Request-ID when it has the
@@ -233,8 +238,8 @@ func (p Params) Validate() error {
 	checkPath("StaticRoot", p.StaticRoot)
 	checkPath("MediaRoot", p.MediaRoot)
 	if confpath.Valid(p.StaticRoot) && confpath.Valid(p.MediaRoot) && confpath.Nested(p.StaticRoot, p.MediaRoot) {
-		// Otherwise uploads would also be served from /static/ without the
-		// attachment and sandbox headers that make them harmless.
+		// Otherwise uploads would be public under /static/: to anyone, and
+		// without the attachment and sandbox headers that make them harmless.
 		add("MediaRoot", "%q and StaticRoot %q must not contain one another", p.MediaRoot, p.StaticRoot)
 	}
 	checkPath("PidPath", p.PidPath)

@@ -51,7 +51,10 @@ type view struct {
 	HashedPattern   string
 	// RequestIDPattern is the app's rule for a client's request ID.
 	RequestIDPattern string
-	ErrorPages       []errorPage
+	// ProtectedMediaPrefix is the internal location the app's
+	// X-Accel-Redirect names, and AttachmentCSP the policy of its files.
+	ProtectedMediaPrefix, AttachmentCSP string
+	ErrorPages                          []errorPage
 }
 
 // errorPage is a response nginx produces itself, rendered as the same RFC
@@ -64,15 +67,17 @@ type errorPage struct {
 
 func newView(p Params) (view, error) {
 	v := view{
-		Params:           p,
-		Workers:          "auto",
-		HTTPListen:       listen(p.ListenAddress, p.HTTPPort),
-		HTTPSListen:      listen(p.ListenAddress, p.HTTPSPort),
-		ServerNameList:   strings.Join(p.ServerNames, " "),
-		ForwardedPort:    strconv.Itoa(p.PublicPort),
-		HashedPattern:    HashedNamePattern,
-		RequestIDPattern: config.RequestIDPattern,
-		LoginRate:        strconv.Itoa(p.LoginRatePerMinute) + "r/m",
+		Params:               p,
+		Workers:              "auto",
+		HTTPListen:           listen(p.ListenAddress, p.HTTPPort),
+		HTTPSListen:          listen(p.ListenAddress, p.HTTPSPort),
+		ServerNameList:       strings.Join(p.ServerNames, " "),
+		ForwardedPort:        strconv.Itoa(p.PublicPort),
+		HashedPattern:        HashedNamePattern,
+		RequestIDPattern:     config.RequestIDPattern,
+		ProtectedMediaPrefix: config.ProtectedMediaPrefix,
+		AttachmentCSP:        config.AttachmentCSP,
+		LoginRate:            strconv.Itoa(p.LoginRatePerMinute) + "r/m",
 		// The time one request slot takes to refill, rounded up.
 		RetryAfter: (60 + p.LoginRatePerMinute - 1) / p.LoginRatePerMinute,
 	}
@@ -317,11 +322,16 @@ http {
 {{- end}}
 
     # One JSON object per request on stdout. request_id is the X-Request-ID
-    # the app receives, so the two log lines join. The path is logged
-    # without its query string, which may carry tokens.
+    # the app receives, so the two log lines join. The path is the one the
+    # client sent, without its query string, which may carry tokens: not
+    # $uri, which an internal redirect rewrites (an evidence download would
+    # log the stored file name the app redirected to).
+    map $request_uri $nbms_log_path {
+        "~^(?<nbms_path>[^?]*)" $nbms_path;
+    }
     log_format nbms_json escape=json '{"time":"$time_iso8601","request_id":"$nbms_request_id",'
         '"client_request_id":"$nbms_client_request_id",'
-        '"remote_addr":"$remote_addr","host":"$host","method":"$request_method","path":"$uri",'
+        '"remote_addr":"$remote_addr","host":"$host","method":"$request_method","path":"$nbms_log_path",'
         '"protocol":"$server_protocol","status":$status,"body_bytes_sent":$body_bytes_sent,'
         '"request_length":$request_length,"request_time":$request_time,'
         '"upstream_status":"$upstream_status","upstream_response_time":"$upstream_response_time",'
@@ -505,13 +515,16 @@ http {
             add_header Cache-Control $nbms_static_cache_control;
         }
 
-        # Uploads: always downloaded, never sniffed, and sandboxed if a
-        # browser renders one anyway.
-        location /media/ {
+        # Evidence files. Nothing serves the media root publicly: the app
+        # decides who may read a file and answers an authorised download
+        # with X-Accel-Redirect to this location, whose internal flag makes
+        # it 404 to any client that asks for it. nginx keeps the app's
+        # Content-Type, Content-Disposition (attachment) and Cache-Control
+        # (private, no-store) through the redirect; nothing here caches.
+        location {{.ProtectedMediaPrefix}} {
+            internal;
             alias {{.MediaRoot}}/;
-{{.Security 12 "Content-Security-Policy" "default-src 'none'; sandbox"}}
-            add_header Content-Disposition "attachment" always;
-            add_header Cache-Control "private, no-cache" always;
+{{.Security 12 "Content-Security-Policy" .AttachmentCSP}}
         }
 
 {{- if .PublicCacheSeconds}}

@@ -1,6 +1,6 @@
 // Package api is the NBMS JSON API: the public open-data reads under
 // /api/public/ and the authenticated workflows (indicators, datasets,
-// evidence uploads, monitoring sites, the audit log).
+// evidence uploads and downloads, monitoring sites, the audit log).
 //
 // The handlers are thin: they check who is asking (package identity, set by
 // the session layer), decode and validate the input strictly, call one store
@@ -38,6 +38,9 @@ type Deps struct {
 	// upload handler enforces it again so it stays bounded however it is
 	// mounted.
 	MaxUploadBytes int64
+	// XAccelRedirect hands an authorised download's bytes to the nginx in
+	// front (MEDIA_X_ACCEL_REDIRECT); false sends them from MediaRoot.
+	XAccelRedirect bool
 	Logger         *slog.Logger
 }
 
@@ -66,6 +69,7 @@ func Mount(mux *http.ServeMux, d Deps) {
 	mux.HandleFunc("GET /api/datasets", a.listDatasets)
 	mux.HandleFunc("GET /api/datasets/{id}", a.getDataset)
 	mux.HandleFunc("POST /api/uploads/datasets/{id}/evidence", a.uploadEvidence)
+	mux.HandleFunc("GET /api/evidence/{id}/content", a.downloadEvidence)
 	mux.HandleFunc("POST /api/sites", a.createSite)
 
 	// The audit log: admins only.

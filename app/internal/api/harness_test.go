@@ -111,6 +111,9 @@ type envOptions struct {
 	// inner wraps the API handler inside the session stand-in, where a
 	// rate limiter would sit (see the load benchmark).
 	inner func(http.Handler) http.Handler
+	// noProxy runs the app as without nginx in front
+	// (MEDIA_X_ACCEL_REDIRECT=false): it sends evidence files itself.
+	noProxy bool
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -120,6 +123,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	media := t.TempDir()
 	s, err := config.Parse(map[string]string{
+		"MEDIA_X_ACCEL_REDIRECT": strconv.FormatBool(!o.noProxy),
 		"NBMS_ENV":               "prod",
 		"SECRET_KEY":             "kQ8v3Zr0pX7mW2sLdN9yB4tHcF6gJ1uAeR5iO-oPqS_TxVzY8wKj",
 		"DATABASE_URL":           shared.url,
@@ -143,7 +147,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 	h, err := server.New(server.Deps{
 		Settings: s, Logger: logger, Health: health.New(health.Options{Logger: logger}),
 		Mount: func(mux *http.ServeMux) {
-			api.Mount(mux, api.Deps{Store: shared.store, MediaRoot: s.MediaRoot, MaxUploadBytes: s.MaxUploadBytes, Logger: logger})
+			api.Mount(mux, api.Deps{Store: shared.store, MediaRoot: s.MediaRoot, MaxUploadBytes: s.MaxUploadBytes,
+				XAccelRedirect: s.MediaXAccelRedirect, Logger: logger})
 		},
 		Session: session,
 	})

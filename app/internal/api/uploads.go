@@ -219,10 +219,11 @@ func (f *pendingFile) create() error {
 		return fmt.Errorf("create temporary upload file: %w", err)
 	}
 	f.file, f.path, f.hash = tmp, tmp.Name(), sha256.New()
-	// Readable by the media root's group too: the edge proxy serves stored
-	// files (as attachments) and is given that group, nobody else. The
-	// temporary name is never served (see above), so the mode can be set
-	// before the data arrives.
+	// Readable by the media root's group too: the edge proxy sends a
+	// stored file once the app has authorised its download
+	// (X-Accel-Redirect), and is given that group, nobody else. The
+	// temporary name is never sent (no row names it), so the mode can be
+	// set before the data arrives.
 	if err := tmp.Chmod(uploadFileMode); err != nil {
 		return fmt.Errorf("set upload file mode: %w", err)
 	}

@@ -74,6 +74,13 @@ const reportEndpointName = "csp-endpoint"
 // fall back to default-src, so they are spelled out.
 const DefaultCSP = "default-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
+// AttachmentCSP is the policy of an uploaded file's download, whoever sends
+// it (the app, or the edge proxy after the app's X-Accel-Redirect). An
+// upload is whatever its uploader made it: if a browser renders it despite
+// Content-Disposition: attachment, it loads nothing and runs in a sandbox
+// (no script, a unique origin, so no access to the site's cookies or API).
+const AttachmentCSP = "default-src 'none'; sandbox"
+
 // DefaultHSTSMaxAge is two years (OWASP's recommendation).
 const DefaultHSTSMaxAge = 63072000 * time.Second
 

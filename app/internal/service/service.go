@@ -123,7 +123,8 @@ func Build(ctx context.Context, s *config.Settings, o Options) (*Service, error)
 	st := store.New(pool)
 	mount := func(mux *http.ServeMux) {
 		sessions.Mount(mux)
-		api.Mount(mux, api.Deps{Store: st, MediaRoot: s.MediaRoot, MaxUploadBytes: s.MaxUploadBytes, Logger: logger})
+		api.Mount(mux, api.Deps{Store: st, MediaRoot: s.MediaRoot, MaxUploadBytes: s.MaxUploadBytes,
+			XAccelRedirect: s.MediaXAccelRedirect, Logger: logger})
 		if o.Mount != nil {
 			o.Mount(mux)
 		}

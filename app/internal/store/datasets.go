@@ -196,28 +196,51 @@ func (s *Store) ListEvidenceFiles(ctx context.Context, userID, datasetID int64) 
 		return nil, err
 	}
 	rows, err := s.pool.Query(ctx,
-		`SELECT id, dataset_id, original_name, stored_name, content_type, size_bytes, sha256,
-		        uploaded_by, created_at
-		 FROM evidence_files WHERE dataset_id = $1 ORDER BY id`, datasetID)
+		`SELECT `+evidenceColumns+` FROM evidence_files f WHERE f.dataset_id = $1 ORDER BY f.id`, datasetID)
 	if err != nil {
 		return nil, mapErr("list evidence files", err)
 	}
 	defer rows.Close()
 	var out []EvidenceFile
 	for rows.Next() {
-		var (
-			f   EvidenceFile
-			sum []byte
-		)
-		if err := rows.Scan(&f.ID, &f.DatasetID, &f.OriginalName, &f.StoredName, &f.ContentType,
-			&f.SizeBytes, &sum, &f.UploadedBy, &f.CreatedAt); err != nil {
+		f, err := scanEvidenceFile(rows)
+		if err != nil {
 			return nil, mapErr("list evidence files", err)
 		}
-		copy(f.SHA256[:], sum) // the schema guarantees 32 bytes
 		out = append(out, f)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, mapErr("list evidence files", err)
 	}
 	return out, nil
+}
+
+// GetEvidenceFileVisibleTo returns an evidence file if userID may see its
+// dataset (the visibleTo rule): who may read the metadata may read the
+// bytes. A file that exists but is not visible is ErrNotFound, like a
+// missing one, so that the answer confirms nothing.
+func (s *Store) GetEvidenceFileVisibleTo(ctx context.Context, userID, fileID int64) (EvidenceFile, error) {
+	f, err := scanEvidenceFile(s.pool.QueryRow(ctx,
+		`SELECT `+evidenceColumns+` FROM evidence_files f JOIN datasets d ON d.id = f.dataset_id `+
+			visibleTo+` AND f.id = $2`, userID, fileID))
+	if err != nil {
+		return EvidenceFile{}, mapErr("get evidence file", err)
+	}
+	return f, nil
+}
+
+const evidenceColumns = `f.id, f.dataset_id, f.original_name, f.stored_name, f.content_type, f.size_bytes, f.sha256,
+	f.uploaded_by, f.created_at`
+
+func scanEvidenceFile(row interface{ Scan(...any) error }) (EvidenceFile, error) {
+	var (
+		f   EvidenceFile
+		sum []byte
+	)
+	if err := row.Scan(&f.ID, &f.DatasetID, &f.OriginalName, &f.StoredName, &f.ContentType,
+		&f.SizeBytes, &sum, &f.UploadedBy, &f.CreatedAt); err != nil {
+		return EvidenceFile{}, err
+	}
+	copy(f.SHA256[:], sum) // the schema guarantees 32 bytes
+	return f, nil
 }
