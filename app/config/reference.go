@@ -20,18 +20,25 @@ func Reference() string {
 	b.WriteString("secret values are never echoed. `NBMS_ENV` selects the profile (`dev`, `test`, `prod`) and has no default.\n\n")
 	b.WriteString("Columns: **Prod** says whether production requires the variable to be set explicitly; ")
 	b.WriteString("**Secret** variables must reach the container as secrets (the infra program passes them as Pulumi secrets and the policy pack refuses them in plain text); ")
-	b.WriteString("**Default dev/test** and **Default prod** are the values used when the variable is unset.\n")
+	b.WriteString("**Default dev/test** and **Default prod** are the values used when the variable is unset; ")
+	b.WriteString("**Stack** is how a deployment stack (`Pulumi.<stack>.yaml`, validated by `stacks/` before any resource exists) sets the variable: ")
+	b.WriteString("its typed stack key, or `" + StackEnvKey + ".NAME` for the operator's tuning, or \"set by the program\" (listen address, paths, the generated secrets and connection URLs).\n\n")
+	b.WriteString("Tuning a variable from the stack: `pulumi config set --path '" + StackEnvKey + ".RATE_LIMIT_PUBLIC_API' 600/1m` ")
+	b.WriteString("(in a committed stack file, one line: `" + StackEnvKey + ": {\"RATE_LIMIT_PUBLIC_API\": \"600/1m\"}`). ")
+	b.WriteString("Each value is checked by the rules below, and the whole environment by the app's loader and the deploy checks, before anything deploys; ")
+	b.WriteString("a name that is not in the contract, that has a typed key, that the program sets or that is a secret is refused with the key that names it. ")
+	b.WriteString("A new value is a new app release, which goes live blue/green.\n")
 
 	group := ""
 	for _, v := range contract {
 		if v.Group != group {
 			group = v.Group
 			fmt.Fprintf(&b, "\n## %s\n\n", group)
-			b.WriteString("| Variable | Prod | Secret | Default dev/test | Default prod | Rules | Description |\n")
-			b.WriteString("|---|---|---|---|---|---|---|\n")
+			b.WriteString("| Variable | Prod | Secret | Default dev/test | Default prod | Rules | Stack | Description |\n")
+			b.WriteString("|---|---|---|---|---|---|---|---|\n")
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s |\n",
-			v.Name, requirement(v), yesNo(v.Secret), cell(v.DefaultFor(Dev)), cell(v.DefaultFor(Prod)), rulesCell(v), escapePipes(v.Doc))
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s | %s |\n",
+			v.Name, requirement(v), yesNo(v.Secret), cell(v.DefaultFor(Dev)), cell(v.DefaultFor(Prod)), rulesCell(v), stackCell(v), escapePipes(v.Doc))
 	}
 
 	b.WriteString("\n## Deploy checks\n\n")
@@ -56,6 +63,16 @@ func requirement(v Var) string {
 		return "required"
 	}
 	return "optional"
+}
+
+func stackCell(v Var) string {
+	switch key := v.StackKey(); {
+	case key != "":
+		return "`" + key + "`"
+	case v.Stack == ProgramOwned:
+		return "set by the program"
+	}
+	return "none (a secret without a stack key)"
 }
 
 func rulesCell(v Var) string {
