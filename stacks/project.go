@@ -54,6 +54,7 @@ var docs = map[string]string{
 	"backup":              "pgBackRest schedule (cron: minute hour day month weekday) and retention (count of full / differential backups).",
 	"logs":                "json-file log rotation of every container (maxSize like 10m, maxFile count).",
 	"app":                 "App settings the stack decides: HSTS, body and upload limits, log level, DB pool, nginx login rate limit, whether the edge keeps a client's well-formed X-Request-ID, how many seconds the edge answers repeats of public API answers itself (0: never).",
+	"appEnv":              "The app's tuning, by env contract name (NAME: value), for every variable without a typed key that the program does not set and that is not a secret: rate limits, session lifetimes, timeouts, pool sizes, CSP and the rest; each value is checked by the contract's own rule before anything deploys. pulumi config set --path 'nbms:appEnv.RATE_LIMIT_PUBLIC_API' 600/1m. The settings reference lists every variable and its stack key (docs/production_hardening/secure_settings_reference.md).",
 	"probe":               "Post-deploy readiness probe: overall timeout and an optional base URL (default: the published address).",
 }
 
@@ -95,8 +96,11 @@ config:
 		}
 		fmt.Fprintf(&b, "    description: %s\n", mustJSON(docs[key]))
 		v := defaults.Field(i).Interface()
-		if f.Type.Kind() == reflect.Slice && defaults.Field(i).IsNil() {
+		switch {
+		case f.Type.Kind() == reflect.Slice && defaults.Field(i).IsNil():
 			v = []string{}
+		case f.Type.Kind() == reflect.Map && defaults.Field(i).IsNil():
+			v = map[string]string{}
 		}
 		fmt.Fprintf(&b, "    default: %s\n", mustJSON(v))
 	}

@@ -8,8 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -329,11 +331,11 @@ func TestCheckImageRef(t *testing.T) {
 // FuzzParse: any raw values give a config or an *Error; Parse never panics
 // and never echoes the secret values.
 func FuzzParse(f *testing.F) {
-	f.Add("prod", `["*"]`, `{"app": {"memoryMb": 1}}`, "80", "secret-key-material")
-	f.Add("dev", `[]`, `{}`, "x", "")
-	f.Add("", `{`, `[]`, "-1", "\x00")
-	f.Fuzz(func(t *testing.T, profile, origins, limits, port, key string) {
-		raw := map[string]string{"profile": profile, "corsOrigins": origins, "limits": limits, "httpPort": port, "tlsKey": key, "domain": "nbms.example.org"}
+	f.Add("prod", `["*"]`, `{"app": {"memoryMb": 1}}`, "80", "secret-key-material", `{"RATE_LIMIT_PUBLIC_API": "600/m"}`)
+	f.Add("dev", `[]`, `{}`, "x", "", `{"DB_MIN_CONNS": 2, "RATE_LIMIT_ENABLED": false}`)
+	f.Add("", `{`, `[]`, "-1", "\x00", `{"SECRET_KEY": {"x": null}}`)
+	f.Fuzz(func(t *testing.T, profile, origins, limits, port, key, appEnv string) {
+		raw := map[string]string{"profile": profile, "corsOrigins": origins, "limits": limits, "httpPort": port, "tlsKey": key, "domain": "nbms.example.org", "appEnv": appEnv}
 		c, err := stacks.Parse("fuzz", values(maps.Clone(raw)))
 		require.NotNil(t, c)
 		if err == nil {
@@ -342,7 +344,7 @@ func FuzzParse(f *testing.F) {
 		var serr *stacks.Error
 		require.ErrorAs(t, err, &serr)
 		require.NotEmpty(t, serr.Problems)
-		if k := strings.TrimSpace(key); len(k) >= 8 && !strings.Contains(profile+origins+limits+port, k) {
+		if k := strings.TrimSpace(key); len(k) >= 8 && !strings.Contains(profile+origins+limits+port+appEnv, k) {
 			require.NotContains(t, err.Error(), k)
 		}
 	})
@@ -359,4 +361,141 @@ func TestBackupSchedulesFollowTheSchedulersParser(t *testing.T) {
 		require.Error(t, err, spec)
 		assert.Contains(t, err.Error(), "backup.fullCron", spec)
 	}
+}
+
+// nbms:appEnv tunes the contract's stack-tunable variables by name; the
+// values reach the app's environment as text (numbers and booleans too:
+// `pulumi config set --path` stores "600" and "true" as such).
+func TestAppEnvTunesTheApp(t *testing.T) {
+	raw := prodValues(t)
+	raw["appEnv"] = `{"RATE_LIMIT_PUBLIC_API": "600/1m", "SESSION_LIFETIME": "8h", "DB_MIN_CONNS": 2, "RATE_LIMIT_ENABLED": true, "SECURE_CSP": "default-src 'none'; frame-ancestors 'none'"}`
+	c, err := stacks.Parse("prod", values(raw))
+	require.NoError(t, err)
+	env := c.AppSettings()
+	assert.Equal(t, "600/1m", env["RATE_LIMIT_PUBLIC_API"])
+	assert.Equal(t, "8h", env["SESSION_LIFETIME"])
+	assert.Equal(t, "2", env["DB_MIN_CONNS"])
+	assert.Equal(t, "true", env["RATE_LIMIT_ENABLED"])
+	s, err := c.AppConfig()
+	require.NoError(t, err)
+	assert.Equal(t, config.Rate{Count: 600, Period: time.Minute}, s.RateLimitPublicAPI)
+	assert.Equal(t, 8*time.Hour, s.SessionLifetime)
+	assert.Equal(t, 2, s.DBMinConns)
+	assert.Equal(t, "default-src 'none'; frame-ancestors 'none'", s.CSP, "and so the edge's security headers too")
+
+	// Unset, the contract's defaults apply, and the program's own values
+	// are all there is.
+	c, err = stacks.Parse("prod", values(prodValues(t)))
+	require.NoError(t, err)
+	assert.NotContains(t, c.AppSettings(), "RATE_LIMIT_PUBLIC_API")
+}
+
+// Each nbms:appEnv problem is named by its own key, with the reason: the
+// contract's, or why the stack may not set that name.
+func TestAppEnvProblemsNameTheirKey(t *testing.T) {
+	cases := []struct {
+		name, appEnv string
+		wantKeys     []string
+		reason       string
+	}{
+		{"unknown name", `{"RATE_LIMIT_PUBLIK_API": "600/1m"}`, []string{"nbms:appEnv.RATE_LIMIT_PUBLIK_API"}, "is not a variable of the env contract"},
+		{"lower-case name", `{"rate_limit_public_api": "600/1m"}`, []string{"nbms:appEnv.rate_limit_public_api"}, "did you mean RATE_LIMIT_PUBLIC_API?"},
+		{"a typed key's variable", `{"LOG_LEVEL": "warn"}`, []string{"nbms:appEnv.LOG_LEVEL"}, "is set by the typed key nbms:app.logLevel; set that key instead"},
+		{"a variable the program derives from a typed key", `{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}`, []string{"nbms:appEnv.TRUSTED_PROXY_CIDRS"}, "typed key nbms:edgeSubnet"},
+		{"a secret with a typed key", `{"SENTRY_DSN": "https://leaked-dsn-key@sentry.example.org/1"}`, []string{"nbms:appEnv.SENTRY_DSN"}, "pulumi config set --secret nbms:sentryDsn"},
+		{"the program's variable", `{"HTTP_ADDR": ":9000"}`, []string{"nbms:appEnv.HTTP_ADDR"}, "is set by the program"},
+		{"the program's secret", `{"DATABASE_URL": "postgres://nbms:leaked-db-password@elsewhere/nbms"}`, []string{"nbms:appEnv.DATABASE_URL"}, "is set by the program"},
+		{"a secret without a key", `{"SECRET_KEY_PREVIOUS": "leaked-previous-key"}`, []string{"nbms:appEnv.SECRET_KEY_PREVIOUS"}, "is a secret variable; nbms:appEnv holds plain values only"},
+		{"a value the contract refuses", `{"RATE_LIMIT_PUBLIC_API": "600/m"}`, []string{"nbms:appEnv.RATE_LIMIT_PUBLIC_API"}, `"600/m" is not a rate: period "m" must be a duration from 1s to 24h`},
+		{"a value outside the contract's bounds", `{"SESSION_LIFETIME": "800h"}`, []string{"nbms:appEnv.SESSION_LIFETIME"}, `"800h" does not satisfy "gt=0,lte=720h"`},
+		{"a whole number", `{"DB_MIN_CONNS": "two"}`, []string{"nbms:appEnv.DB_MIN_CONNS"}, "is not a whole number"},
+		{"a production rule", `{"RATE_LIMIT_ENABLED": false}`, []string{"nbms:appEnv.RATE_LIMIT_ENABLED"}, "[NBMS-C008]"},
+		{"a rule across variables", `{"DB_MIN_CONNS": 20}`, []string{"nbms:appEnv.DB_MIN_CONNS"}, "[NBMS-C006]"},
+		{"an empty value", `{"SENTRY_RELEASE": ""}`, []string{"nbms:appEnv.SENTRY_RELEASE"}, "remove the entry to keep the contract's default"},
+		{"an object value", `{"RATE_LIMIT_PUBLIC_API": {"count": 600}, "SESSION_LIFETIME": "800h"}`, []string{"nbms:appEnv.RATE_LIMIT_PUBLIC_API", "nbms:appEnv.SESSION_LIFETIME"}, "must be a string, a number or a boolean"},
+		{"not an object", `["RATE_LIMIT_PUBLIC_API=600/1m"]`, []string{"nbms:appEnv"}, "must be an object of NAME: value"},
+		{"every bad entry at once", `{"LOG_LEVEL": "warn", "HTTP_ADDR": ":1", "NOPE": "1", "SESSION_IDLE_TIMEOUT": "0s"}`,
+			[]string{"nbms:appEnv.HTTP_ADDR", "nbms:appEnv.LOG_LEVEL", "nbms:appEnv.NOPE", "nbms:appEnv.SESSION_IDLE_TIMEOUT"}, "set that key instead"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := prodValues(t)
+			raw["appEnv"] = tc.appEnv
+			_, err := stacks.Parse("prod", values(raw))
+			serr := stackError(t, err)
+			assert.Equal(t, tc.wantKeys, serr.Keys(), err.Error())
+			assert.Contains(t, err.Error(), tc.reason)
+			for _, secret := range []string{"leaked-dsn-key", "leaked-db-password", "leaked-previous-key"} {
+				assert.NotContains(t, err.Error(), secret, "a secret put here by mistake is not echoed")
+			}
+		})
+	}
+}
+
+// An appEnv problem is reported with the stack's other problems, in one
+// round.
+func TestAppEnvProblemsComeWithTheOthers(t *testing.T) {
+	raw := prodValues(t)
+	raw["corsOrigins"] = `["*"]`
+	raw["appEnv"] = `{"RATE_LIMIT_PUBLIC_API": "lots"}`
+	_, err := stacks.Parse("prod", values(raw))
+	serr := stackError(t, err)
+	assert.ElementsMatch(t, []string{"nbms:corsOrigins[0]", "nbms:appEnv.RATE_LIMIT_PUBLIC_API"}, serr.Keys())
+}
+
+// nbms:appEnv is plain: set as a secret, its values would still land in the
+// container's plain environment, so it is refused.
+func TestAppEnvIsNeverASecret(t *testing.T) {
+	raw := prodValues(t)
+	raw["appEnv"] = `{"RATE_LIMIT_PUBLIC_API": "600/1m"}`
+	_, err := stacks.Parse("prod", stacks.Values{Raw: raw, Secret: func(k string) bool { return secretKeys[k] || k == "appEnv" }})
+	serr := stackError(t, err)
+	assert.Equal(t, []string{"nbms:appEnv"}, serr.Keys())
+	assert.Contains(t, err.Error(), "is set as a secret")
+}
+
+// The contract's Stack field and this package agree: its typed keys exist
+// here, its tuning key is Config.AppEnv's, and no variable the program sets
+// (for any profile or TLS mode) is one an operator may also tune by name.
+// A variable the program starts to set must be given its key or
+// config.ProgramOwned in app/config, or this test fails.
+func TestContractStackKeysMatchTheStack(t *testing.T) {
+	field, ok := reflect.TypeOf(stacks.Config{}).FieldByName("AppEnv")
+	require.True(t, ok)
+	assert.Equal(t, config.StackEnvKey, stacks.Namespace+":"+strings.Split(field.Tag.Get("json"), ",")[0])
+
+	for _, v := range config.Vars() {
+		if v.Stack == "" || v.Stack == config.ProgramOwned {
+			continue
+		}
+		path, ok := strings.CutPrefix(v.Stack, stacks.Namespace+":")
+		require.True(t, ok, "%s: %s", v.Name, v.Stack)
+		assert.True(t, hasKey(reflect.TypeOf(stacks.Config{}), strings.Split(path, ".")), "%s: %s is not a stack key", v.Name, v.Stack)
+	}
+
+	dev := readStackFile(t, "dev")
+	dev["corsOrigins"] = `["http://localhost:3000"]`
+	for name, raw := range map[string]map[string]string{"prod": prodValues(t), "dev": dev} {
+		c, err := stacks.Parse(name, values(raw))
+		require.NoError(t, err, name)
+		for envName := range c.AppSettings() {
+			v, ok := config.Lookup(envName)
+			require.True(t, ok, envName)
+			assert.False(t, v.StackTunable(), "%s: the program sets %s, so app/config must name its typed key or config.ProgramOwned", name, envName)
+		}
+	}
+}
+
+func hasKey(t reflect.Type, path []string) bool {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if strings.Split(f.Tag.Get("json"), ",")[0] != path[0] {
+			continue
+		}
+		if len(path) == 1 {
+			return true
+		}
+		return f.Type.Kind() == reflect.Struct && hasKey(f.Type, path[1:])
+	}
+	return false
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -487,5 +488,65 @@ func TestHeaderSettingsTheServerWouldRefuse(t *testing.T) {
 			found = found || p.Check == "NBMS-C009" || p.Var == "SECURE_CSP_REPORT_PATH"
 		}
 		assert.True(t, found, cerr.Error())
+	}
+}
+
+// Every variable says how a stack sets it: by name under StackEnvKey (the
+// zero value, so a new variable needs no second edit), through a typed
+// stack key, or not at all (the program's). Secrets are never tunable by
+// name, and the variables the program decides from its own wiring are
+// not tunable either.
+func TestEveryVariableSaysHowAStackSetsIt(t *testing.T) {
+	typedKey := regexp.MustCompile(`^nbms:[a-z][A-Za-z]*(\.[a-z][A-Za-z]*)?$`)
+	for _, v := range Vars() {
+		switch {
+		case v.Stack == "":
+			if v.Secret {
+				assert.Empty(t, v.StackKey(), "%s: a secret has no key by name", v.Name)
+				assert.False(t, v.StackTunable(), v.Name)
+			} else {
+				assert.Equal(t, StackEnvKey+"."+v.Name, v.StackKey(), v.Name)
+				assert.True(t, v.StackTunable(), v.Name)
+			}
+		case v.Stack == ProgramOwned:
+			assert.Empty(t, v.StackKey(), v.Name)
+			assert.False(t, v.StackTunable(), v.Name)
+		default:
+			assert.Regexp(t, typedKey, v.Stack, "%s: a typed key is nbms:key or nbms:object.field", v.Name)
+			assert.NotEqual(t, StackEnvKey, v.Stack, v.Name)
+			assert.Equal(t, v.Stack, v.StackKey(), v.Name)
+			assert.False(t, v.StackTunable(), v.Name)
+		}
+	}
+	for _, name := range []string{EnvProfile, EnvReadDotenv, EnvDotenvPath, "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "HTTP_ADDR", "STATIC_ROOT", "MEDIA_ROOT", "TRUSTED_PROXY_CIDRS"} {
+		v, _ := Lookup(name)
+		assert.False(t, v.StackTunable(), "%s is the program's, not the operator's", name)
+	}
+	for _, name := range []string{"RATE_LIMIT_PUBLIC_API", "SESSION_LIFETIME", "HTTP_WRITE_TIMEOUT", "DB_MIN_CONNS", "SECURE_CSP"} {
+		v, _ := Lookup(name)
+		assert.True(t, v.StackTunable(), name)
+	}
+}
+
+// Validate is the contract's own rule for one variable, as loading applies it.
+func TestValidateOneVariable(t *testing.T) {
+	v := func(name string) Var {
+		out, ok := Lookup(name)
+		require.True(t, ok, name)
+		return out
+	}
+	assert.NoError(t, v("RATE_LIMIT_PUBLIC_API").Validate("600/1m", Prod))
+	assert.NoError(t, v("RATE_LIMIT_PUBLIC_API").Validate(" 600/1m ", Prod), "trimmed, as loading does")
+	assert.ErrorContains(t, v("RATE_LIMIT_PUBLIC_API").Validate("600/m", Prod), `"600/m" is not a rate: period "m" must be a duration from 1s to 24h`)
+	assert.ErrorContains(t, v("SESSION_LIFETIME").Validate("800h", Prod), `does not satisfy "gt=0,lte=720h"`)
+	assert.ErrorContains(t, v("DB_MIN_CONNS").Validate("two", Dev), "not a whole number")
+	assert.ErrorContains(t, v("CSRF_TRUSTED_ORIGINS").Validate("http://portal.example.org", Prod), "https")
+	assert.NoError(t, v("CSRF_TRUSTED_ORIGINS").Validate("http://portal.example.org", Dev), "the production rule applies in prod only")
+	assert.NoError(t, v("SESSION_COOKIE_NAME").Validate("sid", Prod), "the __Host- rule is a deploy check (NBMS-C001), over the whole settings")
+	assert.NoError(t, v("SENTRY_RELEASE").Validate("", Prod), "empty is unset: the default applies")
+	assert.ErrorContains(t, v("ALLOWED_HOSTS").Validate("", Prod), "required in prod")
+	err := v("SECRET_KEY").Validate("short-secret-value", Prod)
+	if err != nil {
+		assert.NotContains(t, err.Error(), "short-secret-value")
 	}
 }

@@ -147,6 +147,19 @@ type Var struct {
 	Default     string
 	DevDefault  *string
 	ProdDefault *string
+	// Stack says how a deployment stack (the infra program's nbms:* config,
+	// package stacks) sets the variable:
+	//   - "" (the zero value): the operator tunes it by name with
+	//     StackEnvKey (`pulumi config set --path 'nbms:appEnv.NAME' value`),
+	//     validated by this contract before anything deploys; unset, its
+	//     default applies. A new variable is tunable from the stack with no
+	//     other edit. Secret variables never are: they reach the container
+	//     as secrets only.
+	//   - a typed stack key, such as "nbms:app.logLevel": the program
+	//     derives the variable from that key, and StackEnvKey refuses it.
+	//   - ProgramOwned: the program decides it (listen address, paths, the
+	//     generated secrets and URLs); the stack cannot set it.
+	Stack string
 	// check, when set, is the variable's semantic rule; production says
 	// whether the prod profile is loading.
 	check func(value any, production bool) error
@@ -163,6 +176,30 @@ func (v Var) DefaultFor(p Profile) string {
 		return *v.DevDefault
 	}
 	return v.Default
+}
+
+// StackEnvKey is the stack config key under which an operator sets the
+// contract's stack-tunable variables by name (a map NAME -> value).
+const StackEnvKey = "nbms:appEnv"
+
+// ProgramOwned is the Stack of a variable the infra program decides.
+const ProgramOwned = "program"
+
+// StackTunable reports whether an operator sets the variable by name under
+// StackEnvKey.
+func (v Var) StackTunable() bool { return v.Stack == "" && !v.Secret }
+
+// StackKey is the stack config key that sets the variable: its typed key,
+// StackEnvKey.NAME when it is stack-tunable, or "" when no stack key sets
+// it (the program decides it, or it is a secret without a typed key).
+func (v Var) StackKey() string {
+	switch {
+	case v.StackTunable():
+		return StackEnvKey + "." + v.Name
+	case v.Stack == ProgramOwned:
+		return ""
+	}
+	return v.Stack
 }
 
 // RequiredIn reports whether the variable must be set explicitly in p.
@@ -192,16 +229,19 @@ var contract = []Var{
 	{
 		Name: EnvProfile, Group: "Profile", Required: Always, Rules: "oneof=dev test prod",
 		Doc:   "Deployment profile: dev, test or prod. Selects defaults and strictness; there is deliberately no default.",
+		Stack: "nbms:profile",
 		field: func(s *Settings) any { return &s.Profile },
 	},
 	{
 		Name: EnvReadDotenv, Group: "Profile", Default: "false", DevDefault: nil,
 		Doc:   "Read a .env file before validating (real environment variables win). Defaults to true in dev only; production reads one only when this is set to true explicitly. Only the real environment can set it.",
+		Stack: ProgramOwned,
 		field: func(s *Settings) any { return &s.ReadDotenv },
 	},
 	{
 		Name: EnvDotenvPath, Group: "Profile", Default: ".env",
 		Doc:   "Path of the .env file read when NBMS_READ_DOTENV is true.",
+		Stack: ProgramOwned,
 		field: func(s *Settings) any { return &s.DotenvPath },
 	},
 
@@ -209,6 +249,7 @@ var contract = []Var{
 		Name: "SECRET_KEY", Group: "Secrets", Required: RequiredInProd, Secret: true,
 		DevDefault: str(devSecretKey),
 		Doc:        "Key for signing and token derivation. At least 50 characters of CSPRNG output (e.g. `openssl rand -base64 48`); known placeholders are refused in production.",
+		Stack:      ProgramOwned,
 		field:      func(s *Settings) any { return &s.SecretKey },
 	},
 	{
@@ -220,6 +261,7 @@ var contract = []Var{
 	{
 		Name: "HTTP_ADDR", Group: "Server", Default: ":8000", DevDefault: str("127.0.0.1:8000"), check: checkListenAddrVar,
 		Doc:   "Address the HTTP server listens on. In production only the reverse proxy's network reaches it.",
+		Stack: ProgramOwned,
 		field: func(s *Settings) any { return &s.HTTPAddr },
 	},
 	{
@@ -258,6 +300,7 @@ var contract = []Var{
 		DevDefault: str("localhost,127.0.0.1,[::1]"),
 		Doc:        "Comma-separated host names the app answers for (a leading dot matches subdomains). Other Host headers get 400. No `*`.",
 		check:      checkAllowedHostsVar,
+		Stack:      "nbms:allowedHosts",
 		field:      func(s *Settings) any { return &s.AllowedHosts },
 	},
 	{
@@ -265,16 +308,19 @@ var contract = []Var{
 		DevDefault: str("127.0.0.1/32,::1/128"),
 		Doc:        "Comma-separated networks (CIDR or single IP) of the reverse proxies whose X-Forwarded-* headers are believed. Empty: forwarded headers are ignored. Never 0.0.0.0/0.",
 		check:      checkTrustedProxiesVar,
+		Stack:      "nbms:edgeSubnet",
 		field:      func(s *Settings) any { return &s.TrustedProxies },
 	},
 	{
 		Name: "SECURE_SSL_REDIRECT", Group: "Hosts, proxies and HTTPS", Default: "true", DevDefault: str("false"),
 		Doc:   "Redirect plain-HTTP browser requests to HTTPS. API calls over HTTP get 403 instead; /healthz and /readyz are never redirected.",
+		Stack: "nbms:tlsMode",
 		field: func(s *Settings) any { return &s.SSLRedirect },
 	},
 	{
 		Name: "SECURE_HSTS_SECONDS", Group: "Hosts, proxies and HTTPS", Default: strconv.Itoa(int(headers.DefaultHSTSMaxAge / time.Second)), DevDefault: str("0"), Rules: "gte=0",
 		Doc:   "Strict-Transport-Security max-age in seconds; 0 disables the header. Production requires at least 31536000 (one year).",
+		Stack: "nbms:app.hstsSeconds",
 		field: func(s *Settings) any { return &s.HSTSSeconds },
 	},
 	{
@@ -285,6 +331,7 @@ var contract = []Var{
 	{
 		Name: "SECURE_HSTS_PRELOAD", Group: "Hosts, proxies and HTTPS", Default: "false",
 		Doc:   "Add preload to HSTS. Hard to undo: enable only after deciding to submit the domain to the browsers' preload list.",
+		Stack: "nbms:app.hstsPreload",
 		field: func(s *Settings) any { return &s.HSTSPreload },
 	},
 
@@ -325,12 +372,14 @@ var contract = []Var{
 		DevDefault: str("http://localhost:8000,http://127.0.0.1:8000"),
 		Doc:        "Comma-separated exact origins (scheme://host[:port]) allowed to send state-changing requests from a browser besides the app's own. https only in production.",
 		check:      checkOriginsVar,
+		Stack:      "nbms:csrfTrustedOrigins",
 		field:      func(s *Settings) any { return &s.CSRFTrustedOrigins },
 	},
 	{
 		Name: "CORS_ALLOWED_ORIGINS", Group: "Browser policies",
 		Doc:   "Comma-separated exact origins allowed to read API responses cross-origin. Empty disables CORS. `*`, `null` and patterns are refused; https only in production.",
 		check: checkOriginsVar,
+		Stack: "nbms:corsOrigins",
 		field: func(s *Settings) any { return &s.CORSAllowedOrigins },
 	},
 	{
@@ -353,11 +402,13 @@ var contract = []Var{
 	{
 		Name: "SESSION_COOKIE_NAME", Group: "Cookies", Default: "__Host-nbms_session", DevDefault: str("nbms_session"), check: checkCookieNameVar,
 		Doc:   "Name of the session cookie. Production requires the __Host- prefix (Secure, Path=/, no Domain: no subdomain can overwrite it).",
+		Stack: "nbms:tlsMode",
 		field: func(s *Settings) any { return &s.SessionCookieName },
 	},
 	{
 		Name: "SESSION_COOKIE_SECURE", Group: "Cookies", Default: "true", DevDefault: str("false"),
 		Doc:   "Mark cookies Secure (sent over HTTPS only). Required in production.",
+		Stack: "nbms:tlsMode",
 		field: func(s *Settings) any { return &s.SessionCookieSecure },
 	},
 	{
@@ -379,11 +430,13 @@ var contract = []Var{
 	{
 		Name: "MAX_REQUEST_BODY_BYTES", Group: "Request limits", Default: "1048576", Rules: "gt=0",
 		Doc:   "Largest request body accepted on ordinary routes, in bytes; larger ones get 413.",
+		Stack: "nbms:app.maxRequestBodyBytes",
 		field: func(s *Settings) any { return &s.MaxRequestBodyBytes },
 	},
 	{
 		Name: "MAX_UPLOAD_BYTES", Group: "Request limits", Default: "52428800", Rules: "gt=0",
 		Doc:   "Largest request body accepted on upload routes, in bytes (must be at least MAX_REQUEST_BODY_BYTES). Keep nginx's client_max_body_size equal.",
+		Stack: "nbms:app.maxUploadBytes",
 		field: func(s *Settings) any { return &s.MaxUploadBytes },
 	},
 
@@ -423,11 +476,13 @@ var contract = []Var{
 		DevDefault: str("postgres://root@127.0.0.1:5432/nbms_dev?sslmode=disable"),
 		Doc:        "PostgreSQL connection URL (postgres://user:password@host:port/db?sslmode=...). Secret: it carries the password.",
 		check:      checkDatabaseURLVar,
+		Stack:      ProgramOwned,
 		field:      func(s *Settings) any { return &s.DatabaseURL },
 	},
 	{
 		Name: "DB_MAX_CONNS", Group: "PostgreSQL", Default: "10", Rules: "gte=1,lte=1000",
 		Doc:   "Largest number of pooled connections per app process. Replicas × this must stay under the server's (or PgBouncer's) limit.",
+		Stack: "nbms:app.dbMaxConns",
 		field: func(s *Settings) any { return &s.DBMaxConns },
 	},
 	{
@@ -477,17 +532,20 @@ var contract = []Var{
 		DevDefault: str("redis://127.0.0.1:6379/0"),
 		Doc:        "Redis connection URL (redis://[:password@]host:port/db or rediss:// for TLS). Secret: it may carry the password.",
 		check:      checkRedisURLVar,
+		Stack:      ProgramOwned,
 		field:      func(s *Settings) any { return &s.RedisURL },
 	},
 
 	{
 		Name: "STATIC_ROOT", Group: "Files", Default: "/srv/nbms/static", DevDefault: str("var/static"),
 		Doc:   "Directory `nbms collectstatic` writes to and nginx serves under /static/.",
+		Stack: ProgramOwned,
 		field: func(s *Settings) any { return &s.StaticRoot },
 	},
 	{
 		Name: "MEDIA_ROOT", Group: "Files", Default: "/srv/nbms/media", DevDefault: str("var/media"),
 		Doc:   "Directory uploaded evidence files are stored in (a persistent volume in production). Nothing serves it publicly: a file leaves only through the app's download route, to a user who may read its dataset.",
+		Stack: ProgramOwned,
 		field: func(s *Settings) any { return &s.MediaRoot },
 	},
 	{
@@ -495,22 +553,27 @@ var contract = []Var{
 		Doc: "How an authorised evidence download is sent. true: the app answers with an empty body and `X-Accel-Redirect: " + ProtectedMediaPrefix + "<stored name>`, and the nginx in front sends the file from its internal location (every deployed stack sets it). " +
 			"false: the app sends the file from MEDIA_ROOT itself, with the same headers, for running without nginx in front (dev, tests). Either way only the app decides who may read a file.",
 		field: func(s *Settings) any { return &s.MediaXAccelRedirect },
+		// Every deployed stack has nginx in front (its internal location).
+		Stack: ProgramOwned,
 	},
 
 	{
 		Name: "LOG_LEVEL", Group: "Observability", Default: "info", DevDefault: str("debug"), Rules: "oneof=debug info warn error",
 		Doc:   "Minimum log level. debug is refused in production (it is the debug mode this app has).",
+		Stack: "nbms:app.logLevel",
 		field: func(s *Settings) any { return &s.LogLevel },
 	},
 	{
 		Name: "SENTRY_DSN", Group: "Observability", Secret: true,
 		Doc:   "Sentry DSN. Empty disables error reporting. Events are scrubbed of secrets before they leave.",
 		check: checkSentryDSNVar,
+		Stack: "nbms:sentryDsn",
 		field: func(s *Settings) any { return &s.SentryDSN },
 	},
 	{
 		Name: "SENTRY_ENVIRONMENT", Group: "Observability",
 		Doc:   "Environment tag on Sentry events; defaults to the profile.",
+		Stack: ProgramOwned,
 		field: func(s *Settings) any { return &s.SentryEnvironment },
 	},
 	{

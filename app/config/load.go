@@ -277,6 +277,25 @@ func anyBad(bad map[string]bool, names []string) bool {
 	return false
 }
 
+// Validate applies the variable's own rules (type, validator rules,
+// semantic check) in profile p to one raw value, as loading would: an empty
+// value means unset. The rules over the settings as a whole (the deploy
+// checks) need every variable and are Parse's. The error never quotes a
+// secret value.
+func (v Var) Validate(raw string, p Profile) error {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		if v.RequiredIn(p) {
+			return fmt.Errorf("required in %s but not set", p)
+		}
+		return nil
+	}
+	if reason := v.assign(&Settings{}, raw, p == Prod); reason != "" {
+		return errors.New(reason)
+	}
+	return nil
+}
+
 // assign decodes raw into the variable's field, applies its validator rules
 // and its check, and returns the reason it is invalid ("" when valid).
 func (v Var) assign(s *Settings, raw string, production bool) string {

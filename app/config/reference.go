@@ -21,18 +21,25 @@ func Reference() string {
 	b.WriteString("Columns: **Prod** says whether production requires the variable to be set explicitly; ")
 	b.WriteString("**Secret** variables may instead be given as a file: `NAME_FILE` names a file holding the value (surrounding white space dropped), and setting both `NAME` and `NAME_FILE` is an error. ")
 	b.WriteString("The infra program delivers every secret that way, as a file under `/run/secrets` on a volume only its tier mounts, so no secret is in Docker's metadata (`docker inspect`); the policy pack refuses a secret in a container's environment; ")
-	b.WriteString("**Default dev/test** and **Default prod** are the values used when the variable is unset.\n")
+	b.WriteString("**Default dev/test** and **Default prod** are the values used when the variable is unset; ")
+	b.WriteString("**Stack** is how a deployment stack (`Pulumi.<stack>.yaml`, validated by `stacks/` before any resource exists) sets the variable: ")
+	b.WriteString("its typed stack key, or `" + StackEnvKey + ".NAME` for the operator's tuning, or \"set by the program\" (listen address, paths, the generated secrets and connection URLs).\n\n")
+	b.WriteString("Tuning a variable from the stack: `pulumi config set --path '" + StackEnvKey + ".RATE_LIMIT_PUBLIC_API' 600/1m` ")
+	b.WriteString("(in a committed stack file, one line: `" + StackEnvKey + ": {\"RATE_LIMIT_PUBLIC_API\": \"600/1m\"}`). ")
+	b.WriteString("Each value is checked by the rules below, and the whole environment by the app's loader and the deploy checks, before anything deploys; ")
+	b.WriteString("a name that is not in the contract, that has a typed key, that the program sets or that is a secret is refused with the key that names it. ")
+	b.WriteString("A new value is a new app release, which goes live blue/green.\n")
 
 	group := ""
 	for _, v := range contract {
 		if v.Group != group {
 			group = v.Group
 			fmt.Fprintf(&b, "\n## %s\n\n", group)
-			b.WriteString("| Variable | Prod | Secret | Default dev/test | Default prod | Rules | Description |\n")
-			b.WriteString("|---|---|---|---|---|---|---|\n")
+			b.WriteString("| Variable | Prod | Secret | Default dev/test | Default prod | Rules | Stack | Description |\n")
+			b.WriteString("|---|---|---|---|---|---|---|---|\n")
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s |\n",
-			v.Name, requirement(v), yesNo(v.Secret), cell(v.DefaultFor(Dev)), cell(v.DefaultFor(Prod)), rulesCell(v), escapePipes(v.Doc))
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s | %s | %s | %s |\n",
+			v.Name, requirement(v), yesNo(v.Secret), cell(v.DefaultFor(Dev)), cell(v.DefaultFor(Prod)), rulesCell(v), stackCell(v), escapePipes(v.Doc))
 	}
 
 	b.WriteString("\n## Deploy checks\n\n")
@@ -57,6 +64,16 @@ func requirement(v Var) string {
 		return "required"
 	}
 	return "optional"
+}
+
+func stackCell(v Var) string {
+	switch key := v.StackKey(); {
+	case key != "":
+		return "`" + key + "`"
+	case v.Stack == ProgramOwned:
+		return "set by the program"
+	}
+	return "none (a secret without a stack key)"
 }
 
 func rulesCell(v Var) string {

@@ -3,6 +3,7 @@ package deploy
 import (
 	"fmt"
 	"maps"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -88,6 +89,10 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		return err
 	}
 	envs := envList(plainEnv)
+	settings, err := d.cfg.AppConfig()
+	if err != nil {
+		return err
+	}
 	internal := attachment{network: net.Internal, name: net.InternalName}
 	tmp := map[string]string{"/tmp": tmpfsOptions(64)}
 
@@ -99,8 +104,7 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		Healthcheck: []string{appBinary, "healthcheck"},
 		Timing:      checkTiming{10 * time.Second, 5 * time.Second, 20 * time.Second, 3},
 		Tmpfs:       tmp,
-		// SHUTDOWN_TIMEOUT (25s) plus the drain delay fit inside it.
-		StopTimeout: 35,
+		StopTimeout: appStopTimeout(settings),
 		Limit:       d.cfg.Limits[stacks.RoleApp],
 		Logs:        d.cfg.Logs,
 		Networks:    []string{net.EdgeName, net.InternalName},
@@ -198,6 +202,18 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 	a.EdgeAddress = edgeAddress(a.Container, net.EdgeName)
 	return ctx.RegisterResourceOutputs(a, pulumi.Map{"container": a.Container.Name, "release": pulumi.String(a.Release)})
 }
+
+// appStopTimeout is how long Docker waits, in whole seconds, between the
+// server's SIGTERM and its SIGKILL: the drain delay and the shutdown
+// timeout the app runs with (SHUTDOWN_DRAIN_DELAY, SHUTDOWN_TIMEOUT; 5 s
+// and 25 s by default) and 5 s to exit, never below 35 s. A stack that
+// raises either gets the time it asks for instead of a kill mid-drain.
+func appStopTimeout(s *config.Settings) int {
+	need := s.DrainDelay + s.ShutdownTimeout + 5*time.Second
+	return max(minAppStopTimeout, int(math.Ceil(need.Seconds())))
+}
+
+const minAppStopTimeout = 35
 
 // appServer is every plain setting of the app server container (and the
 // one-shots' limits), in one value so that the release hash covers each of

@@ -929,6 +929,55 @@ func TestAppReleaseFollowsWhatTheAppRuns(t *testing.T) {
 	other := stackConfig(t, "prod")
 	other["limits"] = `{"db": {"memoryMb": 2048}}`
 	assert.Equal(t, first, release(other), "the database's limit is not the app's")
+
+	// The operator's tuning is app environment too: each value its own
+	// release, the same value the same one.
+	tuned := func(rate string) string {
+		raw := stackConfig(t, "prod")
+		raw["appEnv"] = `{"RATE_LIMIT_PUBLIC_API": "` + rate + `"}`
+		return release(raw)
+	}
+	raised := tuned("600/1m")
+	assert.NotEqual(t, first, raised, "nbms:appEnv.RATE_LIMIT_PUBLIC_API is a new release")
+	assert.Equal(t, raised, tuned("600/1m"), "stable")
+	assert.NotEqual(t, raised, tuned("900/1m"), "another value, another release")
+}
+
+// nbms:appEnv reaches the environment of the app server and its one-shots
+// (nothing else), and what the program fits around the app follows it:
+// Docker's stop timeout covers the drain and the shutdown, and nginx waits
+// for an answer as long as the app may take to write it.
+func TestAppEnvReachesTheApp(t *testing.T) {
+	raw := stackConfig(t, "prod")
+	raw["appEnv"] = `{"RATE_LIMIT_PUBLIC_API": "600/1m", "DB_MIN_CONNS": 2, "SHUTDOWN_TIMEOUT": "60s", "HTTP_WRITE_TIMEOUT": "90500ms"}`
+	res := deployWith(t, "prod", raw, &mocks{})
+	require.NoError(t, res.err)
+	containers := res.m.byType(typeContainer)
+	for _, role := range []string{stacks.RoleApp, stacks.RoleMigrate, stacks.RoleCollectstatic} {
+		env := envMap(t, containers[role].Inputs)
+		assert.Equal(t, "600/1m", env["RATE_LIMIT_PUBLIC_API"], role)
+		assert.Equal(t, "2", env["DB_MIN_CONNS"], role)
+		_, err := config.Parse(env)
+		assert.NoError(t, err, role)
+	}
+	for role, c := range containers {
+		if role == stacks.RoleApp || role == stacks.RoleMigrate || role == stacks.RoleCollectstatic {
+			continue
+		}
+		assert.NotContains(t, fmt.Sprint(plain(c.Inputs["envs"])), "RATE_LIMIT_PUBLIC_API", role)
+	}
+	app := containers[stacks.RoleApp].Inputs
+	assert.Equal(t, float64(5+60+5), plain(app["stopTimeout"]), "SHUTDOWN_DRAIN_DELAY + SHUTDOWN_TIMEOUT + 5 s to exit")
+	assert.Equal(t, plain(app["stopTimeout"]), plain(app["destroyGraceSeconds"]))
+	conf := strs(plain(containers[stacks.RoleProxy].Inputs["command"]))[1]
+	assert.Contains(t, conf, "proxy_read_timeout 91s;", "HTTP_WRITE_TIMEOUT, rounded up to whole seconds")
+
+	// Untuned, the defaults: 35 s and nginx's 60 s.
+	res = deployWith(t, "prod", stackConfig(t, "prod"), &mocks{})
+	require.NoError(t, res.err)
+	containers = res.m.byType(typeContainer)
+	assert.Equal(t, float64(35), plain(containers[stacks.RoleApp].Inputs["stopTimeout"]))
+	assert.Contains(t, strs(plain(containers[stacks.RoleProxy].Inputs["command"]))[1], "proxy_read_timeout 60s;")
 }
 
 func TestBadConfigRegistersNothing(t *testing.T) {
@@ -943,6 +992,8 @@ func TestBadConfigRegistersNothing(t *testing.T) {
 			[]string{"nbms:images.base", "nbms:httpPort"}},
 		{"missing operator secrets", map[string]string{"tlsKey": "", "tlsCertificate": ""},
 			[]string{"nbms:tlsCertificate", "nbms:tlsKey"}},
+		{"app tuning", map[string]string{"appEnv": `{"RATE_LIMIT_PUBLIC_API": "600/m", "LOG_LEVEL": "warn", "HTTP_ADDR": ":1"}`},
+			[]string{"nbms:appEnv.RATE_LIMIT_PUBLIC_API", "nbms:appEnv.LOG_LEVEL", "nbms:appEnv.HTTP_ADDR"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

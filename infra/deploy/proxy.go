@@ -83,7 +83,23 @@ func NginxParams(cfg *stacks.Config) (nginx.Params, error) {
 		PublicPrefix:          config.PublicAPIPrefix,
 		ProbePaths:            config.ProbePaths(),
 		WorkerProcesses:       ProxyWorkers(cfg.Limits[stacks.RoleProxy].CPUs),
+		UpstreamReadTimeout:   upstreamReadTimeout(app.WriteTimeout),
 	}, nil
+}
+
+// upstreamReadTimeout is how long nginx waits for the app's answer: the
+// renderer's default (60 s), or longer when the app may take longer
+// (HTTP_WRITE_TIMEOUT raised by the stack), in whole seconds. Zero keeps
+// the default.
+func upstreamReadTimeout(appWrite time.Duration) time.Duration {
+	if appWrite <= nginx.DefaultUpstreamReadTimeout {
+		return 0
+	}
+	whole := appWrite.Truncate(time.Second)
+	if whole < appWrite {
+		whole += time.Second
+	}
+	return whole
 }
 
 // ProxyWorkers is nginx's worker_processes for the proxy's CPU limit: one
