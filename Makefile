@@ -50,8 +50,8 @@ run: build ## run the app locally against the local PostgreSQL and Redis (dev pr
 	NBMS_ENV=dev $(BIN)/nbms collectstatic
 	NBMS_ENV=dev $(BIN)/nbms serve
 
-deploy-check: build ## run predeploy-check against the production contract (export the production environment first)
-	NBMS_ENV=prod $(BIN)/nbms predeploy-check
+deploy-check: ## run predeploy-check in STACK's live app release (contract, PostgreSQL, Redis, migrations, files)
+	./scripts/ops/predeploy_check.sh $(STACK)
 
 docs: ## regenerate docs/production_hardening/secure_settings_reference.md from the env contract
 	$(GO) run ./app/cmd/nbms settings-reference > docs/production_hardening/secure_settings_reference.md

@@ -40,13 +40,11 @@ type volumeMount struct {
 	readOnly bool
 }
 
-// attachment puts a container on a network under extra DNS aliases, at a
-// fixed address when ipv4 is set.
+// attachment puts a container on a network under extra DNS aliases.
 type attachment struct {
 	network *docker.Network
 	name    string
 	aliases []string
-	ipv4    string
 }
 
 // containerSpec is what differs between containers; everything that must
@@ -173,9 +171,6 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 		network := docker.ContainerNetworksAdvancedArgs{
 			Name:    pulumi.String(n.name),
 			Aliases: pulumi.ToStringArray(n.aliases),
-		}
-		if n.ipv4 != "" {
-			network.Ipv4Address = pulumi.String(n.ipv4)
 		}
 		networks = append(networks, network)
 		deps = append(deps, n.network)
