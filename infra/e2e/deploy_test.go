@@ -106,6 +106,13 @@ func TestRealDeploy(t *testing.T) {
 		{"no secret in Docker's metadata or in the state", func(t *testing.T) {
 			s.checkNoSecretLeaks(t, generated)
 		}},
+		{"predeploy-check passes in the live release, as make deploy-check runs it", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, filepath.Join(root, "scripts", "ops", "predeploy_check.sh"), stackName).CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			assert.Contains(t, string(out), "predeploy-check in "+container(conventions.RoleApp)+" (the live release)")
+		}},
 		{"backups: a scheduled full backup, WAL archived, a restore drill with the rows", func(t *testing.T) {
 			s.checkBackups(t, written)
 		}},
