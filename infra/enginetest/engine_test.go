@@ -294,11 +294,16 @@ var expectedPlan = []string{
 	"docker:index/container:Container app-<release>",
 	"nbms:deploy:Proxy proxy", "docker:index/volume:Volume proxy-control", "docker:index/container:Container switch-<release>",
 	"docker:index/container:Container proxy",
+	// Each tier's secrets volume and the one-shot holder that fills it.
+	"docker:index/volume:Volume secrets-db", "docker:index/container:Container secrets-db",
+	"docker:index/volume:Volume secrets-cache", "docker:index/container:Container secrets-cache",
+	"docker:index/volume:Volume secrets-app-<release>", "docker:index/container:Container secrets-app-<release>",
+	"docker:index/volume:Volume secrets-proxy", "docker:index/container:Container secrets-proxy",
 }
 
 // releaseName matches the resource name of a release's container (see
 // conventions.PerRelease).
-var releaseName = regexp.MustCompile(`^(` + strings.Join(conventions.ReleaseRoles, "|") + `)-[0-9a-f]{12}$`)
+var releaseName = regexp.MustCompile(`^(` + strings.Join(append(slices.Clone(conventions.ReleaseRoles), "secrets-app"), "|") + `)-[0-9a-f]{12}$`)
 
 // generic names a release's container "<role>-<release>", for lists that
 // hold whichever release the program declares.
@@ -390,6 +395,9 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	t.Logf("docker create order: %v", order)
 	var containers []string
 	for _, role := range stacks.Roles {
+		if role == stacks.RoleSecrets {
+			continue // the holders: below
+		}
 		if conventions.PerRelease(role) {
 			role += "-<release>"
 		}
@@ -399,6 +407,12 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 		for _, container := range containers {
 			assert.Less(t, created[first], created[container], "%s before the %s container", first, container)
 		}
+	}
+	// Each tier's secret files are in place before its first reader.
+	for holder, reader := range map[string]string{
+		"secrets-db": "db", "secrets-cache": "cache", "secrets-app-<release>": "migrate-<release>", "secrets-proxy": "proxy",
+	} {
+		assert.Less(t, created[holder], created[reader], "%s before %s", holder, reader)
 	}
 	assert.Less(t, created["db"], created["migrate-<release>"], "the database before migrations")
 	assert.Less(t, created["migrate-<release>"], created["app-<release>"], "migrations before the app")
@@ -411,7 +425,7 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 		assert.Less(t, created["base-tag"], created[img], "the base tag before %s", img)
 	}
 	assert.Less(t, created["app-image"], created["backup-image"], "the app image before the backup image that copies its binary")
-	assert.Len(t, order, 8+2+6+5+1+1, "8 containers, 2 networks, 6 volumes, 5 built images, the base and its tag")
+	assert.Len(t, order, 12+2+10+5+1+1, "8 containers and 4 secrets holders, 2 networks, 6 volumes and 4 secrets volumes, 5 built images, the base and its tag")
 
 	// The hooks probed during the update: the app container itself right
 	// after it was created and before nginx was (nginx does not exist yet
@@ -503,20 +517,22 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 			ops = append(ops, step.Op+" "+nameOf(step.URN))
 		}
 	}
-	for _, role := range []string{"migrate", "collectstatic", "app", "switch"} {
+	// The release's four containers, and its secrets volume and holder
+	// (both named secrets-app-<release>).
+	for _, role := range []string{"migrate", "collectstatic", "app", "switch", "secrets-app", "secrets-app"} {
 		want = append(want, "create "+deploy.Instance(role, newRelease), "delete "+deploy.Instance(role, oldRelease))
 	}
 	assert.ElementsMatch(t, want, ops)
 	e.reset()
 	res, err = e.run(driver.Up, opts)
 	require.NoError(t, err)
-	assert.Equal(t, map[string]int{"same": len(expectedPlan) + 1 - 4, "create": 4, "delete": 4}, res.Changes, "the stack itself is the +1")
+	assert.Equal(t, map[string]int{"same": len(expectedPlan) + 1 - 6, "create": 6, "delete": 6}, res.Changes, "the stack itself is the +1")
 	var changed []string
 	for _, c := range e.applied() {
 		changed = append(changed, c.Method+" "+c.Name)
 	}
 	t.Logf("applied: %v", changed)
-	require.Len(t, changed, 8)
+	require.Len(t, changed, 12)
 	switchAt := slices.Index(changed, "Create "+deploy.Instance("switch", newRelease))
 	require.GreaterOrEqual(t, switchAt, 0)
 	for i, c := range changed {
@@ -543,6 +559,10 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 		"pgrun", "db", "backup", "cache", "static", "proxy-control", "proxy",
 		deploy.Instance("migrate", newRelease), deploy.Instance("collectstatic", newRelease),
 		deploy.Instance("app", newRelease), deploy.Instance("switch", newRelease),
+		// The secrets volumes and their holders go too: the secrets are in
+		// the state, and the next up places them again.
+		"secrets-db", "secrets-db", "secrets-cache", "secrets-cache", "secrets-proxy", "secrets-proxy",
+		deploy.Instance("secrets-app", newRelease), deploy.Instance("secrets-app", newRelease),
 	}, deleted)
 	remaining := e.stackExport()
 	for _, kept := range []string{"pgdata", "pgbackrest-repo", "media"} {
@@ -696,8 +716,8 @@ func TestFailedMigrateKeepsTheLiveRelease(t *testing.T) {
 		applied = append(applied, c.Method+" "+generic(c.Name))
 		failedRelease = append(failedRelease, c.Name)
 	}
-	assert.ElementsMatch(t, []string{"Create migrate-<release>", "Create collectstatic-<release>"}, applied,
-		"no server, no switch, nothing deleted")
+	assert.ElementsMatch(t, []string{"Create secrets-app-<release>", "Create secrets-app-<release>", "Create migrate-<release>", "Create collectstatic-<release>"}, applied,
+		"the release's secrets volume and holder, its one-shots; no server, no switch, nothing deleted")
 	state := e.stackExport()
 	for _, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic, stacks.RoleApp, stacks.RoleSwitch} {
 		assert.Contains(t, state, "docker:index/container:Container::"+deploy.Instance(role, live), "the live release's %s stays", role)
@@ -716,8 +736,8 @@ func TestFailedMigrateKeepsTheLiveRelease(t *testing.T) {
 			deleted = append(deleted, c.Name)
 		}
 	}
-	want := failedRelease // the failed release's two one-shots
-	for _, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic, stacks.RoleApp, stacks.RoleSwitch} {
+	want := failedRelease // the failed release's secrets volume and holder, and its two one-shots
+	for _, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic, stacks.RoleApp, stacks.RoleSwitch, "secrets-app", "secrets-app"} {
 		want = append(want, deploy.Instance(role, live))
 	}
 	assert.ElementsMatch(t, want, deleted, "the previous release's containers and the failed release's, after the switch")

@@ -621,10 +621,11 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 
 	// PostgreSQL, with WAL archiving through pgBackRest as the program
 	// configures it (its -c flags come after the entrypoint's own).
-	db := container("db")
+	// Each secrets volume first: its cleanup then runs after its reader's.
 	dbSecrets, dbEnv := secretsVolume(t, e, im.db, name("secrets-db"), map[string]string{
 		"POSTGRES_PASSWORD": superPassword, "NBMS_DB_PASSWORD": appPassword,
 	})
+	db := container("db")
 	maps.Copy(dbEnv, map[string]string{
 		"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
 		"NBMS_DB_NAME":         "nbms", "NBMS_DB_USER": "nbms",
@@ -641,8 +642,8 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	e.run(t, dbEnv, args...)
 
 	// Redis, exactly as the program starts it.
-	cache := container("cache")
 	cacheSecrets, redisEnv := secretsVolume(t, e, im.redis, name("secrets-cache"), map[string]string{"REDIS_PASSWORD": redisPassword})
+	cache := container("cache")
 	args = []string{"run", "-d", "--name", cache, "--network", internal, "--network-alias", "cache", "--health-interval", healthInterval}
 	args = append(append(append(append(append(args, hardened("998:998")...), tmpfs("/data", 16)...), tmpfs("/tmp", 16)...), envFlags(redisEnv)...), cacheSecrets...)
 	e.run(t, redisEnv, append(args, "--entrypoint", "/bin/sh", im.redis, "-c", deploy.RedisScript, "redis", "192mb")...)
@@ -741,8 +742,8 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	require.NoError(t, err)
 	conf, err := nginx.Render(params)
 	require.NoError(t, err)
-	proxy := container("proxy")
 	proxySecrets, _ := secretsVolume(t, e, im.nginx, name("secrets-proxy"), map[string]string{"TLS_KEY": keyPEM})
+	proxy := container("proxy")
 	args = []string{"run", "-d", "--name", proxy, "--network", edge, "--health-interval", healthInterval,
 		"--sysctl", "net.ipv4.ip_unprivileged_port_start=0",
 		"-p", fmt.Sprintf("127.0.0.1:%d:80", httpPort), "-p", fmt.Sprintf("127.0.0.1:%d:443", httpsPort),
