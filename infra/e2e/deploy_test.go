@@ -213,7 +213,7 @@ func TestRealDeploy(t *testing.T) {
 			// switch; all three go now.
 			brokenRelease := strings.TrimPrefix(brokenName, stackName+"-"+conventions.RoleApp+"-")
 			removed := slices.Clone(newVersionImages)
-			for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp} {
+			for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp, "secrets-app"} {
 				removed = append(removed, deploy.Instance(role, brokenRelease))
 			}
 			s.checkSwitched(t, "after-broken-release", res, traffic, live, removed, "a new build, and the broken release removed")

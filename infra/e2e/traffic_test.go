@@ -126,7 +126,9 @@ func (s *stack) checkSwitched(t *testing.T, label string, res *driver.Result, tr
 	next := s.liveRelease(t)
 	require.NotEqual(t, old, next, "nginx sends to a new release")
 	want := slices.Clone(extra)
-	for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp, conventions.RoleSwitch} {
+	// The release's containers and its secrets volume and holder (one
+	// name for both).
+	for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp, conventions.RoleSwitch, "secrets-app"} {
 		want = append(want, deploy.Instance(role, next), deploy.Instance(role, old))
 	}
 	assert.ElementsMatch(t, want, changedResources(res), "%s:%s", why, describeChanges(res))
