@@ -82,45 +82,26 @@ var (
 // Any failure on the way leaves the live release serving, and the next
 // `up` starts from there.
 func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, net *Network, sec *Secrets, db *Database, cache *Cache, hook *pulumi.ResourceHook) error {
-	media, static := a.Media, a.Static
 	files := d.appSecretFiles(sec)
 	plainEnv, err := d.appEnv(files)
 	if err != nil {
 		return err
 	}
-	envs := envList(plainEnv)
 	settings, err := d.cfg.AppConfig()
 	if err != nil {
 		return err
 	}
-	internal := attachment{network: net.Internal, name: net.InternalName}
-	tmp := map[string]string{"/tmp": tmpfsOptions(64)}
-
-	server := appServer{
-		Command: []string{"serve"},
-		// Liveness only: readiness (PostgreSQL, Redis) is the readiness
-		// hook's and the switch's job, and a DB blip must not mark the app
-		// unhealthy.
-		Healthcheck: []string{appBinary, "healthcheck"},
-		Timing:      checkTiming{10 * time.Second, 5 * time.Second, 20 * time.Second, 3},
-		Tmpfs:       tmp,
-		StopTimeout: appStopTimeout(settings),
-		Limit:       d.cfg.Limits[stacks.RoleApp],
-		Logs:        d.cfg.Logs,
-		Networks:    []string{net.EdgeName, net.InternalName},
-		Volumes:     []string{a.MediaName + ":" + stacks.MediaRoot, a.StaticName + ":" + stacks.StaticRoot},
-		// The one-shots are the release's too: a change of theirs in place
-		// would replace them, and the server that waits for their exit
-		// codes with them.
-		OneShotLimits: map[string]stacks.Limit{
-			stacks.RoleMigrate: d.cfg.Limits[stacks.RoleMigrate], stacks.RoleCollectstatic: d.cfg.Limits[stacks.RoleCollectstatic],
-		},
+	in := releaseIn{
+		env: envList(plainEnv), stopTimeout: appStopTimeout(settings),
+		image: image.RepoDigest, net: net, app: a,
 	}
-	if a.Release, err = d.appRelease(plainEnv, server); err != nil {
+	// The release is a hash of what its containers will be, written with
+	// a stand-in for the release itself (their names and labels carry it).
+	stand := in.specs(d, releaseStandIn, volumeMount{name: d.name(Instance("secrets-app", releaseStandIn)), path: conventions.SecretsDir, readOnly: true}, image.RepoDigest)
+	if a.Release, err = d.appRelease(stand); err != nil {
 		return err
 	}
 
-	release := map[string]string{LabelRelease: a.Release}
 	// The release's secret files, on a volume of its own: a release never
 	// reads another's, and the old one goes with its release.
 	secrets, err := d.newSecretVolume(ctx, a, Instance("secrets-app", a.Release), image.RepoDigest, appUID,
@@ -128,41 +109,22 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 	if err != nil {
 		return err
 	}
-	a.Migrate, err = d.newContainer(ctx, a, containerSpec{
-		role: stacks.RoleMigrate, instance: Instance(stacks.RoleMigrate, a.Release), labels: release,
-		image: image.RepoDigest, user: appUID,
-		command:     pulumi.ToStringArray(MigrateCommand),
-		envs:        envs,
-		healthcheck: oneShotHealthcheck(),
-		networks:    []attachment{internal},
-		volumes:     []volumeMount{secrets.mount},
-		tmpfs:       tmp,
-		dependsOn:   []pulumi.Resource{db.Container, cache.Container, secrets.holder},
-		opts:        []pulumi.ResourceOption{secrets.replaceOnChange},
-	})
-	if err != nil {
+	specs := in.specs(d, a.Release, secrets.mount, nil)
+	specs.migrate.dependsOn = []pulumi.Resource{db.Container, cache.Container, secrets.holder}
+	specs.migrate.opts = []pulumi.ResourceOption{secrets.replaceOnChange}
+	if a.Migrate, err = d.newContainer(ctx, a, specs.migrate); err != nil {
 		return err
 	}
-	a.Collectstatic, err = d.newContainer(ctx, a, containerSpec{
-		role: stacks.RoleCollectstatic, instance: Instance(stacks.RoleCollectstatic, a.Release), labels: release,
-		image: image.RepoDigest, user: appUID,
-		command:     pulumi.ToStringArray(CollectstaticCommand),
-		envs:        envs,
-		healthcheck: oneShotHealthcheck(),
-		networks:    []attachment{internal},
-		volumes:     []volumeMount{{volume: static, name: a.StaticName, path: stacks.StaticRoot}, secrets.mount},
-		tmpfs:       tmp,
-		dependsOn:   []pulumi.Resource{secrets.holder},
-		opts:        []pulumi.ResourceOption{secrets.replaceOnChange},
-	})
-	if err != nil {
+	specs.collectstatic.dependsOn = []pulumi.Resource{secrets.holder}
+	specs.collectstatic.opts = []pulumi.ResourceOption{secrets.replaceOnChange}
+	if a.Collectstatic, err = d.newContainer(ctx, a, specs.collectstatic); err != nil {
 		return err
 	}
 
 	// The server starts only once both one-shots succeeded: its image input
 	// waits for their exit codes, and a failure stops the update here, with
 	// the live release still serving.
-	gated := pulumi.All(image.RepoDigest, a.Migrate.ExitCode, a.Collectstatic.ExitCode).ApplyT(func(v []any) (string, error) {
+	specs.server.image = pulumi.All(image.RepoDigest, a.Migrate.ExitCode, a.Collectstatic.ExitCode).ApplyT(func(v []any) (string, error) {
 		for i, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic} {
 			if code := v[i+1].(int); code != 0 {
 				return "", notLive(a.Release, "%s exited with status %d (see `docker logs %s`)", role, code, d.name(Instance(role, a.Release)))
@@ -170,33 +132,9 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		}
 		return v[0].(string), nil
 	}).(pulumi.StringOutput)
-
-	a.Container, err = d.newContainer(ctx, a, containerSpec{
-		role: stacks.RoleApp, instance: Instance(stacks.RoleApp, a.Release), labels: release,
-		image: gated, user: appUID,
-		command:     pulumi.ToStringArray(server.Command),
-		envs:        envs,
-		healthcheck: healthcheck(server.Timing, server.Healthcheck...),
-		networks: []attachment{
-			// Docker picks its edge address: the switch tells nginx.
-			{network: net.Edge, name: net.EdgeName},
-			internal,
-		},
-		// Static is mounted too (read-write, as collectstatic wrote it) so
-		// that `nbms predeploy-check` run in this container finds it.
-		volumes: []volumeMount{
-			{volume: media, name: a.MediaName, path: stacks.MediaRoot},
-			{volume: static, name: a.StaticName, path: stacks.StaticRoot},
-			secrets.mount,
-		},
-		tmpfs:       server.Tmpfs,
-		wait:        true,
-		stopTimeout: server.StopTimeout,
-		init:        true,
-		dependsOn:   []pulumi.Resource{a.Migrate, a.Collectstatic},
-		opts:        []pulumi.ResourceOption{hookBinding(hook), secrets.replaceOnChange},
-	})
-	if err != nil {
+	specs.server.dependsOn = []pulumi.Resource{a.Migrate, a.Collectstatic}
+	specs.server.opts = []pulumi.ResourceOption{hookBinding(hook), secrets.replaceOnChange}
+	if a.Container, err = d.newContainer(ctx, a, specs.server); err != nil {
 		return err
 	}
 	a.EdgeAddress = edgeAddress(a.Container, net.EdgeName)
@@ -215,26 +153,95 @@ func appStopTimeout(s *config.Settings) int {
 
 const minAppStopTimeout = 35
 
-// appServer is every plain setting of the app server container (and the
-// one-shots' limits), in one value so that the release hash covers each of
-// them: a change of any is a new release, started beside the live one,
-// never an in-place replacement.
-type appServer struct {
-	Command, Healthcheck []string
-	Timing               checkTiming
-	Tmpfs                map[string]string
-	StopTimeout          int
-	Limit                stacks.Limit
-	OneShotLimits        map[string]stacks.Limit
-	Logs                 stacks.Logs
-	Networks, Volumes    []string
+// releaseStandIn stands for the release in the containers the release
+// hash is computed from.
+const releaseStandIn = "<release>"
+
+// releaseIn is what a release's containers are made of besides the release.
+type releaseIn struct {
+	env         pulumi.StringArrayInput
+	stopTimeout int
+	image       pulumi.StringInput
+	net         *Network
+	app         *App
 }
 
-// appRelease is the release of the app server the stack declares.
-func (d *deployment) appRelease(plainEnv map[string]string, server appServer) (string, error) {
+// releaseContainers are the containers of one app release.
+type releaseContainers struct{ migrate, collectstatic, server containerSpec }
+
+// specs are the release's containers, named and labelled by release, with
+// its secrets volume mounted, as they are registered (dependencies and
+// resource options aside, which are not container settings). Both the
+// release hash and the registration use them: one declaration.
+func (in releaseIn) specs(d *deployment, release string, secrets volumeMount, image pulumi.StringInput) releaseContainers {
+	labels := map[string]string{LabelRelease: release}
+	internal := attachment{network: in.net.Internal, name: in.net.InternalName}
+	tmp := map[string]string{"/tmp": tmpfsOptions(64)}
+	static := volumeMount{volume: in.app.Static, name: in.app.StaticName, path: stacks.StaticRoot}
+	if image == nil {
+		image = in.image
+	}
+	return releaseContainers{
+		migrate: containerSpec{
+			role: stacks.RoleMigrate, instance: Instance(stacks.RoleMigrate, release), labels: labels,
+			image: image, user: appUID,
+			command:     pulumi.ToStringArray(MigrateCommand),
+			envs:        in.env,
+			healthcheck: oneShotHealthcheck(),
+			networks:    []attachment{internal},
+			volumes:     []volumeMount{secrets},
+			tmpfs:       tmp,
+		},
+		collectstatic: containerSpec{
+			role: stacks.RoleCollectstatic, instance: Instance(stacks.RoleCollectstatic, release), labels: labels,
+			image: image, user: appUID,
+			command:     pulumi.ToStringArray(CollectstaticCommand),
+			envs:        in.env,
+			healthcheck: oneShotHealthcheck(),
+			networks:    []attachment{internal},
+			volumes:     []volumeMount{static, secrets},
+			tmpfs:       tmp,
+		},
+		server: containerSpec{
+			role: stacks.RoleApp, instance: Instance(stacks.RoleApp, release), labels: labels,
+			image: image, user: appUID,
+			command: pulumi.ToStringArray([]string{"serve"}),
+			envs:    in.env,
+			// Liveness only: readiness (PostgreSQL, Redis) is the readiness
+			// hook's and the switch's job, and a DB blip must not mark the
+			// app unhealthy.
+			healthcheck: healthcheck(checkTiming{10 * time.Second, 5 * time.Second, 20 * time.Second, 3}, appBinary, "healthcheck"),
+			networks: []attachment{
+				// Docker picks its edge address: the switch tells nginx.
+				{network: in.net.Edge, name: in.net.EdgeName},
+				internal,
+			},
+			// Static is mounted too (read-write, as collectstatic wrote it)
+			// so that `nbms predeploy-check` run in this container finds it.
+			volumes: []volumeMount{
+				{volume: in.app.Media, name: in.app.MediaName, path: stacks.MediaRoot},
+				static, secrets,
+			},
+			tmpfs:       tmp,
+			wait:        true,
+			stopTimeout: in.stopTimeout,
+			init:        true,
+		},
+	}
+}
+
+// appRelease is the release of the app the stack declares: a hash of the
+// image's build inputs, the operator's secrets (by digest) and every
+// setting newContainer writes into the release's containers.
+func (d *deployment) appRelease(stand releaseContainers) (string, error) {
 	digest, err := contextDigest(d.root)
 	if err != nil {
 		return "", err
+	}
+	var args []*docker.ContainerArgs
+	for _, spec := range []containerSpec{stand.migrate, stand.collectstatic, stand.server} {
+		a, _ := d.containerArgs(spec)
+		args = append(args, a)
 	}
 	return releaseID(releaseInputs{
 		ContextDigest: digest,
@@ -243,8 +250,7 @@ func (d *deployment) appRelease(plainEnv map[string]string, server appServer) (s
 			"BUILD_CA_CERTS": d.cfg.BuildCACertificates, "NBMS_VERSION": d.cfg.Images.AppVersion,
 			"DOCKERFILE": appDockerfile,
 		},
-		Env:       plainEnv,
-		Container: fmt.Sprintf("%+v", server),
+		Containers: settingsDigest(args...),
 		// The operator's secret is known now: a new Sentry DSN is a new
 		// release like any setting (by its digest; the value is nowhere
 		// in the hash's inputs).

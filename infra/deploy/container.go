@@ -94,6 +94,29 @@ type containerSpec struct {
 // privileges, memory/CPU/nproc limits, rotated logs, labels, and the
 // replacement options the provider needs.
 func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, spec containerSpec) (*docker.Container, error) {
+	args, deps := d.containerArgs(spec)
+	if conventions.OneShot(spec.role) {
+		// What a one-shot printed may quote a setting or a secret it was
+		// given: its logs are encrypted in the state like every secret.
+		spec.opts = append(spec.opts, pulumi.AdditionalSecretOutputs([]string{"containerLogs"}))
+	}
+	opts := append([]pulumi.ResourceOption{
+		pulumi.Parent(parent),
+		pulumi.DependsOn(deps),
+		// Fixed names (and nginx's fixed host ports) collide under
+		// create-before-delete.
+		pulumi.DeleteBeforeReplace(true),
+		// The provider records but never applies these to a running
+		// container; only a replacement does.
+		pulumi.ReplaceOnChanges([]string{"healthcheck", "tmpfs"}),
+	}, spec.opts...)
+	return docker.NewContainer(ctx, cmp.Or(spec.instance, spec.role), args, opts...)
+}
+
+// containerArgs is everything newContainer writes into the container of
+// spec, and the resources it depends on. The app's release hashes it (see
+// releaseSettings), so it must be all of it.
+func (d *deployment) containerArgs(spec containerSpec) (*docker.ContainerArgs, []pulumi.Resource) {
 	limit := d.cfg.Limits[spec.role]
 	instance := cmp.Or(spec.instance, spec.role)
 	labels := docker.ContainerLabelArray{
@@ -198,9 +221,6 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 		args.Logs = pulumi.Bool(true)
 		args.MustRun = pulumi.Bool(false)
 		args.Restart = pulumi.String("no")
-		// What a one-shot printed may quote a setting or a secret it was
-		// given: its logs are encrypted in the state like every secret.
-		spec.opts = append(spec.opts, pulumi.AdditionalSecretOutputs([]string{"containerLogs"}))
 	} else {
 		args.Restart = pulumi.String("unless-stopped")
 		args.MustRun = pulumi.Bool(true)
@@ -216,17 +236,7 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 			args.WaitTimeout = pulumi.Int(180)
 		}
 	}
-	opts := append([]pulumi.ResourceOption{
-		pulumi.Parent(parent),
-		pulumi.DependsOn(deps),
-		// Fixed names (and nginx's fixed host ports) collide under
-		// create-before-delete.
-		pulumi.DeleteBeforeReplace(true),
-		// The provider records but never applies these to a running
-		// container; only a replacement does.
-		pulumi.ReplaceOnChanges([]string{"healthcheck", "tmpfs"}),
-	}, spec.opts...)
-	return docker.NewContainer(ctx, instance, args, opts...)
+	return args, deps
 }
 
 // checkTiming is when a health check runs and how many failures in a row

@@ -941,6 +941,43 @@ func TestAppReleaseFollowsWhatTheAppRuns(t *testing.T) {
 	assert.NotEqual(t, first, raised, "nbms:appEnv.RATE_LIMIT_PUBLIC_API is a new release")
 	assert.Equal(t, raised, tuned("600/1m"), "stable")
 	assert.NotEqual(t, raised, tuned("900/1m"), "another value, another release")
+
+	// Whatever the program writes into the release's containers: if two
+	// stacks give the server or a one-shot different settings, they are
+	// different releases (the invariant, over settings of every kind).
+	settingsOf := func(raw map[string]string) (string, map[string]string) {
+		res := deployWith(t, "prod", raw, &mocks{})
+		require.NoError(t, res.err)
+		containers := res.m.byType(typeContainer)
+		rel := labels(containers[stacks.RoleApp].Inputs)[deploy.LabelRelease]
+		out := map[string]string{}
+		for _, role := range []string{stacks.RoleApp, stacks.RoleMigrate, stacks.RoleCollectstatic} {
+			dump, err := json.Marshal(plain(resource.NewObjectProperty(containers[role].Inputs)))
+			require.NoError(t, err)
+			out[role] = strings.ReplaceAll(string(dump), rel, "<release>")
+		}
+		return rel, out
+	}
+	baseRelease, baseSettings := settingsOf(base)
+	for name, set := range map[string]map[string]string{
+		"log rotation":         {"logs": `{"maxSize": "20m"}`},
+		"a one-shot's limit":   {"limits": `{"migrate": {"memoryMb": 300}}`},
+		"the server's cpus":    {"limits": `{"app": {"cpus": 2}}`},
+		"the drain":            {"appEnv": `{"SHUTDOWN_DRAIN_DELAY": "10s"}`},
+		"the edge subnet":      {"edgeSubnet": `172.16.200.0/24`},
+		"the upload limit":     {"app": `{"maxUploadBytes": 1048576}`},
+		"a Sentry DSN":         {"sentryDsn": "https://key@sentry.example.org/1"},
+		"the database's limit": {"limits": `{"db": {"memoryMb": 2048}}`},
+	} {
+		raw := stackConfig(t, "prod")
+		maps.Copy(raw, set)
+		rel, settings := settingsOf(raw)
+		if !maps.Equal(baseSettings, settings) || name == "a Sentry DSN" {
+			assert.NotEqual(t, baseRelease, rel, "%s changes the release's containers, so it is a new release", name)
+		} else {
+			assert.Equal(t, baseRelease, rel, "%s does not touch the release's containers", name)
+		}
+	}
 }
 
 // nbms:appEnv reaches the environment of the app server and its one-shots

@@ -10,7 +10,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
+
+	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
@@ -22,12 +27,13 @@ import (
 const releaseIDLength = 12
 
 // releaseInputs is everything, known before any resource exists, that
-// decides what an app container runs: the image's build inputs (the
-// content of its build context, the base image reference, the build
-// arguments) and the container's own settings (the plain environment and
-// every plain setting of its spec). Two programs with the same inputs run
-// the same release; any change is a new release, which starts beside the
-// live one (see startApp).
+// decides what an app release runs: the image's build inputs (the content
+// of its build context, the base image reference, the build arguments) and
+// every setting the program writes into the release's containers
+// (settingsDigest of their docker.ContainerArgs, the environment
+// included). Two programs with the same inputs run the same release; any
+// change is a new release, which starts beside the live one (see
+// startApp), never an in-place replacement of the live one.
 //
 // The operator's secrets are in it by digest. Not in it: the generated
 // secrets (Pulumi outputs, unknown at program time). A rotated generated
@@ -36,9 +42,73 @@ const releaseIDLength = 12
 type releaseInputs struct {
 	ContextDigest string            `json:"context"`
 	BuildArgs     map[string]string `json:"buildArgs"`
-	Env           map[string]string `json:"env"`
-	Container     any               `json:"container"`
+	Containers    string            `json:"containers"`
 	Secrets       map[string]string `json:"secrets"`
+}
+
+// settingsDigest hashes every setting in args: each exported field of
+// docker.ContainerArgs, by name, recursively, whatever its type, so that a
+// setting added to newContainer tomorrow is covered without a second edit.
+// A Pulumi output (an image digest not built yet, a secret) is unknown at
+// program time and reads as "<output>": the build inputs and the secrets'
+// digests stand for those.
+func settingsDigest(args ...*docker.ContainerArgs) string {
+	h := sha256.New()
+	for _, a := range args {
+		writeSettings(h, reflect.ValueOf(a))
+		io.WriteString(h, "\n")
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+var outputType = reflect.TypeFor[pulumi.Output]()
+
+func writeSettings(w io.Writer, v reflect.Value) {
+	if !v.IsValid() {
+		io.WriteString(w, "nil")
+		return
+	}
+	if v.Type().Implements(outputType) {
+		io.WriteString(w, "<output>")
+		return
+	}
+	switch v.Kind() {
+	case reflect.Interface, reflect.Pointer:
+		if v.IsNil() {
+			io.WriteString(w, "nil")
+			return
+		}
+		writeSettings(w, v.Elem())
+	case reflect.Struct:
+		io.WriteString(w, v.Type().String()+"{")
+		for i := range v.NumField() {
+			if f := v.Type().Field(i); f.IsExported() {
+				fmt.Fprintf(w, "%s:", f.Name)
+				writeSettings(w, v.Field(i))
+				io.WriteString(w, ",")
+			}
+		}
+		io.WriteString(w, "}")
+	case reflect.Slice, reflect.Array:
+		io.WriteString(w, "[")
+		for i := range v.Len() {
+			writeSettings(w, v.Index(i))
+			io.WriteString(w, ",")
+		}
+		io.WriteString(w, "]")
+	case reflect.Map:
+		keys := v.MapKeys()
+		slices.SortFunc(keys, func(a, b reflect.Value) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+		io.WriteString(w, "{")
+		for _, k := range keys {
+			fmt.Fprintf(w, "%q:", fmt.Sprint(k))
+			writeSettings(w, v.MapIndex(k))
+			io.WriteString(w, ",")
+		}
+		io.WriteString(w, "}")
+	default:
+		fmt.Fprintf(w, "%#v", v.Interface())
+	}
 }
 
 // releaseID hashes the inputs into a release identifier.
