@@ -165,6 +165,9 @@ func TestRealDeploy(t *testing.T) {
 		{"a database restart: /readyz 503 while it is down, /healthz 200, the app recovers on its own", func(t *testing.T) {
 			s.checkDatabaseRestart(t, session)
 		}},
+		{"the app survives docker restart and a kill of its process: the stack serves again by itself", func(t *testing.T) {
+			s.checkAppRestarts(t, session)
+		}},
 		{"a release that never becomes ready never takes traffic: up fails with exit 4, the next good one goes live", func(t *testing.T) {
 			live := s.liveRelease(t)
 			liveID := inspect(t, container(conventions.RoleApp)).ID
@@ -966,6 +969,50 @@ func (s *stack) checkDatabaseRestart(t *testing.T, session *http.Cookie) {
 		s.writeHeader(session), http.StatusCreated),
 		"the old session still writes")
 	s.waitHealthy(t, 3*time.Minute) // the backup scheduler too, before the next step
+}
+
+// checkAppRestarts restarts the live release's server two ways under
+// traffic and measures how long the edge took to serve again and how many
+// requests failed meanwhile (one server: a restart is a gap, which the
+// figures state): `docker restart` (SIGTERM, drain, start), and a SIGKILL of
+// the container's main process from the host, as the kernel's OOM killer
+// would, which Docker's restart policy (unless-stopped) answers. Nothing
+// but Docker brings it back: no up runs.
+func (s *stack) checkAppRestarts(t *testing.T, session *http.Cookie) {
+	ctx := t.Context()
+	app := container(conventions.RoleApp)
+	for _, kind := range []string{"restart", "kill"} {
+		before := inspect(t, app)
+		stopTraffic := s.startTraffic("app-"+kind, session)
+		time.Sleep(time.Second)
+		start := time.Now()
+		switch kind {
+		case "restart":
+			docker(t, "restart", app)
+		case "kill":
+			pid := strings.TrimSpace(docker(t, "inspect", "--format", "{{.State.Pid}}", app))
+			out, err := exec.Command("kill", "-KILL", pid).CombinedOutput()
+			require.NoError(t, err, "kill -KILL %s: %s", pid, out)
+		}
+		require.Eventually(t, func() bool {
+			in := inspect(t, app)
+			return in.State.StartedAt != before.State.StartedAt && in.State.Status == "running"
+		}, 2*time.Minute, 100*time.Millisecond, "%s: Docker started the app again", kind)
+		require.Eventually(t, func() bool {
+			return s.expect(ctx, "GET", "/readyz", "", nil, http.StatusOK) == nil
+		}, 2*time.Minute, 100*time.Millisecond, "%s: the edge serves again", kind)
+		recovered := time.Since(start)
+		time.Sleep(time.Second)
+		traffic := stopTraffic()
+		s.figures.Durations["app-"+kind+".serving-again"] = recovered.Round(100 * time.Millisecond).String()
+		t.Logf("app %s: the edge served again %s later; %d of %d requests failed", kind, recovered.Round(100*time.Millisecond), traffic.Failed, traffic.Sent)
+		assert.Positive(t, traffic.Sent)
+		after := inspect(t, app)
+		assert.Equal(t, before.ID, after.ID, "%s: the same container, brought back by Docker", kind)
+		assert.NoError(t, s.expect(ctx, "POST", "/api/indicators", `{"code":"AFTER-APP-`+strings.ToUpper(kind)+`","title":"Written after the app's `+kind+`","unit":"%","published":false}`,
+			s.writeHeader(session), http.StatusCreated), "%s: the session survives (it is in PostgreSQL)", kind)
+	}
+	s.waitHealthy(t, 3*time.Minute)
 }
 
 // checkLoadBenchmark runs nbms-loadtest, as an operator would, against the

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +40,10 @@ type trafficFigure struct {
 	P99Millis float64  `json:"p99Ms"`
 	Streams   []string `json:"streams"`
 	Failures  []string `json:"failures,omitempty"`
+	// Retried are writes retried once because nginx closed the reused
+	// keep-alive connection they were sent on (see startTraffic); each
+	// retry succeeded, so none is in Failed.
+	Retried []string `json:"retried,omitempty"`
 }
 
 // startTraffic keeps the deployed stack busy, from the outside and through
@@ -48,9 +55,31 @@ func (s *stack) startTraffic(label string, session *http.Cookie) (stop func() tr
 	read := func(ctx context.Context, _ int) error {
 		return s.expect(ctx, "GET", "/api/public/indicators?limit=20", "", nil, http.StatusOK)
 	}
+	// A graceful reload of nginx (a switch) closes the old workers' idle
+	// keep-alive connections; a request the client sent on one in that
+	// instant gets EOF with no answer, and nginx never read it. HTTP
+	// clients retry that case (RFC 9112, 9.3.1), browsers included, and
+	// Go's client does for idempotent requests. A write is retried here
+	// once, only then, and the retry must be a 201: its code is unique, so
+	// a first attempt that had reached the app would make it a 409. A
+	// retried write is recorded, not hidden; any other error is a failure.
+	var mu sync.Mutex
+	var retried []string
 	write := func(ctx context.Context, n int) error {
 		body := fmt.Sprintf(`{"code":"LOAD-%s-%d","title":"Written during %s","unit":"%%","published":false}`, strings.ToUpper(label), n, label)
-		return s.expect(ctx, "POST", "/api/indicators", body, auth, http.StatusCreated)
+		var reused bool
+		traced := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }})
+		err := s.expect(traced, "POST", "/api/indicators", body, auth, http.StatusCreated)
+		if err == nil || !reused || !errors.Is(err, io.EOF) {
+			return err
+		}
+		if retry := s.expect(ctx, "POST", "/api/indicators", body, auth, http.StatusCreated); retry != nil {
+			return fmt.Errorf("%w; the retry: %w", err, retry)
+		}
+		mu.Lock()
+		retried = append(retried, time.Now().Format("15:04:05.000")+" "+err.Error())
+		mu.Unlock()
+		return nil
 	}
 	tr := loadtest.StartTraffic(context.Background(),
 		loadtest.Worker{Name: "public reads 1", Every: readEvery, Do: read},
@@ -67,8 +96,12 @@ func (s *stack) startTraffic(label string, session *http.Cookie) (stop func() tr
 			f.P99Millis = max(f.P99Millis, float64(t.P99.Microseconds())/1000)
 			f.Failures = append(f.Failures, t.Failures...)
 		}
+		mu.Lock()
+		f.Retried = slices.Clone(retried)
+		mu.Unlock()
 		s.figures.Traffic[label] = f
-		s.t.Logf("traffic during %s: %d sent, %d failed, p99 %.1f ms\n  %s", label, f.Sent, f.Failed, f.P99Millis, strings.Join(f.Streams, "\n  "))
+		s.t.Logf("traffic during %s: %d sent, %d failed, %d writes retried after a closed keep-alive connection %v, p99 %.1f ms\n  %s",
+			label, f.Sent, f.Failed, len(f.Retried), f.Retried, f.P99Millis, strings.Join(f.Streams, "\n  "))
 		return f
 	}
 }
