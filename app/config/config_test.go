@@ -64,6 +64,7 @@ func TestValidProductionEnvironmentLoads(t *testing.T) {
 	assert.Equal(t, 30*time.Minute, s.DBConnMaxAge)
 	assert.Equal(t, 5*time.Second, s.MigrateLockTimeout)
 	assert.Equal(t, 15*time.Minute, s.MigrateStatementTimeout)
+	assert.Equal(t, 30*time.Minute, s.OneShotTimeout)
 	assert.Equal(t, int64(1<<20), s.MaxRequestBodyBytes)
 	assert.Equal(t, DefaultCSP, s.CSP)
 	assert.True(t, s.MediaXAccelRedirect, "production has nginx in front: it sends the evidence bytes")
@@ -165,6 +166,12 @@ func TestEachProductionVariableInvalidAlone(t *testing.T) {
 		{"MIGRATE_LOCK_TIMEOUT", "5", "not a duration"},
 		{"MIGRATE_STATEMENT_TIMEOUT", "0", "gte=1s"},
 		{"MIGRATE_STATEMENT_TIMEOUT", "25h", "lte=24h"},
+		{"ONESHOT_TIMEOUT", "0s", "gte=1s"},
+		{"ONESHOT_TIMEOUT", "999ms", "gte=1s"},
+		{"ONESHOT_TIMEOUT", "-1m", "gte=1s"},
+		{"ONESHOT_TIMEOUT", "25h", "lte=24h"},
+		{"ONESHOT_TIMEOUT", "30", "not a duration"},
+		{"ONESHOT_TIMEOUT", "forever", "not a duration"},
 		{"LOG_LEVEL", "debug", "not allowed in production"},
 		{"LOG_LEVEL", "verbose", "oneof"},
 		{"SENTRY_DSN", "not a dsn", "Sentry DSN"},
@@ -187,6 +194,24 @@ func TestMigrationTimeoutsAreTunable(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 200*time.Millisecond, s.MigrateLockTimeout)
 	assert.Equal(t, 2*time.Hour, s.MigrateStatementTimeout)
+}
+
+func TestOneShotTimeoutIsTunable(t *testing.T) {
+	for value, want := range map[string]time.Duration{"1s": time.Second, "2h": 2 * time.Hour, "24h": 24 * time.Hour, " 45m ": 45 * time.Minute} {
+		s, err := Parse(with(validProd(), "ONESHOT_TIMEOUT", value))
+		require.NoError(t, err, value)
+		assert.Equal(t, want, s.OneShotTimeout, value)
+	}
+	s, err := Parse(map[string]string{EnvProfile: "dev"})
+	require.NoError(t, err)
+	assert.Equal(t, 30*time.Minute, s.OneShotTimeout, "the same default in every profile")
+
+	v, ok := Lookup("ONESHOT_TIMEOUT")
+	require.True(t, ok)
+	assert.True(t, v.StackTunable(), "the operator tunes it from the stack; the program does not set it")
+	assert.Equal(t, StackEnvKey+".ONESHOT_TIMEOUT", v.StackKey())
+	assert.NoError(t, v.Validate("1h", Prod))
+	assert.ErrorContains(t, v.Validate("48h", Prod), `does not satisfy "gte=1s,lte=24h"`)
 }
 
 func TestAllProblemsReportedInOneMessage(t *testing.T) {

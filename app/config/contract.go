@@ -123,6 +123,9 @@ type Settings struct {
 	SentryEnvironment   string
 	SentryRelease       string
 
+	// One-shot commands
+	OneShotTimeout time.Duration
+
 	// Migrations: the session of `nbms migrate up`
 	MigrateLockTimeout      time.Duration
 	MigrateStatementTimeout time.Duration
@@ -514,6 +517,12 @@ var contract = []Var{
 		Name: "READINESS_TIMEOUT", Group: "PostgreSQL", Default: "1s", Rules: "gt=0,lte=10s",
 		Doc:   "Per-dependency time limit of /readyz checks (keep it below the health check's own timeout).",
 		field: func(s *Settings) any { return &s.ReadinessTimeout },
+	},
+
+	{
+		Name: "ONESHOT_TIMEOUT", Group: "One-shot commands", Default: "30m", Rules: "gte=1s,lte=24h",
+		Doc:   "Time limit of each one-shot command (`nbms migrate`, `collectstatic`, `createorg`, `createuser`; the deploy's migrate and collectstatic containers), the wait for another runner's migration lock included: past it the command is stopped (a migration in progress is cancelled and rolled back), says so and exits with status 124, so a stuck step fails the deploy instead of hanging it.",
+		field: func(s *Settings) any { return &s.OneShotTimeout },
 	},
 
 	{

@@ -1017,6 +1017,37 @@ func TestAppEnvReachesTheApp(t *testing.T) {
 	assert.Contains(t, strs(plain(containers[stacks.RoleProxy].Inputs["command"]))[1], "proxy_read_timeout 60s;")
 }
 
+// The one-shots' time limit (ONESHOT_TIMEOUT, which keeps a stuck migrate
+// or collectstatic from hanging `pulumi up`) is the operator's, like the
+// rest of the tuning: the program sets none, so the contract's default
+// applies, and nbms:appEnv.ONESHOT_TIMEOUT reaches the one-shots, checked
+// by the contract's rule before anything registers.
+func TestOneShotTimeoutIsTheOperators(t *testing.T) {
+	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{})
+	require.NoError(t, res.err)
+	for role, c := range res.m.byType(typeContainer) {
+		assert.NotContains(t, fmt.Sprint(plain(c.Inputs["envs"])), "ONESHOT_TIMEOUT", role)
+	}
+
+	raw := stackConfig(t, "prod")
+	raw["appEnv"] = `{"ONESHOT_TIMEOUT": "2h"}`
+	res = deployWith(t, "prod", raw, &mocks{})
+	require.NoError(t, res.err)
+	for _, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic} {
+		env := envMap(t, res.m.byType(typeContainer)[role].Inputs)
+		s, err := config.Parse(env)
+		require.NoError(t, err, role)
+		assert.Equal(t, 2*time.Hour, s.OneShotTimeout, role)
+	}
+
+	raw["appEnv"] = `{"ONESHOT_TIMEOUT": "48h"}`
+	m := &mocks{}
+	res = deployWith(t, "prod", raw, m)
+	require.Error(t, res.err)
+	assert.Contains(t, res.err.Error(), "nbms:appEnv.ONESHOT_TIMEOUT:")
+	assert.Empty(t, m.regs)
+}
+
 func TestBadConfigRegistersNothing(t *testing.T) {
 	cases := []struct {
 		name string

@@ -18,18 +18,16 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/store"
 )
 
-// openStore connects to the database of the loaded settings.
-func openStore(ctx context.Context, stderr io.Writer) (*store.Store, *pgxpool.Pool, int) {
-	s, ok := loadSettings(stderr)
-	if !ok {
-		return nil, nil, config.ExitConfig
-	}
+// openStore connects to the database of the settings.
+func openStore(ctx context.Context, s *config.Settings, stderr io.Writer) (*store.Store, *pgxpool.Pool, bool) {
 	pool, err := database.Open(ctx, service.DatabaseOptions(s))
 	if err != nil {
-		fmt.Fprintln(stderr, "nbms:", err)
-		return nil, nil, exitFail
+		if !timedOut(ctx) {
+			fmt.Fprintln(stderr, "nbms:", err)
+		}
+		return nil, nil, false
 	}
-	return store.New(pool), pool, exitOK
+	return store.New(pool), pool, true
 }
 
 // runCreateOrg creates an organisation, recorded in the audit trail.
@@ -45,29 +43,37 @@ func runCreateOrg(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "Usage: nbms createorg --slug SLUG --name NAME")
 		return exitUsage
 	}
-	st, pool, code := openStore(ctx, stderr)
-	if code != exitOK {
-		return code
+	s, ok := loadSettings(stderr)
+	if !ok {
+		return config.ExitConfig
 	}
-	defer pool.Close()
-	var org store.Organisation
-	err := st.InTx(ctx, func(tx store.Tx) error {
-		var err error
-		if org, err = tx.CreateOrganisation(ctx, *slug, *name); err != nil {
-			return err
+	return runOneShot(ctx, "createorg", s, stderr, func(ctx context.Context) int {
+		st, pool, ok := openStore(ctx, s, stderr)
+		if !ok {
+			return exitFail
 		}
-		_, err = tx.InsertAuditEvent(ctx, store.Event{
-			Action: "organisation.create", ObjectType: "organisation", ObjectID: strconv.FormatInt(org.ID, 10),
-			Details: map[string]any{"slug": org.Slug, "via": "cli"},
+		defer pool.Close()
+		var org store.Organisation
+		err := st.InTx(ctx, func(tx store.Tx) error {
+			var err error
+			if org, err = tx.CreateOrganisation(ctx, *slug, *name); err != nil {
+				return err
+			}
+			_, err = tx.InsertAuditEvent(ctx, store.Event{
+				Action: "organisation.create", ObjectType: "organisation", ObjectID: strconv.FormatInt(org.ID, 10),
+				Details: map[string]any{"slug": org.Slug, "via": "cli"},
+			})
+			return err
 		})
-		return err
+		if err != nil {
+			if !timedOut(ctx) {
+				fmt.Fprintln(stderr, "nbms createorg:", err)
+			}
+			return exitFail
+		}
+		fmt.Fprintf(stdout, "created organisation %s (id %d)\n", org.Slug, org.ID)
+		return exitOK
 	})
-	if err != nil {
-		fmt.Fprintln(stderr, "nbms createorg:", err)
-		return exitFail
-	}
-	fmt.Fprintf(stdout, "created organisation %s (id %d)\n", org.Slug, org.ID)
-	return exitOK
 }
 
 // runCreateUser creates a user. The password is read from standard input
@@ -97,16 +103,26 @@ func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "nbms createuser:", err)
 		return exitFail
 	}
-	st, pool, code := openStore(ctx, stderr)
-	if code != exitOK {
-		return code
+	s, ok := loadSettings(stderr)
+	if !ok {
+		return config.ExitConfig
 	}
-	defer pool.Close()
-	u, err := auth.CreateUser(ctx, st, in, pw)
-	if err != nil {
-		fmt.Fprintln(stderr, "nbms createuser:", err)
-		return exitFail
-	}
-	fmt.Fprintf(stdout, "created %s user %s (id %d)\n", u.Role, u.Username, u.ID)
-	return exitOK
+	// The limit starts once the password is in: it bounds the work, not
+	// the typing.
+	return runOneShot(ctx, "createuser", s, stderr, func(ctx context.Context) int {
+		st, pool, ok := openStore(ctx, s, stderr)
+		if !ok {
+			return exitFail
+		}
+		defer pool.Close()
+		u, err := auth.CreateUser(ctx, st, in, pw)
+		if err != nil {
+			if !timedOut(ctx) {
+				fmt.Fprintln(stderr, "nbms createuser:", err)
+			}
+			return exitFail
+		}
+		fmt.Fprintf(stdout, "created %s user %s (id %d)\n", u.Role, u.Username, u.ID)
+		return exitOK
+	})
 }

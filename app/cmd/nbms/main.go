@@ -50,7 +50,8 @@ func main() {
 	os.Exit(code)
 }
 
-// Exit statuses other than the config one (config.ExitConfig).
+// Exit statuses other than the config one (config.ExitConfig) and the
+// one-shot timeout's (exitTimeout); usage lists them all.
 const (
 	exitOK    = 0
 	exitFail  = 1
@@ -85,6 +86,9 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-20s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "  help                 show this list")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Exit statuses: 0 success, 1 failure, 2 usage error, 78 configuration error,")
+	fmt.Fprintf(w, "%d a one-shot command (migrate, collectstatic, createorg, createuser) stopped by %s.\n", exitTimeout, oneShotVar)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Configuration comes from the environment only; see docs/production_hardening/secure_settings_reference.md.")
 }

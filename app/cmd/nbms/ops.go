@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -19,7 +20,8 @@ import (
 // direct PostgreSQL connection (see package migrate): DATABASE_URL must not
 // point at PgBouncer in transaction mode when running `up`. `up` runs with
 // MIGRATE_LOCK_TIMEOUT and MIGRATE_STATEMENT_TIMEOUT as the session's
-// lock_timeout and statement_timeout.
+// lock_timeout and statement_timeout, and both run under ONESHOT_TIMEOUT
+// (see runOneShot), which bounds the wait for another runner's lock too.
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || (args[0] != "up" && args[0] != "status") {
 		fmt.Fprintln(stderr, "Usage: nbms migrate up|status")
@@ -35,54 +37,70 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitFail
 	}
 	defer db.Close()
-	switch args[0] {
-	case "up":
+	if args[0] == "status" {
+		return runOneShot(ctx, "migrate status", s, stderr, func(ctx context.Context) int {
+			return migrateStatus(ctx, db, stdout, stderr)
+		})
+	}
+	return runOneShot(ctx, "migrate up", s, stderr, func(ctx context.Context) int {
 		applied, err := migrate.Up(ctx, db,
 			migrate.WithLockTimeout(s.MigrateLockTimeout),
 			migrate.WithStatementTimeout(s.MigrateStatementTimeout))
 		for _, m := range applied {
 			fmt.Fprintf(stdout, "applied %05d %s (%s)\n", m.Version, m.Name, m.Duration.Round(1e6))
 		}
-		if err != nil {
+		switch {
+		case err != nil && timedOut(ctx):
+			return exitFail // runOneShot says why
+		case err != nil:
 			fmt.Fprintln(stderr, "nbms migrate up:", err)
 			return exitFail
-		}
-		if len(applied) == 0 {
+		case len(applied) == 0:
 			fmt.Fprintln(stdout, "no pending migration")
 		}
-	case "status":
-		all, err := migrate.Status(ctx, db)
-		if err != nil {
+		return exitOK
+	})
+}
+
+func migrateStatus(ctx context.Context, db *sql.DB, stdout, stderr io.Writer) int {
+	all, err := migrate.Status(ctx, db)
+	if err != nil {
+		if !timedOut(ctx) {
 			fmt.Fprintln(stderr, "nbms migrate status:", err)
-			return exitFail
 		}
-		pending := 0
-		for _, m := range all {
-			state := "applied " + m.AppliedAt.UTC().Format("2006-01-02T15:04:05Z")
-			if !m.Applied {
-				state = "PENDING"
-				pending++
-			}
-			fmt.Fprintf(stdout, "%05d %-40s %s\n", m.Version, m.Name, state)
-		}
-		fmt.Fprintf(stdout, "%d migrations, %d pending\n", len(all), pending)
+		return exitFail
 	}
+	pending := 0
+	for _, m := range all {
+		state := "applied " + m.AppliedAt.UTC().Format("2006-01-02T15:04:05Z")
+		if !m.Applied {
+			state = "PENDING"
+			pending++
+		}
+		fmt.Fprintf(stdout, "%05d %-40s %s\n", m.Version, m.Name, state)
+	}
+	fmt.Fprintf(stdout, "%d migrations, %d pending\n", len(all), pending)
 	return exitOK
 }
 
-// runCollectstatic publishes the embedded static assets to STATIC_ROOT.
-func runCollectstatic(_ context.Context, _ []string, stdout, stderr io.Writer) int {
+// runCollectstatic publishes the embedded static assets to STATIC_ROOT,
+// under ONESHOT_TIMEOUT. Copying a handful of files never takes long; the
+// limit is for a file system that hangs, which no context reaches:
+// runOneShot exits without the copy.
+func runCollectstatic(ctx context.Context, _ []string, stdout, stderr io.Writer) int {
 	s, ok := loadSettings(stderr)
 	if !ok {
 		return config.ExitConfig
 	}
-	manifest, err := static.Collect(s.StaticRoot)
-	if err != nil {
-		fmt.Fprintln(stderr, "nbms collectstatic:", err)
-		return exitFail
-	}
-	fmt.Fprintf(stdout, "published %d assets to %s\n", len(manifest), s.StaticRoot)
-	return exitOK
+	return runOneShot(ctx, "collectstatic", s, stderr, func(context.Context) int {
+		manifest, err := static.Collect(s.StaticRoot)
+		if err != nil {
+			fmt.Fprintln(stderr, "nbms collectstatic:", err)
+			return exitFail
+		}
+		fmt.Fprintf(stdout, "published %d assets to %s\n", len(manifest), s.StaticRoot)
+		return exitOK
+	})
 }
 
 // opsLogger is the JSON logger of the commands that run outside the app's

@@ -32,6 +32,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
@@ -137,7 +138,20 @@ func Open(url string) (*sql.DB, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
 	}
+	cfg.BuildContextWatcherHandler = cancelInServer
 	return stdlib.OpenDB(*cfg), nil
+}
+
+// cancelInServer makes a statement whose context ends stop in the server
+// before the call returns: pgx sends PostgreSQL a cancel request, so the
+// statement fails and its transaction rolls back, and cuts the connection
+// only if the server has not answered within defaultConnectTimeout. pgx's
+// default only cuts the connection and sends the cancel from a goroutine
+// that nothing waits for: a process that exits right after (`nbms migrate
+// up` stopped by ONESHOT_TIMEOUT) may leave a backend still queued for its
+// lock, holding up the live release's queries, until lock_timeout.
+func cancelInServer(c *pgconn.PgConn) ctxwatch.Handler {
+	return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: defaultConnectTimeout}
 }
 
 // Up applies every pending migration, holding the advisory lock so that
@@ -149,7 +163,11 @@ func Open(url string) (*sql.DB, error) {
 // The migration statements run with lock_timeout and statement_timeout set
 // (DefaultLockTimeout and DefaultStatementTimeout unless opts say
 // otherwise); a statement cancelled by either makes Up return a
-// *TimeoutError.
+// *TimeoutError. When ctx ends first (its deadline: ONESHOT_TIMEOUT in
+// `nbms migrate up`), Up stops, whether it is waiting for another runner's
+// advisory lock or running a statement: the statement is cancelled in the
+// server and its migration rolled back (see Open), and the error wraps
+// ctx's.
 func Up(ctx context.Context, db *sql.DB, opts ...Option) ([]Applied, error) {
 	c := upConfig{lockTimeout: DefaultLockTimeout, statementTimeout: DefaultStatementTimeout, fsys: migrations.FS}
 	for _, o := range opts {
@@ -186,6 +204,11 @@ func Up(ctx context.Context, db *sql.DB, opts ...Option) ([]Applied, error) {
 		}
 		if te := timeoutError(ctx, err, migration, inTx, c); te != nil {
 			err = te
+		}
+		if cause := context.Cause(ctx); cause != nil {
+			// What goose reports then is the cancelled statement's
+			// "canceling statement due to user request" and its fallout.
+			err = fmt.Errorf("%w: %w", cause, err)
 		}
 		return appliedFrom(results), fmt.Errorf("migrate: up: %w", err)
 	}
