@@ -13,14 +13,14 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/store/storetest"
 )
 
-// The deploy's one-shot `nbms migrate up` against the real schema one
-// migration behind, while the live release has a write in flight on users,
-// which the pending 00100_sessions.sql references: MIGRATE_LOCK_TIMEOUT
-// reaches the migration, which fails by itself with the advice, and the
-// retry after the write commits applies it.
-func TestMigrateUpGivesUpOnALockHeldByTheLiveRelease(t *testing.T) {
+// behindALiveWrite is the real schema one migration behind (00100 pending)
+// and the live release's write in flight: an UPDATE of users (ROW
+// EXCLUSIVE) in an open transaction. The foreign key to users that 00100
+// creates needs SHARE ROW EXCLUSIVE on users, which must wait for it.
+func behindALiveWrite(t *testing.T) (url string, db *sql.DB, live *sql.Tx) {
+	t.Helper()
 	ctx := context.Background()
-	url := storetest.NewDatabase(t)
+	url = storetest.NewDatabase(t)
 	db, err := migrate.Open(url)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
@@ -31,15 +31,22 @@ func TestMigrateUpGivesUpOnALockHeldByTheLiveRelease(t *testing.T) {
 		_, err := db.ExecContext(ctx, stmt)
 		require.NoError(t, err)
 	}
-
-	// The live release: an UPDATE of users (ROW EXCLUSIVE) in an open
-	// transaction. The foreign key to users that 00100 creates needs SHARE
-	// ROW EXCLUSIVE on users, which must wait for it.
-	live, err := db.BeginTx(ctx, nil)
+	live, err = db.BeginTx(ctx, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = live.Rollback() })
 	_, err = live.ExecContext(ctx, `UPDATE users SET display_name = display_name WHERE id = 0`)
 	require.NoError(t, err)
+	return url, db, live
+}
+
+// The deploy's one-shot `nbms migrate up` against the real schema one
+// migration behind, while the live release has a write in flight on users,
+// which the pending 00100_sessions.sql references: MIGRATE_LOCK_TIMEOUT
+// reaches the migration, which fails by itself with the advice, and the
+// retry after the write commits applies it.
+func TestMigrateUpGivesUpOnALockHeldByTheLiveRelease(t *testing.T) {
+	ctx := context.Background()
+	url, db, live := behindALiveWrite(t)
 
 	env := prodEnv(t)
 	env["DATABASE_URL"] = url
@@ -51,7 +58,7 @@ func TestMigrateUpGivesUpOnALockHeldByTheLiveRelease(t *testing.T) {
 	assert.Contains(t, errOut, "raise MIGRATE_LOCK_TIMEOUT")
 	assert.Equal(t, []string{"00100_sessions.sql"}, pending(t, db))
 
-	_, err = live.ExecContext(ctx, `UPDATE users SET display_name = display_name WHERE id = 0`)
+	_, err := live.ExecContext(ctx, `UPDATE users SET display_name = display_name WHERE id = 0`)
 	require.NoError(t, err, "the live transaction carries on")
 	require.NoError(t, live.Commit())
 

@@ -13,9 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/app/config"
-	"github.com/nbms-deploy/nbms/app/internal/migrate"
 	"github.com/nbms-deploy/nbms/app/internal/static"
-	"github.com/nbms-deploy/nbms/app/internal/store/storetest"
 )
 
 // The deploy's one-shot `nbms migrate up` against the real schema one
@@ -27,24 +25,7 @@ import (
 // queries, and the live transaction carries on and commits.
 func TestMigrateUpStopsAtTheOneShotTimeout(t *testing.T) {
 	ctx := context.Background()
-	url := storetest.NewDatabase(t)
-	db, err := migrate.Open(url)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	for _, stmt := range []string{
-		`DROP TABLE sessions`,
-		`DELETE FROM goose_db_version WHERE version_id = 100`,
-	} {
-		_, err := db.ExecContext(ctx, stmt)
-		require.NoError(t, err)
-	}
-	// As in TestMigrateUpGivesUpOnALockHeldByTheLiveRelease: 00100's
-	// foreign key to users waits for this transaction's ROW EXCLUSIVE.
-	live, err := db.BeginTx(ctx, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = live.Rollback() })
-	_, err = live.ExecContext(ctx, `UPDATE users SET display_name = display_name WHERE id = 0`)
-	require.NoError(t, err)
+	url, db, live := behindALiveWrite(t)
 
 	env := prodEnv(t)
 	env["DATABASE_URL"] = url
@@ -68,7 +49,7 @@ func TestMigrateUpStopsAtTheOneShotTimeout(t *testing.T) {
 		`SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted)`).Scan(&queued))
 	assert.False(t, queued, "the stopped migration left a lock request queued on users")
 
-	_, err = live.ExecContext(ctx, `UPDATE users SET display_name = display_name WHERE id = 0`)
+	_, err := live.ExecContext(ctx, `UPDATE users SET display_name = display_name WHERE id = 0`)
 	require.NoError(t, err, "the live transaction carries on")
 	require.NoError(t, live.Commit())
 
