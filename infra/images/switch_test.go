@@ -464,14 +464,17 @@ func TestProxySwitchesUpstreams(t *testing.T) {
 }
 
 // A running proxy (a fresh heartbeat) that never answers: the switch gives
-// up after its timeout and withdraws its request.
+// up after its timeout and withdraws its request. 2 s, not 1: the
+// readiness gate's two probes are a second apart and its deadline is in
+// whole seconds, so with 1 s a start late in a second ran out after the
+// first probe.
 func TestSwitchWithoutAnAck(t *testing.T) {
 	r := newProxyRig(t)
 	blue := newBackend(t, "blue", true)
 	require.NoError(t, os.WriteFile(filepath.Join(r.control, "alive"), nil, 0o644))
-	out, errOut, code := r.runSwitch(t, "blue-1", switchHost, "1", blue.addr())
+	out, errOut, code := r.runSwitch(t, "blue-1", switchHost, "2", blue.addr())
 	assert.Equal(t, 1, code, "stdout: %s\nstderr: %s", out, errOut)
-	assert.Contains(t, errOut, "nbms-switch: the proxy did not answer the switch to release blue-1 within 1s")
+	assert.Contains(t, errOut, "nbms-switch: the proxy did not answer the switch to release blue-1 within 2s")
 	assert.Contains(t, errOut, r.control)
 	assert.False(t, r.exists("upstream.next"), "withdrawn")
 	assert.False(t, r.exists("ack"))
