@@ -202,6 +202,9 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 		// location serves the volume to clients directly.
 		groups:     []string{appGID},
 		entrypoint: entry, command: cmd,
+		// nginx's health path answers with the live release's /healthz
+		// through the upstream (nginx.HealthPath): the proxy is unhealthy
+		// while nginx cannot reach the app, which nginx alone would not be.
 		healthcheck: healthcheck(checkTiming{10 * time.Second, 3 * time.Second, 5 * time.Second, 3},
 			"wget", "-q", "-O", "/dev/null", "http://127.0.0.1:"+strconv.Itoa(proxyHTTPPort)+nginx.HealthPath),
 		networks:    []attachment{{network: net.Edge, name: net.EdgeName}},
