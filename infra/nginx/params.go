@@ -89,8 +89,9 @@ type Params struct {
 	// UpstreamFile is a file of `server host:port ...;` lines that nginx
 	// includes in the app's upstream group instead of Upstream: the deployed
 	// stack's blue/green switch (the proxy image's nbms-switch) writes the
-	// live release's address there, and the proxy's supervisor reloads
-	// nginx gracefully on it.
+	// live release's container name there, and the proxy's supervisor
+	// reloads nginx gracefully on it, and again whenever that name resolves
+	// to a new address (nginx resolves it only when it loads the file).
 	UpstreamFile string
 	// Resolver is the DNS server nginx asks for Upstream's address at
 	// request time (Docker's embedded DNS is 127.0.0.11). Required when the
