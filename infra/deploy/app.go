@@ -30,11 +30,10 @@ const (
 // migrate and collectstatic runs, and the server.
 type App struct {
 	pulumi.ResourceState
-	// Container is the server of Release; EdgeAddress its address on the
-	// edge network.
+	// Container is the server of Release; the switch hands nginx its
+	// name, which Docker's DNS resolves on the edge network.
 	Container, Migrate, Collectstatic *docker.Container
 	Release                           string
-	EdgeAddress                       pulumi.StringOutput
 	Static, Media                     *docker.Volume
 	StaticName, MediaName             string
 }
@@ -137,7 +136,6 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 	if a.Container, err = d.newContainer(ctx, a, specs.server); err != nil {
 		return err
 	}
-	a.EdgeAddress = edgeAddress(a.Container, net.EdgeName)
 	return ctx.RegisterResourceOutputs(a, pulumi.Map{"container": a.Container.Name, "release": pulumi.String(a.Release)})
 }
 
@@ -281,19 +279,6 @@ func notLive(release, format string, args ...any) error {
 // from going live (migrate, collectstatic, the switch's readiness check):
 // the driver maps it to the probe's exit code.
 const NotLivePrefix = "the live app release was kept; it was not replaced by release"
-
-// edgeAddress is a container's address on the edge network, as Docker
-// reports it.
-func edgeAddress(c *docker.Container, edge string) pulumi.StringOutput {
-	return c.NetworkDatas.ApplyT(func(datas []docker.ContainerNetworkData) (string, error) {
-		for _, n := range datas {
-			if n.NetworkName != nil && *n.NetworkName == edge && n.IpAddress != nil && *n.IpAddress != "" {
-				return *n.IpAddress, nil
-			}
-		}
-		return "", fmt.Errorf("the app container has no address on %s", edge)
-	}).(pulumi.StringOutput)
-}
 
 // appSecretFiles are the app's secrets, delivered as files (see
 // secretfiles.go): the generated ones and the operator's Sentry DSN.

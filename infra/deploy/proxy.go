@@ -70,9 +70,9 @@ func NginxParams(cfg *stacks.Config) (nginx.Params, error) {
 		HTTPPort:    proxyHTTPPort, HTTPSPort: proxyHTTPSPort, PublicPort: cfg.PublicPort(),
 		TLS:      cfg.TLS(),
 		CertPath: proxyCertPath, KeyPath: secretPath(proxyKeyFile),
-		// The live release's address, written by the switch: nginx keeps
-		// connections to it open, and a new release goes live with a
-		// graceful reload.
+		// The live release's container name, written by the switch: nginx
+		// keeps connections to it open, a new release goes live with a
+		// graceful reload, and so does a new address of the live one.
 		UpstreamFile: proxyUpstreamFile,
 		StaticRoot:   stacks.StaticRoot, MediaRoot: stacks.MediaRoot,
 		ClientMaxBodyBytes: cfg.App.MaxUploadBytes,
@@ -130,8 +130,12 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 
 	// The switch: checks the new release's /readyz itself (two answers in
 	// a row, from inside the edge network), then hands nginx's supervisor
-	// the release's address and waits until nginx has reloaded onto it.
-	// Each release has its own, so it runs once per release.
+	// the release's container name and waits until nginx has reloaded onto
+	// it. A name, not the address Docker picked: a restarted container
+	// (docker restart, dockerd's restart, the restart policy) may come back
+	// elsewhere, and the supervisor resolves the name again every 2 s and
+	// follows it. Each release has its own switch, so it runs once per
+	// release.
 	p.Switch, err = d.newContainer(ctx, p, containerSpec{
 		role: stacks.RoleSwitch, instance: Instance(stacks.RoleSwitch, app.Release),
 		labels: map[string]string{LabelRelease: app.Release},
@@ -141,7 +145,7 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 			pulumi.String(app.Release), pulumi.String(probe.Host),
 			// Whole seconds, at least one (the script's unit).
 			pulumi.String(strconv.Itoa(max(1, int(math.Ceil(probe.Timeout.Seconds()))))),
-			pulumi.Sprintf("%s:%d", app.EdgeAddress, stacks.AppPort),
+			pulumi.Sprintf("%s:%d", app.Container.Name, stacks.AppPort),
 		},
 		healthcheck: healthcheck(checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Second, 1}, "test", "-x", proxySwitchCommand),
 		networks:    []attachment{{network: net.Edge, name: net.EdgeName}},
@@ -202,6 +206,9 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 		// location serves the volume to clients directly.
 		groups:     []string{appGID},
 		entrypoint: entry, command: cmd,
+		// nginx's health path answers with the live release's /healthz
+		// through the upstream (nginx.HealthPath): the proxy is unhealthy
+		// while nginx cannot reach the app, which nginx alone would not be.
 		healthcheck: healthcheck(checkTiming{10 * time.Second, 3 * time.Second, 5 * time.Second, 3},
 			"wget", "-q", "-O", "/dev/null", "http://127.0.0.1:"+strconv.Itoa(proxyHTTPPort)+nginx.HealthPath),
 		networks:    []attachment{{network: net.Edge, name: net.EdgeName}},

@@ -733,7 +733,8 @@ func (s *stack) checkHardening(t *testing.T) {
 	require.Len(t, nets, 1)
 	assert.True(t, nets[0].Internal, "the data tier's network has no route out")
 	// The live release and nginx got their addresses from Docker's half of
-	// the subnet, and nginx's upstream names the live release's.
+	// the subnet, and nginx's upstream names the live release's container,
+	// which Docker's DNS resolves to that address.
 	cfg := &stacks.Config{EdgeSubnet: s.settings["edgeSubnet"]}
 	edgeIP := func(role string) string {
 		return strings.TrimSpace(docker(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+edge+`").IPAddress}}`, container(role)))
@@ -743,7 +744,11 @@ func (s *stack) checkHardening(t *testing.T) {
 	}
 	upstream, err := execIn(t, conventions.RoleProxy, "", "cat", "/var/lib/nbms-proxy/upstream.conf")
 	require.NoError(t, err)
-	assert.Contains(t, upstream, "server "+edgeIP(conventions.RoleApp)+":8000 max_fails=0;", "nginx sends to the live release")
+	assert.Contains(t, upstream, "server "+container(conventions.RoleApp)+":8000 max_fails=0;", "nginx sends to the live release, by name")
+	resolved, err := execIn(t, conventions.RoleProxy, "", "getent", "hosts", container(conventions.RoleApp))
+	require.NoError(t, err)
+	require.NotEmpty(t, strings.Fields(resolved))
+	assert.Equal(t, edgeIP(conventions.RoleApp), strings.Fields(resolved)[0], "the name is the release's edge address")
 	// nginx, on the edge network only, cannot even resolve the database.
 	out, err := execIn(t, conventions.RoleProxy, "", "sh", "-c", "getent hosts db cache || echo unresolved")
 	require.NoError(t, err)

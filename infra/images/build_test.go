@@ -725,15 +725,14 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	e.run(t, nil, "network", "connect", edge, app)
 	e.run(t, nil, "start", app)
 	e.waitHealthy(t, app, time.Minute)
-	appIP := strings.TrimSpace(e.run(t, nil, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+edge+`").IPAddress}}`, app))
 
 	// The switch, as the program runs it: the new release's readiness from
-	// inside the edge network, then the upstream for nginx (no proxy runs
-	// yet: it starts on that upstream).
+	// inside the edge network, by the container's name, then that name as
+	// the upstream for nginx (no proxy runs yet: it starts on it).
 	control := volumes["proxy-control"] + ":/var/lib/nbms-proxy"
 	out := e.run(t, nil, append(append(append([]string{"run", "--name", container("switch"), "--network", edge, "-v", control},
 		hardened("101:101")...), tmpfs("/tmp", 8)...),
-		"--entrypoint", "/usr/local/bin/nbms-switch", im.nginx, "release-1", cfg.Domain, "60", appIP+":8000")...)
+		"--entrypoint", "/usr/local/bin/nbms-switch", im.nginx, "release-1", cfg.Domain, "60", app+":8000")...)
 	assert.Contains(t, out, "it will load the upstream of release release-1", "no proxy yet: it starts on this upstream")
 
 	// nginx with the config the program renders for this stack, under the

@@ -46,7 +46,7 @@ func hostTools(t *testing.T) string {
 	if _, err := os.Stat(hostNginx); err != nil {
 		t.Fatalf("these tests run the image's scripts with Debian's nginx at %s (make setup installs it): %v", hostNginx, err)
 	}
-	for _, tool := range []string{"wget", "stat", "date", "touch", "mv", "cp", "tr"} {
+	for _, tool := range []string{"wget", "stat", "date", "touch", "mv", "cp", "tr", "getent", "timeout", "cut", "sort"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("nbms-switch and nbms-proxy need %s: %v", tool, err)
 		}
@@ -464,14 +464,17 @@ func TestProxySwitchesUpstreams(t *testing.T) {
 }
 
 // A running proxy (a fresh heartbeat) that never answers: the switch gives
-// up after its timeout and withdraws its request.
+// up after its timeout and withdraws its request. 2 s, not 1: the
+// readiness gate's two probes are a second apart and its deadline is in
+// whole seconds, so with 1 s a start late in a second ran out after the
+// first probe.
 func TestSwitchWithoutAnAck(t *testing.T) {
 	r := newProxyRig(t)
 	blue := newBackend(t, "blue", true)
 	require.NoError(t, os.WriteFile(filepath.Join(r.control, "alive"), nil, 0o644))
-	out, errOut, code := r.runSwitch(t, "blue-1", switchHost, "1", blue.addr())
+	out, errOut, code := r.runSwitch(t, "blue-1", switchHost, "2", blue.addr())
 	assert.Equal(t, 1, code, "stdout: %s\nstderr: %s", out, errOut)
-	assert.Contains(t, errOut, "nbms-switch: the proxy did not answer the switch to release blue-1 within 1s")
+	assert.Contains(t, errOut, "nbms-switch: the proxy did not answer the switch to release blue-1 within 2s")
 	assert.Contains(t, errOut, r.control)
 	assert.False(t, r.exists("upstream.next"), "withdrawn")
 	assert.False(t, r.exists("ack"))
@@ -530,4 +533,32 @@ func TestProxyRefusesABadUpstreamAtStart(t *testing.T) {
 
 	r.startProxy(t) // the restart
 	r.requireAnswers(t, "blue")
+}
+
+// A live upstream whose name does not resolve at start (its container is
+// stopped): nginx would refuse it, so the supervisor waits, says so once,
+// and neither exits (a restart loop) nor starts nginx; a switch that
+// arrives meanwhile is the upstream it starts on.
+func TestProxyWaitsForItsUpstreamToResolve(t *testing.T) {
+	r := newProxyRig(t)
+	blue := newBackend(t, "blue", true)
+	const gone = "nbms-test-app-gone.invalid"
+	require.NoError(t, os.WriteFile(filepath.Join(r.control, "upstream.conf"), []byte(upstreamFile("gone-1", gone+":8000")), 0o644))
+	r.startProxy(t)
+	want := "nbms-proxy: the upstream of release gone-1, " + gone + ", does not resolve (is its container stopped?); nginx starts once it does"
+	r.waitFor(t, "the supervisor to say it waits", false, func() bool { return strings.Contains(r.log.String(), want) })
+	// Two resolve periods: still waiting, nothing started, said once.
+	time.Sleep(4 * time.Second)
+	require.False(t, r.exited(), "the supervisor waits instead of exiting:\n%s", r.log)
+	assert.NoFileExists(t, r.pidFile, "nginx is not started on an upstream it would refuse")
+	assert.False(t, r.exists("alive"), "no heartbeat: nothing answers a switch yet")
+	assert.Equal(t, 1, strings.Count(r.log.String(), "does not resolve"), r.log.String())
+
+	out, errOut, code := r.runSwitch(t, "blue-2", switchHost, "20", blue.addr())
+	require.Equal(t, 0, code, "stdout: %s\nstderr: %s", out, errOut)
+	r.requireAnswers(t, "blue")
+	assert.Equal(t, upstreamFile("blue-2", blue.addr()), r.file("upstream.conf"))
+	assert.Equal(t, "ok blue-2\n", r.file("ack"))
+	assert.Contains(t, r.log.String(), "nbms-proxy: the upstream resolves: "+blue.addr()+"="+strings.Split(blue.addr(), ":")[0])
+	assert.Contains(t, r.log.String(), "nbms-proxy: starting on the upstream of release blue-2")
 }

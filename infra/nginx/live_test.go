@@ -258,8 +258,9 @@ func TestLiveNginx(t *testing.T) {
 		}
 	})
 
-	t.Run("nginx health answers for any host without the app", func(t *testing.T) {
-		for _, host := range []string{"localhost", "unknown.example"} {
+	t.Run("nginx health is the app's liveness, for any host", func(t *testing.T) {
+		for _, host := range []string{"localhost", "unknown.example", "127.0.0.1"} {
+			before := len(s.upstream.requests(config.LivenessPath))
 			req, err := http.NewRequest("GET", s.HTTPURL(HealthPath), nil)
 			require.NoError(t, err)
 			req.Host = host
@@ -268,7 +269,8 @@ func TestLiveNginx(t *testing.T) {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			assert.Equal(t, http.StatusOK, resp.StatusCode, host)
-			assert.Equal(t, "ok\n", string(body))
+			assert.Equal(t, "upstream:"+config.LivenessPath, string(body), host)
+			assert.Len(t, s.upstream.requests(config.LivenessPath), before+1, "%s: asked of the app", host)
 		}
 	})
 
@@ -642,4 +644,80 @@ func assertProblem(t *testing.T, resp *http.Response, body string, status int) {
 	assert.Equal(t, http.StatusText(status), p.Title)
 	assert.Equal(t, status, p.Status)
 	assert.NotEmpty(t, p.Detail)
+}
+
+// The health path follows the app: 200 while nginx reaches it, 502 as soon
+// as nothing listens at its address, 504 when it does not answer within
+// the health path's 2 s, and 200 again once it is back at that address.
+// Docker's health check gives up after 3 s: each answer comes before.
+func TestLiveNginxHealthFollowsTheApp(t *testing.T) {
+	dir := nginxtest.NobodyDir(t)
+	tmp := filepath.Join(dir, "tmp")
+	require.NoError(t, os.Mkdir(tmp, 0o700))
+	nginxtest.ChownNobody(t, tmp)
+
+	var hang atomic.Bool
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			<-r.Context().Done()
+			return
+		}
+		fmt.Fprint(w, "alive:"+r.URL.Path)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	serve := func(ln net.Listener) *httptest.Server {
+		srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: app}}
+		srv.Start()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	srv := serve(ln)
+
+	p := devParams()
+	p.ListenAddress = "127.0.0.1"
+	p.HTTPPort = testsupport.FreePort(t)
+	p.Upstream = addr
+	p.WorkerProcesses = 1
+	p.PidPath = filepath.Join(tmp, "nginx.pid")
+	p.TempDir = tmp
+	conf, err := Render(p)
+	require.NoError(t, err)
+	confPath := filepath.Join(dir, "nginx.conf")
+	require.NoError(t, os.WriteFile(confPath, []byte(conf), 0o644))
+	s := nginxtest.Site{HTTPPort: p.HTTPPort, Client: nginxtest.NewClient(nil, nil)}
+	logPath := nginxtest.StartNginx(t, dir, confPath, s.HTTPURL(HealthPath), s.Client)
+
+	health := func(t *testing.T) (int, string, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		resp, body := s.Do(t, "GET", "http://127.0.0.1:"+strconv.Itoa(p.HTTPPort)+HealthPath, nil, nil)
+		return resp.StatusCode, body, time.Since(start)
+	}
+	log := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+
+	status, body, _ := health(t)
+	require.Equal(t, http.StatusOK, status, log())
+	assert.Equal(t, "alive:"+config.LivenessPath, body)
+
+	hang.Store(true)
+	status, _, took := health(t)
+	assert.Equal(t, http.StatusGatewayTimeout, status, "the app does not answer:\n%s", log())
+	assert.Less(t, took, 3*time.Second, "within the health check's timeout")
+	t.Logf("no answer from the app: %d after %s", status, took.Round(time.Millisecond))
+	hang.Store(false)
+
+	srv.Close()
+	status, _, took = health(t)
+	assert.Equal(t, http.StatusBadGateway, status, "nothing listens at the app's address:\n%s", log())
+	assert.Less(t, took, 3*time.Second)
+	t.Logf("the app gone: %d after %s", status, took.Round(time.Millisecond))
+
+	ln, err = net.Listen("tcp", addr)
+	require.NoError(t, err, "the app back at its address")
+	serve(ln)
+	status, body, _ = health(t)
+	assert.Equal(t, http.StatusOK, status, log())
+	assert.Equal(t, "alive:"+config.LivenessPath, body)
 }

@@ -35,11 +35,19 @@ const (
 	DefaultLoginPath           = "/auth/login"
 )
 
-// HealthPath is answered 200 by nginx itself on the HTTP port, whatever the
-// Host header, without touching the app: the nginx container's health check
-// must not fail because the app is down (the app has its own), and it must
-// not depend on DNS or certificates, e.g.
-// `wget -qO- http://127.0.0.1:<HTTPPort>/nginx-health`.
+// HealthPath answers on the HTTP port, whatever the Host header, with the
+// app's liveness probe (config.LivenessPath) asked through the site's
+// upstream: 200 while nginx reaches the live release, 502 or 504 within
+// 2 s while it cannot (the app is stopped, or is at an address nginx has
+// not followed). It is the proxy container's health check, e.g.
+// `wget -qO- http://127.0.0.1:<HTTPPort>/nginx-health`, which so reports
+// an edge that would answer every request with 502; it needs no
+// certificate and no DNS beyond the upstream's own. Liveness, not
+// readiness: a database restart is the app's outage (its /readyz says
+// so), not the edge's. The deployed proxy has no state without an
+// upstream: its supervisor starts nginx only on an upstream file whose
+// names resolve, so before the first switch (and while the live release's
+// name does not resolve at start) nothing listens and the check fails.
 const HealthPath = "/nginx-health"
 
 // HashedNamePattern matches the static file names that are served as
@@ -81,8 +89,9 @@ type Params struct {
 	// UpstreamFile is a file of `server host:port ...;` lines that nginx
 	// includes in the app's upstream group instead of Upstream: the deployed
 	// stack's blue/green switch (the proxy image's nbms-switch) writes the
-	// live release's address there, and the proxy's supervisor reloads
-	// nginx gracefully on it.
+	// live release's container name there, and the proxy's supervisor
+	// reloads nginx gracefully on it, and again whenever that name resolves
+	// to a new address (nginx resolves it only when it loads the file).
 	UpstreamFile string
 	// Resolver is the DNS server nginx asks for Upstream's address at
 	// request time (Docker's embedded DNS is 127.0.0.11). Required when the

@@ -40,6 +40,7 @@ type view struct {
 	HTTPSListen     string
 	ServerNameList  string
 	UpstreamURL     string
+	HealthURL       string // the app's liveness probe, through UpstreamURL
 	UpstreamGroup   string // the app's upstream group, for an address upstream or an upstream file
 	UpstreamServer  string // its one server, host:port
 	UpstreamInclude string // or the file of its servers
@@ -99,6 +100,7 @@ func newView(p Params) (view, error) {
 		v.UpstreamGroup, v.UpstreamServer = upstreamGroup, net.JoinHostPort(host, port)
 		v.UpstreamURL = "http://" + upstreamGroup
 	}
+	v.HealthURL = v.UpstreamURL + config.LivenessPath
 	if p.Resolver != "" {
 		v.ResolverAddr = p.Resolver
 		if addr := netip.MustParseAddr(p.Resolver); addr.Is6() {
@@ -429,7 +431,7 @@ http {
     server {
         listen {{.HTTPListen}} default_server;
         server_name _;
-{{template "health"}}
+{{template "health" .}}
         location / {
             return 444;
         }
@@ -448,7 +450,7 @@ http {
         listen {{.HTTPListen}};
         server_name {{.ServerNameList}};
 {{.Security 8}}
-{{template "health"}}
+{{template "health" .}}
 {{- if .ProbePaths}}
 
         # A probe gets the app's own answer here, never a redirect: a load
@@ -485,16 +487,24 @@ http {
     server {
         listen {{.HTTPListen}};
         server_name {{.ServerNameList}};
-{{template "health"}}
+{{template "health" .}}
 {{template "site" .}}
     }
 {{- end}}
 }
 {{define "health"}}
+        # The edge's health is the app's liveness, asked through the site's
+        # upstream with short timeouts: 502 or 504 while nginx cannot reach
+        # the live release, so the proxy's health check sees that outage.
         location = ` + HealthPath + ` {
             access_log off;
-            default_type text/plain;
-            return 200 "ok\n";
+            set $nbms_health_url {{.HealthURL}};
+            proxy_pass $nbms_health_url;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_connect_timeout 2s;
+            proxy_send_timeout 2s;
+            proxy_read_timeout 2s;
         }
 {{- end}}
 {{define "site"}}
