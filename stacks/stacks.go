@@ -670,7 +670,7 @@ func (c *Config) problems() []Problem {
 	}
 	if edge, err := netip.ParsePrefix(c.EdgeSubnet); err == nil {
 		if edge.Bits() > maxEdgeSubnetBits {
-			add("edgeSubnet", fmt.Sprintf("is a /%d; it needs at least a /%d: the app's fixed address sits in its lower half, Docker hands out the upper half", edge.Bits(), maxEdgeSubnetBits))
+			add("edgeSubnet", fmt.Sprintf("is a /%d; it needs at least a /%d: Docker hands out only its upper half, and the lower half is kept for addresses fixed by hand", edge.Bits(), maxEdgeSubnetBits))
 		}
 		if internal, err := netip.ParsePrefix(c.InternalSubnet); err == nil && edge.Overlaps(internal) {
 			add("internalSubnet", fmt.Sprintf("%s overlaps edgeSubnet %s", c.InternalSubnet, c.EdgeSubnet))

@@ -96,19 +96,19 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 	}
 	// The release is a hash of what its containers will be, written with
 	// a stand-in for the release itself (their names and labels carry it).
-	stand := in.specs(d, releaseStandIn, volumeMount{name: d.name(Instance("secrets-app", releaseStandIn)), path: conventions.SecretsDir, readOnly: true}, image.RepoDigest)
+	stand := in.specs(releaseStandIn, volumeMount{name: d.name(Instance(appSecrets, releaseStandIn)), path: conventions.SecretsDir, readOnly: true})
 	if a.Release, err = d.appRelease(stand); err != nil {
 		return err
 	}
 
 	// The release's secret files, on a volume of its own: a release never
 	// reads another's, and the old one goes with its release.
-	secrets, err := d.newSecretVolume(ctx, a, Instance("secrets-app", a.Release), image.RepoDigest, appUID,
+	secrets, err := d.newSecretVolume(ctx, a, Instance(appSecrets, a.Release), image.RepoDigest, appUID,
 		[]string{appBinary, "version"}, files)
 	if err != nil {
 		return err
 	}
-	specs := in.specs(d, a.Release, secrets.mount, nil)
+	specs := in.specs(a.Release, secrets.mount)
 	specs.migrate.dependsOn = []pulumi.Resource{db.Container, cache.Container, secrets.holder}
 	specs.migrate.opts = []pulumi.ResourceOption{secrets.replaceOnChange}
 	if a.Migrate, err = d.newContainer(ctx, a, specs.migrate); err != nil {
@@ -151,6 +151,10 @@ func appStopTimeout(s *config.Settings) int {
 
 const minAppStopTimeout = 35
 
+// appSecrets names a release's secrets volume and its holder
+// (Instance(appSecrets, release)).
+const appSecrets = "secrets-app"
+
 // releaseStandIn stands for the release in the containers the release
 // hash is computed from.
 const releaseStandIn = "<release>"
@@ -171,14 +175,12 @@ type releaseContainers struct{ migrate, collectstatic, server containerSpec }
 // its secrets volume mounted, as they are registered (dependencies and
 // resource options aside, which are not container settings). Both the
 // release hash and the registration use them: one declaration.
-func (in releaseIn) specs(d *deployment, release string, secrets volumeMount, image pulumi.StringInput) releaseContainers {
+func (in releaseIn) specs(release string, secrets volumeMount) releaseContainers {
 	labels := map[string]string{LabelRelease: release}
 	internal := attachment{network: in.net.Internal, name: in.net.InternalName}
 	tmp := map[string]string{"/tmp": tmpfsOptions(64)}
 	static := volumeMount{volume: in.app.Static, name: in.app.StaticName, path: stacks.StaticRoot}
-	if image == nil {
-		image = in.image
-	}
+	image := in.image
 	return releaseContainers{
 		migrate: containerSpec{
 			role: stacks.RoleMigrate, instance: Instance(stacks.RoleMigrate, release), labels: labels,

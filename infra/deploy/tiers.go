@@ -34,9 +34,9 @@ func (d *deployment) newNetwork(ctx *pulumi.Context) (*Network, error) {
 	labels := docker.NetworkLabelArray{docker.NetworkLabelArgs{Label: pulumi.String(LabelStack), Value: pulumi.String(d.cfg.Stack)}}
 	var err error
 	// The edge subnet is fixed because the app trusts X-Forwarded-* from it
-	// (TRUSTED_PROXY_CIDRS); only nginx and the app join it. Docker picks
-	// addresses from its upper half only: the app's fixed one is in the
-	// lower half, where no other container can have taken it.
+	// (TRUSTED_PROXY_CIDRS); only nginx and the app's releases join it.
+	// Docker picks their addresses from its upper half only; nginx finds
+	// the live release by its container name (the switch's upstream file).
 	n.Edge, err = docker.NewNetwork(ctx, "edge", &docker.NetworkArgs{
 		Name:   pulumi.String(n.EdgeName),
 		Driver: pulumi.String("bridge"),
