@@ -77,7 +77,7 @@ DEPLOY_FLAGS ?=
 REPORT_DIR   ?= $(BIN)/reports/audit
 DEPLOY       := $(BIN)/nbms-deploy
 
-.PHONY: tools policy preview up destroy outputs audit
+.PHONY: tools policy preview up rollback destroy outputs audit
 
 tools: ## build the pinned Pulumi CLI and the provider plugins into .tools/pulumi (for machines that cannot download them)
 	./scripts/build-pulumi.sh
@@ -97,6 +97,9 @@ preview: policy $(DEPLOY) ## plan STACK (default prod) with the policy pack; rep
 
 up: policy $(DEPLOY) ## preview, deploy STACK, write the policy report, probe /healthz and /readyz
 	$(DEPLOY) up --stack $(STACK) $(DEPLOY_FLAGS)
+
+rollback: policy $(DEPLOY) ## bring back STACK's previous release (blue/green); refused, naming the commit to check out, unless this checkout deploys it
+	$(DEPLOY) rollback --stack $(STACK) $(DEPLOY_FLAGS)
 
 destroy: $(DEPLOY) ## delete STACK's resources except the protected data volumes
 	$(DEPLOY) destroy --stack $(STACK) $(DEPLOY_FLAGS)

@@ -101,21 +101,29 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		return err
 	}
 
+	// The release names the image by its build inputs (releaseInputs), so
+	// the image ID itself never decides a replacement of a release's
+	// container: a rebuild of the same inputs (a cold build cache, a
+	// rollback to the live release's inputs after a broken one) may produce
+	// another ID, and must leave a live release's containers as they are.
+	// Different inputs are a new release: new containers, blue/green.
+	sameImage := pulumi.IgnoreChanges([]string{"image"})
+
 	// The release's secret files, on a volume of its own: a release never
 	// reads another's, and the old one goes with its release.
 	secrets, err := d.newSecretVolume(ctx, a, Instance(appSecrets, a.Release), image.RepoDigest, appUID,
-		[]string{appBinary, "version"}, files)
+		[]string{appBinary, "version"}, files, sameImage)
 	if err != nil {
 		return err
 	}
 	specs := in.specs(a.Release, secrets.mount)
 	specs.migrate.dependsOn = []pulumi.Resource{db.Container, cache.Container, secrets.holder}
-	specs.migrate.opts = []pulumi.ResourceOption{secrets.replaceOnChange}
+	specs.migrate.opts = []pulumi.ResourceOption{secrets.replaceOnChange, sameImage}
 	if a.Migrate, err = d.newContainer(ctx, a, specs.migrate); err != nil {
 		return err
 	}
 	specs.collectstatic.dependsOn = []pulumi.Resource{secrets.holder}
-	specs.collectstatic.opts = []pulumi.ResourceOption{secrets.replaceOnChange}
+	specs.collectstatic.opts = []pulumi.ResourceOption{secrets.replaceOnChange, sameImage}
 	if a.Collectstatic, err = d.newContainer(ctx, a, specs.collectstatic); err != nil {
 		return err
 	}
@@ -132,7 +140,7 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 		return v[0].(string), nil
 	}).(pulumi.StringOutput)
 	specs.server.dependsOn = []pulumi.Resource{a.Migrate, a.Collectstatic}
-	specs.server.opts = []pulumi.ResourceOption{hookBinding(hook), secrets.replaceOnChange}
+	specs.server.opts = []pulumi.ResourceOption{hookBinding(hook), secrets.replaceOnChange, sameImage}
 	if a.Container, err = d.newContainer(ctx, a, specs.server); err != nil {
 		return err
 	}

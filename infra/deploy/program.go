@@ -137,6 +137,11 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 		},
 		// The live app release: what the state says nginx sends to.
 		"app": pulumi.Map{"release": proxy.Switched, "container": app.Container.Name},
+		// The release this run declares: known before any resource changes
+		// (a preview reports it), and app.release once the update succeeds.
+		// The driver records it in the update history, which is what
+		// rollback reads.
+		"declaredRelease": pulumi.String(app.Release),
 		"backupSchedule": pulumi.Map{
 			"full": pulumi.String(d.cfg.Backup.FullCron), "diff": pulumi.String(d.cfg.Backup.DiffCron),
 			"retentionFull": pulumi.Int(d.cfg.Backup.RetentionFull), "retentionDiff": pulumi.Int(d.cfg.Backup.RetentionDiff),

@@ -78,8 +78,9 @@ var holderTiming = checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Secon
 
 // newSecretVolume registers the secrets volume named instance and its
 // holder (the same name), which runs run (argv, entrypoint first) from
-// image as user once the files are in place.
-func (d *deployment) newSecretVolume(ctx *pulumi.Context, parent pulumi.Resource, instance string, image pulumi.StringInput, user string, run []string, files []secretFile) (*secretVolume, error) {
+// image as user once the files are in place; holderOpts are resource
+// options of the holder.
+func (d *deployment) newSecretVolume(ctx *pulumi.Context, parent pulumi.Resource, instance string, image pulumi.StringInput, user string, run []string, files []secretFile, holderOpts ...pulumi.ResourceOption) (*secretVolume, error) {
 	vol, volName, err := d.newVolume(ctx, parent, instance, false)
 	if err != nil {
 		return nil, err
@@ -104,6 +105,7 @@ func (d *deployment) newSecretVolume(ctx *pulumi.Context, parent pulumi.Resource
 		writableRootReason: "receives its tier's secret files as an upload (docker cp), which Docker refuses into a read-only root; " +
 			"it runs one harmless command on no network and exits",
 		noNetwork: true,
+		opts:      holderOpts,
 	})
 	if err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ func (r *run) preview(ctx context.Context, stack auto.Stack, res *Result) error 
 	_, err := stack.Preview(ctx, opts...)
 	evs := c.wait()
 	absorb(evs, res)
+	res.DeclaredRelease = declaredRelease(evs)
 	r.reportFromPlan(evs, res)
 	return classify(err, evs)
 }
@@ -49,7 +50,6 @@ func (r *run) up(ctx context.Context, stack auto.Stack, res *Result) error {
 	if err := r.preview(ctx, stack, res); err != nil {
 		return err
 	}
-	*res = Result{}
 	before, err := stack.Export(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the state before the update: %w", err)
@@ -58,6 +58,15 @@ func (r *run) up(ctx context.Context, stack auto.Stack, res *Result) error {
 	if err != nil {
 		return err
 	}
+	return r.update(ctx, stack, res, live)
+}
+
+// update runs the update that a successful preview planned, with live the
+// app release serving before it (for the exit code), and records the
+// release it declares and the source in the update history (rollback
+// reads them).
+func (r *run) update(ctx context.Context, stack auto.Stack, res *Result, live string) error {
+	*res = Result{DeclaredRelease: res.DeclaredRelease}
 	if live != "" {
 		r.printf("Live app release before this update: %s\n", live)
 	} else {
@@ -69,6 +78,7 @@ func (r *run) up(ctx context.Context, stack auto.Stack, res *Result) error {
 		optup.ProgressStreams(r.opts.Stdout),
 		optup.ErrorProgressStreams(r.opts.Stderr),
 		optup.EventStreams(c.ch),
+		optup.Message(updateMessage(r.cmd, res.DeclaredRelease, sourceOf(ctx, r.opts.Root))),
 	}
 	if r.opts.PolicyConfig != "" {
 		opts = append(opts, optup.PolicyPackConfigs(r.opts.PolicyConfig))

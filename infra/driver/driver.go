@@ -82,10 +82,13 @@ const (
 	Up      Command = "up"
 	Destroy Command = "destroy"
 	Outputs Command = "outputs"
+	// Rollback is an up that brings back the previous release (see
+	// rollback.go), refused unless the inputs given declare it.
+	Rollback Command = "rollback"
 )
 
 // Commands lists the subcommands.
-var Commands = []Command{Preview, Up, Destroy, Outputs}
+var Commands = []Command{Preview, Up, Rollback, Destroy, Outputs}
 
 // Options configure a run. Zero values take the documented defaults.
 type Options struct {
@@ -155,6 +158,9 @@ type Result struct {
 	Report string
 	// Probe is the post-deploy probe's observation (up).
 	Probe *hooks.Result
+	// DeclaredRelease is the app release the program declared (preview,
+	// up, rollback): the one that is live once an update succeeds.
+	DeclaredRelease string
 }
 
 // Run executes one command against one stack. The error maps to an exit
@@ -192,6 +198,8 @@ func Run(ctx context.Context, cmd Command, opts Options) (*Result, error) {
 		err = r.preview(ctx, stack, res)
 	case Up:
 		err = r.up(ctx, stack, res)
+	case Rollback:
+		err = r.rollback(ctx, stack, res)
 	case Destroy:
 		err = r.destroy(ctx, stack, res)
 	case Outputs:
@@ -280,7 +288,7 @@ func newRun(cmd Command, opts Options) (*run, error) {
 	if os.Getenv("PULUMI_CONFIG_PASSPHRASE") == "" && os.Getenv("PULUMI_CONFIG_PASSPHRASE_FILE") == "" {
 		return nil, usageErr("set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE: the stack's secrets are encrypted with it (keep it in the CI secret store)")
 	}
-	if cmd == Preview || cmd == Up {
+	if cmd == Preview || cmd == Up || cmd == Rollback {
 		if info, err := os.Stat(opts.PolicyPack); err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
 			return nil, usageErr("policy pack %s is missing or not executable: run `make policy`", opts.PolicyPack)
 		}

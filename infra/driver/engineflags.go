@@ -12,7 +12,7 @@ import (
 // The engine flags (Options.Refresh, Replace, Target) and the commands
 // each applies to.
 var engineFlagCommands = map[string][]Command{
-	"refresh": {Preview, Up, Destroy},
+	"refresh": {Preview, Up, Rollback, Destroy},
 	"replace": {Preview, Up},
 	"target":  {Preview, Up, Destroy},
 }

@@ -71,6 +71,9 @@ func TestRealDeploy(t *testing.T) {
 	var written time.Time
 	// generated are the secrets the program generated, from the first up.
 	var generated map[string]any
+	// configRelease is the release the config change made live, and
+	// configVersion what its binary says it is: a rollback brings them back.
+	var configRelease, configVersion string
 	steps := []struct {
 		name string
 		run  func(t *testing.T)
@@ -147,6 +150,10 @@ func TestRealDeploy(t *testing.T) {
 			env := docker(t, "inspect", "--format", `{{range .Config.Env}}{{if eq (index (split . "=") 0) "DB_MAX_CONNS"}}{{.}}{{end}}{{end}}`, stackName+"-"+deploy.Instance(conventions.RoleApp, next))
 			assert.Equal(t, "DB_MAX_CONNS=12", strings.TrimSpace(env))
 			s.checkDataKept(t, session, evidenceSHA)
+			configRelease = next
+			out, err := execIn(t, conventions.RoleApp, "", "/usr/local/bin/nbms", "version")
+			require.NoError(t, err)
+			configVersion = strings.TrimSpace(out)
 		}},
 		{"a new app version goes live blue/green with no failed request", func(t *testing.T) {
 			live := s.liveRelease(t)
@@ -162,13 +169,40 @@ func TestRealDeploy(t *testing.T) {
 			assert.Equal(t, "2.0.0-e2e", strings.TrimSpace(out), "release %s runs the new version", next)
 			s.checkDataKept(t, session, evidenceSHA)
 		}},
+		{"rollback after a new version: refused until the inputs declare the previous release, then it goes live blue/green with no failed request", func(t *testing.T) {
+			live := s.liveRelease(t)
+			// The new version's settings still given: refused before
+			// anything changes, naming the update to check out.
+			code, out := s.runBinary("rollback.refused", driver.Rollback, file)
+			assert.Equal(t, driver.ExitUsage, code, tail(out, 40))
+			assert.Contains(t, out, "release "+configRelease+" was live before "+live, tail(out, 40))
+			assert.Contains(t, out, "deploy release "+live+", not "+configRelease+", which update #", tail(out, 40))
+			assert.Regexp(t, `deployed from (commit [0-9a-f]{40}|a directory)`, out)
+			assert.Equal(t, live, s.liveRelease(t), "the refused rollback changed nothing")
+
+			// The previous settings, as `git checkout <commit>` would bring
+			// back the stack file.
+			delete(overrides, "images")
+			file = s.stackFile(overrides)
+			stopTraffic := s.startTraffic("rollback", session)
+			res, err := s.run("rollback.new-version", driver.Rollback, file)
+			traffic := stopTraffic()
+			require.NoError(t, err)
+			back := s.checkSwitched(t, "rollback", res, traffic, live, newVersionImages, "the previous build of the app, a new switch")
+			assert.Equal(t, configRelease, back, "the release live before the new version is live again")
+			assert.Equal(t, configRelease, res.DeclaredRelease)
+			out, err = execIn(t, conventions.RoleApp, "", "/usr/local/bin/nbms", "version")
+			require.NoError(t, err)
+			assert.Equal(t, configVersion, strings.TrimSpace(out), "the previous version serves")
+			s.checkDataKept(t, session, evidenceSHA)
+		}},
 		{"a database restart: /readyz 503 while it is down, /healthz 200, the app recovers on its own", func(t *testing.T) {
 			s.checkDatabaseRestart(t, session)
 		}},
 		{"the app survives docker restart and a kill of its process: the stack serves again by itself", func(t *testing.T) {
 			s.checkAppRestarts(t, session)
 		}},
-		{"a release that never becomes ready never takes traffic: up fails with exit 4, the next good one goes live", func(t *testing.T) {
+		{"a release that never becomes ready never takes traffic: up fails with exit 4, rollback clears it and leaves the live release alone", func(t *testing.T) {
 			live := s.liveRelease(t)
 			liveID := inspect(t, container(conventions.RoleApp)).ID
 			overrides["images"] = s.imagesSetting("3.0.0-broken")
@@ -203,23 +237,30 @@ func TestRealDeploy(t *testing.T) {
 			}
 			assert.Empty(t, answered, "the broken release never answered a request but its probes")
 
-			// The next up, with a good version, proceeds cleanly: it goes live
-			// and removes both the old and the broken release.
-			overrides["images"] = s.imagesSetting("3.0.1-e2e")
+			// The operator's reflex: rollback. The last update failed, so it
+			// re-deploys the live release's own inputs: the app image is
+			// rebuilt from them, but the live release's containers do not
+			// follow an image ID, and the broken release's are removed.
+			delete(overrides, "images")
 			delete(overrides, "probe")
 			file = s.stackFile(overrides)
-			stopTraffic = s.startTraffic("after-broken-release", session)
-			res, err := s.run("up.recovered", driver.Up, file)
+			stopTraffic = s.startTraffic("rollback-after-broken-release", session)
+			res, err := s.run("rollback.after-broken", driver.Rollback, file)
 			traffic = stopTraffic()
 			require.NoError(t, err)
+			assert.Equal(t, live, res.DeclaredRelease)
+			assert.Positive(t, traffic.Sent, "the traffic ran through the rollback")
+			assert.Zero(t, traffic.Failed, "no request failed: %v", traffic.Failures)
+			assert.Equal(t, live, s.liveRelease(t), "nginx still sends to the live release")
+			assert.Equal(t, liveID, inspect(t, container(conventions.RoleApp)).ID, "the live release's container was not touched")
 			// The broken release got its one-shots and its server, never a
-			// switch; all three go now.
+			// switch; all three go now, with its secrets.
 			brokenRelease := strings.TrimPrefix(brokenName, stackName+"-"+conventions.RoleApp+"-")
 			removed := slices.Clone(newVersionImages)
 			for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp, "secrets-app"} {
 				removed = append(removed, deploy.Instance(role, brokenRelease))
 			}
-			s.checkSwitched(t, "after-broken-release", res, traffic, live, removed, "a new build, and the broken release removed")
+			assert.ElementsMatch(t, removed, changedResources(res), "the broken release removed, the images rebuilt from the live release's inputs:%s", describeChanges(res))
 			_, err = dockerErr("inspect", brokenName)
 			assert.Error(t, err, "the broken release is gone")
 			s.checkDataKept(t, session, evidenceSHA)

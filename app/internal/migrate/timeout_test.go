@@ -321,3 +321,21 @@ func TestDefaultsAreTheContracts(t *testing.T) {
 		}
 	}
 }
+
+// A rollback runs the previous release's migrate one-shot, whose binary
+// knows fewer migrations than the database has applied (the expand/contract
+// rule keeps its code working on that schema). It must apply nothing,
+// succeed, and leave the newer schema as it is.
+func TestUpOfAnOlderReleaseOnANewerSchemaAppliesNothing(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, storetest.NewEmptyDatabase(t))
+	applied, err := migrate.Up(ctx, db, migrate.WithMigrations(widgets))
+	require.NoError(t, err)
+	require.Len(t, applied, 2)
+
+	applied, err = upWithin(t, db, migrate.WithMigrations(only(widgets, "00001_widgets.sql")))
+	require.NoError(t, err, "the previous release's migrate succeeds on the newer schema")
+	assert.Empty(t, applied)
+	assert.Equal(t, int64(2), dbVersion(t, db), "the version table still says 2")
+	assert.True(t, exists(t, db, colourExists), "the newer migration's column stays")
+}

@@ -2,7 +2,7 @@
 // with the Pulumi Automation API (package infra/driver): the same program
 // `pulumi up` runs from Pulumi.yaml, with the policy pack attached.
 //
-//	nbms-deploy preview|up|destroy|outputs --stack prod [flags]
+//	nbms-deploy preview|up|rollback|destroy|outputs --stack prod [flags]
 //
 // Exit status: 0 ok, 1 deployment or engine failure, 2 usage or
 // configuration error, 3 a mandatory policy refused the stack (nothing was
@@ -31,24 +31,28 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `usage: nbms-deploy preview|up|destroy|outputs --stack NAME [flags]
+const usage = `usage: nbms-deploy preview|up|rollback|destroy|outputs --stack NAME [flags]
 
   preview   plan the stack with the policy pack; writes the policy report
   up        preview (a mandatory policy stops here), update, write the
             policy report from the new state, probe /healthz and /readyz
+  rollback  up, refused unless this checkout and stack settings deploy the
+            previous release (read from the update history): the release
+            live before the current one, or after a failed update the live
+            release itself; the refusal names the commit to check out
   destroy   delete everything except protected data volumes
   outputs   print the stack outputs (secrets masked)
 
 Engine flags (URNs as ` + "`pulumi stack --show-urns`" + ` lists them; each must
 start with "urn:pulumi:<stack>::"):
-  --refresh      preview, up, destroy: refresh the state from the Docker
+  --refresh      preview, up, rollback, destroy: refresh the state from the Docker
                  engine first, e.g. after a manual change on the host
   --replace URN  preview, up: replace this resource even if unchanged, e.g.
                  a container a failed run left in the state (repeatable)
   --target URN   preview, up, destroy: operate on these resources only
                  (repeatable); destroy refuses a protected one
 
-preview and up check first that nbms:bindAddress is 0.0.0.0, :: or an
+preview, up and rollback check first that nbms:bindAddress is 0.0.0.0, :: or an
 address of this host, unless the Docker engine is remote (DOCKER_HOST).
 
 Environment: PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE
@@ -91,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.PolicyConfig, "policy-pack-config", "", "policy config JSON (optional)")
 	fs.StringVar(&opts.ReportDir, "report-dir", "", "policy report directory (default <root>/bin/reports/<stack>)")
 	fs.StringVar(&opts.PulumiRoot, "pulumi-root", "", "directory holding bin/pulumi (default <root>/.tools/pulumi if built, else PATH)")
-	fs.BoolVar(&opts.Refresh, "refresh", false, "refresh the state from the Docker engine first (preview, up, destroy)")
+	fs.BoolVar(&opts.Refresh, "refresh", false, "refresh the state from the Docker engine first (preview, up, rollback, destroy)")
 	fs.Var((*urns)(&opts.Replace), "replace", "`URN` of a resource to replace even if unchanged (preview, up; repeatable)")
 	fs.Var((*urns)(&opts.Target), "target", "`URN` of a resource to operate on, and no other (preview, up, destroy; repeatable)")
 	if err := fs.Parse(args[1:]); err != nil {

@@ -44,7 +44,7 @@ func TestUsageErrorsExitWithStatus2(t *testing.T) {
 			`--replace "urn:pulumi:dev::nbms::x::y": not a URN of stack prod: it must start with "urn:pulumi:prod::"`},
 		{"a --target that is no URN", []string{"preview", "--stack", "prod", "--target", "app-0123456789ab"}, "x", `--target "app-0123456789ab": not a URN of stack prod`},
 		{"--replace on destroy", []string{"destroy", "--stack", "prod", "--replace", appURN}, "x", "--replace applies to [preview up], not to destroy"},
-		{"--refresh on outputs", []string{"outputs", "--stack", "prod", "--refresh"}, "x", "--refresh applies to [preview up destroy], not to outputs"},
+		{"--refresh on outputs", []string{"outputs", "--stack", "prod", "--refresh"}, "x", "--refresh applies to [preview up rollback destroy], not to outputs"},
 		{"the committed bindAddress is not this host's", []string{"preview", "--stack", "prod", "--root", root, "--policy-pack", pack}, "x",
 			"nbms:bindAddress 203.0.113.10 is not an address of this host"},
 		{"an operator's bindAddress is not this host's", []string{"up", "--stack", "prod", "--root", root, "--policy-pack", pack, "--config-file", "bindAddress=" + testNet}, "x",
