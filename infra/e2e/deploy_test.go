@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,6 +100,9 @@ func TestRealDeploy(t *testing.T) {
 		}},
 		{"refused at the edge: foreign host, oversized bodies, disallowed origins", func(t *testing.T) {
 			s.checkRefusals(t, session)
+		}},
+		{"concurrent maximum-size uploads pass the edge whole: more than its tmpfs holds, none buffered there", func(t *testing.T) {
+			s.checkConcurrentUploads(t, session)
 		}},
 		{"the edge answers like the app: its header set, CORS preflights, probes on plain HTTP, client request IDs", func(t *testing.T) {
 			s.checkEdgeLikeTheApp(t)
@@ -665,6 +669,95 @@ func (s *stack) workflows(t *testing.T) (*http.Cookie, string) {
 		assert.NotEqual(t, csv, body, path)
 	}
 	return session, want
+}
+
+// concurrentUploads is how many maximum-size uploads checkConcurrentUploads
+// sends at once: 40 of the e2e stack's 2 MiB are 80 MiB, more than the
+// proxy's 64 MiB tmpfs, where buffered bodies would be written.
+const concurrentUploads = 40
+
+// checkConcurrentUploads sends concurrentUploads evidence files at once
+// through nginx, each request body exactly the stack's MAX_UPLOAD_BYTES,
+// and checks that every one is stored whole, that nginx wrote none of them
+// to its temp files (it warns when it does), and that the proxy was neither
+// restarted nor killed for memory.
+func (s *stack) checkConcurrentUploads(t *testing.T, session *http.Cookie) {
+	var app struct {
+		MaxUploadBytes int `json:"maxUploadBytes"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(s.settings["app"]), &app))
+	require.Positive(t, app.MaxUploadBytes)
+	auth := s.writeHeader(session)
+	resp, body := s.do("POST", "/api/datasets", strings.NewReader(`{"title":"E2E concurrent uploads","licence":"CC-BY-4.0","sensitivity":"public"}`), auth)
+	require.Equal(t, http.StatusCreated, resp.StatusCode, string(body))
+	var dataset struct{ ID int64 }
+	require.NoError(t, json.Unmarshal(body, &dataset))
+	proxyBefore := inspect(t, container(conventions.RoleProxy))
+	since := time.Now()
+
+	// A multipart body of exactly MaxUploadBytes: the envelope's size
+	// first, then a file that fills the rest.
+	form := func(i int, content []byte) (*bytes.Buffer, string) {
+		var b bytes.Buffer
+		mw := multipart.NewWriter(&b)
+		require.NoError(t, mw.SetBoundary("nbms-e2e-concurrent-upload-boundary"))
+		part, err := mw.CreateFormFile("file", fmt.Sprintf("upload-%02d.bin", i))
+		require.NoError(t, err)
+		_, _ = part.Write(content)
+		require.NoError(t, mw.Close())
+		return &b, mw.FormDataContentType()
+	}
+	envelope, _ := form(0, nil)
+	fileSize := app.MaxUploadBytes - envelope.Len()
+	path := fmt.Sprintf("/api/uploads/datasets/%d/evidence", dataset.ID)
+	var wg sync.WaitGroup
+	results := make([]string, concurrentUploads)
+	start := time.Now()
+	for i := range concurrentUploads {
+		content := bytes.Repeat([]byte{byte('a' + i%26)}, fileSize)
+		b, contentType := form(i, content)
+		require.Equal(t, app.MaxUploadBytes, b.Len(), "the request body is exactly the upload limit")
+		header := maps.Clone(auth)
+		header.Set("Content-Type", contentType)
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			resp, answer, err := s.send(ctx, "POST", path, b, header)
+			switch {
+			case err != nil:
+				results[i] = err.Error()
+			case resp.StatusCode != http.StatusCreated:
+				results[i] = fmt.Sprintf("%d %s", resp.StatusCode, answer)
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	for i, r := range results {
+		assert.Empty(t, r, "upload %d", i)
+	}
+	resp, body = s.do("GET", fmt.Sprintf("/api/datasets/%d", dataset.ID), nil, auth)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	var detail struct {
+		Evidence []struct {
+			SizeBytes int `json:"size_bytes"`
+		} `json:"evidence"`
+	}
+	require.NoError(t, json.Unmarshal(body, &detail))
+	require.Len(t, detail.Evidence, concurrentUploads, "every upload was stored")
+	for _, e := range detail.Evidence {
+		assert.Equal(t, fileSize, e.SizeBytes)
+	}
+	logs, err := exec.Command("docker", "logs", "--since", since.Format(time.RFC3339Nano), container(conventions.RoleProxy)).CombinedOutput()
+	require.NoError(t, err)
+	assert.Zero(t, strings.Count(string(logs), "a client request body is buffered to a temporary file"), "nginx buffered request bodies in its tmpfs")
+	proxyAfter := inspect(t, container(conventions.RoleProxy))
+	assert.Equal(t, proxyBefore.RestartCount, proxyAfter.RestartCount, "the proxy was not restarted")
+	assert.False(t, proxyAfter.State.OOMKilled, "the proxy was not killed for memory")
+	assert.Equal(t, proxyBefore.State.StartedAt, proxyAfter.State.StartedAt)
+	s.figures.Uploads = fmt.Sprintf("%d concurrent uploads of %d bytes (%d MiB in all) through nginx in %s, all stored",
+		concurrentUploads, app.MaxUploadBytes, concurrentUploads*app.MaxUploadBytes>>20, took.Round(time.Millisecond))
+	t.Log(s.figures.Uploads)
 }
 
 // login logs the e2e user in through nginx and returns the session cookie,

@@ -134,6 +134,8 @@ type figures struct {
 	BackupInfo map[string]any     `json:"backup"`
 	// Traffic is what the traffic through nginx saw during each scenario.
 	Traffic map[string]trafficFigure `json:"traffic"`
+	// Uploads is what the concurrent maximum-size uploads measured.
+	Uploads string `json:"uploads"`
 	// LoadBenchmark is nbms-loadtest's report on the deployed edge.
 	LoadBenchmark string `json:"loadBenchmark"`
 	// SwitchSeconds is how long each blue/green switch took: the new
@@ -445,9 +447,10 @@ func stackObjects(t *testing.T, kind string) []string {
 
 // inspection is the part of `docker inspect` the test reads.
 type inspection struct {
-	ID     string `json:"Id"`
-	Name   string `json:"Name"`
-	Config struct {
+	ID           string `json:"Id"`
+	Name         string `json:"Name"`
+	RestartCount int    `json:"RestartCount"`
+	Config       struct {
 		User   string            `json:"User"`
 		Labels map[string]string `json:"Labels"`
 	} `json:"Config"`
@@ -455,6 +458,7 @@ type inspection struct {
 		Status    string `json:"Status"`
 		ExitCode  int    `json:"ExitCode"`
 		StartedAt string `json:"StartedAt"`
+		OOMKilled bool   `json:"OOMKilled"`
 		Health    *struct {
 			Status string `json:"Status"`
 		} `json:"Health"`

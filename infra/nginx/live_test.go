@@ -481,6 +481,39 @@ func TestLiveNginx(t *testing.T) {
 		}
 	})
 
+	t.Run("concurrent maximum-size uploads stream to the app: no body is buffered in the proxy", func(t *testing.T) {
+		// Each is 4 times client_body_buffer_size: a buffered one would be
+		// written to the client-body temp files (the container's tmpfs) and
+		// nginx would warn about it.
+		const uploads = 16
+		var wg sync.WaitGroup
+		statuses := make([]int, uploads)
+		for i := range uploads {
+			wg.Go(func() {
+				req, err := http.NewRequest("POST", s.HTTPSURL(fmt.Sprintf("/upload/concurrent-%d", i)), bytes.NewReader(make([]byte, liveBodyLimit)))
+				if err != nil {
+					return
+				}
+				if resp, err := s.Client.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					statuses[i] = resp.StatusCode
+				}
+			})
+		}
+		wg.Wait()
+		for i := range uploads {
+			assert.Equal(t, http.StatusOK, statuses[i], "upload %d", i)
+			seen := s.upstream.requests(fmt.Sprintf("/upload/concurrent-%d", i))
+			if assert.Len(t, seen, 1) {
+				assert.Equal(t, liveBodyLimit, seen[0].bodyLen, "upload %d arrived whole", i)
+			}
+		}
+		data, err := os.ReadFile(s.logPath)
+		require.NoError(t, err)
+		assert.Zero(t, strings.Count(string(data), "a client request body is buffered to a temporary file"), "nginx buffered request bodies to its temp files")
+	})
+
 	t.Run("login POSTs get 429 after the burst; GETs and other paths do not", func(t *testing.T) {
 		var statuses []int
 		var last *http.Response

@@ -347,9 +347,22 @@ http {
     keepalive_timeout 65s;
     reset_timedout_connection on;
 
-    # The app's MAX_UPLOAD_BYTES: larger bodies get 413 here and never
-    # reach the app.
+    # The app's MAX_UPLOAD_BYTES: a larger body gets 413 here. One that
+    # says its length is refused before the app sees the request; a chunked
+    # one is cut off where it passes the limit.
     client_max_body_size {{.ClientMaxBodyBytes}};
+
+    # Request bodies stream to the app as they arrive, never buffered whole:
+    # a buffered body (up to client_max_body_size) would sit in this
+    # container's tmpfs, which is its memory, so a handful of concurrent
+    # maximum-size uploads would fill it or get nginx killed. Unbuffered, a
+    # request holds at most client_body_buffer_size here, whatever its size:
+    # concurrent uploads are bounded by connections (worker_connections per
+    # worker), not by memory. The app reads each body under its own limits
+    # (MAX_REQUEST_BODY_BYTES, MAX_UPLOAD_BYTES) and streams uploads to the
+    # media volume; client_body_timeout still cuts off a stalled sender.
+    proxy_request_buffering off;
+    client_body_buffer_size 16k;
 
     # Login attempts per client address. Only POST counts: requests whose
     # key is empty are not limited.
