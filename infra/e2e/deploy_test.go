@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"io/fs"
 	"maps"
 	"mime/multipart"
 	"net"
@@ -20,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,7 +54,7 @@ const (
 // first failure stops the run (and shows the containers' logs).
 func TestRealDeploy(t *testing.T) {
 	s := newStack(t)
-	testsupport.LockDockerBuilds(t) // every up may build images
+	testsupport.LockDockerEngine(t) // every up may build images, and a step restarts the daemon
 	removeStackObjects(t)           // what an interrupted run may have left
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -206,6 +209,9 @@ func TestRealDeploy(t *testing.T) {
 		{"the app survives docker restart and a kill of its process: the stack serves again by itself", func(t *testing.T) {
 			s.checkAppRestarts(t, session)
 		}},
+		{"the host restarts: a restart of dockerd, and every container stopped and started in the worst order; the stack serves again by itself", func(t *testing.T) {
+			s.checkHostRestarts(t, session, evidenceSHA)
+		}},
 		{"a release that never becomes ready never takes traffic: up fails with exit 4, rollback clears it and leaves the live release alone", func(t *testing.T) {
 			live := s.liveRelease(t)
 			liveID := inspect(t, container(conventions.RoleApp)).ID
@@ -268,6 +274,9 @@ func TestRealDeploy(t *testing.T) {
 			_, err = dockerErr("inspect", brokenName)
 			assert.Error(t, err, "the broken release is gone")
 			s.checkDataKept(t, session, evidenceSHA)
+		}},
+		{"a migration queued behind a live transaction gives up after lock_timeout: exit 4, the live release untouched", func(t *testing.T) {
+			s.checkBlockedMigration(t, file, session)
 		}},
 		{"destroy removes the containers and keeps the protected volumes", func(t *testing.T) {
 			_, err := s.run("destroy", driver.Destroy, file)
@@ -669,6 +678,133 @@ func (s *stack) workflows(t *testing.T) (*http.Cookie, string) {
 		assert.NotEqual(t, csv, body, path)
 	}
 	return session, want
+}
+
+// blockedMigration is the migration of checkBlockedMigration's release: it
+// needs an ACCESS EXCLUSIVE lock on the table the live release reads and
+// writes all the time.
+const blockedMigration = `-- +goose Up
+ALTER TABLE indicators ADD COLUMN e2e_blocked text;
+-- +goose Down
+ALTER TABLE indicators DROP COLUMN e2e_blocked;
+`
+
+// checkBlockedMigration deploys, under traffic, a release whose migration
+// waits on a lock held by a transaction of the live database that does
+// not end: a copy of the repository with one more migration (a real
+// source change, built like any release). The migration must give up after
+// MIGRATE_LOCK_TIMEOUT (5 s by default), the update must fail with exit 4,
+// and the live release must carry on untouched, its transaction included.
+func (s *stack) checkBlockedMigration(t *testing.T, stackFile string, session *http.Cookie) {
+	live := s.liveRelease(t)
+	liveID := inspect(t, container(conventions.RoleApp)).ID
+	source := copyRepository(t)
+	require.NoError(t, os.WriteFile(filepath.Join(source, "app", "migrations", "09999_e2e_blocked.sql"), []byte(blockedMigration), 0o644))
+
+	// The live transaction: it read indicators, so it holds ACCESS SHARE
+	// on the table until it ends, as a long report query would.
+	tx := exec.Command("docker", "exec", "-i", container(conventions.RoleDB),
+		"psql", "-h", "/var/run/postgresql", "-U", "postgres", "-d", "nbms", "-v", "ON_ERROR_STOP=1", "-q")
+	stdin, err := tx.StdinPipe()
+	require.NoError(t, err)
+	var txOut bytes.Buffer
+	tx.Stdout, tx.Stderr = &txOut, &txOut
+	require.NoError(t, tx.Start())
+	_, err = io.WriteString(stdin, "BEGIN;\nSELECT count(*) FROM indicators;\nSELECT 'live transaction open';\n")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return strings.Contains(txOut.String(), "live transaction open") }, 30*time.Second, 100*time.Millisecond, "psql: %s", txOut.String())
+	txEnded := false
+	endTx := func() {
+		if !txEnded {
+			txEnded = true
+			_, _ = io.WriteString(stdin, "COMMIT;\n")
+			_ = stdin.Close()
+			_ = tx.Wait()
+		}
+	}
+	t.Cleanup(endTx)
+
+	stopTraffic := s.startTraffic("blocked-migration", session)
+	code, out := s.runBinaryFrom("up.blocked-migration", driver.Up, source, stackFile)
+	traffic := stopTraffic()
+	assert.Equal(t, driver.ExitProbe, code, tail(out, 40))
+	assert.Contains(t, out, "migrate exited with status", tail(out, 40))
+	logs, err := exec.Command("docker", "logs", stackName+"-"+deploy.Instance(conventions.RoleMigrate, s.newestRelease(t, conventions.RoleMigrate, live))).CombinedOutput()
+	require.NoError(t, err)
+	assert.Contains(t, string(logs), "09999_e2e_blocked.sql waited longer than lock_timeout=5s", "the migration says why it gave up")
+
+	// The live transaction outlived the failed migration, and ends as it
+	// wanted to: a commit.
+	active, err := execIn(t, conventions.RoleDB, "", "psql", "-h", "/var/run/postgresql", "-U", "postgres", "-Atc",
+		"SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND query LIKE 'SELECT %live transaction open%'")
+	require.NoError(t, err)
+	assert.Equal(t, "1", strings.TrimSpace(active), "the live transaction is still open")
+	endTx()
+	assert.NotContains(t, txOut.String(), "ERROR", "the live transaction was never cancelled")
+
+	assert.Positive(t, traffic.Sent, "the traffic ran through the failed update")
+	assert.Zero(t, traffic.Failed, "the live release kept serving: %v", traffic.Failures)
+	assert.Equal(t, live, s.liveRelease(t), "nginx still sends to the live release")
+	assert.Equal(t, liveID, inspect(t, container(conventions.RoleApp)).ID, "the live release's container was not touched")
+	column, err := execIn(t, conventions.RoleDB, "", "psql", "-h", "/var/run/postgresql", "-U", "postgres", "-d", "nbms", "-Atc",
+		"SELECT count(*) FROM information_schema.columns WHERE table_name = 'indicators' AND column_name = 'e2e_blocked'")
+	require.NoError(t, err)
+	assert.Equal(t, "0", strings.TrimSpace(column), "nothing of the blocked migration was applied")
+}
+
+// newestRelease is the release of the newest container of role other than
+// live's.
+func (s *stack) newestRelease(t *testing.T, role, live string) string {
+	out := docker(t, "ps", "-a", "--filter", labelFilter, "--filter", "label="+conventions.LabelRole+"="+role,
+		"--format", `{{.Label "`+conventions.LabelRelease+`"}}`)
+	for release := range strings.FieldsSeq(out) { // newest first
+		if release != live {
+			return release
+		}
+	}
+	t.Fatalf("no %s container of a release other than %s", role, live)
+	return ""
+}
+
+// copyRepository copies the repository's sources to a new directory (the
+// driver's --root) that shares the built tools (.tools, a link).
+func copyRepository(t *testing.T) string {
+	dst := t.TempDir()
+	skip := map[string]bool{".git": true, ".tools": true, ".pulumi-state": true, "bin": true}
+	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil || rel == "." {
+			return err
+		}
+		if skip[strings.Split(rel, string(filepath.Separator))[0]] {
+			if e.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		target := filepath.Join(dst, rel)
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case e.IsDir():
+			return os.MkdirAll(target, info.Mode().Perm())
+		case e.Type().IsRegular():
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, data, info.Mode().Perm())
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.NoError(t, os.Symlink(filepath.Join(root, ".tools"), filepath.Join(dst, ".tools")))
+	return dst
 }
 
 // concurrentUploads is how many maximum-size uploads checkConcurrentUploads
@@ -1152,6 +1288,82 @@ func (s *stack) checkAppRestarts(t *testing.T, session *http.Cookie) {
 			s.writeHeader(session), http.StatusCreated), "%s: the session survives (it is in PostgreSQL)", kind)
 	}
 	s.waitHealthy(t, 3*time.Minute)
+}
+
+// longRunning are the roles whose containers run for good (the others are
+// one-shots), in the order of checkHostRestarts' start: the reverse of
+// their dependencies, so each starts before what it needs.
+var longRunning = []string{conventions.RoleProxy, conventions.RoleApp, conventions.RoleBackup, conventions.RoleCache, conventions.RoleDB}
+
+// checkHostRestarts takes the whole stack down twice under traffic, as a
+// host's restarts do, and measures how long the edge took to serve again;
+// nothing but Docker brings it back (no up runs), and every request in
+// between is counted (the service is down: they fail, and the figures say
+// how many):
+//   - dockerd stops (every container stopped with it, as on a reboot or a
+//     daemon upgrade) and starts again, and its restart policies start the
+//     long-running containers in whatever order it likes;
+//   - every long-running container is stopped at once and started again
+//     in the worst order: nginx first, then the app, the database last.
+//
+// Afterwards the same containers run (none recreated), all healthy, the
+// data and the old session are there, and the one-shots did not run again.
+func (s *stack) checkHostRestarts(t *testing.T, session *http.Cookie, evidenceSHA string) {
+	ctx := t.Context()
+	pidFile := filepath.Join(cmp(os.Getenv("NBMS_DOCKER_EXEC_ROOT"), "/run/nbms-docker"), "dockerd.pid")
+	data, err := os.ReadFile(pidFile)
+	require.NoError(t, err, "the daemon restart needs the engine that scripts/docker-daemon.sh starts (make setup), whose pid file this is")
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	require.NoError(t, err, "%s", pidFile)
+	// The containers' IDs, and for the one-shots when they last started.
+	ids := func() map[string]string {
+		out := map[string]string{}
+		for _, role := range longRunning {
+			out[role] = inspect(t, container(role)).ID
+		}
+		for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleSwitch} {
+			in := inspect(t, container(role))
+			out[role] = in.ID + " started " + in.State.StartedAt
+		}
+		return out
+	}
+	before := ids()
+	serving := func(kind string, start time.Time, stopTraffic func() trafficFigure) {
+		require.Eventually(t, func() bool {
+			return s.expect(ctx, "GET", "/readyz", "", nil, http.StatusOK) == nil
+		}, 3*time.Minute, 100*time.Millisecond, "%s: the edge serves again", kind)
+		recovered := time.Since(start)
+		time.Sleep(time.Second)
+		traffic := stopTraffic()
+		s.figures.Durations[kind+".serving-again"] = recovered.Round(100 * time.Millisecond).String()
+		t.Logf("%s: the edge served again %s after it began; %d of %d requests failed meanwhile", kind, recovered.Round(100*time.Millisecond), traffic.Failed, traffic.Sent)
+		s.waitHealthy(t, 3*time.Minute)
+		assert.Equal(t, before, ids(), "%s: the same containers, none recreated, no one-shot run again", kind)
+		s.checkDataKept(t, session, evidenceSHA)
+	}
+
+	stopTraffic := s.startTraffic("daemon-restart", session)
+	time.Sleep(time.Second)
+	start := time.Now()
+	require.NoError(t, syscall.Kill(pid, syscall.SIGTERM), "stopping dockerd (pid %d)", pid)
+	require.Eventually(t, func() bool { return syscall.Kill(pid, 0) != nil }, 2*time.Minute, 100*time.Millisecond, "dockerd stopped")
+	t.Logf("dockerd stopped its containers and exited in %s", time.Since(start).Round(100*time.Millisecond))
+	out, err := exec.CommandContext(ctx, filepath.Join(root, "scripts", "docker-daemon.sh")).CombinedOutput()
+	require.NoError(t, err, "starting dockerd again: %s", out)
+	serving("daemon-restart", start, stopTraffic)
+
+	names := make([]string, len(longRunning))
+	for i, role := range longRunning {
+		names[i] = container(role)
+	}
+	stopTraffic = s.startTraffic("stop-start-all", session)
+	time.Sleep(time.Second)
+	start = time.Now()
+	docker(t, append([]string{"stop"}, names...)...)
+	for _, name := range names { // nginx first, the database last
+		docker(t, "start", name)
+	}
+	serving("stop-start-all", start, stopTraffic)
 }
 
 // checkLoadBenchmark runs nbms-loadtest, as an operator would, against the

@@ -290,7 +290,13 @@ func (s *stack) run(label string, cmd driver.Command, stackFile string) (*driver
 // runBinary runs the built nbms-deploy as an operator or CI job would and
 // returns its exit status and output.
 func (s *stack) runBinary(label string, cmd driver.Command, stackFile string) (int, string) {
-	args := []string{string(cmd), "--stack", stackName, "--root", root, "--stack-file", stackFile,
+	return s.runBinaryFrom(label, cmd, root, stackFile)
+}
+
+// runBinaryFrom is runBinary with another repository root: the sources a
+// release is built from.
+func (s *stack) runBinaryFrom(label string, cmd driver.Command, repoRoot, stackFile string) (int, string) {
+	args := []string{string(cmd), "--stack", stackName, "--root", repoRoot, "--stack-file", stackFile,
 		"--policy-pack", policyPack, "--report-dir", filepath.Join(s.dir, "reports")}
 	for key, path := range s.configFiles() {
 		args = append(args, "--config-file", key+"="+path)

@@ -85,6 +85,7 @@ func newEngine(t *testing.T) (e *engine, base, baseID string) {
 		}
 	}
 	e = &engine{cli: cli}
+	testsupport.LockDockerEngine(t)
 	if _, stderr, err := e.try(nil, "version", "--format", "{{.Server.Version}}"); err != nil {
 		t.Fatalf("the Docker engine does not answer (%v): run `make setup` (it starts one)\n%s", err, stderr)
 	}
@@ -378,9 +379,7 @@ func TestImagesBuildAndRun(t *testing.T) {
 		assert.Contains(t, stderr, "APP_IMAGE is not set")
 	})
 
-	release := testsupport.LockDockerBuilds(t)
 	im := buildImages(t, e, base, baseID, suffix)
-	release()
 
 	t.Run("image metadata", func(t *testing.T) {
 		for _, c := range []struct{ tag, dockerfile string }{

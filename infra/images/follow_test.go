@@ -14,7 +14,6 @@ import (
 
 	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/infra/nginx"
-	"github.com/nbms-deploy/nbms/internal/testsupport"
 	"github.com/nbms-deploy/nbms/stacks"
 )
 
@@ -68,9 +67,7 @@ func TestProxyFollowsTheApp(t *testing.T) {
 
 	image := namePrefix + "nginx:" + suffix
 	e.cleanup(t, "image", "rm", image)
-	unlock := testsupport.LockDockerBuilds(t)
 	_, took, err := e.build(image, "nginx", nginxDockerfile, "", []string{"BASE_IMAGE=" + base, "BASE_IMAGE_ID=" + baseID}, nil)
-	unlock()
 	require.NoError(t, err)
 	t.Logf("built %s in %s", image, took.Round(100*time.Millisecond))
 
