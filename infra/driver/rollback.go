@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
@@ -64,7 +65,13 @@ type historyEntry struct {
 func releaseHistory(summaries []auto.UpdateSummary) []historyEntry {
 	var out []historyEntry
 	for _, s := range summaries {
-		m := messageRelease.FindStringSubmatch(s.Message)
+		// The Automation API passes the message to the CLI quoted (%q),
+		// and the history keeps the quotes.
+		msg := s.Message
+		if unquoted, err := strconv.Unquote(msg); err == nil {
+			msg = unquoted
+		}
+		m := messageRelease.FindStringSubmatch(msg)
 		if s.Kind != "update" || m == nil {
 			continue
 		}

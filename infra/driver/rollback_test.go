@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
@@ -16,10 +17,12 @@ const (
 	releaseC = "cccccccccccc"
 )
 
-// update is a history summary of an update this driver ran.
+// update is a history summary of an update this driver ran, its message
+// quoted as the history keeps it (the Automation API passes it to the CLI
+// as %q).
 func update(version int, cmd Command, release string, result string) auto.UpdateSummary {
 	return auto.UpdateSummary{Version: version, Kind: "update", Result: result,
-		Message: updateMessage(cmd, release, "commit 0f0f with uncommitted changes")}
+		Message: strconv.Quote(updateMessage(cmd, release, "commit 0f0f with uncommitted changes"))}
 }
 
 func TestReleaseHistoryKeepsTheDriversUpdatesNewestFirst(t *testing.T) {
@@ -28,8 +31,11 @@ func TestReleaseHistoryKeepsTheDriversUpdatesNewestFirst(t *testing.T) {
 		{Version: 2, Kind: "refresh", Result: "succeeded", Message: updateMessage(Up, releaseB, "x")},
 		{Version: 3, Kind: "update", Result: "succeeded", Message: "pulumi up by hand"},
 		update(4, Rollback, releaseB, "failed"),
+		{Version: 5, Kind: "update", Result: "succeeded", Message: updateMessage(Up, releaseC, "x")}, // unquoted, as by hand
 	})
-	require.Len(t, h, 2)
+	require.Len(t, h, 3)
+	assert.Equal(t, historyEntry{Version: 5, Release: releaseC, Source: "x", Succeeded: true}, h[0])
+	h = h[1:]
 	assert.Equal(t, historyEntry{Version: 4, Release: releaseB, Source: "commit 0f0f with uncommitted changes"}, h[0])
 	assert.Equal(t, historyEntry{Version: 1, Release: releaseA, Source: "commit 0f0f with uncommitted changes", Succeeded: true}, h[1])
 }
