@@ -52,7 +52,6 @@ var messageRelease = regexp.MustCompile(`^` + regexp.QuoteMeta(updateMessagePref
 
 // historyEntry is an update of the history that this driver ran.
 type historyEntry struct {
-	Version   int
 	Release   string
 	Source    string
 	Succeeded bool
@@ -75,9 +74,12 @@ func releaseHistory(summaries []auto.UpdateSummary) []historyEntry {
 		if s.Kind != "update" || m == nil {
 			continue
 		}
-		out = append(out, historyEntry{Version: s.Version, Release: m[1], Source: m[2], Succeeded: s.Result == "succeeded", StartTime: s.StartTime})
+		out = append(out, historyEntry{Release: m[1], Source: m[2], Succeeded: s.Result == "succeeded", StartTime: s.StartTime})
 	}
-	slices.SortFunc(out, func(a, b historyEntry) int { return b.Version - a.Version })
+	// The CLI lists the newest first, and its start times (RFC 3339 UTC,
+	// which sort as strings) say the same; the file backend numbers every
+	// update 0, so the version cannot.
+	slices.SortStableFunc(out, func(a, b historyEntry) int { return strings.Compare(b.StartTime, a.StartTime) })
 	return out
 }
 
@@ -91,11 +93,11 @@ func rollbackTarget(history []historyEntry, live string) (historyEntry, string, 
 	if last := history[0]; !last.Succeeded {
 		for _, h := range history {
 			if h.Succeeded && h.Release == live {
-				return h, fmt.Sprintf("the last update (#%d, release %s) failed and release %s kept serving: re-deploying %s's inputs removes what the failed update left and leaves the live containers as they are",
-					last.Version, last.Release, live, live), nil
+				return h, fmt.Sprintf("the last update (%s, release %s) failed and release %s kept serving: re-deploying %s's inputs removes what the failed update left and leaves the live containers as they are",
+					last.StartTime, last.Release, live, live), nil
 			}
 		}
-		return historyEntry{}, "", fmt.Errorf("the last update (#%d) failed and no successful update of the live release %s is in the history", last.Version, live)
+		return historyEntry{}, "", fmt.Errorf("the last update (%s) failed and no successful update of the live release %s is in the history", last.StartTime, live)
 	}
 	for _, h := range history {
 		if h.Succeeded && h.Release != live {
@@ -132,24 +134,27 @@ func (r *run) rollback(ctx context.Context, stack auto.Stack, res *Result) error
 		return err
 	}
 	if res.DeclaredRelease != target.Release {
-		return usageErr("rollback: this checkout and these stack settings deploy release %s, not %s, which update #%d (%s) deployed from %s: "+
+		return usageErr("rollback: this checkout and these stack settings deploy release %s, not %s, which the update of %s deployed from %s: "+
 			"check out that source (e.g. `git checkout <commit>`) with the stack file and operator files of that update, and run rollback again",
-			res.DeclaredRelease, target.Release, target.Version, target.StartTime, target.Source)
+			res.DeclaredRelease, target.Release, target.StartTime, target.Source)
 	}
 	return r.update(ctx, stack, res, live)
 }
 
 // declaredRelease is the stack output declaredRelease as an operation's
-// events report it (a preview knows it: it is plain), or "".
+// events report it (a preview knows it: it is plain), or "". The stack's
+// outputs are reported more than once, the state's before the program's:
+// the last report is this run's.
 func declaredRelease(evs []events.EngineEvent) string {
+	var release string
 	for _, ev := range evs {
 		if e := ev.ResOutputsEvent; e != nil && e.Metadata.Type == string(resource.RootStackType) && e.Metadata.New != nil {
 			if v, ok := e.Metadata.New.Outputs["declaredRelease"].(string); ok {
-				return v
+				release = v
 			}
 		}
 	}
-	return ""
+	return release
 }
 
 // sourceOf describes the source the program runs from, for the update

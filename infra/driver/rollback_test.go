@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"fmt"
 	"strconv"
 	"testing"
 
@@ -20,24 +21,26 @@ const (
 // update is a history summary of an update this driver ran, its message
 // quoted as the history keeps it (the Automation API passes it to the CLI
 // as %q).
-func update(version int, cmd Command, release string, result string) auto.UpdateSummary {
-	return auto.UpdateSummary{Version: version, Kind: "update", Result: result,
+func update(minute int, cmd Command, release string, result string) auto.UpdateSummary {
+	return auto.UpdateSummary{StartTime: startTime(minute), Kind: "update", Result: result,
 		Message: strconv.Quote(updateMessage(cmd, release, "commit 0f0f with uncommitted changes"))}
 }
+
+// startTime is the history's start time of an update at minute past 3.
+func startTime(minute int) string { return fmt.Sprintf("2026-12-07T03:%02d:00.000Z", minute) }
 
 func TestReleaseHistoryKeepsTheDriversUpdatesNewestFirst(t *testing.T) {
 	h := releaseHistory([]auto.UpdateSummary{
 		update(1, Up, releaseA, "succeeded"),
-		{Version: 2, Kind: "refresh", Result: "succeeded", Message: updateMessage(Up, releaseB, "x")},
-		{Version: 3, Kind: "update", Result: "succeeded", Message: "pulumi up by hand"},
+		{StartTime: startTime(2), Kind: "refresh", Result: "succeeded", Message: updateMessage(Up, releaseB, "x")},
+		{StartTime: startTime(3), Kind: "update", Result: "succeeded", Message: "pulumi up by hand"},
 		update(4, Rollback, releaseB, "failed"),
-		{Version: 5, Kind: "update", Result: "succeeded", Message: updateMessage(Up, releaseC, "x")}, // unquoted, as by hand
+		{StartTime: startTime(5), Kind: "update", Result: "succeeded", Message: updateMessage(Up, releaseC, "x")}, // unquoted, as by hand
 	})
 	require.Len(t, h, 3)
-	assert.Equal(t, historyEntry{Version: 5, Release: releaseC, Source: "x", Succeeded: true}, h[0])
-	h = h[1:]
-	assert.Equal(t, historyEntry{Version: 4, Release: releaseB, Source: "commit 0f0f with uncommitted changes"}, h[0])
-	assert.Equal(t, historyEntry{Version: 1, Release: releaseA, Source: "commit 0f0f with uncommitted changes", Succeeded: true}, h[1])
+	assert.Equal(t, historyEntry{StartTime: startTime(5), Release: releaseC, Source: "x", Succeeded: true}, h[0])
+	assert.Equal(t, historyEntry{StartTime: startTime(4), Release: releaseB, Source: "commit 0f0f with uncommitted changes"}, h[1])
+	assert.Equal(t, historyEntry{StartTime: startTime(1), Release: releaseA, Source: "commit 0f0f with uncommitted changes", Succeeded: true}, h[2])
 }
 
 func TestRollbackTarget(t *testing.T) {
@@ -90,12 +93,16 @@ func TestDeclaredReleaseIsReadFromTheStacksOutputs(t *testing.T) {
 			Metadata: apitype.StepEventMetadata{Type: typ, New: &apitype.StepEventStateMetadata{Outputs: outputs}},
 		}}}
 	}
+	// As a preview reports them: the state's outputs, then the program's.
 	evs := []events.EngineEvent{
+		out("pulumi:pulumi:Stack", map[string]any{}),
+		out("pulumi:pulumi:Stack", map[string]any{"declaredRelease": releaseB}),
 		out("nbms:deploy:App", map[string]any{"declaredRelease": releaseC}),
 		out("pulumi:pulumi:Stack", map[string]any{"declaredRelease": releaseA, "url": "https://x"}),
 	}
-	assert.Equal(t, releaseA, declaredRelease(evs))
-	assert.Empty(t, declaredRelease(evs[:1]), "only the stack's own outputs")
+	assert.Equal(t, releaseA, declaredRelease(evs), "the last report of the stack's outputs")
+	assert.Empty(t, declaredRelease(evs[:1]))
+	assert.Empty(t, declaredRelease(evs[2:3]), "only the stack's own outputs")
 }
 
 func TestSourceOfNamesTheCommit(t *testing.T) {

@@ -183,7 +183,7 @@ func TestRealDeploy(t *testing.T) {
 			code, out := s.runBinary("rollback.refused", driver.Rollback, file)
 			assert.Equal(t, driver.ExitUsage, code, tail(out, 40))
 			assert.Contains(t, out, "release "+configRelease+" was live before "+live, tail(out, 40))
-			assert.Contains(t, out, "deploy release "+live+", not "+configRelease+", which update #", tail(out, 40))
+			assert.Contains(t, out, "deploy release "+live+", not "+configRelease+", which the update of ", tail(out, 40))
 			assert.Regexp(t, `deployed from (commit [0-9a-f]{40}|a directory)`, out)
 			assert.Equal(t, live, s.liveRelease(t), "the refused rollback changed nothing")
 
