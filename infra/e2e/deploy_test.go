@@ -254,7 +254,7 @@ func TestRealDeploy(t *testing.T) {
 			delete(overrides, "images")
 			delete(overrides, "probe")
 			file = s.stackFile(overrides)
-			stopTraffic = s.startTraffic("rollback-after-broken-release", session)
+			stopTraffic = s.startTraffic("rollback-broken", session)
 			res, err := s.run("rollback.after-broken", driver.Rollback, file)
 			traffic = stopTraffic()
 			require.NoError(t, err)

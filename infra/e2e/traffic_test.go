@@ -51,6 +51,10 @@ type trafficFigure struct {
 // stream creating an unpublished indicator per request) until the returned
 // stop, which records what the scenario's traffic saw under label.
 func (s *stack) startTraffic(label string, session *http.Cookie) (stop func() trafficFigure) {
+	// The writes' codes carry the label; the app takes 32 characters.
+	if code := fmt.Sprintf("LOAD-%s-99999", label); len(code) > 32 {
+		s.t.Fatalf("traffic label %q is too long: %s is over the 32 characters of an indicator code", label, code)
+	}
 	auth := s.writeHeader(session)
 	read := func(ctx context.Context, _ int) error {
 		return s.expect(ctx, "GET", "/api/public/indicators?limit=20", "", nil, http.StatusOK)
