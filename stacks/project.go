@@ -56,6 +56,7 @@ var docs = map[string]string{
 	"app":                 "App settings the stack decides: HSTS, body and upload limits, log level, DB pool, nginx login rate limit, whether the edge keeps a client's well-formed X-Request-ID, how many seconds the edge answers repeats of public API answers itself (0: never).",
 	"appEnv":              "The app's tuning, by env contract name (NAME: value), for every variable without a typed key that the program does not set and that is not a secret: rate limits, session lifetimes, timeouts, pool sizes, CSP and the rest; each value is checked by the contract's own rule before anything deploys. pulumi config set --path 'nbms:appEnv.RATE_LIMIT_PUBLIC_API' 600/1m. The settings reference lists every variable and its stack key (docs/production_hardening/secure_settings_reference.md).",
 	"probe":               "Post-deploy readiness probe: overall timeout and an optional base URL (default: the published address).",
+	"secretGenerations":   "Rotation of the generated secrets: raise secretKey, appDbPassword, dbSuperuserPassword or redisPassword (0 at first) to generate that secret anew on the next up; never lower one (any change is a new value). A new secretKey is a new app release, blue/green; a new database or Redis password also restarts PostgreSQL or Redis.",
 }
 
 // ProjectYAML renders Pulumi.yaml: the project and its typed config schema,

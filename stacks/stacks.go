@@ -111,6 +111,27 @@ type Config struct {
 	// contract's default applies.
 	AppEnv map[string]string `json:"appEnv"`
 	Probe  Probe             `json:"probe"`
+	// SecretGenerations rotates the secrets the program generates.
+	SecretGenerations SecretGenerations `json:"secretGenerations"`
+}
+
+// SecretGenerations number the values of the secrets the program
+// generates: 0 is the first; raising one generates that secret anew on the
+// next up (`pulumi config set --path 'nbms:secretGenerations.secretKey' 1`).
+// Any change generates a new value, a lower number too: the old value is
+// gone, so only ever raise them.
+type SecretGenerations struct {
+	// SecretKey is the app's SECRET_KEY: a new app release, which goes live
+	// blue/green like any other.
+	SecretKey int `json:"secretKey" validate:"min=0"`
+	// AppDBPassword is the app's PostgreSQL role password, and
+	// DBSuperuserPassword the postgres superuser's: a new app release, and
+	// PostgreSQL restarts with the new password.
+	AppDBPassword       int `json:"appDbPassword" validate:"min=0"`
+	DBSuperuserPassword int `json:"dbSuperuserPassword" validate:"min=0"`
+	// RedisPassword is Redis's password: a new app release, and Redis
+	// restarts with the new password.
+	RedisPassword int `json:"redisPassword" validate:"min=0"`
 }
 
 // Images says what every image is built from. The program builds all four

@@ -178,6 +178,7 @@ func TestEachBadValueNamesItsKey(t *testing.T) {
 		{"buildCaCertificates", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----", "nbms:buildCaCertificates", "PRIVATE KEY, not a CERTIFICATE"},
 		{"limits", `{"app": {"memoryMb": 8}}`, "nbms:limits.app.memoryMb", "min=32"},
 		{"limits", `{"app": {"cpus": 0}}`, "nbms:limits.app.cpus", "gt=0"},
+		{"secretGenerations", `{"secretKey": -1}`, "nbms:secretGenerations.secretKey", "min=0"},
 		{"limits", `{"worker": {"memoryMb": 64, "cpus": 1, "nproc": 64}}`, "nbms:limits.worker", "unknown role"},
 		{"backup", `{"fullCron": "every sunday"}`, "nbms:backup.fullCron", "cron"},
 		{"backup", `{"retentionFull": 0}`, "nbms:backup.retentionFull", "min=1"},

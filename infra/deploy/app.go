@@ -259,11 +259,28 @@ func (d *deployment) appRelease(stand releaseContainers) (string, error) {
 			"DOCKERFILE": appDockerfile,
 		},
 		Containers: settingsDigest(args...),
-		// The operator's secret is known now: a new Sentry DSN is a new
-		// release like any setting (by its digest; the value is nowhere
-		// in the hash's inputs).
-		Secrets: map[string]string{"SENTRY_DSN": d.cfg.SentryDSN.Digest()},
+		Secrets:    d.releaseSecrets(),
 	})
+}
+
+// releaseSecrets stand in the release hash for the secrets the app reads:
+// the operator's Sentry DSN by its digest (the value is nowhere in the
+// hash's inputs), and the generated ones by their generation
+// (nbms:secretGenerations), since their values are unknown until the
+// random provider makes them. So a new value of any of them is a new
+// release, which goes live blue/green. Generation 0 is left out: a stack's
+// releases keep their names until it first rotates a secret.
+func (d *deployment) releaseSecrets() map[string]string {
+	secrets := map[string]string{"SENTRY_DSN": d.cfg.SentryDSN.Digest()}
+	gen := d.cfg.SecretGenerations
+	for name, g := range map[string]int{
+		"SECRET_KEY": gen.SecretKey, "DATABASE_URL": gen.AppDBPassword, "REDIS_URL": gen.RedisPassword,
+	} {
+		if g > 0 {
+			secrets[name] = "generation " + strconv.Itoa(g)
+		}
+	}
+	return secrets
 }
 
 // Instance is the resource name of a release's container of a role (see

@@ -839,7 +839,7 @@ func TestBackupSchedulerRunsTheAppBinary(t *testing.T) {
 			want := []string{"/usr/local/bin/nbms", "backup-schedule", "--config", "/tmp/nbms/pgbackrest.conf", "--stanza", "nbms",
 				"--full", full, "--diff", diff, "--exit-on-failure"}
 			assert.Equal(t, want, cmd[i+1:])
-			c, err := stacks.Parse(p.stack, stacks.Values{Raw: stackConfig(t, p.stack), Secret: func(string) bool { return true }})
+			c, err := stacks.Parse(p.stack, stacks.Values{Raw: stackConfig(t, p.stack), Secret: func(key string) bool { return key == "tlsKey" || key == "sentryDsn" }})
 			require.NoError(t, err)
 			assert.Equal(t, want, deploy.BackupSchedulerCommand(c), "one source of the command line")
 			env := envMap(t, in)
@@ -980,6 +980,46 @@ func TestAppReleaseFollowsWhatTheAppRuns(t *testing.T) {
 			assert.Equal(t, baseRelease, rel, "%s does not touch the release's containers", name)
 		}
 	}
+}
+
+// nbms:secretGenerations: a generation above 0 is a keeper of its secret
+// (the random provider makes it anew when it changes), generation 0 none
+// (a stack's first values stay); a new generation of a secret the app
+// reads is a new release, of one it does not (the superuser's) is not.
+func TestSecretGenerationsRotateThroughANewRelease(t *testing.T) {
+	deployed := func(generations string) (release string, keepers map[string]any) {
+		raw := stackConfig(t, "prod")
+		if generations != "" {
+			raw["secretGenerations"] = generations
+		}
+		res := deployWith(t, "prod", raw, &mocks{})
+		require.NoError(t, res.err)
+		keepers = map[string]any{}
+		for name, r := range res.m.byType(typePassword) {
+			if k := r.Inputs["keepers"]; k.IsObject() {
+				keepers[name] = plain(k)
+			}
+		}
+		return labels(res.m.byType(typeContainer)[stacks.RoleApp].Inputs)[deploy.LabelRelease], keepers
+	}
+	first, keepers := deployed("")
+	assert.Empty(t, keepers, "generation 0: no keepers, as before generations existed")
+	zero, _ := deployed(`{"secretKey": 0}`)
+	assert.Equal(t, first, zero, "generation 0 written out is the same release")
+
+	rotated, keepers := deployed(`{"secretKey": 1}`)
+	assert.NotEqual(t, first, rotated, "a new SECRET_KEY is a new release")
+	assert.Equal(t, map[string]any{"app-secret-key": map[string]any{"generation": "1"}}, keepers)
+	again, _ := deployed(`{"secretKey": 2}`)
+	assert.NotEqual(t, rotated, again)
+	for _, app := range []string{"appDbPassword", "redisPassword"} {
+		rel, keepers := deployed(`{"` + app + `": 1}`)
+		assert.NotEqual(t, first, rel, "%s is read by the app: a new release", app)
+		assert.Len(t, keepers, 1, app)
+	}
+	super, keepers := deployed(`{"dbSuperuserPassword": 3}`)
+	assert.Equal(t, first, super, "the superuser's password is not the app's")
+	assert.Equal(t, map[string]any{"db-superuser-password": map[string]any{"generation": "3"}}, keepers)
 }
 
 // nbms:appEnv reaches the environment of the app server and its one-shots

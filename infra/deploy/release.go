@@ -35,9 +35,11 @@ const releaseIDLength = 12
 // change is a new release, which starts beside the live one (see
 // startApp), never an in-place replacement of the live one.
 //
-// The operator's secrets are in it by digest. Not in it: the generated
-// secrets (Pulumi outputs, unknown at program time). A rotated generated
-// secret replaces the live release's containers in place (their
+// The operator's secrets are in it by digest, the generated ones by their
+// generation (nbms:secretGenerations, see releaseSecrets): their values are
+// Pulumi outputs, unknown at program time. A generated secret made anew any
+// other way (the driver's --replace of its RandomPassword) is not a new
+// release: it replaces the live release's containers in place (their
 // replacement trigger, secretfiles.go), which costs a short gap.
 type releaseInputs struct {
 	ContextDigest string            `json:"context"`

@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"strconv"
+
 	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
 	"github.com/pulumi/pulumi-random/sdk/v4/go/random"
@@ -65,6 +67,17 @@ func (d *deployment) newNetwork(ctx *pulumi.Context) (*Network, error) {
 	})
 }
 
+// generationKeepers are a generated secret's keepers for its generation
+// (nbms:secretGenerations): a change of keepers makes the random provider
+// generate the value anew. Generation 0 has none, as every secret had
+// before generations existed, so that a stack's first values stay.
+func generationKeepers(generation int) pulumi.StringMapInput {
+	if generation == 0 {
+		return nil
+	}
+	return pulumi.StringMap{"generation": pulumi.String(strconv.Itoa(generation))}
+}
+
 // Secrets are the generated credentials, secret end to end.
 type Secrets struct {
 	pulumi.ResourceState
@@ -79,12 +92,14 @@ func (d *deployment) newSecrets(ctx *pulumi.Context) (*Secrets, error) {
 	if err := ctx.RegisterComponentResource(typeSecrets, "secrets", s); err != nil {
 		return nil, err
 	}
+	gen := d.cfg.SecretGenerations
 	// Passwords go into postgres:// and redis:// URLs unescaped, so they are
 	// letters and digits only; 32 of them is ~190 bits.
-	password := func(name string) (pulumi.StringOutput, error) {
+	password := func(name string, generation int) (pulumi.StringOutput, error) {
 		p, err := random.NewRandomPassword(ctx, name, &random.RandomPasswordArgs{
 			Length: pulumi.Int(32), Special: pulumi.Bool(false),
 			MinUpper: pulumi.Int(2), MinLower: pulumi.Int(2), MinNumeric: pulumi.Int(2),
+			Keepers: generationKeepers(generation),
 		}, pulumi.Parent(s))
 		if err != nil {
 			return pulumi.StringOutput{}, err
@@ -94,19 +109,20 @@ func (d *deployment) newSecrets(ctx *pulumi.Context) (*Secrets, error) {
 		return pulumi.ToSecret(p.Result).(pulumi.StringOutput), nil
 	}
 	var err error
-	if s.DBSuperuserPassword, err = password("db-superuser-password"); err != nil {
+	if s.DBSuperuserPassword, err = password("db-superuser-password", gen.DBSuperuserPassword); err != nil {
 		return nil, err
 	}
-	if s.AppDBPassword, err = password("app-db-password"); err != nil {
+	if s.AppDBPassword, err = password("app-db-password", gen.AppDBPassword); err != nil {
 		return nil, err
 	}
-	if s.RedisPassword, err = password("redis-password"); err != nil {
+	if s.RedisPassword, err = password("redis-password", gen.RedisPassword); err != nil {
 		return nil, err
 	}
 	// SECRET_KEY: 64 characters (the contract wants >= 50 and 16 distinct).
 	key, err := random.NewRandomPassword(ctx, "app-secret-key", &random.RandomPasswordArgs{
 		Length: pulumi.Int(64), Special: pulumi.Bool(true), OverrideSpecial: pulumi.String("-_"),
 		MinUpper: pulumi.Int(4), MinLower: pulumi.Int(4), MinNumeric: pulumi.Int(4),
+		Keepers: generationKeepers(gen.SecretKey),
 	}, pulumi.Parent(s))
 	if err != nil {
 		return nil, err

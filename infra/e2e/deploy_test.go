@@ -203,6 +203,22 @@ func TestRealDeploy(t *testing.T) {
 			assert.Equal(t, configVersion, strings.TrimSpace(out), "the previous version serves")
 			s.checkDataKept(t, session, evidenceSHA)
 		}},
+		{"a rotated SECRET_KEY goes live blue/green with no failed request", func(t *testing.T) {
+			live := s.liveRelease(t)
+			overrides["secretGenerations"] = `{"secretKey": 1}`
+			file = s.stackFile(overrides)
+			stopTraffic := s.startTraffic("rotate-secret-key", session)
+			res, err := s.run("up.rotate-secret-key", driver.Up, file)
+			traffic := stopTraffic()
+			require.NoError(t, err)
+			s.checkSwitched(t, "rotate-secret-key", res, traffic, live, []string{"app-secret-key"}, "a new SECRET_KEY: its generator, and a new release that reads it")
+			gen := res.Outputs["generatedSecrets"].Value.(map[string]any)
+			assert.NotEqual(t, generated["secretKey"], gen["secretKey"], "the key is new")
+			for _, name := range []string{"appDbPassword", "redisPassword", "dbSuperuserPassword"} {
+				assert.Equal(t, generated[name], gen[name], "%s is as it was", name)
+			}
+			s.checkDataKept(t, session, evidenceSHA)
+		}},
 		{"a database restart: /readyz 503 while it is down, /healthz 200, the app recovers on its own", func(t *testing.T) {
 			s.checkDatabaseRestart(t, session)
 		}},
