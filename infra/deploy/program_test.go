@@ -702,7 +702,7 @@ func TestPostDeployHooksProbeWhatExistsWhenTheyRun(t *testing.T) {
 	assert.True(t, dependsOn(stacks.RoleProxy, "$docker:index/container:Container::"+containers[stacks.RoleSwitch].Name),
 		"nginx is created after the app and the switch, so only nginx's hook may probe through nginx")
 
-	cfg, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: func(string) bool { return true }})
+	cfg, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: func(key string) bool { return key == "tlsKey" || key == "sentryDsn" }})
 	require.NoError(t, err)
 	app, err := deploy.AppProbeOptions(cfg, "172.30.0.7")
 	require.NoError(t, err)
@@ -1135,7 +1135,7 @@ func TestRendererErrorRegistersNothing(t *testing.T) {
 }
 
 func TestProbeOptions(t *testing.T) {
-	c, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: func(string) bool { return true }})
+	c, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: func(key string) bool { return key == "tlsKey" || key == "sentryDsn" }})
 	require.NoError(t, err)
 	opts, err := deploy.ProbeOptions(c)
 	require.NoError(t, err)

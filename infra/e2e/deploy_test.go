@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -1326,7 +1327,7 @@ var longRunning = []string{conventions.RoleProxy, conventions.RoleApp, conventio
 // data and the old session are there, and the one-shots did not run again.
 func (s *stack) checkHostRestarts(t *testing.T, session *http.Cookie, evidenceSHA string) {
 	ctx := t.Context()
-	pidFile := filepath.Join(cmp(os.Getenv("NBMS_DOCKER_EXEC_ROOT"), "/run/nbms-docker"), "dockerd.pid")
+	pidFile := filepath.Join(cmp.Or(os.Getenv("NBMS_DOCKER_EXEC_ROOT"), "/run/nbms-docker"), "dockerd.pid")
 	data, err := os.ReadFile(pidFile)
 	require.NoError(t, err, "the daemon restart needs the engine that scripts/docker-daemon.sh starts (make setup), whose pid file this is")
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))

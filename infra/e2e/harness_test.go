@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -67,7 +68,7 @@ func TestMain(m *testing.M) {
 				return fail("provider plugin %s is missing from %s: run `make setup` (scripts/build-providers.sh)", p, home)
 			}
 		}
-		name := cmp(os.Getenv("NBMS_BASE_IMAGE"), "nbms-base:bookworm")
+		name := cmp.Or(os.Getenv("NBMS_BASE_IMAGE"), "nbms-base:bookworm")
 		out, err := exec.Command("docker", "image", "inspect", "--format", "{{.Id}}", name).Output()
 		if err != nil {
 			return fail("base image %s is missing: run `make setup` (scripts/base-image.sh)", name)
@@ -89,13 +90,6 @@ func TestMain(m *testing.M) {
 		}
 		return m.Run()
 	}())
-}
-
-func cmp(v, fallback string) string {
-	if v != "" {
-		return v
-	}
-	return fallback
 }
 
 // stack is the deployed e2e stack as the test sees it from the outside.
