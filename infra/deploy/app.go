@@ -97,7 +97,7 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 	// The release is a hash of what its containers will be, written with
 	// a stand-in for the release itself (their names and labels carry it).
 	stand := in.specs(releaseStandIn, volumeMount{name: d.name(Instance(appSecrets, releaseStandIn)), path: conventions.SecretsDir, readOnly: true})
-	if a.Release, err = d.appRelease(stand); err != nil {
+	if a.Release, err = d.appRelease(stand, files); err != nil {
 		return err
 	}
 
@@ -188,31 +188,24 @@ func (in releaseIn) specs(release string, secrets volumeMount) releaseContainers
 	internal := attachment{network: in.net.Internal, name: in.net.InternalName}
 	tmp := map[string]string{"/tmp": tmpfsOptions(64)}
 	static := volumeMount{volume: in.app.Static, name: in.app.StaticName, path: stacks.StaticRoot}
-	image := in.image
+	oneShot := func(role string, command []string, volumes ...volumeMount) containerSpec {
+		return containerSpec{
+			role: role, instance: Instance(role, release), labels: labels,
+			image: in.image, user: appUID,
+			command:     pulumi.ToStringArray(command),
+			envs:        in.env,
+			healthcheck: oneShotHealthcheck(),
+			networks:    []attachment{internal},
+			volumes:     volumes,
+			tmpfs:       tmp,
+		}
+	}
 	return releaseContainers{
-		migrate: containerSpec{
-			role: stacks.RoleMigrate, instance: Instance(stacks.RoleMigrate, release), labels: labels,
-			image: image, user: appUID,
-			command:     pulumi.ToStringArray(MigrateCommand),
-			envs:        in.env,
-			healthcheck: oneShotHealthcheck(),
-			networks:    []attachment{internal},
-			volumes:     []volumeMount{secrets},
-			tmpfs:       tmp,
-		},
-		collectstatic: containerSpec{
-			role: stacks.RoleCollectstatic, instance: Instance(stacks.RoleCollectstatic, release), labels: labels,
-			image: image, user: appUID,
-			command:     pulumi.ToStringArray(CollectstaticCommand),
-			envs:        in.env,
-			healthcheck: oneShotHealthcheck(),
-			networks:    []attachment{internal},
-			volumes:     []volumeMount{static, secrets},
-			tmpfs:       tmp,
-		},
+		migrate:       oneShot(stacks.RoleMigrate, MigrateCommand, secrets),
+		collectstatic: oneShot(stacks.RoleCollectstatic, CollectstaticCommand, static, secrets),
 		server: containerSpec{
 			role: stacks.RoleApp, instance: Instance(stacks.RoleApp, release), labels: labels,
-			image: image, user: appUID,
+			image: in.image, user: appUID,
 			command: pulumi.ToStringArray([]string{"serve"}),
 			envs:    in.env,
 			// Liveness only: readiness (PostgreSQL, Redis) is the readiness
@@ -220,7 +213,9 @@ func (in releaseIn) specs(release string, secrets volumeMount) releaseContainers
 			// app unhealthy.
 			healthcheck: healthcheck(checkTiming{10 * time.Second, 5 * time.Second, 20 * time.Second, 3}, appBinary, "healthcheck"),
 			networks: []attachment{
-				// Docker picks its edge address: the switch tells nginx.
+				// Docker picks its edge address anew at every start: the
+				// switch hands nginx its name, which nginx's supervisor
+				// resolves again.
 				{network: in.net.Edge, name: in.net.EdgeName},
 				internal,
 			},
@@ -241,7 +236,7 @@ func (in releaseIn) specs(release string, secrets volumeMount) releaseContainers
 // appRelease is the release of the app the stack declares: a hash of the
 // image's build inputs, the operator's secrets (by digest) and every
 // setting newContainer writes into the release's containers.
-func (d *deployment) appRelease(stand releaseContainers) (string, error) {
+func (d *deployment) appRelease(stand releaseContainers, files []secretFile) (string, error) {
 	digest, err := contextDigest(d.root)
 	if err != nil {
 		return "", err
@@ -259,25 +254,22 @@ func (d *deployment) appRelease(stand releaseContainers) (string, error) {
 			"DOCKERFILE": appDockerfile,
 		},
 		Containers: settingsDigest(args...),
-		Secrets:    d.releaseSecrets(),
+		Secrets:    d.releaseSecrets(files),
 	})
 }
 
-// releaseSecrets stand in the release hash for the secrets the app reads:
+// releaseSecrets stand in the release hash for the app's secret files:
 // the operator's Sentry DSN by its digest (the value is nowhere in the
 // hash's inputs), and the generated ones by their generation
 // (nbms:secretGenerations), since their values are unknown until the
 // random provider makes them. So a new value of any of them is a new
 // release, which goes live blue/green. Generation 0 is left out: a stack's
 // releases keep their names until it first rotates a secret.
-func (d *deployment) releaseSecrets() map[string]string {
+func (d *deployment) releaseSecrets(files []secretFile) map[string]string {
 	secrets := map[string]string{"SENTRY_DSN": d.cfg.SentryDSN.Digest()}
-	gen := d.cfg.SecretGenerations
-	for name, g := range map[string]int{
-		"SECRET_KEY": gen.SecretKey, "DATABASE_URL": gen.AppDBPassword, "REDIS_URL": gen.RedisPassword,
-	} {
-		if g > 0 {
-			secrets[name] = "generation " + strconv.Itoa(g)
+	for _, f := range files {
+		if f.generation > 0 {
+			secrets[f.name] = "generation " + strconv.Itoa(f.generation)
 		}
 	}
 	return secrets
@@ -310,13 +302,14 @@ const NotLivePrefix = "the live app release was kept; it was not replaced by rel
 // appSecretFiles are the app's secrets, delivered as files (see
 // secretfiles.go): the generated ones and the operator's Sentry DSN.
 func (d *deployment) appSecretFiles(sec *Secrets) []secretFile {
+	gen := d.cfg.SecretGenerations
 	files := []secretFile{
-		{"SECRET_KEY", sec.SecretKey},
-		{"DATABASE_URL", databaseURL(sec)},
-		{"REDIS_URL", redisURL(sec)},
+		{name: "SECRET_KEY", value: sec.SecretKey, generation: gen.SecretKey},
+		{name: "DATABASE_URL", value: databaseURL(sec), generation: gen.AppDBPassword},
+		{name: "REDIS_URL", value: redisURL(sec), generation: gen.RedisPassword},
 	}
 	if d.cfg.SentryDSN.IsSet() {
-		files = append(files, secretFile{"SENTRY_DSN", d.cfg.SentryDSN.Output()})
+		files = append(files, secretFile{name: "SENTRY_DSN", value: d.cfg.SentryDSN.Output()})
 	}
 	return files
 }

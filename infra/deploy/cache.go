@@ -27,7 +27,7 @@ func (d *deployment) newCache(ctx *pulumi.Context, net *Network, sec *Secrets, i
 	if err := ctx.RegisterComponentResource(typeCache, "cache", c); err != nil {
 		return nil, err
 	}
-	files := []secretFile{{"REDIS_PASSWORD", sec.RedisPassword}}
+	files := []secretFile{{name: "REDIS_PASSWORD", value: sec.RedisPassword}}
 	secrets, err := d.newSecretVolume(ctx, c, "secrets-cache", image.RepoDigest, redisUID, []string{"/bin/true"}, files)
 	if err != nil {
 		return nil, err

@@ -115,7 +115,7 @@ func (d *deployment) newContainer(ctx *pulumi.Context, parent pulumi.Resource, s
 
 // containerArgs is everything newContainer writes into the container of
 // spec, and the resources it depends on. The app's release hashes it (see
-// releaseSettings), so it must be all of it.
+// appRelease and settingsDigest), so it must be all of it.
 func (d *deployment) containerArgs(spec containerSpec) (*docker.ContainerArgs, []pulumi.Resource) {
 	limit := d.cfg.Limits[spec.role]
 	instance := cmp.Or(spec.instance, spec.role)

@@ -62,7 +62,7 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 	}
 	internal := []attachment{{network: net.Internal, name: net.InternalName, aliases: []string{dbAlias}}}
 	// The passwords the entrypoint gives the roles at every start.
-	files := []secretFile{{"POSTGRES_PASSWORD", sec.DBSuperuserPassword}, {"NBMS_DB_PASSWORD", sec.AppDBPassword}}
+	files := []secretFile{{name: "POSTGRES_PASSWORD", value: sec.DBSuperuserPassword}, {name: "NBMS_DB_PASSWORD", value: sec.AppDBPassword}}
 	secrets, err := d.newSecretVolume(ctx, db, "secrets-db", dbImage.RepoDigest, pgUID, []string{"/bin/true"}, files)
 	if err != nil {
 		return nil, err

@@ -183,7 +183,7 @@ func (d *deployment) newProxy(ctx *pulumi.Context, net *Network, app *App, image
 		files = append(files, renderedFile{path: proxyCertPath, content: d.cfg.TLSCertificate})
 		// nginx reads the key from the file itself (ssl_certificate_key).
 		secrets, err := d.newSecretVolume(ctx, p, "secrets-proxy", image.RepoDigest, proxyUID, []string{"/bin/true"},
-			[]secretFile{{proxyKeyFile, d.cfg.TLSKeyOutput()}})
+			[]secretFile{{name: proxyKeyFile, value: d.cfg.TLSKeyOutput()}})
 		if err != nil {
 			return nil, err
 		}

@@ -42,6 +42,10 @@ import (
 type secretFile struct {
 	name  string
 	value pulumi.StringInput
+	// generation is the nbms:secretGenerations entry of the generated
+	// secret the value is made of (0 for any other): what stands for the
+	// value in the app's release hash (releaseSecrets).
+	generation int
 }
 
 // secretVolume is a tier's secrets volume, filled.

@@ -50,11 +50,7 @@ func (r *run) up(ctx context.Context, stack auto.Stack, res *Result) error {
 	if err := r.preview(ctx, stack, res); err != nil {
 		return err
 	}
-	before, err := stack.Export(ctx)
-	if err != nil {
-		return fmt.Errorf("reading the state before the update: %w", err)
-	}
-	live, err := liveRelease(before)
+	live, err := stackLiveRelease(ctx, stack)
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,13 @@
 package driver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 
+	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/apitype"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 
@@ -45,6 +47,16 @@ func liveRelease(state apitype.UntypedDeployment) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// stackLiveRelease is the live release (liveRelease) of the stack's state
+// as it is before an update.
+func stackLiveRelease(ctx context.Context, stack auto.Stack) (string, error) {
+	state, err := stack.Export(ctx)
+	if err != nil {
+		return "", fmt.Errorf("reading the state before the update: %w", err)
+	}
+	return liveRelease(state)
 }
 
 // releaseExit decides the exit code of a failed release gate or post-deploy

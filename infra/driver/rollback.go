@@ -110,11 +110,7 @@ func rollbackTarget(history []historyEntry, live string) (historyEntry, string, 
 // rollback checks that the inputs given (the checkout, the stack file and
 // the operator's files) declare the target release, then updates like up.
 func (r *run) rollback(ctx context.Context, stack auto.Stack, res *Result) error {
-	state, err := stack.Export(ctx)
-	if err != nil {
-		return fmt.Errorf("reading the state: %w", err)
-	}
-	live, err := liveRelease(state)
+	live, err := stackLiveRelease(ctx, stack)
 	if err != nil {
 		return err
 	}

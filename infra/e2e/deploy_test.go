@@ -50,9 +50,12 @@ const (
 
 // TestRealDeploy deploys the e2e stack from nothing with the real engine
 // and plugins, checks it from the outside, and takes it through a no-op, a
-// configuration change, a deployment that never becomes ready, a destroy
-// and a redeploy onto the kept data. The steps depend on each other: the
-// first failure stops the run (and shows the containers' logs).
+// configuration change, a new version, rollbacks, a secret rotation,
+// restarts of the database, the app, dockerd and every container, a
+// deployment that never becomes ready, a migration blocked by a live
+// transaction, a destroy and a redeploy onto the kept data, under traffic
+// where it matters. The steps depend on each other: the first failure
+// stops the run (and shows the containers' logs).
 func TestRealDeploy(t *testing.T) {
 	s := newStack(t)
 	testsupport.LockDockerEngine(t) // every up may build images, and a step restarts the daemon
@@ -146,9 +149,7 @@ func TestRealDeploy(t *testing.T) {
 			overrides["app"] = s.appSettings(t, map[string]any{"dbMaxConns": 12})
 			file = s.stackFile(overrides)
 			since := time.Now()
-			stopTraffic := s.startTraffic("config-change", session)
-			res, err := s.run("up.update", driver.Up, file)
-			traffic := stopTraffic()
+			res, traffic, err := s.runWithTraffic("config-change", "up.update", driver.Up, file, session)
 			require.NoError(t, err)
 			next := s.checkSwitched(t, "config-change", res, traffic, live, nil,
 				"DB_MAX_CONNS is in the environment of the app and its one-shots, and nothing else")
@@ -159,22 +160,16 @@ func TestRealDeploy(t *testing.T) {
 			assert.Equal(t, "DB_MAX_CONNS=12", strings.TrimSpace(env))
 			s.checkDataKept(t, session, evidenceSHA)
 			configRelease = next
-			out, err := execIn(t, conventions.RoleApp, "", "/usr/local/bin/nbms", "version")
-			require.NoError(t, err)
-			configVersion = strings.TrimSpace(out)
+			configVersion = appVersion(t)
 		}},
 		{"a new app version goes live blue/green with no failed request", func(t *testing.T) {
 			live := s.liveRelease(t)
 			overrides["images"] = s.imagesSetting("2.0.0-e2e")
 			file = s.stackFile(overrides)
-			stopTraffic := s.startTraffic("new-version", session)
-			res, err := s.run("up.new-version", driver.Up, file)
-			traffic := stopTraffic()
+			res, traffic, err := s.runWithTraffic("new-version", "up.new-version", driver.Up, file, session)
 			require.NoError(t, err)
 			next := s.checkSwitched(t, "new-version", res, traffic, live, newVersionImages, "a new build of the app")
-			out, err := execIn(t, conventions.RoleApp, "", "/usr/local/bin/nbms", "version")
-			require.NoError(t, err)
-			assert.Equal(t, "2.0.0-e2e", strings.TrimSpace(out), "release %s runs the new version", next)
+			assert.Equal(t, "2.0.0-e2e", appVersion(t), "release %s runs the new version", next)
 			s.checkDataKept(t, session, evidenceSHA)
 		}},
 		{"rollback after a new version: refused until the inputs declare the previous release, then it goes live blue/green with no failed request", func(t *testing.T) {
@@ -192,25 +187,19 @@ func TestRealDeploy(t *testing.T) {
 			// back the stack file.
 			delete(overrides, "images")
 			file = s.stackFile(overrides)
-			stopTraffic := s.startTraffic("rollback", session)
-			res, err := s.run("rollback.new-version", driver.Rollback, file)
-			traffic := stopTraffic()
+			res, traffic, err := s.runWithTraffic("rollback", "rollback.new-version", driver.Rollback, file, session)
 			require.NoError(t, err)
 			back := s.checkSwitched(t, "rollback", res, traffic, live, newVersionImages, "the previous build of the app, a new switch")
 			assert.Equal(t, configRelease, back, "the release live before the new version is live again")
 			assert.Equal(t, configRelease, res.DeclaredRelease)
-			out, err = execIn(t, conventions.RoleApp, "", "/usr/local/bin/nbms", "version")
-			require.NoError(t, err)
-			assert.Equal(t, configVersion, strings.TrimSpace(out), "the previous version serves")
+			assert.Equal(t, configVersion, appVersion(t), "the previous version serves")
 			s.checkDataKept(t, session, evidenceSHA)
 		}},
 		{"a rotated SECRET_KEY goes live blue/green with no failed request", func(t *testing.T) {
 			live := s.liveRelease(t)
 			overrides["secretGenerations"] = `{"secretKey": 1}`
 			file = s.stackFile(overrides)
-			stopTraffic := s.startTraffic("rotate-secret-key", session)
-			res, err := s.run("up.rotate-secret-key", driver.Up, file)
-			traffic := stopTraffic()
+			res, traffic, err := s.runWithTraffic("rotate-secret-key", "up.rotate-secret-key", driver.Up, file, session)
 			require.NoError(t, err)
 			s.checkSwitched(t, "rotate-secret-key", res, traffic, live, []string{"app-secret-key"}, "a new SECRET_KEY: its generator, and a new release that reads it")
 			gen := res.Outputs["generatedSecrets"].Value.(map[string]any)
@@ -271,9 +260,7 @@ func TestRealDeploy(t *testing.T) {
 			delete(overrides, "images")
 			delete(overrides, "probe")
 			file = s.stackFile(overrides)
-			stopTraffic = s.startTraffic("rollback-broken", session)
-			res, err := s.run("rollback.after-broken", driver.Rollback, file)
-			traffic = stopTraffic()
+			res, traffic, err := s.runWithTraffic("rollback-broken", "rollback.after-broken", driver.Rollback, file, session)
 			require.NoError(t, err)
 			assert.Equal(t, live, res.DeclaredRelease)
 			assert.Positive(t, traffic.Sent, "the traffic ran through the rollback")
@@ -1308,9 +1295,18 @@ func (s *stack) checkAppRestarts(t *testing.T, session *http.Cookie) {
 }
 
 // longRunning are the roles whose containers run for good (the others are
-// one-shots), in the order of checkHostRestarts' start: the reverse of
-// their dependencies, so each starts before what it needs.
-var longRunning = []string{conventions.RoleProxy, conventions.RoleApp, conventions.RoleBackup, conventions.RoleCache, conventions.RoleDB}
+// one-shots), in the order of checkHostRestarts' start: the reverse of the
+// deployment order (conventions.Roles), so each starts before what it
+// needs (proxy, app, backup, cache, db).
+var longRunning = func() []string {
+	var roles []string
+	for _, role := range slices.Backward(conventions.Roles) {
+		if !conventions.OneShot(role) {
+			roles = append(roles, role)
+		}
+	}
+	return roles
+}()
 
 // checkHostRestarts takes the whole stack down twice under traffic, as a
 // host's restarts do, and measures how long the edge took to serve again;

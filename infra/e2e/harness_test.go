@@ -499,6 +499,14 @@ func inspect(t *testing.T, name string) inspection {
 	return out[0]
 }
 
+// appVersion is what the live release's binary says it is.
+func appVersion(t *testing.T) string {
+	t.Helper()
+	out, err := execIn(t, conventions.RoleApp, "", "/usr/local/bin/nbms", "version")
+	require.NoError(t, err)
+	return strings.TrimSpace(out)
+}
+
 // exec runs a command in a stack container.
 func execIn(t *testing.T, role string, stdin string, args ...string) (string, error) {
 	t.Helper()

@@ -110,6 +110,15 @@ func (s *stack) startTraffic(label string, session *http.Cookie) (stop func() tr
 	}
 }
 
+// runWithTraffic runs one driver command (s.run, recorded under runLabel)
+// while startTraffic keeps the stack busy (recorded under trafficLabel),
+// and returns what each saw.
+func (s *stack) runWithTraffic(trafficLabel, runLabel string, cmd driver.Command, stackFile string, session *http.Cookie) (*driver.Result, trafficFigure, error) {
+	stopTraffic := s.startTraffic(trafficLabel, session)
+	res, err := s.run(runLabel, cmd, stackFile)
+	return res, stopTraffic(), err
+}
+
 // expect sends one request through nginx and fails unless the answer has
 // the wanted status. It is safe to call from any goroutine.
 func (s *stack) expect(ctx context.Context, method, path, body string, header http.Header, want int) error {
