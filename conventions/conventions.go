@@ -37,6 +37,13 @@ const (
 	// RoleSwitch is the blue/green switch: a one-shot in the proxy image
 	// that checks a new app release is ready and then points nginx at it.
 	RoleSwitch = "switch"
+	// RoleDBLogin gives a release's database login role its password (and
+	// creates the role if needed) before the release's migrate runs: a
+	// one-shot in the database image, over PostgreSQL's Unix socket.
+	RoleDBLogin = "dblogin"
+	// RoleDBRetire closes every other database login once the release is
+	// live (after its switch): a one-shot in the database image.
+	RoleDBRetire = "dbretire"
 	// RoleSecrets places a tier's secret files on its secrets volume: a
 	// one-shot whose only job is to receive them as an upload (docker cp,
 	// which Docker's metadata never shows) and exit.
@@ -44,11 +51,12 @@ const (
 )
 
 // Roles lists every role in deployment order.
-var Roles = []string{RoleSecrets, RoleDB, RoleCache, RoleBackup, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleProxy}
+var Roles = []string{RoleSecrets, RoleDB, RoleCache, RoleBackup, RoleDBLogin, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleDBRetire, RoleProxy}
 
 // OneShot reports whether a role runs to completion instead of serving.
 func OneShot(role string) bool {
-	return role == RoleMigrate || role == RoleCollectstatic || role == RoleSwitch || role == RoleSecrets
+	return role == RoleMigrate || role == RoleCollectstatic || role == RoleSwitch || role == RoleSecrets ||
+		role == RoleDBLogin || role == RoleDBRetire
 }
 
 // SecretsDir is where a container finds its secret files (the swarm
@@ -60,7 +68,7 @@ const SecretsDir = "/run/secrets"
 // each release has its own (named <stack>-<role>-<release>, with the
 // release in LabelRelease), started beside the live release's, and the
 // live release's are removed only once the new one is live.
-var ReleaseRoles = []string{RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch}
+var ReleaseRoles = []string{RoleDBLogin, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleDBRetire}
 
 // PerRelease reports whether a role is one of ReleaseRoles.
 func PerRelease(role string) bool { return slices.Contains(ReleaseRoles, role) }

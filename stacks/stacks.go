@@ -60,6 +60,8 @@ const (
 	RoleBackup        = conventions.RoleBackup
 	RoleSwitch        = conventions.RoleSwitch
 	RoleSecrets       = conventions.RoleSecrets
+	RoleDBLogin       = conventions.RoleDBLogin
+	RoleDBRetire      = conventions.RoleDBRetire
 )
 
 // Roles lists every container role in deployment order.
@@ -283,6 +285,9 @@ func Defaults() Config {
 			RoleProxy:         {MemoryMB: 128, CPUs: 0.5, Nproc: 256},
 			RoleSwitch:        {MemoryMB: 64, CPUs: 0.5, Nproc: 64},
 			RoleSecrets:       {MemoryMB: 32, CPUs: 0.1, Nproc: 16},
+			// psql over the socket: one client process and its shell.
+			RoleDBLogin:  {MemoryMB: 64, CPUs: 0.25, Nproc: 1024},
+			RoleDBRetire: {MemoryMB: 64, CPUs: 0.25, Nproc: 1024},
 			// RLIMIT_NPROC counts a UID's processes host-wide: db and backup
 			// both run as 999 (and cache as 998), so leave room for both.
 			RoleDB:     {MemoryMB: 1024, CPUs: 1, Nproc: 1024},

@@ -31,11 +31,16 @@ const (
 type App struct {
 	pulumi.ResourceState
 	// Container is the server of Release; the switch hands nginx its
-	// name, which Docker's DNS resolves on the edge network.
-	Container, Migrate, Collectstatic *docker.Container
-	Release                           string
-	Static, Media                     *docker.Volume
-	StaticName, MediaName             string
+	// name, which Docker's DNS resolves on the edge network. DBLogin gave
+	// the release's database login its password before Migrate ran.
+	Container, DBLogin, Migrate, Collectstatic *docker.Container
+	// DBRetire closes the other database logins once the release is live
+	// (retireLogins registers it after the switch).
+	DBRetire              *docker.Container
+	dbretire              containerSpec
+	Release               string
+	Static, Media         *docker.Volume
+	StaticName, MediaName string
 }
 
 // newApp registers the App component with what other tiers need before
@@ -93,6 +98,7 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 	in := releaseIn{
 		env: envList(plainEnv), stopTimeout: appStopTimeout(settings),
 		image: image.RepoDigest, net: net, app: a,
+		db: db, login: dbLogin(d.cfg.SecretGenerations.AppDBPassword),
 	}
 	// The release is a hash of what its containers will be, written with
 	// a stand-in for the release itself (their names and labels carry it).
@@ -111,13 +117,30 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 
 	// The release's secret files, on a volume of its own: a release never
 	// reads another's, and the old one goes with its release.
+	// dblogin's password file goes with them.
+	loginPassword := secretFile{name: dbLoginPasswordFile, value: sec.AppDBPassword, generation: d.cfg.SecretGenerations.AppDBPassword}
 	secrets, err := d.newSecretVolume(ctx, a, Instance(appSecrets, a.Release), image.RepoDigest, appUID,
-		[]string{appBinary, "version"}, files, sameImage)
+		[]string{appBinary, "version"}, append(files, loginPassword), sameImage)
 	if err != nil {
 		return err
 	}
 	specs := in.specs(a.Release, secrets.mount)
-	specs.migrate.dependsOn = []pulumi.Resource{db.Container, cache.Container, secrets.holder}
+	specs.dblogin.dependsOn = []pulumi.Resource{db.Container, secrets.holder}
+	specs.dblogin.opts = []pulumi.ResourceOption{secrets.replaceOnChange, sameImage}
+	if a.DBLogin, err = d.newContainer(ctx, a, specs.dblogin); err != nil {
+		return err
+	}
+	a.dbretire = specs.dbretire
+
+	// migrate runs once the release's login has its password: its image
+	// input waits for dblogin's exit code.
+	specs.migrate.image = pulumi.All(image.RepoDigest, a.DBLogin.ExitCode).ApplyT(func(v []any) (string, error) {
+		if code := v[1].(int); code != 0 {
+			return "", notLive(a.Release, "%s exited with status %d (see `docker logs %s`)", stacks.RoleDBLogin, code, d.name(Instance(stacks.RoleDBLogin, a.Release)))
+		}
+		return v[0].(string), nil
+	}).(pulumi.StringOutput)
+	specs.migrate.dependsOn = []pulumi.Resource{a.DBLogin, cache.Container, secrets.holder}
 	specs.migrate.opts = []pulumi.ResourceOption{secrets.replaceOnChange, sameImage}
 	if a.Migrate, err = d.newContainer(ctx, a, specs.migrate); err != nil {
 		return err
@@ -174,10 +197,13 @@ type releaseIn struct {
 	image       pulumi.StringInput
 	net         *Network
 	app         *App
+	db          *Database
+	// login is the database role the release logs in as (dbLogin).
+	login string
 }
 
 // releaseContainers are the containers of one app release.
-type releaseContainers struct{ migrate, collectstatic, server containerSpec }
+type releaseContainers struct{ dblogin, migrate, collectstatic, server, dbretire containerSpec }
 
 // specs are the release's containers, named and labelled by release, with
 // its secrets volume mounted, as they are registered (dependencies and
@@ -200,7 +226,28 @@ func (in releaseIn) specs(release string, secrets volumeMount) releaseContainers
 			tmpfs:       tmp,
 		}
 	}
+	// The database logins' one-shots: the db image's script, as postgres
+	// over the database's socket (peer authentication), on no network.
+	dbOneShot := func(role, command string, volumes ...volumeMount) containerSpec {
+		env := map[string]string{"NBMS_DB_OWNER": appDBOwner, "NBMS_DB_LOGIN": in.login, "PGHOST": pgSocketPath}
+		if command == "grant" {
+			env[dbLoginPasswordFile+"_FILE"] = secretPath(dbLoginPasswordFile)
+		}
+		return containerSpec{
+			role: role, instance: Instance(role, release), labels: labels,
+			image: in.db.image, user: pgUID,
+			entrypoint:  []string{dbLoginCommand},
+			command:     pulumi.ToStringArray([]string{command}),
+			envs:        envList(env),
+			healthcheck: healthcheck(checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Second, 1}, "test", "-x", dbLoginCommand),
+			volumes:     append([]volumeMount{in.db.socket}, volumes...),
+			tmpfs:       map[string]string{"/tmp": tmpfsOptions(8)},
+			noNetwork:   true,
+		}
+	}
 	return releaseContainers{
+		dblogin:       dbOneShot(stacks.RoleDBLogin, "grant", secrets),
+		dbretire:      dbOneShot(stacks.RoleDBRetire, "retire"),
 		migrate:       oneShot(stacks.RoleMigrate, MigrateCommand, secrets),
 		collectstatic: oneShot(stacks.RoleCollectstatic, CollectstaticCommand, static, secrets),
 		server: containerSpec{
@@ -242,7 +289,7 @@ func (d *deployment) appRelease(stand releaseContainers, files []secretFile) (st
 		return "", err
 	}
 	var args []*docker.ContainerArgs
-	for _, spec := range []containerSpec{stand.migrate, stand.collectstatic, stand.server} {
+	for _, spec := range []containerSpec{stand.dblogin, stand.migrate, stand.collectstatic, stand.server, stand.dbretire} {
 		a, _ := d.containerArgs(spec)
 		args = append(args, a)
 	}
@@ -305,7 +352,7 @@ func (d *deployment) appSecretFiles(sec *Secrets) []secretFile {
 	gen := d.cfg.SecretGenerations
 	files := []secretFile{
 		{name: "SECRET_KEY", value: sec.SecretKey, generation: gen.SecretKey},
-		{name: "DATABASE_URL", value: databaseURL(sec), generation: gen.AppDBPassword},
+		{name: "DATABASE_URL", value: databaseURL(sec, gen.AppDBPassword), generation: gen.AppDBPassword},
 		{name: "REDIS_URL", value: redisURL(sec), generation: gen.RedisPassword},
 	}
 	if d.cfg.SentryDSN.IsSet() {
@@ -376,4 +423,17 @@ func AppEnv[S any](cfg *stacks.Config, secret map[string]S) (map[string]string, 
 // exits 0) without probing a server that a one-shot never runs.
 func oneShotHealthcheck() *docker.ContainerHealthcheckArgs {
 	return healthcheck(checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Second, 1}, appBinary, "help")
+}
+
+// retireLogins registers the release's dbretire one-shot: once the switch
+// has made the release live, every database login but the release's own
+// stops working (a rotated password's predecessor among them).
+func (d *deployment) retireLogins(ctx *pulumi.Context, a *App, p *Proxy) error {
+	spec := a.dbretire
+	spec.image = pulumi.All(spec.image, p.Switched).ApplyT(func(v []any) string { return v[0].(string) }).(pulumi.StringOutput)
+	spec.dependsOn = []pulumi.Resource{p.Switch}
+	spec.opts = []pulumi.ResourceOption{pulumi.IgnoreChanges([]string{"image"})}
+	var err error
+	a.DBRetire, err = d.newContainer(ctx, a, spec)
+	return err
 }

@@ -25,7 +25,9 @@ const (
 	pgConfigPath = "/tmp/nbms/pgbackrest.conf"
 	dbAlias      = "db"
 	appDBName    = "nbms"
-	appDBUser    = "nbms"
+	// appDBOwner owns the app's database and every object in it; it cannot
+	// log in. The app logs in as one of its two login roles (dbLogin).
+	appDBOwner = "nbms"
 	// dbEntrypoint initialises an empty data directory (superuser password,
 	// the app's role and database with PostGIS) and then execs postgres.
 	dbEntrypoint = "/usr/local/bin/nbms-db-entrypoint"
@@ -36,6 +38,20 @@ const (
 type Database struct {
 	pulumi.ResourceState
 	Container, Backup *docker.Container
+	// image and socket are what a release's dblogin and dbretire one-shots
+	// run from and connect through.
+	image  pulumi.StringInput
+	socket volumeMount
+}
+
+// dbLogin is the role the app logs in as with the app database password
+// of a generation (nbms:secretGenerations appDbPassword): <owner>_a for
+// even generations, <owner>_b for odd ones. A PostgreSQL role has one
+// password, so two roles take turns: a rotation gives its new password to
+// the role the live release does not use, and the live release keeps its
+// own until the new one is live (see infra/images/db/nbms-db-login.sh).
+func dbLogin(generation int) string {
+	return appDBOwner + "_" + string(rune('a'+generation%2))
 }
 
 // newDatabase runs PostgreSQL from dbImage and the backup scheduler from
@@ -61,8 +77,10 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		return nil, err
 	}
 	internal := []attachment{{network: net.Internal, name: net.InternalName, aliases: []string{dbAlias}}}
-	// The passwords the entrypoint gives the roles at every start.
-	files := []secretFile{{name: "POSTGRES_PASSWORD", value: sec.DBSuperuserPassword}, {name: "NBMS_DB_PASSWORD", value: sec.AppDBPassword}}
+	// The superuser's password, which the entrypoint sets at every start.
+	// The app's is not the database container's: each release's dblogin
+	// one-shot grants it, so that it rotates with PostgreSQL running.
+	files := []secretFile{{name: "POSTGRES_PASSWORD", value: sec.DBSuperuserPassword}}
 	secrets, err := d.newSecretVolume(ctx, db, "secrets-db", dbImage.RepoDigest, pgUID, []string{"/bin/true"}, files)
 	if err != nil {
 		return nil, err
@@ -80,7 +98,8 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 	dbEnv := map[string]string{
 		"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
 		"NBMS_DB_NAME":         appDBName,
-		"NBMS_DB_USER":         appDBUser,
+		// No NBMS_DB_PASSWORD: the owner is created NOLOGIN.
+		"NBMS_DB_USER": appDBOwner,
 		// The entrypoint creates the stanza before archiving starts, so
 		// that no archive_command of a first deploy fails.
 		"PGBACKREST_CONFIG": pgConfigPath,
@@ -155,6 +174,8 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 	if err != nil {
 		return nil, err
 	}
+	db.image = dbImage.RepoDigest
+	db.socket = volumeMount{volume: sock, name: sockName, path: pgSocketPath}
 	return db, ctx.RegisterResourceOutputs(db, pulumi.Map{
 		"container": db.Container.Name, "backup": db.Backup.Name,
 	})
@@ -176,8 +197,18 @@ func BackupSchedulerCommand(cfg *stacks.Config) []string {
 	}
 }
 
-// databaseURL is the app's DATABASE_URL (a secret: it carries the password).
-// The internal network is private to this host, hence sslmode=disable.
-func databaseURL(sec *Secrets) pulumi.StringOutput {
-	return pulumi.Sprintf("postgres://%s:%s@%s:5432/%s?sslmode=disable", appDBUser, sec.AppDBPassword, dbAlias, appDBName)
+// databaseURL is the app's DATABASE_URL (a secret: it carries the password):
+// the login role of the password's generation. The internal network is
+// private to this host, hence sslmode=disable.
+func databaseURL(sec *Secrets, generation int) pulumi.StringOutput {
+	return pulumi.Sprintf("postgres://%s:%s@%s:5432/%s?sslmode=disable", dbLogin(generation), sec.AppDBPassword, dbAlias, appDBName)
 }
+
+// dbLoginCommand is the db image's script that grants and retires the
+// app's logins.
+const dbLoginCommand = "/usr/local/bin/nbms-db-login"
+
+// dbLoginPasswordFile is the release's secret file dblogin reads the
+// login's password from (beside the app's own files on the release's
+// secrets volume; the app reads it from its DATABASE_URL).
+const dbLoginPasswordFile = "NBMS_DB_PASSWORD"

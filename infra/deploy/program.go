@@ -128,11 +128,15 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := d.retireLogins(ctx, app, proxy); err != nil {
+		return nil, err
+	}
 	return pulumi.Map{
 		"url": pulumi.String(d.cfg.PublicURL()),
 		"containers": pulumi.StringMap{
 			stacks.RoleProxy: proxy.Container.Name, stacks.RoleSwitch: proxy.Switch.Name, stacks.RoleApp: app.Container.Name,
 			stacks.RoleMigrate: app.Migrate.Name, stacks.RoleCollectstatic: app.Collectstatic.Name,
+			stacks.RoleDBLogin: app.DBLogin.Name, stacks.RoleDBRetire: app.DBRetire.Name,
 			stacks.RoleDB: db.Container.Name, stacks.RoleBackup: db.Backup.Name, stacks.RoleCache: cache.Container.Name,
 		},
 		// The live app release: what the state says nginx sends to.

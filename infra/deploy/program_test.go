@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"maps"
 	mrand "math/rand/v2"
+	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -357,7 +359,13 @@ func TestEveryContainerIsHardened(t *testing.T) {
 					assert.Equal(t, map[string]any{"max-size": "10m", "max-file": "5"}, plain(in["logOpts"]))
 					hc := plain(in["healthcheck"]).(map[string]any)
 					assert.GreaterOrEqual(t, len(strs(hc["tests"])), 2, "a health check command")
-					for _, forbidden := range []string{"privileged", "pidMode", "ipcMode", "usernsMode", "networkMode", "publishAllPorts", "devices", "mounts"} {
+					forbidden := []string{"privileged", "pidMode", "ipcMode", "usernsMode", "networkMode", "publishAllPorts", "devices", "mounts"}
+					if role == stacks.RoleDBLogin || role == stacks.RoleDBRetire {
+						// psql over the database's socket volume: no network.
+						assert.Equal(t, "none", plain(in["networkMode"]))
+						forbidden = slices.DeleteFunc(forbidden, func(k string) bool { return k == "networkMode" })
+					}
+					for _, forbidden := range forbidden {
 						assert.NotContains(t, in, resource.PropertyKey(forbidden))
 					}
 					rpc := c.RegisterRPC
@@ -437,7 +445,7 @@ func TestNetworksAndPorts(t *testing.T) {
 				stacks.RoleMigrate: {internal}, stacks.RoleCollectstatic: {internal},
 			}
 			for role, c := range res.m.byType(typeContainer) {
-				if strings.HasPrefix(role, stacks.RoleSecrets) {
+				if strings.HasPrefix(role, stacks.RoleSecrets) || strings.HasPrefix(role, stacks.RoleDBLogin) || strings.HasPrefix(role, stacks.RoleDBRetire) {
 					assert.Equal(t, "none", plain(c.Inputs["networkMode"]), role)
 					continue
 				}
@@ -953,7 +961,7 @@ func TestAppReleaseFollowsWhatTheAppRuns(t *testing.T) {
 		containers := res.m.byType(typeContainer)
 		rel := labels(containers[stacks.RoleApp].Inputs)[deploy.LabelRelease]
 		out := map[string]string{}
-		for _, role := range []string{stacks.RoleApp, stacks.RoleMigrate, stacks.RoleCollectstatic} {
+		for _, role := range []string{stacks.RoleDBLogin, stacks.RoleMigrate, stacks.RoleCollectstatic, stacks.RoleApp, stacks.RoleDBRetire} {
 			dump, err := json.Marshal(plain(resource.NewObjectProperty(containers[role].Inputs)))
 			require.NoError(t, err)
 			out[role] = strings.ReplaceAll(string(dump), rel, "<release>")
@@ -1020,6 +1028,79 @@ func TestSecretGenerationsRotateThroughANewRelease(t *testing.T) {
 	super, keepers := deployed(`{"dbSuperuserPassword": 3}`)
 	assert.Equal(t, first, super, "the superuser's password is not the app's")
 	assert.Equal(t, map[string]any{"db-superuser-password": map[string]any{"generation": "3"}}, keepers)
+}
+
+// The app's database password rotates with PostgreSQL running: it is no
+// file of the database container (whose secrets would replace it), but
+// each release's dblogin grants it to the login role of its generation
+// before migrate runs, and dbretire closes every other login once the
+// switch made the release live. Two rotations alternate the two logins.
+func TestDatabasePasswordRotatesThroughTheOtherLogin(t *testing.T) {
+	deployed := func(generation int) map[string]pulumi.MockResourceArgs {
+		raw := stackConfig(t, "prod")
+		raw["secretGenerations"] = fmt.Sprintf(`{"appDbPassword": %d}`, generation)
+		res := deployWith(t, "prod", raw, &mocks{})
+		require.NoError(t, res.err)
+		return res.m.byType(typeContainer)
+	}
+	files := func(holder pulumi.MockResourceArgs) map[string]string {
+		out := map[string]string{}
+		for _, u := range holder.Inputs["uploads"].ArrayValue() {
+			up := u.ObjectValue()
+			out[path.Base(up["file"].StringValue())] = up["content"].SecretValue().Element.StringValue()
+		}
+		return out
+	}
+	for generation, login := range []string{"nbms_a", "nbms_b", "nbms_a"} {
+		t.Run(login, func(t *testing.T) {
+			containers := deployed(generation)
+			db := containers[stacks.RoleDB].Inputs
+			assert.NotContains(t, envMap(t, db), "NBMS_DB_PASSWORD_FILE", "the app's password is not the database container's")
+			assert.Equal(t, "nbms", envMap(t, db)["NBMS_DB_USER"], "the owner, created NOLOGIN")
+			assert.Equal(t, []string{"POSTGRES_PASSWORD"}, slices.Collect(maps.Keys(files(containers["secrets-db"]))))
+
+			release := files(containers["secrets-app"])
+			dbURL, err := url.Parse(release["DATABASE_URL"])
+			require.NoError(t, err)
+			assert.Equal(t, login, dbURL.User.Username(), "generation %d logs in as %s", generation, login)
+			password, _ := dbURL.User.Password()
+			assert.Equal(t, password, release["NBMS_DB_PASSWORD"], "dblogin grants the password the app connects with")
+
+			grant, retire := containers[stacks.RoleDBLogin], containers[stacks.RoleDBRetire]
+			for _, c := range []pulumi.MockResourceArgs{grant, retire} {
+				assert.Equal(t, []string{"/usr/local/bin/nbms-db-login"}, strs(plain(c.Inputs["entrypoints"])))
+				assert.Equal(t, "999:999", plain(c.Inputs["user"]), "postgres: peer authentication over the socket, no password")
+				env := envMap(t, c.Inputs)
+				assert.Equal(t, login, env["NBMS_DB_LOGIN"])
+				assert.Equal(t, "nbms", env["NBMS_DB_OWNER"])
+			}
+			assert.Equal(t, []string{"grant"}, strs(plain(grant.Inputs["command"])))
+			assert.Equal(t, "/run/secrets/NBMS_DB_PASSWORD", envMap(t, grant.Inputs)["NBMS_DB_PASSWORD_FILE"])
+			assert.Equal(t, []string{"retire"}, strs(plain(retire.Inputs["command"])))
+			assert.NotContains(t, envMap(t, retire.Inputs), "NBMS_DB_PASSWORD_FILE", "retire needs no password")
+
+			dependsOn := func(c pulumi.MockResourceArgs, on string) bool {
+				return slices.ContainsFunc(c.RegisterRPC.GetDependencies(), func(urn string) bool {
+					return strings.HasSuffix(urn, "$docker:index/container:Container::"+on)
+				})
+			}
+			assert.True(t, dependsOn(containers[stacks.RoleMigrate], grant.Name), "migrate runs once the login has its password")
+			assert.True(t, dependsOn(retire, containers[stacks.RoleSwitch].Name), "the other logins close once the release is live")
+		})
+	}
+}
+
+// A dblogin that fails stops the update before migrate, with the live
+// release serving.
+func TestDBLoginFailureKeepsTheLiveRelease(t *testing.T) {
+	release := releaseOf(t, "prod")
+	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{exitCodes: map[string]int{deploy.Instance(stacks.RoleDBLogin, release): 1}})
+	require.Error(t, res.err)
+	assert.Contains(t, res.err.Error(), deploy.NotLivePrefix+" "+release+": dblogin exited with status 1 (see `docker logs prod-dblogin-"+release+"`)")
+	containers := res.m.byType(typeContainer)
+	for _, role := range []string{stacks.RoleMigrate, stacks.RoleApp, stacks.RoleSwitch, stacks.RoleDBRetire} {
+		assert.NotContains(t, containers, role)
+	}
 }
 
 // nbms:appEnv reaches the environment of the app server and its one-shots

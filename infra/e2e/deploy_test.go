@@ -209,6 +209,36 @@ func TestRealDeploy(t *testing.T) {
 			}
 			s.checkDataKept(t, session, evidenceSHA)
 		}},
+		{"a rotated database password goes live through the other login with no failed request, and the previous one stops working", func(t *testing.T) {
+			live := s.liveRelease(t)
+			// The password the live release logs in with works, as nbms_a.
+			out, err := dbLogin(t, "nbms_a", generated["appDbPassword"].(string))
+			require.NoError(t, err)
+			assert.Equal(t, "nbms_a nbms", out, "a login acts as the owner")
+			overrides["secretGenerations"] = `{"secretKey": 1, "appDbPassword": 1}`
+			file = s.stackFile(overrides)
+			res, traffic, err := s.runWithTraffic("rotate-db-password", "up.rotate-db-password", driver.Up, file, session)
+			require.NoError(t, err)
+			// Nothing but the password's generator and the release: the
+			// database container is not restarted.
+			s.checkSwitched(t, "rotate-db-password", res, traffic, live, []string{"app-db-password"}, "a new app database password: its generator, and a new release that logs in with it")
+			gen := res.Outputs["generatedSecrets"].Value.(map[string]any)
+			require.NotEqual(t, generated["appDbPassword"], gen["appDbPassword"], "the password is new")
+			out, err = dbLogin(t, "nbms_b", gen["appDbPassword"].(string))
+			require.NoError(t, err)
+			assert.Equal(t, "nbms_b nbms", out, "the new password works, for the other login")
+			_, err = dbLogin(t, "nbms_a", generated["appDbPassword"].(string))
+			require.Error(t, err, "the previous password stops working")
+			assert.Contains(t, err.Error(), `password authentication failed for user "nbms_a"`)
+			_, err = dbLogin(t, "nbms", generated["appDbPassword"].(string))
+			require.Error(t, err, "the owner never logs in")
+			sessions, err := execIn(t, conventions.RoleDB, "", "psql", "-h", "/var/run/postgresql", "-U", "postgres", "-Atc",
+				"SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity WHERE datname = 'nbms' AND backend_type = 'client backend'")
+			require.NoError(t, err)
+			assert.Equal(t, "nbms_b", strings.TrimSpace(sessions), "the app's sessions are all the new login's")
+			generated = gen
+			s.checkDataKept(t, session, evidenceSHA)
+		}},
 		{"a database restart: /readyz 503 while it is down, /healthz 200, the app recovers on its own", func(t *testing.T) {
 			s.checkDatabaseRestart(t, session)
 		}},
@@ -271,7 +301,7 @@ func TestRealDeploy(t *testing.T) {
 			// switch; all three go now, with its secrets.
 			brokenRelease := strings.TrimPrefix(brokenName, stackName+"-"+conventions.RoleApp+"-")
 			removed := slices.Clone(newVersionImages)
-			for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp, "secrets-app"} {
+			for _, role := range []string{conventions.RoleDBLogin, conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp, "secrets-app"} {
 				removed = append(removed, deploy.Instance(role, brokenRelease))
 			}
 			assert.ElementsMatch(t, removed, changedResources(res), "the broken release removed, the images rebuilt from the live release's inputs:%s", describeChanges(res))
@@ -942,6 +972,8 @@ func (s *stack) checkHardening(t *testing.T) {
 		conventions.RoleProxy: {edge}, conventions.RoleApp: {edge, internal},
 		conventions.RoleDB: {internal}, conventions.RoleCache: {internal}, conventions.RoleBackup: {internal},
 		conventions.RoleMigrate: {internal}, conventions.RoleCollectstatic: {internal}, conventions.RoleSwitch: {edge},
+		// psql over the database's socket volume, on no network.
+		conventions.RoleDBLogin: {"none"}, conventions.RoleDBRetire: {"none"},
 	}
 	for _, role := range stacks.Roles {
 		if role == conventions.RoleSecrets {
@@ -1334,7 +1366,10 @@ func (s *stack) checkHostRestarts(t *testing.T, session *http.Cookie, evidenceSH
 		for _, role := range longRunning {
 			out[role] = inspect(t, container(role)).ID
 		}
-		for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleSwitch} {
+		for _, role := range conventions.ReleaseRoles {
+			if !conventions.OneShot(role) {
+				continue
+			}
 			in := inspect(t, container(role))
 			out[role] = in.ID + " started " + in.State.StartedAt
 		}
@@ -1421,4 +1456,15 @@ func (s *stack) writeFigures() {
 	if os.MkdirAll(dir, 0o755) == nil {
 		_ = os.WriteFile(filepath.Join(dir, "figures.json"), data, 0o644)
 	}
+}
+
+// dbLogin logs in to the app's database as user with password over TCP
+// and SCRAM, as the app does, from inside the database container (the
+// password on psql's standard input, on no command line), and says who it
+// is: "<session user> <current user>".
+func dbLogin(t *testing.T, user, password string) (string, error) {
+	t.Helper()
+	out, err := execIn(t, conventions.RoleDB, password+"\n", "sh", "-c",
+		`read -r PGPASSWORD && export PGPASSWORD && exec psql -h 127.0.0.1 -U "$1" -d nbms -Atc "SELECT session_user || ' ' || current_user"`, "sh", user)
+	return strings.TrimSpace(out), err
 }

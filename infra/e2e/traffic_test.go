@@ -174,7 +174,7 @@ func (s *stack) checkSwitched(t *testing.T, label string, res *driver.Result, tr
 	want := slices.Clone(extra)
 	// The release's containers and its secrets volume and holder (one
 	// name for both).
-	for _, role := range []string{conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp, conventions.RoleSwitch, "secrets-app"} {
+	for _, role := range append(slices.Clone(conventions.ReleaseRoles), "secrets-app") {
 		want = append(want, deploy.Instance(role, next), deploy.Instance(role, old))
 	}
 	assert.ElementsMatch(t, want, changedResources(res), "%s:%s", why, describeChanges(res))

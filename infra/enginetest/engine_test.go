@@ -290,10 +290,11 @@ var expectedPlan = []string{
 	"nbms:deploy:Cache cache", "docker:index/container:Container cache",
 	"nbms:deploy:App app",
 	"docker:index/volume:Volume media", "docker:index/volume:Volume static",
+	"docker:index/container:Container dblogin-<release>",
 	"docker:index/container:Container migrate-<release>", "docker:index/container:Container collectstatic-<release>",
 	"docker:index/container:Container app-<release>",
 	"nbms:deploy:Proxy proxy", "docker:index/volume:Volume proxy-control", "docker:index/container:Container switch-<release>",
-	"docker:index/container:Container proxy",
+	"docker:index/container:Container proxy", "docker:index/container:Container dbretire-<release>",
 	// Each tier's secrets volume and the one-shot holder that fills it.
 	"docker:index/volume:Volume secrets-db", "docker:index/container:Container secrets-db",
 	"docker:index/volume:Volume secrets-cache", "docker:index/container:Container secrets-cache",
@@ -517,22 +518,22 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 			ops = append(ops, step.Op+" "+nameOf(step.URN))
 		}
 	}
-	// The release's four containers, and its secrets volume and holder
+	// The release's six containers, and its secrets volume and holder
 	// (both named secrets-app-<release>).
-	for _, role := range []string{"migrate", "collectstatic", "app", "switch", "secrets-app", "secrets-app"} {
+	for _, role := range []string{"dblogin", "migrate", "collectstatic", "app", "switch", "dbretire", "secrets-app", "secrets-app"} {
 		want = append(want, "create "+deploy.Instance(role, newRelease), "delete "+deploy.Instance(role, oldRelease))
 	}
 	assert.ElementsMatch(t, want, ops)
 	e.reset()
 	res, err = e.run(driver.Up, opts)
 	require.NoError(t, err)
-	assert.Equal(t, map[string]int{"same": len(expectedPlan) + 1 - 6, "create": 6, "delete": 6}, res.Changes, "the stack itself is the +1")
+	assert.Equal(t, map[string]int{"same": len(expectedPlan) + 1 - 8, "create": 8, "delete": 8}, res.Changes, "the stack itself is the +1")
 	var changed []string
 	for _, c := range e.applied() {
 		changed = append(changed, c.Method+" "+c.Name)
 	}
 	t.Logf("applied: %v", changed)
-	require.Len(t, changed, 12)
+	require.Len(t, changed, 16)
 	switchAt := slices.Index(changed, "Create "+deploy.Instance("switch", newRelease))
 	require.GreaterOrEqual(t, switchAt, 0)
 	for i, c := range changed {
@@ -559,6 +560,7 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 		"pgrun", "db", "backup", "cache", "static", "proxy-control", "proxy",
 		deploy.Instance("migrate", newRelease), deploy.Instance("collectstatic", newRelease),
 		deploy.Instance("app", newRelease), deploy.Instance("switch", newRelease),
+		deploy.Instance("dblogin", newRelease), deploy.Instance("dbretire", newRelease),
 		// The secrets volumes and their holders go too: the secrets are in
 		// the state, and the next up places them again.
 		"secrets-db", "secrets-db", "secrets-cache", "secrets-cache", "secrets-proxy", "secrets-proxy",
@@ -716,10 +718,10 @@ func TestFailedMigrateKeepsTheLiveRelease(t *testing.T) {
 		applied = append(applied, c.Method+" "+generic(c.Name))
 		failedRelease = append(failedRelease, c.Name)
 	}
-	assert.ElementsMatch(t, []string{"Create secrets-app-<release>", "Create secrets-app-<release>", "Create migrate-<release>", "Create collectstatic-<release>"}, applied,
+	assert.ElementsMatch(t, []string{"Create secrets-app-<release>", "Create secrets-app-<release>", "Create dblogin-<release>", "Create migrate-<release>", "Create collectstatic-<release>"}, applied,
 		"the release's secrets volume and holder, its one-shots; no server, no switch, nothing deleted")
 	state := e.stackExport()
-	for _, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic, stacks.RoleApp, stacks.RoleSwitch} {
+	for _, role := range conventions.ReleaseRoles {
 		assert.Contains(t, state, "docker:index/container:Container::"+deploy.Instance(role, live), "the live release's %s stays", role)
 	}
 
@@ -736,8 +738,8 @@ func TestFailedMigrateKeepsTheLiveRelease(t *testing.T) {
 			deleted = append(deleted, c.Name)
 		}
 	}
-	want := failedRelease // the failed release's secrets volume and holder, and its two one-shots
-	for _, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic, stacks.RoleApp, stacks.RoleSwitch, "secrets-app", "secrets-app"} {
+	want := failedRelease // the failed release's secrets volume and holder, and its three one-shots
+	for _, role := range append(slices.Clone(conventions.ReleaseRoles), "secrets-app", "secrets-app") {
 		want = append(want, deploy.Instance(role, live))
 	}
 	assert.ElementsMatch(t, want, deleted, "the previous release's containers and the failed release's, after the switch")

@@ -539,6 +539,50 @@ until pg_isready -q -h 127.0.0.1; do sleep 0.2; done
 		assert.NotContains(t, out+stderr, "app-two", "no password in any output")
 	})
 
+	t.Run("the database: the app's password rotates through two login roles; the owner never logs in", func(t *testing.T) {
+		data, run := name("login-pgdata"), name("login-pgrun")
+		for _, v := range []string{data, run} {
+			e.run(t, nil, "volume", "create", v)
+			e.cleanup(t, "volume", "rm", "-f", v)
+		}
+		// As the program runs it: the owner without a password; each
+		// release's dblogin grants its login, dbretire closes the others.
+		env := map[string]string{"POSTGRES_PASSWORD": "super", "NBMS_DB_NAME": "nbms", "NBMS_DB_USER": "nbms"}
+		a := append(append(append([]string{"run", "--rm"}, hardened("999:999")...), tmpfs("/tmp", 16)...), envFlags(env)...)
+		out, stderr, err := e.try(env, append(a, "-v", data+":"+pgDataPath, "-v", run+":"+pgSocketPath, im.db, "sh", "-c",
+			`nbms-db-entrypoint postgres >/tmp/postgres.log 2>&1 &
+until pg_isready -q -h 127.0.0.1; do sleep 0.2; done
+login() { PGPASSWORD=$2 psql -h 127.0.0.1 -U "$1" -d nbms -Atc "$3" || echo "REFUSED $1"; }
+grant() { printf '%s\n' "$2" >/tmp/pw; NBMS_DB_OWNER=nbms NBMS_DB_LOGIN=$1 NBMS_DB_PASSWORD_FILE=/tmp/pw nbms-db-login grant; }
+retire() { NBMS_DB_OWNER=nbms NBMS_DB_LOGIN=$1 nbms-db-login retire; }
+login nbms super 'SELECT 1'
+grant nbms_a one
+login nbms_a one "CREATE TABLE t (i int); SELECT 'a ' || current_user || ' ' || (SELECT tableowner FROM pg_tables WHERE tablename = 't')"
+grant nbms_b two
+login nbms_a one "SELECT 'a ' || current_user"
+login nbms_b two "SELECT 'b ' || current_user"
+retire nbms_b
+login nbms_a one "SELECT 'a ' || current_user"
+login nbms_b two "SELECT 'b ' || current_user || ' ' || count(*) FROM t"
+grant nbms_a three
+login nbms_a three "SELECT 'a ' || current_user"`)...)
+		require.NoError(t, err, "%s\n%s", out, stderr)
+		assert.Equal(t, strings.Join([]string{
+			"REFUSED nbms",     // the owner: NOLOGIN, whatever the password
+			"a nbms nbms",      // a login acts as the owner, and what it creates is the owner's
+			"a nbms", "b nbms", // a rotation: the new login beside the live one
+			"REFUSED nbms_a", // retired: its password stops working
+			"b nbms 0",
+			"a nbms", // the next rotation: the first login again, new password
+		}, "\n"), strings.TrimSpace(out), stderr)
+		assert.Contains(t, stderr, `password authentication failed for user "nbms"`, "the owner has no password")
+		assert.Contains(t, stderr, `password authentication failed for user "nbms_a"`)
+		assert.Contains(t, stderr, "nbms-db-login: retiring nbms_a")
+		for _, pw := range []string{"one", "two", "three"} {
+			assert.NotContains(t, stderr, "PASSWORD '"+pw, "no password in any output")
+		}
+	})
+
 	t.Run("the stack", func(t *testing.T) {
 		runStack(t, e, im, name)
 	})
@@ -621,9 +665,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	// PostgreSQL, with WAL archiving through pgBackRest as the program
 	// configures it (its -c flags come after the entrypoint's own).
 	// Each secrets volume first: its cleanup then runs after its reader's.
-	dbSecrets, dbEnv := secretsVolume(t, e, im.db, name("secrets-db"), map[string]string{
-		"POSTGRES_PASSWORD": superPassword, "NBMS_DB_PASSWORD": appPassword,
-	})
+	dbSecrets, dbEnv := secretsVolume(t, e, im.db, name("secrets-db"), map[string]string{"POSTGRES_PASSWORD": superPassword})
 	db := container("db")
 	maps.Copy(dbEnv, map[string]string{
 		"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
@@ -668,8 +710,17 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 		settings := e.run(t, nil, "exec", db, "psql", "-Atc", "SELECT current_setting('data_checksums'), current_setting('server_encoding'), current_setting('lc_collate'), current_setting('archive_mode')")
 		assert.Equal(t, "on|UTF8|C.UTF-8|on", settings)
 
-		// Over TCP: the app role and the superuser with their passwords, from
-		// another container on the network; a wrong password is refused.
+		// The release's login, granted as the program's dblogin does: over
+		// the socket volume, on no network, the password from its file.
+		loginSecrets, loginEnv := secretsVolume(t, e, im.db, name("secrets-login"), map[string]string{"NBMS_DB_PASSWORD": appPassword})
+		maps.Copy(loginEnv, map[string]string{"NBMS_DB_OWNER": "nbms", "NBMS_DB_LOGIN": "nbms_a"})
+		grant := append(append(append(append([]string{"run", "--rm", "--network", "none"}, hardened("999:999")...), tmpfs("/tmp", 8)...), envFlags(loginEnv)...), loginSecrets...)
+		out := e.run(t, loginEnv, append(grant, "-v", volumes["pgrun"]+":"+pgSocketPath, "--entrypoint", "/usr/local/bin/nbms-db-login", im.db, "grant")...)
+		assert.NotContains(t, out, appPassword)
+
+		// Over TCP: the app's login and the superuser with their passwords,
+		// from another container on the network; a wrong password, and the
+		// owner itself, are refused.
 		psql := func(user, password, query string) (string, error) {
 			env := map[string]string{"PGPASSWORD": password}
 			args := append(append(append([]string{"run", "--rm", "--network", internal}, hardened("999:999")...), envFlags(env)...),
@@ -677,15 +728,18 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 			out, stderr, err := e.try(env, args...)
 			return out + stderr, err
 		}
-		out, err := psql("nbms", appPassword, "SELECT current_user, postgis_lib_version(), (SELECT datdba::regrole FROM pg_database WHERE datname = 'nbms')")
+		out, err := psql("nbms_a", appPassword, "SELECT current_user, postgis_lib_version(), (SELECT datdba::regrole FROM pg_database WHERE datname = 'nbms')")
 		require.NoError(t, err, out)
-		assert.Regexp(t, `^nbms\|3\.3\.\d+\|nbms$`, out, "the app role owns its database, which has PostGIS")
+		assert.Regexp(t, `^nbms\|3\.3\.\d+\|nbms$`, out, "the app's login acts as the owner of its database, which has PostGIS")
 		out, err = psql("postgres", superPassword, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
 		require.NoError(t, err, out)
 		assert.Equal(t, "t", out)
-		out, err = psql("nbms", "wrong", "SELECT 1")
+		out, err = psql("nbms_a", "wrong", "SELECT 1")
 		require.Error(t, err)
-		assert.Contains(t, out, `password authentication failed for user "nbms"`)
+		assert.Contains(t, out, `password authentication failed for user "nbms_a"`)
+		out, err = psql("nbms", appPassword, "SELECT 1")
+		require.Error(t, err)
+		assert.Contains(t, out, `password authentication failed for user "nbms"`, "the owner has no password")
 	})
 
 	t.Run("cache: password required", func(t *testing.T) {
@@ -698,7 +752,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	// commands, then the server.
 	secret := map[string]string{
 		"SECRET_KEY":   rand.Text() + rand.Text(),
-		"DATABASE_URL": "postgres://nbms:" + appPassword + "@db:5432/nbms?sslmode=disable",
+		"DATABASE_URL": "postgres://nbms_a:" + appPassword + "@db:5432/nbms?sslmode=disable",
 		"REDIS_URL":    "redis://:" + redisPassword + "@cache:6379/0",
 	}
 	appEnv, err := deploy.AppEnv(cfg, secret)

@@ -35,6 +35,7 @@ const (
 	nginxDockerfile = "nginx/Dockerfile"
 	redisDockerfile = "redis/Dockerfile"
 	dbEntrypoint    = "db/nbms-db-entrypoint.sh"
+	dbLogin         = "db/nbms-db-login.sh"
 	nginxConf       = "nginx/nginx.conf"
 )
 
@@ -509,7 +510,10 @@ func TestDatabaseImage(t *testing.T) {
 	envs := stageEnv(db.ins)
 	assert.True(t, strings.HasPrefix(envs["PATH"], "/usr/lib/postgresql/15/bin:"), "postgres, initdb, pg_ctl, pg_isready and psql of version 15 first on PATH")
 	assert.Equal(t, "/var/lib/postgresql/data", envs["PGDATA"])
-	assert.Equal(t, []string{"--chmod=0755 " + filepath.Base(dbEntrypoint) + " /usr/local/bin/nbms-db-entrypoint"}, copies(db.ins))
+	assert.Equal(t, []string{
+		"--chmod=0755 " + filepath.Base(dbEntrypoint) + " /usr/local/bin/nbms-db-entrypoint",
+		"--chmod=0755 " + filepath.Base(dbLogin) + " /usr/local/bin/nbms-db-login",
+	}, copies(db.ins))
 	assert.Equal(t, `["/usr/local/bin/nbms-db-entrypoint"]`, last(db.ins, "ENTRYPOINT"))
 	assert.Equal(t, `["postgres"]`, last(db.ins, "CMD"))
 	assert.Equal(t, "SIGINT", last(db.ins, "STOPSIGNAL"), "fast shutdown: a smart one waits for the app's pooled connections")
@@ -560,6 +564,30 @@ func copies(ins []instruction) []string {
 		}
 	}
 	return out
+}
+
+// The logins script (its behaviour against a real PostgreSQL is
+// TestImagesBuildAndRun's): POSIX sh, the password read from its file into
+// the environment and from there by psql's \getenv, never on a command
+// line; each command one transaction.
+func TestDatabaseLogins(t *testing.T) {
+	info, err := os.Stat(dbLogin)
+	require.NoError(t, err)
+	assert.NotZero(t, info.Mode()&0o100, "%s is executable", dbLogin)
+	script := read(t, dbLogin)
+	assert.True(t, strings.HasPrefix(script, "#!/bin/sh\n"), "POSIX sh")
+	out, err := exec.Command("sh", "-n", dbLogin).CombinedOutput()
+	require.NoError(t, err, "sh -n %s: %s", dbLogin, out)
+	for i, line := range strings.Split(script, "\n") {
+		if regexp.MustCompile(`\$\{?NBMS_DB_PASSWORD\b`).MatchString(line) {
+			assert.Regexp(t, `^\s*(\[ -n "\$NBMS_DB_PASSWORD" \]|export NBMS_DB_PASSWORD$)`, line, "line %d: the password is only checked and exported", i+1)
+		}
+	}
+	assert.Contains(t, script, `NBMS_DB_PASSWORD=$(cat "$NBMS_DB_PASSWORD_FILE")`)
+	assert.Contains(t, script, `\getenv password NBMS_DB_PASSWORD`)
+	assert.Equal(t, 2, strings.Count(script, "\nBEGIN;\n"), "grant and retire: one transaction each")
+	assert.Contains(t, script, `ALTER ROLE :"login" SET role = :'owner';`, "a login acts as the owner")
+	assert.Contains(t, script, `format('ALTER ROLE %I NOLOGIN PASSWORD NULL', rolname)`, "retire closes the other logins")
 }
 
 func TestDatabaseEntrypoint(t *testing.T) {

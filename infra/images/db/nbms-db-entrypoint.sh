@@ -25,9 +25,12 @@
 #
 # Then, until it has succeeded once (the marker file $PGDATA/nbms-initialized),
 # a temporary server creates the app's role
-# NBMS_DB_USER (LOGIN, password NBMS_DB_PASSWORD, read by psql's \getenv so it
-# is on no command line), its database NBMS_DB_NAME owned by it, and the
-# PostGIS extension in that database. Every step is skipped when already
+# NBMS_DB_USER, its database NBMS_DB_NAME owned by it, and the PostGIS
+# extension in that database. With NBMS_DB_PASSWORD set the role can log in
+# with it (read by psql's \getenv, so it is on no command line); without, it
+# is NOLOGIN: the owner that the app's login roles act as, which
+# nbms-db-login grants (the infra program's way: the app's password then
+# rotates with no restart of the database). Every step is skipped when already
 # done, so a first start interrupted after initdb completes at the next one.
 # The temporary server listens on no TCP address and on a private socket
 # directory in /tmp, not on /var/run/postgresql: the health check
@@ -44,7 +47,8 @@
 # the real server and its archiving begin. A failure is logged and does not
 # stop the database: the backup scheduler retries stanza-create at its start.
 #
-# Every start, the roles' passwords become the ones in the environment: the
+# Every start, the roles' passwords become the ones in the environment (the
+# app role's only when NBMS_DB_PASSWORD is set): the
 # stack's generated secrets are the source of truth, so a redeploy onto a
 # kept data volume (after a destroy, say) or a rotated password just works.
 # A private server (no TCP, a socket directory of its own in /tmp) sets them
@@ -145,7 +149,7 @@ create_stanza() {
 }
 
 if [ ! -e "$marker" ]; then
-	for var in NBMS_DB_NAME NBMS_DB_USER NBMS_DB_PASSWORD; do
+	for var in NBMS_DB_NAME NBMS_DB_USER; do
 		eval "value=\${$var:-}"
 		[ -n "$value" ] || die "$var is empty: it is needed to create the app's role and database"
 	done
@@ -158,7 +162,11 @@ if [ ! -e "$marker" ]; then
 \getenv app_password NBMS_DB_PASSWORD
 SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app_user') AS create_role \gset
 \if :create_role
+\if :{?app_password}
 CREATE ROLE :"app_user" LOGIN PASSWORD :'app_password';
+\else
+CREATE ROLE :"app_user" NOLOGIN;
+\endif
 \endif
 SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db') AS create_db \gset
 \if :create_db
