@@ -44,6 +44,11 @@ const (
 	// RoleDBRetire closes every other database login once the release is
 	// live (after its switch): a one-shot in the database image.
 	RoleDBRetire = "dbretire"
+	// RoleCacheLogin and RoleCacheRetire do the same for the release's
+	// Redis login: one-shots in the cache image, over Redis's socket on
+	// the cache's control volume.
+	RoleCacheLogin  = "cachelogin"
+	RoleCacheRetire = "cacheretire"
 	// RoleSecrets places a tier's secret files on its secrets volume: a
 	// one-shot whose only job is to receive them as an upload (docker cp,
 	// which Docker's metadata never shows) and exit.
@@ -51,12 +56,12 @@ const (
 )
 
 // Roles lists every role in deployment order.
-var Roles = []string{RoleSecrets, RoleDB, RoleCache, RoleBackup, RoleDBLogin, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleDBRetire, RoleProxy}
+var Roles = []string{RoleSecrets, RoleDB, RoleCache, RoleBackup, RoleDBLogin, RoleCacheLogin, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleDBRetire, RoleCacheRetire, RoleProxy}
 
 // OneShot reports whether a role runs to completion instead of serving.
 func OneShot(role string) bool {
 	return role == RoleMigrate || role == RoleCollectstatic || role == RoleSwitch || role == RoleSecrets ||
-		role == RoleDBLogin || role == RoleDBRetire
+		role == RoleDBLogin || role == RoleDBRetire || role == RoleCacheLogin || role == RoleCacheRetire
 }
 
 // SecretsDir is where a container finds its secret files (the swarm
@@ -68,7 +73,7 @@ const SecretsDir = "/run/secrets"
 // each release has its own (named <stack>-<role>-<release>, with the
 // release in LabelRelease), started beside the live release's, and the
 // live release's are removed only once the new one is live.
-var ReleaseRoles = []string{RoleDBLogin, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleDBRetire}
+var ReleaseRoles = []string{RoleDBLogin, RoleCacheLogin, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleDBRetire, RoleCacheRetire}
 
 // PerRelease reports whether a role is one of ReleaseRoles.
 func PerRelease(role string) bool { return slices.Contains(ReleaseRoles, role) }

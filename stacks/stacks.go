@@ -62,6 +62,8 @@ const (
 	RoleSecrets       = conventions.RoleSecrets
 	RoleDBLogin       = conventions.RoleDBLogin
 	RoleDBRetire      = conventions.RoleDBRetire
+	RoleCacheLogin    = conventions.RoleCacheLogin
+	RoleCacheRetire   = conventions.RoleCacheRetire
 )
 
 // Roles lists every container role in deployment order.
@@ -126,14 +128,16 @@ type SecretGenerations struct {
 	// SecretKey is the app's SECRET_KEY: a new app release, which goes live
 	// blue/green like any other.
 	SecretKey int `json:"secretKey" validate:"min=0"`
-	// AppDBPassword is the app's PostgreSQL role password, and
-	// DBSuperuserPassword the postgres superuser's: a new app release, and
-	// PostgreSQL restarts with the new password.
-	AppDBPassword       int `json:"appDbPassword" validate:"min=0"`
-	DBSuperuserPassword int `json:"dbSuperuserPassword" validate:"min=0"`
-	// RedisPassword is Redis's password: a new app release, and Redis
-	// restarts with the new password.
+	// AppDBPassword is the password of the app's PostgreSQL login, and
+	// RedisPassword of its Redis login: a new app release, whose login
+	// (nbms_a for even generations, nbms_b for odd ones) gets the new
+	// password while PostgreSQL and Redis keep running; the previous login
+	// is turned off once the release is live.
+	AppDBPassword int `json:"appDbPassword" validate:"min=0"`
 	RedisPassword int `json:"redisPassword" validate:"min=0"`
+	// DBSuperuserPassword is the postgres superuser's password: PostgreSQL
+	// restarts with it (its entrypoint sets it at every start).
+	DBSuperuserPassword int `json:"dbSuperuserPassword" validate:"min=0"`
 }
 
 // Images says what every image is built from. The program builds all four
@@ -288,6 +292,9 @@ func Defaults() Config {
 			// psql over the socket: one client process and its shell.
 			RoleDBLogin:  {MemoryMB: 64, CPUs: 0.25, Nproc: 1024},
 			RoleDBRetire: {MemoryMB: 64, CPUs: 0.25, Nproc: 1024},
+			// redis-cli: uid 998, like the cache.
+			RoleCacheLogin:  {MemoryMB: 32, CPUs: 0.25, Nproc: 1024},
+			RoleCacheRetire: {MemoryMB: 32, CPUs: 0.25, Nproc: 1024},
 			// RLIMIT_NPROC counts a UID's processes host-wide: db and backup
 			// both run as 999 (and cache as 998), so leave room for both.
 			RoleDB:     {MemoryMB: 1024, CPUs: 1, Nproc: 1024},

@@ -539,7 +539,7 @@ var contract = []Var{
 	{
 		Name: "REDIS_URL", Group: "Redis", Required: RequiredInProd, Secret: true,
 		DevDefault: str("redis://127.0.0.1:6379/0"),
-		Doc:        "Redis connection URL (redis://[:password@]host:port/db or rediss:// for TLS). Secret: it may carry the password.",
+		Doc:        "Redis connection URL (redis://[[user]:password@]host:port/db, or rediss:// for TLS; the infra program gives the ACL user of the password's generation). Secret: it may carry the password.",
 		check:      checkRedisURLVar,
 		Stack:      ProgramOwned,
 		field:      func(s *Settings) any { return &s.RedisURL },

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,13 +32,14 @@ const (
 type App struct {
 	pulumi.ResourceState
 	// Container is the server of Release; the switch hands nginx its
-	// name, which Docker's DNS resolves on the edge network. DBLogin gave
-	// the release's database login its password before Migrate ran.
-	Container, DBLogin, Migrate, Collectstatic *docker.Container
-	// DBRetire closes the other database logins once the release is live
-	// (retireLogins registers it after the switch).
-	DBRetire              *docker.Container
-	dbretire              containerSpec
+	// name, which Docker's DNS resolves on the edge network.
+	Container, Migrate, Collectstatic *docker.Container
+	// Logins gave the release's database and Redis logins their passwords
+	// before Migrate ran (dblogin, cachelogin); Retires close every other
+	// login once the release is live (dbretire, cacheretire, registered by
+	// retireLogins after the switch).
+	Logins, Retires       map[string]*docker.Container
+	retires               []containerSpec
 	Release               string
 	Static, Media         *docker.Volume
 	StaticName, MediaName string
@@ -98,7 +100,8 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 	in := releaseIn{
 		env: envList(plainEnv), stopTimeout: appStopTimeout(settings),
 		image: image.RepoDigest, net: net, app: a,
-		db: db, login: dbLogin(d.cfg.SecretGenerations.AppDBPassword),
+		db: db, dbLogin: dbLogin(d.cfg.SecretGenerations.AppDBPassword),
+		cache: cache, cacheLogin: cacheLogin(d.cfg.SecretGenerations.RedisPassword),
 	}
 	// The release is a hash of what its containers will be, written with
 	// a stand-in for the release itself (their names and labels carry it).
@@ -117,30 +120,36 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 
 	// The release's secret files, on a volume of its own: a release never
 	// reads another's, and the old one goes with its release.
-	// dblogin's password file goes with them.
-	loginPassword := secretFile{name: dbLoginPasswordFile, value: sec.AppDBPassword, generation: d.cfg.SecretGenerations.AppDBPassword}
+	// The logins' password files go with them.
+	gen := d.cfg.SecretGenerations
+	loginPasswords := []secretFile{
+		{name: dbLoginPasswordFile, value: sec.AppDBPassword, generation: gen.AppDBPassword},
+		{name: cacheLoginPasswordFile, value: sec.RedisPassword, generation: gen.RedisPassword},
+	}
 	secrets, err := d.newSecretVolume(ctx, a, Instance(appSecrets, a.Release), image.RepoDigest, appUID,
-		[]string{appBinary, "version"}, append(files, loginPassword), sameImage)
+		[]string{appBinary, "version"}, append(files, loginPasswords...), sameImage)
 	if err != nil {
 		return err
 	}
 	specs := in.specs(a.Release, secrets.mount)
 	specs.dblogin.dependsOn = []pulumi.Resource{db.Container, secrets.holder}
-	specs.dblogin.opts = []pulumi.ResourceOption{secrets.replaceOnChange, sameImage}
-	if a.DBLogin, err = d.newContainer(ctx, a, specs.dblogin); err != nil {
-		return err
-	}
-	a.dbretire = specs.dbretire
-
-	// migrate runs once the release's login has its password: its image
-	// input waits for dblogin's exit code.
-	specs.migrate.image = pulumi.All(image.RepoDigest, a.DBLogin.ExitCode).ApplyT(func(v []any) (string, error) {
-		if code := v[1].(int); code != 0 {
-			return "", notLive(a.Release, "%s exited with status %d (see `docker logs %s`)", stacks.RoleDBLogin, code, d.name(Instance(stacks.RoleDBLogin, a.Release)))
+	specs.cachelogin.dependsOn = []pulumi.Resource{cache.Container, secrets.holder}
+	a.Logins = map[string]*docker.Container{}
+	specs.migrate.dependsOn = []pulumi.Resource{secrets.holder}
+	for _, login := range []containerSpec{specs.dblogin, specs.cachelogin} {
+		login.opts = []pulumi.ResourceOption{secrets.replaceOnChange, sameImage}
+		c, err := d.newContainer(ctx, a, login)
+		if err != nil {
+			return err
 		}
-		return v[0].(string), nil
-	}).(pulumi.StringOutput)
-	specs.migrate.dependsOn = []pulumi.Resource{a.DBLogin, cache.Container, secrets.holder}
+		a.Logins[login.role] = c
+		specs.migrate.dependsOn = append(specs.migrate.dependsOn, c)
+	}
+	a.retires = []containerSpec{specs.dbretire, specs.cacheretire}
+
+	// migrate runs once the release's logins have their passwords: its
+	// image input waits for their exit codes.
+	specs.migrate.image = d.afterOneShots(a.Release, image.RepoDigest, a.Logins)
 	specs.migrate.opts = []pulumi.ResourceOption{secrets.replaceOnChange, sameImage}
 	if a.Migrate, err = d.newContainer(ctx, a, specs.migrate); err != nil {
 		return err
@@ -154,14 +163,9 @@ func (d *deployment) startApp(ctx *pulumi.Context, a *App, image *docker.Image, 
 	// The server starts only once both one-shots succeeded: its image input
 	// waits for their exit codes, and a failure stops the update here, with
 	// the live release still serving.
-	specs.server.image = pulumi.All(image.RepoDigest, a.Migrate.ExitCode, a.Collectstatic.ExitCode).ApplyT(func(v []any) (string, error) {
-		for i, role := range []string{stacks.RoleMigrate, stacks.RoleCollectstatic} {
-			if code := v[i+1].(int); code != 0 {
-				return "", notLive(a.Release, "%s exited with status %d (see `docker logs %s`)", role, code, d.name(Instance(role, a.Release)))
-			}
-		}
-		return v[0].(string), nil
-	}).(pulumi.StringOutput)
+	specs.server.image = d.afterOneShots(a.Release, image.RepoDigest, map[string]*docker.Container{
+		stacks.RoleMigrate: a.Migrate, stacks.RoleCollectstatic: a.Collectstatic,
+	})
 	specs.server.dependsOn = []pulumi.Resource{a.Migrate, a.Collectstatic}
 	specs.server.opts = []pulumi.ResourceOption{hookBinding(hook), secrets.replaceOnChange, sameImage}
 	if a.Container, err = d.newContainer(ctx, a, specs.server); err != nil {
@@ -198,12 +202,16 @@ type releaseIn struct {
 	net         *Network
 	app         *App
 	db          *Database
-	// login is the database role the release logs in as (dbLogin).
-	login string
+	cache       *Cache
+	// dbLogin and cacheLogin are the database role and the Redis user the
+	// release logs in as.
+	dbLogin, cacheLogin string
 }
 
 // releaseContainers are the containers of one app release.
-type releaseContainers struct{ dblogin, migrate, collectstatic, server, dbretire containerSpec }
+type releaseContainers struct {
+	dblogin, cachelogin, migrate, collectstatic, server, dbretire, cacheretire containerSpec
+}
 
 // specs are the release's containers, named and labelled by release, with
 // its secrets volume mounted, as they are registered (dependencies and
@@ -226,28 +234,44 @@ func (in releaseIn) specs(release string, secrets volumeMount) releaseContainers
 			tmpfs:       tmp,
 		}
 	}
-	// The database logins' one-shots: the db image's script, as postgres
-	// over the database's socket (peer authentication), on no network.
-	dbOneShot := func(role, command string, volumes ...volumeMount) containerSpec {
-		env := map[string]string{"NBMS_DB_OWNER": appDBOwner, "NBMS_DB_LOGIN": in.login, "PGHOST": pgSocketPath}
+	// The logins' one-shots, on no network: the db image's script as
+	// postgres over the database's socket (peer authentication), and
+	// redis-cli as the cache's admin over its control volume's socket.
+	// grant reads the login's password from the release's secrets.
+	loginOneShot := func(role, command string, tier loginTier) containerSpec {
+		env := maps.Clone(tier.env)
+		volumes := []volumeMount{tier.control}
 		if command == "grant" {
-			env[dbLoginPasswordFile+"_FILE"] = secretPath(dbLoginPasswordFile)
+			env[tier.passwordFile+"_FILE"] = secretPath(tier.passwordFile)
+			volumes = append(volumes, secrets)
 		}
 		return containerSpec{
 			role: role, instance: Instance(role, release), labels: labels,
-			image: in.db.image, user: pgUID,
-			entrypoint:  []string{dbLoginCommand},
+			image: tier.image, user: tier.user,
+			entrypoint:  tier.entrypoint,
 			command:     pulumi.ToStringArray([]string{command}),
 			envs:        envList(env),
-			healthcheck: healthcheck(checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Second, 1}, "test", "-x", dbLoginCommand),
-			volumes:     append([]volumeMount{in.db.socket}, volumes...),
+			healthcheck: healthcheck(checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Second, 1}, "test", "-x", tier.check),
+			volumes:     volumes,
 			tmpfs:       map[string]string{"/tmp": tmpfsOptions(8)},
 			noNetwork:   true,
 		}
 	}
+	db := loginTier{
+		image: in.db.image, user: pgUID, control: in.db.socket,
+		entrypoint: []string{dbLoginCommand}, check: dbLoginCommand, passwordFile: dbLoginPasswordFile,
+		env: map[string]string{"NBMS_DB_OWNER": appDBOwner, "NBMS_DB_LOGIN": in.dbLogin, "PGHOST": pgSocketPath},
+	}
+	cache := loginTier{
+		image: in.cache.image, user: redisUID, control: in.cache.control,
+		entrypoint: []string{"/bin/sh", "-c", CacheLoginScript, "nbms-cache-login"}, check: "/usr/bin/redis-cli", passwordFile: cacheLoginPasswordFile,
+		env: map[string]string{"NBMS_CACHE_LOGIN": in.cacheLogin},
+	}
 	return releaseContainers{
-		dblogin:       dbOneShot(stacks.RoleDBLogin, "grant", secrets),
-		dbretire:      dbOneShot(stacks.RoleDBRetire, "retire"),
+		dblogin:       loginOneShot(stacks.RoleDBLogin, "grant", db),
+		cachelogin:    loginOneShot(stacks.RoleCacheLogin, "grant", cache),
+		dbretire:      loginOneShot(stacks.RoleDBRetire, "retire", db),
+		cacheretire:   loginOneShot(stacks.RoleCacheRetire, "retire", cache),
 		migrate:       oneShot(stacks.RoleMigrate, MigrateCommand, secrets),
 		collectstatic: oneShot(stacks.RoleCollectstatic, CollectstaticCommand, static, secrets),
 		server: containerSpec{
@@ -289,7 +313,7 @@ func (d *deployment) appRelease(stand releaseContainers, files []secretFile) (st
 		return "", err
 	}
 	var args []*docker.ContainerArgs
-	for _, spec := range []containerSpec{stand.dblogin, stand.migrate, stand.collectstatic, stand.server, stand.dbretire} {
+	for _, spec := range []containerSpec{stand.dblogin, stand.cachelogin, stand.migrate, stand.collectstatic, stand.server, stand.dbretire, stand.cacheretire} {
 		a, _ := d.containerArgs(spec)
 		args = append(args, a)
 	}
@@ -353,7 +377,7 @@ func (d *deployment) appSecretFiles(sec *Secrets) []secretFile {
 	files := []secretFile{
 		{name: "SECRET_KEY", value: sec.SecretKey, generation: gen.SecretKey},
 		{name: "DATABASE_URL", value: databaseURL(sec, gen.AppDBPassword), generation: gen.AppDBPassword},
-		{name: "REDIS_URL", value: redisURL(sec), generation: gen.RedisPassword},
+		{name: "REDIS_URL", value: redisURL(sec, gen.RedisPassword), generation: gen.RedisPassword},
 	}
 	if d.cfg.SentryDSN.IsSet() {
 		files = append(files, secretFile{name: "SENTRY_DSN", value: d.cfg.SentryDSN.Output()})
@@ -425,15 +449,55 @@ func oneShotHealthcheck() *docker.ContainerHealthcheckArgs {
 	return healthcheck(checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Second, 1}, appBinary, "help")
 }
 
-// retireLogins registers the release's dbretire one-shot: once the switch
-// has made the release live, every database login but the release's own
-// stops working (a rotated password's predecessor among them).
+// loginTier is what a tier's login one-shots are made of.
+type loginTier struct {
+	image pulumi.StringInput
+	user  string
+	// control is the volume whose socket administers the tier's logins.
+	control    volumeMount
+	entrypoint []string
+	// check is the file the health check finds executable.
+	check string
+	// passwordFile is the release's secret file with the login's password.
+	passwordFile string
+	env          map[string]string
+}
+
+// afterOneShots is image once each of the release's one-shots (a role's
+// container) exited 0: a container whose image input it is starts only
+// then, and a failure stops the update there, with the live release
+// still serving.
+func (d *deployment) afterOneShots(release string, image pulumi.StringInput, oneShots map[string]*docker.Container) pulumi.StringOutput {
+	roles := slices.Sorted(maps.Keys(oneShots))
+	inputs := []any{image}
+	for _, role := range roles {
+		inputs = append(inputs, oneShots[role].ExitCode)
+	}
+	return pulumi.All(inputs...).ApplyT(func(v []any) (string, error) {
+		for i, role := range roles {
+			if code := v[i+1].(int); code != 0 {
+				return "", notLive(release, "%s exited with status %d (see `docker logs %s`)", role, code, d.name(Instance(role, release)))
+			}
+		}
+		return v[0].(string), nil
+	}).(pulumi.StringOutput)
+}
+
+// retireLogins registers the release's dbretire and cacheretire one-shots:
+// once the switch has made the release live, every database and Redis
+// login but the release's own stops working (a rotated password's
+// predecessor among them).
 func (d *deployment) retireLogins(ctx *pulumi.Context, a *App, p *Proxy) error {
-	spec := a.dbretire
-	spec.image = pulumi.All(spec.image, p.Switched).ApplyT(func(v []any) string { return v[0].(string) }).(pulumi.StringOutput)
-	spec.dependsOn = []pulumi.Resource{p.Switch}
-	spec.opts = []pulumi.ResourceOption{pulumi.IgnoreChanges([]string{"image"})}
-	var err error
-	a.DBRetire, err = d.newContainer(ctx, a, spec)
-	return err
+	a.Retires = map[string]*docker.Container{}
+	for _, spec := range a.retires {
+		spec.image = pulumi.All(spec.image, p.Switched).ApplyT(func(v []any) string { return v[0].(string) }).(pulumi.StringOutput)
+		spec.dependsOn = []pulumi.Resource{p.Switch}
+		spec.opts = []pulumi.ResourceOption{pulumi.IgnoreChanges([]string{"image"})}
+		c, err := d.newContainer(ctx, a, spec)
+		if err != nil {
+			return err
+		}
+		a.Retires[spec.role] = c
+	}
+	return nil
 }

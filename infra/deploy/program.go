@@ -117,7 +117,7 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 	if err != nil {
 		return nil, err
 	}
-	cache, err := d.newCache(ctx, net, sec, images.Cache)
+	cache, err := d.newCache(ctx, net, images.Cache)
 	if err != nil {
 		return nil, err
 	}
@@ -131,14 +131,20 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 	if err := d.retireLogins(ctx, app, proxy); err != nil {
 		return nil, err
 	}
+	containers := pulumi.StringMap{
+		stacks.RoleProxy: proxy.Container.Name, stacks.RoleSwitch: proxy.Switch.Name, stacks.RoleApp: app.Container.Name,
+		stacks.RoleMigrate: app.Migrate.Name, stacks.RoleCollectstatic: app.Collectstatic.Name,
+		stacks.RoleDB: db.Container.Name, stacks.RoleBackup: db.Backup.Name, stacks.RoleCache: cache.Container.Name,
+	}
+	for role, c := range app.Logins {
+		containers[role] = c.Name
+	}
+	for role, c := range app.Retires {
+		containers[role] = c.Name
+	}
 	return pulumi.Map{
-		"url": pulumi.String(d.cfg.PublicURL()),
-		"containers": pulumi.StringMap{
-			stacks.RoleProxy: proxy.Container.Name, stacks.RoleSwitch: proxy.Switch.Name, stacks.RoleApp: app.Container.Name,
-			stacks.RoleMigrate: app.Migrate.Name, stacks.RoleCollectstatic: app.Collectstatic.Name,
-			stacks.RoleDBLogin: app.DBLogin.Name, stacks.RoleDBRetire: app.DBRetire.Name,
-			stacks.RoleDB: db.Container.Name, stacks.RoleBackup: db.Backup.Name, stacks.RoleCache: cache.Container.Name,
-		},
+		"url":        pulumi.String(d.cfg.PublicURL()),
+		"containers": containers,
 		// The live app release: what the state says nginx sends to.
 		"app": pulumi.Map{"release": proxy.Switched, "container": app.Container.Name},
 		// The release this run declares: known before any resource changes

@@ -144,7 +144,7 @@ func holderKey(name string) string {
 
 // holders are the secrets holders a stack has: the proxy's only with TLS.
 func holders(tls bool) []string {
-	h := []string{"secrets-app", "secrets-db", "secrets-cache"}
+	h := []string{"secrets-app", "secrets-db"}
 	if tls {
 		h = append(h, "secrets-proxy")
 	}
@@ -360,7 +360,7 @@ func TestEveryContainerIsHardened(t *testing.T) {
 					hc := plain(in["healthcheck"]).(map[string]any)
 					assert.GreaterOrEqual(t, len(strs(hc["tests"])), 2, "a health check command")
 					forbidden := []string{"privileged", "pidMode", "ipcMode", "usernsMode", "networkMode", "publishAllPorts", "devices", "mounts"}
-					if role == stacks.RoleDBLogin || role == stacks.RoleDBRetire {
+					if role == stacks.RoleDBLogin || role == stacks.RoleDBRetire || role == stacks.RoleCacheLogin || role == stacks.RoleCacheRetire {
 						// psql over the database's socket volume: no network.
 						assert.Equal(t, "none", plain(in["networkMode"]))
 						forbidden = slices.DeleteFunc(forbidden, func(k string) bool { return k == "networkMode" })
@@ -445,7 +445,7 @@ func TestNetworksAndPorts(t *testing.T) {
 				stacks.RoleMigrate: {internal}, stacks.RoleCollectstatic: {internal},
 			}
 			for role, c := range res.m.byType(typeContainer) {
-				if strings.HasPrefix(role, stacks.RoleSecrets) || strings.HasPrefix(role, stacks.RoleDBLogin) || strings.HasPrefix(role, stacks.RoleDBRetire) {
+				if strings.HasPrefix(role, stacks.RoleSecrets) || strings.HasSuffix(role, "login") || strings.HasSuffix(role, "retire") {
 					assert.Equal(t, "none", plain(c.Inputs["networkMode"]), role)
 					continue
 				}
@@ -502,7 +502,12 @@ func TestVolumes(t *testing.T) {
 			appSecrets := plain(res.m.byType(typeContainer)["secrets-app"].Inputs["name"]).(string)
 			assert.Equal(t, map[string]any{n("pgdata"): false, n("pgbackrest-repo"): false, n("pgrun"): false, n("secrets-db"): true}, mounts(stacks.RoleDB))
 			assert.Equal(t, map[string]any{n("pgdata"): true, n("pgbackrest-repo"): false, n("pgrun"): false}, mounts(stacks.RoleBackup))
-			assert.Equal(t, map[string]any{n("secrets-cache"): true}, mounts(stacks.RoleCache))
+			assert.Equal(t, map[string]any{n("cache-control"): false}, mounts(stacks.RoleCache), "no secret of the stack: its logins are the releases'")
+			// The logins: their tier's socket, and grant the release's secrets.
+			assert.Equal(t, map[string]any{n("pgrun"): false, appSecrets: true}, mounts(stacks.RoleDBLogin))
+			assert.Equal(t, map[string]any{n("cache-control"): false, appSecrets: true}, mounts(stacks.RoleCacheLogin))
+			assert.Equal(t, map[string]any{n("pgrun"): false}, mounts(stacks.RoleDBRetire))
+			assert.Equal(t, map[string]any{n("cache-control"): false}, mounts(stacks.RoleCacheRetire))
 			assert.Equal(t, map[string]any{n("media"): false, n("static"): false, appSecrets: true}, mounts(stacks.RoleApp), "static too, for predeploy-check")
 			assert.Equal(t, map[string]any{appSecrets: true}, mounts(stacks.RoleMigrate))
 			assert.Equal(t, map[string]any{n("static"): false, appSecrets: true}, mounts(stacks.RoleCollectstatic))
@@ -1030,15 +1035,16 @@ func TestSecretGenerationsRotateThroughANewRelease(t *testing.T) {
 	assert.Equal(t, map[string]any{"db-superuser-password": map[string]any{"generation": "3"}}, keepers)
 }
 
-// The app's database password rotates with PostgreSQL running: it is no
-// file of the database container (whose secrets would replace it), but
-// each release's dblogin grants it to the login role of its generation
-// before migrate runs, and dbretire closes every other login once the
-// switch made the release live. Two rotations alternate the two logins.
-func TestDatabasePasswordRotatesThroughTheOtherLogin(t *testing.T) {
+// The app's database and Redis passwords rotate with PostgreSQL and Redis
+// running: neither is a file of their containers (whose secrets would
+// replace them), but each release's dblogin and cachelogin grant it to
+// the login of its generation before migrate runs, and dbretire and
+// cacheretire close every other login once the switch made the release
+// live. Two rotations alternate the two logins.
+func TestAppPasswordsRotateThroughTheOtherLogin(t *testing.T) {
 	deployed := func(generation int) map[string]pulumi.MockResourceArgs {
 		raw := stackConfig(t, "prod")
-		raw["secretGenerations"] = fmt.Sprintf(`{"appDbPassword": %d}`, generation)
+		raw["secretGenerations"] = fmt.Sprintf(`{"appDbPassword": %d, "redisPassword": %d}`, generation, generation)
 		res := deployWith(t, "prod", raw, &mocks{})
 		require.NoError(t, res.err)
 		return res.m.byType(typeContainer)
@@ -1058,48 +1064,70 @@ func TestDatabasePasswordRotatesThroughTheOtherLogin(t *testing.T) {
 			assert.NotContains(t, envMap(t, db), "NBMS_DB_PASSWORD_FILE", "the app's password is not the database container's")
 			assert.Equal(t, "nbms", envMap(t, db)["NBMS_DB_USER"], "the owner, created NOLOGIN")
 			assert.Equal(t, []string{"POSTGRES_PASSWORD"}, slices.Collect(maps.Keys(files(containers["secrets-db"]))))
+			assert.NotContains(t, containers, "secrets-cache", "Redis holds no secret of the stack")
+			assert.Empty(t, plain(containers[stacks.RoleCache].Inputs["envs"]), "nor a file of one")
 
 			release := files(containers["secrets-app"])
-			dbURL, err := url.Parse(release["DATABASE_URL"])
-			require.NoError(t, err)
-			assert.Equal(t, login, dbURL.User.Username(), "generation %d logs in as %s", generation, login)
-			password, _ := dbURL.User.Password()
-			assert.Equal(t, password, release["NBMS_DB_PASSWORD"], "dblogin grants the password the app connects with")
-
-			grant, retire := containers[stacks.RoleDBLogin], containers[stacks.RoleDBRetire]
-			for _, c := range []pulumi.MockResourceArgs{grant, retire} {
-				assert.Equal(t, []string{"/usr/local/bin/nbms-db-login"}, strs(plain(c.Inputs["entrypoints"])))
-				assert.Equal(t, "999:999", plain(c.Inputs["user"]), "postgres: peer authentication over the socket, no password")
-				env := envMap(t, c.Inputs)
-				assert.Equal(t, login, env["NBMS_DB_LOGIN"])
-				assert.Equal(t, "nbms", env["NBMS_DB_OWNER"])
+			for _, store := range []struct{ url, passwordFile string }{{"DATABASE_URL", "NBMS_DB_PASSWORD"}, {"REDIS_URL", "REDIS_PASSWORD"}} {
+				u, err := url.Parse(release[store.url])
+				require.NoError(t, err)
+				assert.Equal(t, login, u.User.Username(), "generation %d logs in as %s", generation, login)
+				password, _ := u.User.Password()
+				assert.Equal(t, password, release[store.passwordFile], "the login is granted the password the app connects with")
 			}
-			assert.Equal(t, []string{"grant"}, strs(plain(grant.Inputs["command"])))
-			assert.Equal(t, "/run/secrets/NBMS_DB_PASSWORD", envMap(t, grant.Inputs)["NBMS_DB_PASSWORD_FILE"])
-			assert.Equal(t, []string{"retire"}, strs(plain(retire.Inputs["command"])))
-			assert.NotContains(t, envMap(t, retire.Inputs), "NBMS_DB_PASSWORD_FILE", "retire needs no password")
 
-			dependsOn := func(c pulumi.MockResourceArgs, on string) bool {
-				return slices.ContainsFunc(c.RegisterRPC.GetDependencies(), func(urn string) bool {
-					return strings.HasSuffix(urn, "$docker:index/container:Container::"+on)
-				})
+			for _, tier := range []struct {
+				grant, retire, user string
+				entrypoint          []string
+				loginVar, password  string
+				env                 map[string]string
+			}{
+				{stacks.RoleDBLogin, stacks.RoleDBRetire, "999:999", []string{"/usr/local/bin/nbms-db-login"}, "NBMS_DB_LOGIN", "NBMS_DB_PASSWORD",
+					map[string]string{"NBMS_DB_OWNER": "nbms", "PGHOST": "/var/run/postgresql"}},
+				{stacks.RoleCacheLogin, stacks.RoleCacheRetire, "998:998", []string{"/bin/sh", "-c", deploy.CacheLoginScript, "nbms-cache-login"}, "NBMS_CACHE_LOGIN", "REDIS_PASSWORD",
+					map[string]string{}},
+			} {
+				grant, retire := containers[tier.grant], containers[tier.retire]
+				for _, c := range []pulumi.MockResourceArgs{grant, retire} {
+					assert.Equal(t, tier.entrypoint, strs(plain(c.Inputs["entrypoints"])))
+					assert.Equal(t, tier.user, plain(c.Inputs["user"]), "the tier's own user, whom its socket admits")
+					env := envMap(t, c.Inputs)
+					assert.Equal(t, login, env[tier.loginVar])
+					for k, v := range tier.env {
+						assert.Equal(t, v, env[k])
+					}
+				}
+				assert.Equal(t, []string{"grant"}, strs(plain(grant.Inputs["command"])))
+				assert.Equal(t, "/run/secrets/"+tier.password, envMap(t, grant.Inputs)[tier.password+"_FILE"])
+				assert.Equal(t, []string{"retire"}, strs(plain(retire.Inputs["command"])))
+				assert.NotContains(t, envMap(t, retire.Inputs), tier.password+"_FILE", "retire needs no password")
+
+				dependsOn := func(c pulumi.MockResourceArgs, on string) bool {
+					return slices.ContainsFunc(c.RegisterRPC.GetDependencies(), func(urn string) bool {
+						return strings.HasSuffix(urn, "$docker:index/container:Container::"+on)
+					})
+				}
+				assert.True(t, dependsOn(containers[stacks.RoleMigrate], grant.Name), "migrate runs once the login has its password")
+				assert.True(t, dependsOn(retire, containers[stacks.RoleSwitch].Name), "the other logins close once the release is live")
 			}
-			assert.True(t, dependsOn(containers[stacks.RoleMigrate], grant.Name), "migrate runs once the login has its password")
-			assert.True(t, dependsOn(retire, containers[stacks.RoleSwitch].Name), "the other logins close once the release is live")
 		})
 	}
 }
 
-// A dblogin that fails stops the update before migrate, with the live
+// A login that fails stops the update before migrate, with the live
 // release serving.
-func TestDBLoginFailureKeepsTheLiveRelease(t *testing.T) {
+func TestLoginFailureKeepsTheLiveRelease(t *testing.T) {
 	release := releaseOf(t, "prod")
-	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{exitCodes: map[string]int{deploy.Instance(stacks.RoleDBLogin, release): 1}})
-	require.Error(t, res.err)
-	assert.Contains(t, res.err.Error(), deploy.NotLivePrefix+" "+release+": dblogin exited with status 1 (see `docker logs prod-dblogin-"+release+"`)")
-	containers := res.m.byType(typeContainer)
-	for _, role := range []string{stacks.RoleMigrate, stacks.RoleApp, stacks.RoleSwitch, stacks.RoleDBRetire} {
-		assert.NotContains(t, containers, role)
+	for _, role := range []string{stacks.RoleDBLogin, stacks.RoleCacheLogin} {
+		t.Run(role, func(t *testing.T) {
+			res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{exitCodes: map[string]int{deploy.Instance(role, release): 1}})
+			require.Error(t, res.err)
+			assert.Contains(t, res.err.Error(), deploy.NotLivePrefix+" "+release+": "+role+" exited with status 1 (see `docker logs prod-"+role+"-"+release+"`)")
+			containers := res.m.byType(typeContainer)
+			for _, role := range []string{stacks.RoleMigrate, stacks.RoleApp, stacks.RoleSwitch, stacks.RoleDBRetire, stacks.RoleCacheRetire} {
+				assert.NotContains(t, containers, role)
+			}
+		})
 	}
 }
 

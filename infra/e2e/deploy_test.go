@@ -209,21 +209,27 @@ func TestRealDeploy(t *testing.T) {
 			}
 			s.checkDataKept(t, session, evidenceSHA)
 		}},
-		{"a rotated database password goes live through the other login with no failed request, and the previous one stops working", func(t *testing.T) {
+		{"rotated database and Redis passwords go live through the other logins with no failed request, and the previous ones stop working", func(t *testing.T) {
 			live := s.liveRelease(t)
-			// The password the live release logs in with works, as nbms_a.
+			// The passwords the live release logs in with work, as nbms_a.
 			out, err := dbLogin(t, "nbms_a", generated["appDbPassword"].(string))
 			require.NoError(t, err)
 			assert.Equal(t, "nbms_a nbms", out, "a login acts as the owner")
-			overrides["secretGenerations"] = `{"secretKey": 1, "appDbPassword": 1}`
+			assert.Equal(t, "PONG", cacheLogin(t, "nbms_a", generated["redisPassword"].(string)))
+			cacheID := inspect(t, container(conventions.RoleCache)).ID
+			overrides["secretGenerations"] = `{"secretKey": 1, "appDbPassword": 1, "redisPassword": 1}`
 			file = s.stackFile(overrides)
-			res, traffic, err := s.runWithTraffic("rotate-db-password", "up.rotate-db-password", driver.Up, file, session)
+			res, traffic, err := s.runWithTraffic("rotate-passwords", "up.rotate-passwords", driver.Up, file, session)
 			require.NoError(t, err)
-			// Nothing but the password's generator and the release: the
-			// database container is not restarted.
-			s.checkSwitched(t, "rotate-db-password", res, traffic, live, []string{"app-db-password"}, "a new app database password: its generator, and a new release that logs in with it")
+			// Nothing but the passwords' generators and the release: neither
+			// PostgreSQL nor Redis is restarted.
+			s.checkSwitched(t, "rotate-passwords", res, traffic, live, []string{"app-db-password", "redis-password"},
+				"new app passwords: their generators, and a new release that logs in with them")
+			assert.Equal(t, cacheID, inspect(t, container(conventions.RoleCache)).ID, "Redis kept running")
 			gen := res.Outputs["generatedSecrets"].Value.(map[string]any)
-			require.NotEqual(t, generated["appDbPassword"], gen["appDbPassword"], "the password is new")
+			require.NotEqual(t, generated["appDbPassword"], gen["appDbPassword"], "the database password is new")
+			require.NotEqual(t, generated["redisPassword"], gen["redisPassword"], "the Redis password is new")
+
 			out, err = dbLogin(t, "nbms_b", gen["appDbPassword"].(string))
 			require.NoError(t, err)
 			assert.Equal(t, "nbms_b nbms", out, "the new password works, for the other login")
@@ -236,6 +242,9 @@ func TestRealDeploy(t *testing.T) {
 				"SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity WHERE datname = 'nbms' AND backend_type = 'client backend'")
 			require.NoError(t, err)
 			assert.Equal(t, "nbms_b", strings.TrimSpace(sessions), "the app's sessions are all the new login's")
+
+			assert.Equal(t, "PONG", cacheLogin(t, "nbms_b", gen["redisPassword"].(string)), "the new Redis password works, for the other login")
+			assert.Contains(t, cacheLogin(t, "nbms_a", generated["redisPassword"].(string)), "WRONGPASS", "the previous one stops working")
 			generated = gen
 			s.checkDataKept(t, session, evidenceSHA)
 		}},
@@ -301,7 +310,7 @@ func TestRealDeploy(t *testing.T) {
 			// switch; all three go now, with its secrets.
 			brokenRelease := strings.TrimPrefix(brokenName, stackName+"-"+conventions.RoleApp+"-")
 			removed := slices.Clone(newVersionImages)
-			for _, role := range []string{conventions.RoleDBLogin, conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp, "secrets-app"} {
+			for _, role := range []string{conventions.RoleDBLogin, conventions.RoleCacheLogin, conventions.RoleMigrate, conventions.RoleCollectstatic, conventions.RoleApp, "secrets-app"} {
 				removed = append(removed, deploy.Instance(role, brokenRelease))
 			}
 			assert.ElementsMatch(t, removed, changedResources(res), "the broken release removed, the images rebuilt from the live release's inputs:%s", describeChanges(res))
@@ -974,6 +983,7 @@ func (s *stack) checkHardening(t *testing.T) {
 		conventions.RoleMigrate: {internal}, conventions.RoleCollectstatic: {internal}, conventions.RoleSwitch: {edge},
 		// psql over the database's socket volume, on no network.
 		conventions.RoleDBLogin: {"none"}, conventions.RoleDBRetire: {"none"},
+		conventions.RoleCacheLogin: {"none"}, conventions.RoleCacheRetire: {"none"},
 	}
 	for _, role := range stacks.Roles {
 		if role == conventions.RoleSecrets {
@@ -1021,7 +1031,7 @@ func (s *stack) checkHardening(t *testing.T) {
 	// the root their uploads needed (the policy label says why).
 	holders := strings.Fields(docker(t, "ps", "-a", "--filter", "label="+conventions.LabelStack+"="+stackName,
 		"--filter", "label="+conventions.LabelRole+"="+conventions.RoleSecrets, "--format", "{{.Names}}"))
-	assert.Len(t, holders, 4, "app (the live release's), db, cache, proxy: %v", holders)
+	assert.Len(t, holders, 3, "app (the live release's), db, proxy: %v", holders)
 	for _, h := range holders {
 		in := inspect(t, h)
 		assert.Equal(t, "exited", in.State.Status, h)
@@ -1467,4 +1477,15 @@ func dbLogin(t *testing.T, user, password string) (string, error) {
 	out, err := execIn(t, conventions.RoleDB, password+"\n", "sh", "-c",
 		`read -r PGPASSWORD && export PGPASSWORD && exec psql -h 127.0.0.1 -U "$1" -d nbms -Atc "SELECT session_user || ' ' || current_user"`, "sh", user)
 	return strings.TrimSpace(out), err
+}
+
+// cacheLogin pings Redis as user with password over TCP, as the app
+// connects, from inside the cache container (the password on standard
+// input, on no command line), and returns the answer: PONG, or the error.
+func cacheLogin(t *testing.T, user, password string) string {
+	t.Helper()
+	out, err := execIn(t, conventions.RoleCache, password+"\n", "sh", "-c",
+		`read -r REDISCLI_AUTH && export REDISCLI_AUTH && exec redis-cli --no-auth-warning -h 127.0.0.1 --user "$1" ping`, "sh", user)
+	require.NoError(t, err)
+	return strings.TrimSpace(out)
 }

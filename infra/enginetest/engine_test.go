@@ -287,17 +287,17 @@ var expectedPlan = []string{
 	"nbms:deploy:Database database",
 	"docker:index/volume:Volume pgdata", "docker:index/volume:Volume pgbackrest-repo", "docker:index/volume:Volume pgrun",
 	"docker:index/container:Container db", "docker:index/container:Container backup",
-	"nbms:deploy:Cache cache", "docker:index/container:Container cache",
+	"nbms:deploy:Cache cache", "docker:index/volume:Volume cache-control", "docker:index/container:Container cache",
 	"nbms:deploy:App app",
 	"docker:index/volume:Volume media", "docker:index/volume:Volume static",
-	"docker:index/container:Container dblogin-<release>",
+	"docker:index/container:Container dblogin-<release>", "docker:index/container:Container cachelogin-<release>",
 	"docker:index/container:Container migrate-<release>", "docker:index/container:Container collectstatic-<release>",
 	"docker:index/container:Container app-<release>",
 	"nbms:deploy:Proxy proxy", "docker:index/volume:Volume proxy-control", "docker:index/container:Container switch-<release>",
-	"docker:index/container:Container proxy", "docker:index/container:Container dbretire-<release>",
+	"docker:index/container:Container proxy",
+	"docker:index/container:Container dbretire-<release>", "docker:index/container:Container cacheretire-<release>",
 	// Each tier's secrets volume and the one-shot holder that fills it.
 	"docker:index/volume:Volume secrets-db", "docker:index/container:Container secrets-db",
-	"docker:index/volume:Volume secrets-cache", "docker:index/container:Container secrets-cache",
 	"docker:index/volume:Volume secrets-app-<release>", "docker:index/container:Container secrets-app-<release>",
 	"docker:index/volume:Volume secrets-proxy", "docker:index/container:Container secrets-proxy",
 }
@@ -411,9 +411,19 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	}
 	// Each tier's secret files are in place before its first reader.
 	for holder, reader := range map[string]string{
-		"secrets-db": "db", "secrets-cache": "cache", "secrets-app-<release>": "migrate-<release>", "secrets-proxy": "proxy",
+		"secrets-db": "db", "secrets-app-<release>": "dblogin-<release>", "secrets-proxy": "proxy",
 	} {
 		assert.Less(t, created[holder], created[reader], "%s before %s", holder, reader)
+	}
+	assert.Less(t, created["secrets-app-<release>"], created["cachelogin-<release>"], "the release's secrets before its logins")
+	assert.Less(t, created["cache-control"], created["cache"], "the cache's control volume before Redis")
+	assert.Less(t, created["db"], created["dblogin-<release>"], "the database before its login")
+	assert.Less(t, created["cache"], created["cachelogin-<release>"], "Redis before its login")
+	for _, login := range []string{"dblogin-<release>", "cachelogin-<release>"} {
+		assert.Less(t, created[login], created["migrate-<release>"], "%s before migrations", login)
+	}
+	for _, retire := range []string{"dbretire-<release>", "cacheretire-<release>"} {
+		assert.Less(t, created["switch-<release>"], created[retire], "the switch to the release before %s", retire)
 	}
 	assert.Less(t, created["db"], created["migrate-<release>"], "the database before migrations")
 	assert.Less(t, created["migrate-<release>"], created["app-<release>"], "migrations before the app")
@@ -426,7 +436,7 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 		assert.Less(t, created["base-tag"], created[img], "the base tag before %s", img)
 	}
 	assert.Less(t, created["app-image"], created["backup-image"], "the app image before the backup image that copies its binary")
-	assert.Len(t, order, 12+2+10+5+1+1, "8 containers and 4 secrets holders, 2 networks, 6 volumes and 4 secrets volumes, 5 built images, the base and its tag")
+	assert.Len(t, order, 15+2+10+5+1+1, "12 containers and 3 secrets holders, 2 networks, 7 volumes and 3 secrets volumes, 5 built images, the base and its tag")
 
 	// The hooks probed during the update: the app container itself right
 	// after it was created and before nginx was (nginx does not exist yet
@@ -518,22 +528,23 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 			ops = append(ops, step.Op+" "+nameOf(step.URN))
 		}
 	}
-	// The release's six containers, and its secrets volume and holder
-	// (both named secrets-app-<release>).
-	for _, role := range []string{"dblogin", "migrate", "collectstatic", "app", "switch", "dbretire", "secrets-app", "secrets-app"} {
+	// The release's containers, and its secrets volume and holder (both
+	// named secrets-app-<release>).
+	for _, role := range append(slices.Clone(conventions.ReleaseRoles), "secrets-app", "secrets-app") {
 		want = append(want, "create "+deploy.Instance(role, newRelease), "delete "+deploy.Instance(role, oldRelease))
 	}
 	assert.ElementsMatch(t, want, ops)
 	e.reset()
 	res, err = e.run(driver.Up, opts)
 	require.NoError(t, err)
-	assert.Equal(t, map[string]int{"same": len(expectedPlan) + 1 - 8, "create": 8, "delete": 8}, res.Changes, "the stack itself is the +1")
+	perRelease := len(conventions.ReleaseRoles) + 2
+	assert.Equal(t, map[string]int{"same": len(expectedPlan) + 1 - perRelease, "create": perRelease, "delete": perRelease}, res.Changes, "the stack itself is the +1")
 	var changed []string
 	for _, c := range e.applied() {
 		changed = append(changed, c.Method+" "+c.Name)
 	}
 	t.Logf("applied: %v", changed)
-	require.Len(t, changed, 16)
+	require.Len(t, changed, 2*perRelease)
 	switchAt := slices.Index(changed, "Create "+deploy.Instance("switch", newRelease))
 	require.GreaterOrEqual(t, switchAt, 0)
 	for i, c := range changed {
@@ -557,13 +568,14 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	assert.ElementsMatch(t, []string{
 		"edge", "internal", "db-superuser-password", "app-db-password", "redis-password", "app-secret-key",
 		"base-image", "base-tag", "app-image", "db-image", "backup-image", "proxy-image", "cache-image",
-		"pgrun", "db", "backup", "cache", "static", "proxy-control", "proxy",
+		"pgrun", "db", "backup", "cache-control", "cache", "static", "proxy-control", "proxy",
 		deploy.Instance("migrate", newRelease), deploy.Instance("collectstatic", newRelease),
 		deploy.Instance("app", newRelease), deploy.Instance("switch", newRelease),
 		deploy.Instance("dblogin", newRelease), deploy.Instance("dbretire", newRelease),
+		deploy.Instance("cachelogin", newRelease), deploy.Instance("cacheretire", newRelease),
 		// The secrets volumes and their holders go too: the secrets are in
 		// the state, and the next up places them again.
-		"secrets-db", "secrets-db", "secrets-cache", "secrets-cache", "secrets-proxy", "secrets-proxy",
+		"secrets-db", "secrets-db", "secrets-proxy", "secrets-proxy",
 		deploy.Instance("secrets-app", newRelease), deploy.Instance("secrets-app", newRelease),
 	}, deleted)
 	remaining := e.stackExport()
@@ -718,7 +730,7 @@ func TestFailedMigrateKeepsTheLiveRelease(t *testing.T) {
 		applied = append(applied, c.Method+" "+generic(c.Name))
 		failedRelease = append(failedRelease, c.Name)
 	}
-	assert.ElementsMatch(t, []string{"Create secrets-app-<release>", "Create secrets-app-<release>", "Create dblogin-<release>", "Create migrate-<release>", "Create collectstatic-<release>"}, applied,
+	assert.ElementsMatch(t, []string{"Create secrets-app-<release>", "Create secrets-app-<release>", "Create dblogin-<release>", "Create cachelogin-<release>", "Create migrate-<release>", "Create collectstatic-<release>"}, applied,
 		"the release's secrets volume and holder, its one-shots; no server, no switch, nothing deleted")
 	state := e.stackExport()
 	for _, role := range conventions.ReleaseRoles {
@@ -738,7 +750,7 @@ func TestFailedMigrateKeepsTheLiveRelease(t *testing.T) {
 			deleted = append(deleted, c.Name)
 		}
 	}
-	want := failedRelease // the failed release's secrets volume and holder, and its three one-shots
+	want := failedRelease // the failed release's secrets volume and holder, and its four one-shots
 	for _, role := range append(slices.Clone(conventions.ReleaseRoles), "secrets-app", "secrets-app") {
 		want = append(want, deploy.Instance(role, live))
 	}

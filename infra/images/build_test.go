@@ -568,7 +568,8 @@ grant nbms_a three
 login nbms_a three "SELECT 'a ' || current_user"`)...)
 		require.NoError(t, err, "%s\n%s", out, stderr)
 		assert.Equal(t, strings.Join([]string{
-			"REFUSED nbms",     // the owner: NOLOGIN, whatever the password
+			"REFUSED nbms", // the owner: NOLOGIN, whatever the password
+			"CREATE TABLE",
 			"a nbms nbms",      // a login acts as the owner, and what it creates is the owner's
 			"a nbms", "b nbms", // a rotation: the new login beside the live one
 			"REFUSED nbms_a", // retired: its password stops working
@@ -624,7 +625,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	edgeSubnet := createEdgeNetwork(t, e, edge)
 
 	volumes := map[string]string{}
-	for _, v := range []string{"pgdata", "pgrepo", "pgrun", "static", "media", "proxy-control"} {
+	for _, v := range []string{"pgdata", "pgrepo", "pgrun", "static", "media", "proxy-control", "cache-control"} {
 		volumes[v] = name(v)
 		e.run(t, nil, "volume", "create", volumes[v])
 		e.cleanup(t, "volume", "rm", "-f", volumes[v])
@@ -682,12 +683,13 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 		prologue(im.db, pgFiles, postgres...)...)
 	e.run(t, dbEnv, args...)
 
-	// Redis, exactly as the program starts it.
-	cacheSecrets, redisEnv := secretsVolume(t, e, im.redis, name("secrets-cache"), map[string]string{"REDIS_PASSWORD": redisPassword})
+	// Redis, exactly as the program starts it: no secret of the stack, its
+	// control volume (a new volume takes the image's owner and mode).
+	cacheControl := volumes["cache-control"] + ":/var/lib/nbms-cache"
 	cache := container("cache")
-	args = []string{"run", "-d", "--name", cache, "--network", internal, "--network-alias", "cache", "--health-interval", healthInterval}
-	args = append(append(append(append(append(args, hardened("998:998")...), tmpfs("/data", 16)...), tmpfs("/tmp", 16)...), envFlags(redisEnv)...), cacheSecrets...)
-	e.run(t, redisEnv, append(args, "--entrypoint", "/bin/sh", im.redis, "-c", deploy.RedisScript, "redis", "192mb")...)
+	args = []string{"run", "-d", "--name", cache, "--network", internal, "--network-alias", "cache", "--health-interval", healthInterval, "-v", cacheControl}
+	args = append(append(append(args, hardened("998:998")...), tmpfs("/data", 16)...), tmpfs("/tmp", 16)...)
+	e.run(t, nil, append(args, "--entrypoint", "/bin/sh", im.redis, "-c", deploy.RedisScript, "redis", "192mb")...)
 
 	e.waitHealthy(t, db, 2*time.Minute)
 	e.waitHealthy(t, cache, time.Minute)
@@ -742,10 +744,68 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 		assert.Contains(t, out, `password authentication failed for user "nbms"`, "the owner has no password")
 	})
 
-	t.Run("cache: password required", func(t *testing.T) {
-		out := e.run(t, nil, "exec", cache, "redis-cli", "ping")
-		assert.Contains(t, out, "NOAUTH")
-		assert.Equal(t, "maxmemory\n201326592", e.run(t, nil, "exec", cache, "sh", "-c", deploy.RedisCLIAuth+" redis-cli config get maxmemory"))
+	// The release's Redis login, granted as the program's cachelogin does:
+	// over the control volume's socket, on no network.
+	cacheLoginAs := func(login, password string) func(command string) (string, string, error) {
+		secrets, env := secretsVolume(t, e, im.redis, name("secrets-cache-"+login), map[string]string{"REDIS_PASSWORD": password})
+		env["NBMS_CACHE_LOGIN"] = login
+		return func(command string) (string, string, error) {
+			a := append(append(append(append([]string{"run", "--rm", "--network", "none", "-v", cacheControl}, hardened("998:998")...), tmpfs("/tmp", 8)...), envFlags(env)...), secrets...)
+			return e.try(env, append(a, "--entrypoint", "/bin/sh", im.redis, "-c", deploy.CacheLoginScript, "nbms-cache-login", command)...)
+		}
+	}
+	cacheLogin := cacheLoginAs("nbms_a", redisPassword)
+	_, stderr, err := cacheLogin("grant")
+	require.NoError(t, err, stderr)
+	assert.Contains(t, stderr, "nbms-cache-login: granting login nbms_a its password")
+	assert.NotContains(t, stderr, redisPassword)
+
+	t.Run("cache: only its logins get in, and they outlive a restart of Redis", func(t *testing.T) {
+		// From another container on the network, as the app connects.
+		redisCLI := func(args ...string) string {
+			a := append(append([]string{"run", "--rm", "--network", internal}, hardened("998:998")...), im.redis, "redis-cli", "-h", "cache", "--no-auth-warning")
+			out, stderr, _ := e.try(nil, append(a, args...)...)
+			return strings.TrimSpace(out + stderr)
+		}
+		cli := func(auth ...string) string { return redisCLI(append(auth, "ping")...) }
+		assert.Contains(t, cli(), "NOAUTH", "no anonymous access")
+		assert.Equal(t, "PONG", cli("--user", "nbms_a", "-a", redisPassword))
+		assert.Contains(t, cli("--user", "nbms_a", "-a", "wrong"), "WRONGPASS")
+		assert.Contains(t, cli("-a", redisPassword), "WRONGPASS", "the default user is off")
+		admin := strings.TrimSpace(e.run(t, nil, "exec", cache, "cat", "/var/lib/nbms-cache/admin"))
+		assert.Contains(t, cli("--user", "nbms-admin", "-a", admin), "PONG", "the admin may ping")
+		assert.Contains(t, redisCLI("--user", "nbms-admin", "-a", admin, "get", "k"), "NOPERM", "but reads no data")
+		assert.Equal(t, "maxmemory\n201326592", e.run(t, nil, "exec", cache, "sh", "-c", deploy.RedisCLI+" config get maxmemory"))
+		assert.Regexp(t, `(?m)^user nbms_a on .*#[0-9a-f]{64} `, e.run(t, nil, "exec", cache, "sh", "-c", deploy.RedisCLI+" acl list"), "the login's password is kept as a hash")
+
+		e.run(t, nil, "restart", cache)
+		e.waitHealthy(t, cache, time.Minute)
+		assert.Equal(t, "PONG", cli("--user", "nbms_a", "-a", redisPassword), "the ACL file kept the login")
+		assert.NotEqual(t, admin, strings.TrimSpace(e.run(t, nil, "exec", cache, "cat", "/var/lib/nbms-cache/admin")), "each start makes a new admin password")
+
+		// A rotation: the other login granted beside the live one, then
+		// every login but the new one retired.
+		rotated := randomHex(t, 16)
+		other := cacheLoginAs("nbms_b", rotated)
+		_, stderr, err := other("grant")
+		require.NoError(t, err, stderr)
+		assert.Equal(t, "PONG", cli("--user", "nbms_b", "-a", rotated), "the new login")
+		assert.Equal(t, "PONG", cli("--user", "nbms_a", "-a", redisPassword), "beside the live one")
+		_, stderr, err = other("retire")
+		require.NoError(t, err, stderr)
+		assert.Contains(t, stderr, "nbms-cache-login: retired every login but nbms_b: nbms_a")
+		assert.Contains(t, cli("--user", "nbms_a", "-a", redisPassword), "WRONGPASS", "the previous password stops working")
+		assert.Equal(t, "PONG", cli("--user", "nbms_b", "-a", rotated))
+		_, stderr, err = other("retire")
+		require.NoError(t, err, stderr)
+		assert.Contains(t, stderr, "retired every login but nbms_b: none (already retired)")
+		// And back, for the app below: the next rotation's turn.
+		for _, command := range []string{"grant", "retire"} {
+			_, stderr, err = cacheLogin(command)
+			require.NoError(t, err, stderr)
+		}
+		assert.Contains(t, cli("--user", "nbms_b", "-a", rotated), "WRONGPASS")
+		assert.Equal(t, "PONG", cli("--user", "nbms_a", "-a", redisPassword))
 	})
 
 	// The app: the program's environment for this stack, its one-shot
@@ -753,7 +813,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 	secret := map[string]string{
 		"SECRET_KEY":   rand.Text() + rand.Text(),
 		"DATABASE_URL": "postgres://nbms_a:" + appPassword + "@db:5432/nbms?sslmode=disable",
-		"REDIS_URL":    "redis://:" + redisPassword + "@cache:6379/0",
+		"REDIS_URL":    "redis://nbms_a:" + redisPassword + "@cache:6379/0",
 	}
 	appEnv, err := deploy.AppEnv(cfg, secret)
 	require.NoError(t, err)

@@ -677,9 +677,11 @@ func TestRedisImage(t *testing.T) {
 	assert.Contains(t, r, "install -d -o redis -g redis -m 0755 /data", "0755: a root-owned tmpfs on /data copies this mode, and redis must be able to look in it")
 	assert.Equal(t, "/data", last(final.ins, "WORKDIR"))
 	check := last(final.ins, "HEALTHCHECK")[strings.Index(last(final.ins, "HEALTHCHECK"), "CMD"):]
-	assert.True(t, strings.HasSuffix(check, "redis-cli ping | grep -q PONG"),
+	assert.True(t, strings.HasSuffix(check, "| grep -q PONG"),
 		"redis-cli exits 0 on an error reply: look for the PONG (the program's check): %s", check)
-	assert.Contains(t, check, `REDISCLI_AUTH=$(cat "$REDIS_PASSWORD_FILE")`, "the password from the secrets volume, as the program's check reads it")
+	assert.Contains(t, r, "install -d -o redis -g redis -m 0700 /var/lib/nbms-cache", "the control volume's mount point: a new volume takes its owner and mode")
+	assert.Contains(t, check, `REDISCLI_AUTH=$(cat /var/lib/nbms-cache/admin) redis-cli --no-auth-warning --user nbms-admin -s /var/lib/nbms-cache/redis.sock ping`,
+		"the admin over the control volume's socket, as the program's check (deploy.RedisCLI)")
 	assert.Contains(t, last(final.ins, "CMD"), `"--protected-mode", "yes"`)
 	assert.Equal(t, "6379", last(final.ins, "EXPOSE"))
 }

@@ -39,16 +39,14 @@ die() {
 	exit 1
 }
 
-for var in NBMS_DB_OWNER NBMS_DB_LOGIN; do
-	eval "value=\${$var:-}"
-	[ -n "$value" ] || die "$var is empty: it names the $(echo "$var" | sed 's/NBMS_DB_//' | tr 'A-Z' 'a-z') role"
-done
+[ -n "${NBMS_DB_OWNER:-}" ] || die "NBMS_DB_OWNER is empty: it names the owner role"
+[ -n "${NBMS_DB_LOGIN:-}" ] || die "NBMS_DB_LOGIN is empty: it names the login role"
 [ "$NBMS_DB_LOGIN" != "$NBMS_DB_OWNER" ] || die "NBMS_DB_LOGIN and NBMS_DB_OWNER are both $NBMS_DB_OWNER: the login role is another role"
 export PGHOST="${PGHOST:-/var/run/postgresql}"
 
 psql_postgres() {
 	psql --no-psqlrc --quiet --set=ON_ERROR_STOP=1 --username=postgres --dbname=postgres \
-		--set=owner="$NBMS_DB_OWNER" --set=login="$NBMS_DB_LOGIN" "$@" ||
+		--set=owner="$NBMS_DB_OWNER" --set=login="$NBMS_DB_LOGIN" ||
 		die "psql failed (exit $?); nothing was changed (one transaction)"
 }
 
