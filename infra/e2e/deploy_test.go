@@ -1481,11 +1481,12 @@ func dbLogin(t *testing.T, user, password string) (string, error) {
 
 // cacheLogin pings Redis as user with password over TCP, as the app
 // connects, from inside the cache container (the password on standard
-// input, on no command line), and returns the answer: PONG, or the error.
+// input, on no command line), and returns the answer: PONG, or the
+// refusals (redis-cli reports a failed AUTH on its standard error).
 func cacheLogin(t *testing.T, user, password string) string {
 	t.Helper()
 	out, err := execIn(t, conventions.RoleCache, password+"\n", "sh", "-c",
-		`read -r REDISCLI_AUTH && export REDISCLI_AUTH && exec redis-cli --no-auth-warning -h 127.0.0.1 --user "$1" ping`, "sh", user)
+		`read -r REDISCLI_AUTH && export REDISCLI_AUTH && exec redis-cli --no-auth-warning -h 127.0.0.1 --user "$1" ping 2>&1`, "sh", user)
 	require.NoError(t, err)
 	return strings.TrimSpace(out)
 }
