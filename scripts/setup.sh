@@ -83,6 +83,15 @@ if ! "$TOOLS/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#
 	GOBIN="$TOOLS" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
 
+# A real S3 server for the tests of the off-host backup repository:
+# versitygw (its posix backend), built from the module proxy like
+# staticcheck.
+VERSITYGW_VERSION=v1.8.0
+if ! go version -m "$TOOLS/versitygw" 2>/dev/null | grep -q "mod[[:space:]]*github.com/versity/versitygw[[:space:]]*$VERSITYGW_VERSION"; then
+	log "installing versitygw $VERSITYGW_VERSION"
+	GOBIN="$TOOLS" CGO_ENABLED=0 go install -trimpath "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+fi
+
 log "downloading Go modules"
 go mod download
 

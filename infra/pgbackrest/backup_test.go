@@ -1,7 +1,12 @@
 package pgbackrest
 
 import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -11,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -185,4 +191,185 @@ func TestRealBackup(t *testing.T) {
 	entries, err := os.ReadDir(p.LogPath)
 	require.NoError(t, err)
 	assert.NotEmpty(t, entries, "pgBackRest wrote its log under LogPath")
+}
+
+// TestRealBackupToAnOffHostRepository runs the real pgBackRest 2.45 with
+// the rendered config and a second repository on a real S3 server
+// (versitygw's posix backend, over TLS with a certificate of a test CA):
+// WAL reaches both repositories, a full backup goes to each, every file
+// pgBackRest wrote to the object store is ciphertext, and the object store
+// alone restores the rows.
+func TestRealBackupToAnOffHostRepository(t *testing.T) {
+	base, err := os.MkdirTemp("", "nbms-pgbackrest-s3-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	pg := newPostgresOS(t, base)
+	pg.mkdir(base)
+	dir := func(name string) string {
+		path := filepath.Join(base, name)
+		pg.mkdir(path)
+		return path
+	}
+	data, sock, conf, include := filepath.Join(base, "data"), dir("sock"), dir("conf"), dir("conf.d")
+
+	// The S3 server: its root holds one directory per bucket.
+	s3Root, s3Meta := dir("bucket-root"), dir("gateway-meta")
+	require.NoError(t, os.Mkdir(filepath.Join(s3Root, "nbms-backups"), 0o700))
+	ca := testsupport.NewCA(t, "NBMS test CA")
+	chain, key := ca.Issue(t, "localhost")
+	require.NoError(t, os.WriteFile(filepath.Join(base, "s3.crt"), []byte(chain), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(base, "s3.key"), []byte(key), 0o600))
+	caFile := filepath.Join(conf, "s3-ca.pem")
+	require.NoError(t, os.WriteFile(caFile, []byte(ca.PEM), 0o644))
+	s3Port := testsupport.FreePort(t)
+	secrets := S3Secrets{AccessKey: "nbms-backup", SecretKey: "s3-" + randomWord(t), CipherPass: "cipher-" + randomWord(t)}
+	gw := exec.Command(testsupport.Tool(t, "versitygw"), "--port", "127.0.0.1:"+strconv.Itoa(s3Port),
+		"--cert", filepath.Join(base, "s3.crt"), "--key", filepath.Join(base, "s3.key"),
+		"posix", "--sidecar", s3Meta, s3Root)
+	gw.Env = []string{"ROOT_ACCESS_KEY_ID=" + secrets.AccessKey, "ROOT_SECRET_ACCESS_KEY=" + secrets.SecretKey}
+	var gwLog testsupport.SyncBuffer
+	gw.Stdout, gw.Stderr = &gwLog, &gwLog
+	require.NoError(t, gw.Start())
+	t.Cleanup(func() {
+		_ = gw.Process.Kill()
+		_ = gw.Wait()
+		if t.Failed() {
+			t.Logf("versitygw:\n%s", gwLog.String())
+		}
+	})
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(s3Port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, 30*time.Second, 100*time.Millisecond, "versitygw listens")
+
+	const stanza = "nbms-offhost"
+	port := testsupport.FreePort(t)
+	p := Params{
+		Stanza: stanza, PGDataPath: data, PGSocketPath: sock, PGUser: "postgres", PGPort: port,
+		RepoPath: dir("repo"), LogPath: dir("log"), LockPath: dir("lock"),
+		RetentionFull: 2, RetentionDiff: 3, ProcessMax: 2,
+		OffHost: &S3Repo{
+			// localhost: the name the certificate has (pgBackRest refuses an
+			// address), which resolves to 127.0.0.1.
+			Endpoint: "localhost", Port: s3Port, Bucket: "nbms-backups", Region: "us-east-1", Path: "/nbms",
+			PathStyle: true, CAFile: caFile, RetentionFull: 1, RetentionDiff: 1, SpoolPath: dir("spool"),
+		},
+	}
+	rendered, err := Render(p)
+	require.NoError(t, err)
+	confPath := filepath.Join(conf, "pgbackrest.conf")
+	require.NoError(t, os.WriteFile(confPath, []byte(rendered), 0o640))
+	secretConf, err := RenderSecrets(secrets)
+	require.NoError(t, err)
+	secretPath := filepath.Join(include, "repo2.conf")
+	require.NoError(t, os.WriteFile(secretPath, []byte(secretConf), 0o600))
+	for _, f := range []string{confPath, secretPath} {
+		require.NoError(t, os.Chown(f, int(pg.uid), int(pg.gid)))
+	}
+	assert.NotContains(t, rendered, secrets.SecretKey, "the main file holds no secret")
+	assert.NotContains(t, rendered, secrets.CipherPass)
+
+	// PostgreSQL, whose archive_command (and archive-async's background
+	// process) find the secrets through the include path in their
+	// environment, as the database container's would.
+	pg.run(pgBin+"/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--data-checksums", "--no-sync")
+	settings := "listen_addresses = '127.0.0.1'\nport = " + strconv.Itoa(port) + "\nunix_socket_directories = '" + sock + "'\n" +
+		PostgresConf(PostgresSettings(confPath, stanza))
+	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(settings)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	withInclude := func(cmd *exec.Cmd) *exec.Cmd {
+		cmd.Env = append(cmd.Env, "PGBACKREST_CONFIG_INCLUDE_PATH="+include)
+		return cmd
+	}
+	run := func(cmd *exec.Cmd) string {
+		t.Helper()
+		out, err := withInclude(cmd).CombinedOutput()
+		require.NoError(t, err, "%s:\n%s", strings.Join(cmd.Args, " "), out)
+		return string(out)
+	}
+	pgLog := filepath.Join(base, "pg.log")
+	t.Cleanup(func() { _ = pg.command(pgBin+"/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop").Run() })
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := os.ReadFile(pgLog)
+			t.Logf("PostgreSQL log:\n%s", log)
+		}
+	})
+	run(pg.command(pgBin+"/pg_ctl", "-D", data, "-l", pgLog, "-w", "-t", "60", "start"))
+	psql := func(port int, sql string) string {
+		return strings.TrimSpace(pg.run(pgBin+"/psql", "-h", sock, "-p", strconv.Itoa(port), "-U", "postgres", "-X", "-At", "-c", sql))
+	}
+	const marker = "nbms-offhost-plaintext-marker"
+	psql(port, "CREATE TABLE sites AS SELECT g AS id, '"+marker+"-' || g AS name FROM generate_series(1, 5000) g")
+	pgbackrest := func(args ...string) string {
+		t.Helper()
+		return run(pg.command("pgbackrest", append([]string{"--config=" + confPath, "--stanza=" + stanza}, args...)...))
+	}
+	pgbackrest("stanza-create")
+	pgbackrest("check") // a WAL switch, archived to both repositories
+	pgbackrest("--repo=1", "--type=full", "backup")
+	pgbackrest("--repo=2", "--type=full", "backup")
+	psql(port, "INSERT INTO sites SELECT g, '"+marker+"-' || g FROM generate_series(5001, 5100) g")
+	psql(port, "SELECT pg_switch_wal()")
+	require.Eventually(t, func() bool {
+		return psql(port, "SELECT last_archived_wal IS NOT NULL AND last_archived_wal >= last_failed_wal IS NOT FALSE AND archived_count >= 3 FROM pg_stat_archiver") == "t"
+	}, time.Minute, 200*time.Millisecond, "the archiver pushed the switched segment")
+
+	for _, repo := range []string{"1", "2"} {
+		var stanzas []info
+		require.NoError(t, json.Unmarshal([]byte(pgbackrest("--repo="+repo, "--output=json", "info")), &stanzas))
+		require.Len(t, stanzas, 1)
+		assert.Zero(t, stanzas[0].Status.Code, "repo%s: %s", repo, stanzas[0].Status.Message)
+		require.Len(t, stanzas[0].Backup, 1, "repo%s: one full backup", repo)
+		assert.Equal(t, "full", stanzas[0].Backup[0].Type)
+		require.NotEmpty(t, stanzas[0].Archive, "repo%s", repo)
+		assert.NotNil(t, stanzas[0].Archive[0].Max, "repo%s holds WAL", repo)
+	}
+
+	// Client-side encryption: every file in the bucket is OpenSSL's
+	// salted aes-256-cbc format, and none holds the table's text.
+	var files int
+	require.NoError(t, filepath.WalkDir(filepath.Join(s3Root, "nbms-backups"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		content, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		assert.True(t, bytes.HasPrefix(content, []byte("Salted__")), "%s is ciphertext", path)
+		assert.False(t, bytes.Contains(content, []byte(marker)), "%s holds no plaintext", path)
+		return nil
+	}))
+	assert.Greater(t, files, 10, "the backup and the WAL are in the bucket")
+
+	// The host is lost: repo2 alone restores every row archived, into a new
+	// data directory, started on another port.
+	run(pg.command(pgBin+"/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"))
+	restored := dir("restored")
+	pgbackrest("--repo=2", "--pg1-path="+restored, "restore")
+	restoredPort := testsupport.FreePort(t)
+	restoredLog := filepath.Join(base, "restored.log")
+	t.Cleanup(func() { _ = pg.command(pgBin+"/pg_ctl", "-D", restored, "-m", "immediate", "-w", "stop").Run() })
+	run(pg.command(pgBin+"/pg_ctl", "-D", restored, "-l", restoredLog, "-w", "-t", "120",
+		"-o", "-c port="+strconv.Itoa(restoredPort)+" -c archive_mode=off", "start"))
+	require.Eventually(t, func() bool {
+		return psql(restoredPort, "SELECT pg_is_in_recovery()") == "f"
+	}, 2*time.Minute, 200*time.Millisecond, "recovery from repo2's WAL ended")
+	assert.Equal(t, "5100", psql(restoredPort, "SELECT count(*) FROM sites"), "every row archived before the loss is back")
+}
+
+// randomWord is 16 random hex digits.
+func randomWord(t *testing.T) string {
+	b := make([]byte, 8)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return hex.EncodeToString(b)
 }

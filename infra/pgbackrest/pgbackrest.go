@@ -8,9 +8,11 @@
 package pgbackrest
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"regexp"
 	"slices"
 	"strconv"
@@ -42,6 +44,44 @@ type Params struct {
 	RetentionDiff int
 	// ProcessMax is the number of parallel compression/transfer processes.
 	ProcessMax int
+	// OffHost is the second repository (repo2), on S3-compatible object
+	// storage away from this host, encrypted client-side; nil: none.
+	OffHost *S3Repo
+}
+
+// S3Repo is an S3-compatible repository. Its secrets (the access key, the
+// secret key and the cipher passphrase) are not in it: they go in a file
+// of their own (RenderSecrets), which pgBackRest reads from its
+// --config-include-path, so that the main file holds no secret.
+type S3Repo struct {
+	// Endpoint is the host name of the S3 service, as its TLS certificate
+	// names it (pgBackRest checks the name; an IP address is refused).
+	Endpoint string
+	// Port is its HTTPS port (443 by default).
+	Port int
+	// Bucket and Region locate the repository; Path is its directory in
+	// the bucket, e.g. "/nbms".
+	Bucket, Region, Path string
+	// PathStyle addresses the bucket in the path (https://host/bucket/...)
+	// instead of a host name per bucket: what most on-premises stores need.
+	PathStyle bool
+	// CAFile is a CA bundle that verifies the service's certificate; empty:
+	// the system's.
+	CAFile string
+	// RetentionFull and RetentionDiff are this repository's own.
+	RetentionFull, RetentionDiff int
+	// SpoolPath is archive-async's spool, a writable directory owned by
+	// postgres: WAL to an off-host repository is pushed asynchronously,
+	// so that PostgreSQL's archiver does not wait on the network.
+	SpoolPath string
+}
+
+// S3Secrets are an S3 repository's secrets.
+type S3Secrets struct {
+	AccessKey, SecretKey string
+	// CipherPass encrypts the repository (aes-256-cbc): without it the
+	// backups cannot be read, so it must be kept away from this host too.
+	CipherPass string
 }
 
 // stanzaRE keeps stanza names to characters that need no quoting anywhere
@@ -88,8 +128,44 @@ func (p Params) Validate() error {
 	if p.ProcessMax < 1 || p.ProcessMax > 999 {
 		add("ProcessMax", "must be 1-999, got %d", p.ProcessMax)
 	}
+	if r := p.OffHost; r != nil {
+		if !hostRE.MatchString(r.Endpoint) || net.ParseIP(r.Endpoint) != nil {
+			add("OffHost.Endpoint", "%q must be a host name (no scheme, port or address: pgBackRest checks the certificate's names)", r.Endpoint)
+		}
+		if r.Port < 0 || r.Port > 65535 {
+			add("OffHost.Port", "%d is not a port (1-65535, 0 for 443)", r.Port)
+		}
+		// S3's bucket naming rules.
+		if !bucketRE.MatchString(r.Bucket) {
+			add("OffHost.Bucket", "%q must be 3-63 lowercase letters, digits, . or -, starting and ending with a letter or digit", r.Bucket)
+		}
+		if !regionRE.MatchString(r.Region) {
+			add("OffHost.Region", "%q must be a region name such as us-east-1", r.Region)
+		}
+		if !confpath.Valid(r.Path) {
+			add("OffHost.Path", "%q must be a clean absolute path of letters, digits and ._/@+~-", r.Path)
+		}
+		if r.CAFile != "" && !confpath.Valid(r.CAFile) {
+			add("OffHost.CAFile", "%q must be a clean absolute path of letters, digits and ._/@+~-", r.CAFile)
+		}
+		if r.RetentionFull < 1 || r.RetentionFull > 9999999 {
+			add("OffHost.RetentionFull", "must be 1-9999999 (a full backup must be kept), got %d", r.RetentionFull)
+		}
+		if r.RetentionDiff < 1 || r.RetentionDiff > 9999999 {
+			add("OffHost.RetentionDiff", "must be 1-9999999, got %d", r.RetentionDiff)
+		}
+		if !confpath.Valid(r.SpoolPath) {
+			add("OffHost.SpoolPath", "%q must be a clean absolute path of letters, digits and ._/@+~-", r.SpoolPath)
+		}
+	}
 	return errors.Join(errs...)
 }
+
+var (
+	hostRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+	bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+	regionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+)
 
 // Render returns pgbackrest.conf for p, or the Validate error.
 //
@@ -104,6 +180,11 @@ func (p Params) Validate() error {
 //     full and so silently breaks point-in-time recovery.
 //   - repo1-retention-full-type=count, stated explicitly: RetentionFull is a
 //     number of backups, not days.
+//   - With an off-host repository (repo2): archive-async=y with its spool,
+//     so that the archiver does not wait on the network; WAL goes to both
+//     repositories. repo2-cipher-type=aes-256-cbc: the object store never
+//     sees a byte of the database in the clear. Its secrets are in
+//     RenderSecrets' file.
 func Render(p Params) (string, error) {
 	if err := p.Validate(); err != nil {
 		return "", err
@@ -125,12 +206,55 @@ func Render(p Params) (string, error) {
 	line("log-level-console", "info")
 	// "detail" would log one line per file (1.3 MB per backup).
 	line("log-level-file", "info")
+	if r := p.OffHost; r != nil {
+		line("archive-async", "y")
+		line("spool-path", r.SpoolPath)
+		line("repo2-type", "s3")
+		line("repo2-path", r.Path)
+		line("repo2-s3-endpoint", r.Endpoint)
+		line("repo2-s3-port", strconv.Itoa(cmp.Or(r.Port, 443)))
+		line("repo2-s3-bucket", r.Bucket)
+		line("repo2-s3-region", r.Region)
+		if r.PathStyle {
+			line("repo2-s3-uri-style", "path")
+		}
+		if r.CAFile != "" {
+			line("repo2-storage-ca-file", r.CAFile)
+		}
+		line("repo2-cipher-type", "aes-256-cbc")
+		line("repo2-retention-full-type", "count")
+		line("repo2-retention-full", strconv.Itoa(r.RetentionFull))
+		line("repo2-retention-diff", strconv.Itoa(r.RetentionDiff))
+	}
 	b.WriteString("\n[" + p.Stanza + "]\n")
 	line("pg1-path", p.PGDataPath)
 	line("pg1-port", strconv.Itoa(p.PGPort))
 	line("pg1-socket-path", p.PGSocketPath)
 	line("pg1-user", p.PGUser)
 	return b.String(), nil
+}
+
+// RenderSecrets returns the include file (pgBackRest's
+// --config-include-path) with repo2's secrets. Each value must be one line
+// of printable characters without surrounding spaces: pgBackRest's INI
+// reader would otherwise read another value than the one given.
+func RenderSecrets(s S3Secrets) (string, error) {
+	var errs []error
+	for _, v := range []struct{ name, value string }{
+		{"AccessKey", s.AccessKey}, {"SecretKey", s.SecretKey}, {"CipherPass", s.CipherPass},
+	} {
+		if v.value == "" || strings.TrimSpace(v.value) != v.value || strings.ContainsFunc(v.value, func(r rune) bool { return r < 0x21 || r == 0x7f }) {
+			// Never the value: it is a secret.
+			errs = append(errs, fmt.Errorf("pgbackrest: OffHost secrets: %s must be non-empty printable characters without spaces", v.name))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return "", err
+	}
+	return "[global]\n" +
+		"repo2-s3-key=" + s.AccessKey + "\n" +
+		"repo2-s3-key-secret=" + s.SecretKey + "\n" +
+		"repo2-cipher-pass=" + s.CipherPass + "\n", nil
 }
 
 // ArchiveCommand returns PostgreSQL's archive_command that pushes each WAL

@@ -56,6 +56,58 @@ func TestRenderGolden(t *testing.T) {
 	}
 }
 
+// offHost is a valid off-host repository.
+func offHost() *S3Repo {
+	return &S3Repo{
+		Endpoint: "s3.example.org", Bucket: "nbms-backups", Region: "eu-west-1", Path: "/nbms", PathStyle: true,
+		CAFile: "/etc/nbms/s3-ca.pem", RetentionFull: 4, RetentionDiff: 6, SpoolPath: "/var/spool/pgbackrest",
+	}
+}
+
+// An off-host repository is repo2 on S3, encrypted, with WAL pushed
+// asynchronously to both repositories; its secrets are only in the
+// include file.
+func TestRenderOffHost(t *testing.T) {
+	p := prodParams()
+	p.OffHost = offHost()
+	conf, err := Render(p)
+	require.NoError(t, err)
+	local, err := Render(prodParams())
+	require.NoError(t, err)
+	global, stanza, _ := strings.Cut(conf, "\n\n[")
+	localGlobal, localStanza, _ := strings.Cut(local, "\n\n[")
+	assert.Equal(t, localStanza, stanza, "the stanza section is the same")
+	assert.Equal(t, localGlobal+`
+archive-async=y
+spool-path=/var/spool/pgbackrest
+repo2-type=s3
+repo2-path=/nbms
+repo2-s3-endpoint=s3.example.org
+repo2-s3-port=443
+repo2-s3-bucket=nbms-backups
+repo2-s3-region=eu-west-1
+repo2-s3-uri-style=path
+repo2-storage-ca-file=/etc/nbms/s3-ca.pem
+repo2-cipher-type=aes-256-cbc
+repo2-retention-full-type=count
+repo2-retention-full=4
+repo2-retention-diff=6`, global)
+
+	secrets, err := RenderSecrets(S3Secrets{AccessKey: "AKIAEXAMPLE", SecretKey: "s3cr3t/Key+x", CipherPass: "pass-phrase-x"})
+	require.NoError(t, err)
+	assert.Equal(t, "[global]\nrepo2-s3-key=AKIAEXAMPLE\nrepo2-s3-key-secret=s3cr3t/Key+x\nrepo2-cipher-pass=pass-phrase-x\n", secrets)
+	for _, bad := range []S3Secrets{
+		{SecretKey: "s", CipherPass: "c"},
+		{AccessKey: "a", SecretKey: "two words", CipherPass: "c"},
+		{AccessKey: "a", SecretKey: "s", CipherPass: "c\nrepo2-type=posix"},
+	} {
+		_, err := RenderSecrets(bad)
+		require.Error(t, err)
+		assert.NotContains(t, err.Error(), "words", "the message never quotes a secret")
+		assert.NotContains(t, err.Error(), "posix")
+	}
+}
+
 func TestValidate(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -77,6 +129,15 @@ func TestValidate(t *testing.T) {
 		{"port out of range", func(p *Params) { p.PGPort = 70000 }, []string{"PGPort:"}},
 		{"no full backup kept", func(p *Params) { p.RetentionFull = 0 }, []string{"RetentionFull:"}},
 		{"too many processes", func(p *Params) { p.ProcessMax = 1000 }, []string{"ProcessMax:"}},
+		{"off-host repository", func(p *Params) { p.OffHost = offHost() }, nil},
+		{"off-host repository, every problem at once", func(p *Params) { p.OffHost = &S3Repo{Port: -1} }, []string{
+			"OffHost.Endpoint:", "OffHost.Port:", "OffHost.Bucket:", "OffHost.Region:", "OffHost.Path:",
+			"OffHost.RetentionFull:", "OffHost.RetentionDiff:", "OffHost.SpoolPath:",
+		}},
+		{"off-host endpoint with a scheme", func(p *Params) { p.OffHost = offHost(); p.OffHost.Endpoint = "https://s3.example.org" }, []string{"OffHost.Endpoint:"}},
+		{"off-host endpoint as an address", func(p *Params) { p.OffHost = offHost(); p.OffHost.Endpoint = "192.0.2.10" }, []string{"OffHost.Endpoint:"}},
+		{"off-host bucket in capitals", func(p *Params) { p.OffHost = offHost(); p.OffHost.Bucket = "NBMS" }, []string{"OffHost.Bucket:"}},
+		{"off-host CA file with a newline", func(p *Params) { p.OffHost = offHost(); p.OffHost.CAFile = "/ca.pem\nrepo2-type=posix" }, []string{"OffHost.CAFile:"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
