@@ -501,3 +501,24 @@ func (d *deployment) retireLogins(ctx *pulumi.Context, a *App, p *Proxy) error {
 	}
 	return nil
 }
+
+// liveLogins are the logins the live release uses, once its retire
+// one-shots closed every other: a failed retire fails the update (the
+// release is live, but a previous password may still work), naming the
+// container to read.
+func (d *deployment) liveLogins(a *App, dbLogin, cacheLogin string) pulumi.StringMapOutput {
+	roles := slices.Sorted(maps.Keys(a.Retires))
+	var codes []any
+	for _, role := range roles {
+		codes = append(codes, a.Retires[role].ExitCode)
+	}
+	return pulumi.All(codes...).ApplyT(func(v []any) (map[string]string, error) {
+		for i, role := range roles {
+			if code := v[i].(int); code != 0 {
+				return nil, fmt.Errorf("release %s is live, but %s exited with status %d (see `docker logs %s`): a previous password may still work; run the update again",
+					a.Release, role, code, d.name(Instance(role, a.Release)))
+			}
+		}
+		return map[string]string{"db": dbLogin, "cache": cacheLogin}, nil
+	}).(pulumi.StringMapOutput)
+}

@@ -145,8 +145,12 @@ func (d *deployment) run(ctx *pulumi.Context) (pulumi.Map, error) {
 	return pulumi.Map{
 		"url":        pulumi.String(d.cfg.PublicURL()),
 		"containers": containers,
-		// The live app release: what the state says nginx sends to.
-		"app": pulumi.Map{"release": proxy.Switched, "container": app.Container.Name},
+		// The live app release: what the state says nginx sends to, and the
+		// logins it uses (the only ones left).
+		"app": pulumi.Map{
+			"release": proxy.Switched, "container": app.Container.Name,
+			"logins": d.liveLogins(app, dbLogin(d.cfg.SecretGenerations.AppDBPassword), cacheLogin(d.cfg.SecretGenerations.RedisPassword)),
+		},
 		// The release this run declares: known before any resource changes
 		// (a preview reports it), and app.release once the update succeeds.
 		// The driver records it in the update history, which is what

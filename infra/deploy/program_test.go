@@ -1114,6 +1114,21 @@ func TestAppPasswordsRotateThroughTheOtherLogin(t *testing.T) {
 	}
 }
 
+// A retire that fails fails the update after the switch: the release is
+// live, but the previous password may still work, and the operator is
+// told where to look.
+func TestRetireFailureFailsTheUpdate(t *testing.T) {
+	release := releaseOf(t, "prod")
+	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{exitCodes: map[string]int{deploy.Instance(stacks.RoleCacheRetire, release): 2}})
+	require.Error(t, res.err)
+	assert.Contains(t, res.err.Error(), "release "+release+" is live, but cacheretire exited with status 2 (see `docker logs prod-cacheretire-"+release+"`): a previous password may still work")
+	assert.NotContains(t, res.err.Error(), deploy.NotLivePrefix, "the release did go live")
+
+	ok := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{})
+	require.NoError(t, ok.err)
+	assert.Equal(t, map[string]string{"db": "nbms_a", "cache": "nbms_a"}, ok.outputs["app"].Value.(map[string]any)["logins"], "the live release's logins")
+}
+
 // A login that fails stops the update before migrate, with the live
 // release serving.
 func TestLoginFailureKeepsTheLiveRelease(t *testing.T) {

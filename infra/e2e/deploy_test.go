@@ -226,6 +226,7 @@ func TestRealDeploy(t *testing.T) {
 			s.checkSwitched(t, "rotate-passwords", res, traffic, live, []string{"app-db-password", "redis-password"},
 				"new app passwords: their generators, and a new release that logs in with them")
 			assert.Equal(t, cacheID, inspect(t, container(conventions.RoleCache)).ID, "Redis kept running")
+			assert.Equal(t, map[string]any{"db": "nbms_b", "cache": "nbms_b"}, res.Outputs["app"].Value.(map[string]any)["logins"], "the live release's logins, the only ones left")
 			gen := res.Outputs["generatedSecrets"].Value.(map[string]any)
 			require.NotEqual(t, generated["appDbPassword"], gen["appDbPassword"], "the database password is new")
 			require.NotEqual(t, generated["redisPassword"], gen["redisPassword"], "the Redis password is new")
@@ -245,6 +246,17 @@ func TestRealDeploy(t *testing.T) {
 
 			assert.Equal(t, "PONG", cacheLogin(t, "nbms_b", gen["redisPassword"].(string)), "the new Redis password works, for the other login")
 			assert.Contains(t, cacheLogin(t, "nbms_a", generated["redisPassword"].(string)), "WRONGPASS", "the previous one stops working")
+
+			// The runbook's commands that close a retired login's sessions
+			// at once work as written (there is none left to close).
+			out, err = execIn(t, conventions.RoleDB, "", "psql", "-h", "/var/run/postgresql", "-U", "postgres", "-c",
+				"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'nbms_a'")
+			require.NoError(t, err)
+			assert.Contains(t, out, "(0 rows)")
+			out, err = execIn(t, conventions.RoleCache, "", "sh", "-c", `REDISCLI_AUTH="$(cat /var/lib/nbms-cache/admin)" \
+    redis-cli --no-auth-warning --user nbms-admin -s /var/lib/nbms-cache/redis.sock client kill user nbms_a`)
+			require.NoError(t, err)
+			assert.Equal(t, "0", strings.TrimSpace(out), "CLIENT KILL USER: the number of connections closed")
 			generated = gen
 			s.checkDataKept(t, session, evidenceSHA)
 		}},
