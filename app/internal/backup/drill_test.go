@@ -301,7 +301,7 @@ func TestRestoreDrill(t *testing.T) {
 	logger, logs := newLogger()
 	scheduler, err := backup.NewScheduler(backup.ScheduleOptions{PgBackRest: c.pgbackrest, FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6"}, logger)
 	require.NoError(t, err)
-	full := scheduler.Backup(ctx, backup.Full)
+	full := only(t, scheduler.Backup(ctx, backup.Full))
 	require.Equal(t, backup.ResultOK, full.Result, full.Error)
 	assert.Regexp(t, `^\d{8}-\d{6}F$`, full.Label)
 	assert.Greater(t, full.SizeBytes, int64(100<<20), "size_bytes comes from pgbackrest info after the run")
@@ -483,5 +483,120 @@ func TestRestoreDrill(t *testing.T) {
 				t.Logf("%s:\n%s", tt.name, stderr)
 			})
 		}
+	})
+}
+
+// TestScheduledBackupToTwoRepositories runs the scheduler's cron loop
+// against the real pgBackRest with two repositories, both posix here (they
+// stand for the local repo1 and the off-host repo2): one scheduled full
+// backup lands in each, as the info of each repository shows. Then, with
+// repo2's backups unwritable, a run that tries repo2 first still backs up
+// repo1.
+func TestScheduledBackupToTwoRepositories(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	repoPaths := map[int]string{1: c.repo, 2: filepath.Join(c.base, "repo2")}
+	require.NoError(t, os.Mkdir(repoPaths[2], 0o700))
+	require.NoError(t, os.Chown(repoPaths[2], c.uid, c.gid))
+	conf, err := os.ReadFile(c.conf)
+	require.NoError(t, err)
+	section := "\n[" + drillStanza + "]\n"
+	require.Contains(t, string(conf), section)
+	c.writeFile(c.conf, strings.Replace(string(conf), section,
+		"repo2-path="+repoPaths[2]+"\nrepo2-retention-full-type=count\nrepo2-retention-full=2\nrepo2-retention-diff=6\n"+section, 1))
+	// Without --repo, stanza-create creates the stanza in every repository.
+	require.NoError(t, c.pgbackrest.StanzaCreate(ctx))
+
+	// One scheduled round, as the cron entry runs it (the cron loop
+	// itself is TestRunScheduleExitsAfterTheRoundNamingTheFailedRepository's).
+	logger, logs := newLogger()
+	s, err := backup.NewScheduler(backup.ScheduleOptions{
+		PgBackRest: c.pgbackrest, Repos: []int{1, 2}, ExitOnFailure: true,
+		FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6",
+	}, logger)
+	require.NoError(t, err)
+	runs := s.Backup(ctx, backup.Full)
+	require.Len(t, runs, 2, "one run per repository")
+
+	var lines []map[string]any
+	for _, line := range logLines(t, logs) {
+		if _, ok := line["repo"]; ok {
+			lines = append(lines, line)
+		}
+	}
+	require.Len(t, lines, 2, "one line per repository")
+	labels := map[int]string{}
+	for i, line := range lines {
+		repo := i + 1
+		require.Equal(t, "ok", line["result"], "repo%d: %v", repo, line["error"])
+		assert.Equal(t, float64(repo), line["repo"], "in the order of Repos")
+		assert.Equal(t, "full", line["type"])
+		labels[repo] = fmt.Sprint(line["label"])
+		assert.Regexp(t, `^\d{8}-\d{6}F$`, labels[repo])
+		assert.Greater(t, line["size_bytes"], float64(0))
+	}
+	assert.NotEqual(t, labels[1], labels[2], "two backups, one per repository")
+	assert.Zero(t, s.Failures())
+
+	for repo, path := range repoPaths {
+		p := c.pgbackrest
+		p.Repo = repo // pgbackrest --repo=N info
+		stanzas, err := p.Info(ctx)
+		require.NoError(t, err)
+		require.Len(t, stanzas, 1)
+		assert.Equal(t, 0, stanzas[0].Status.Code, "repo%d: %s", repo, stanzas[0].Status.Message)
+		require.Len(t, stanzas[0].Backup, 1, "repo%d holds its own backup only", repo)
+		assert.Equal(t, labels[repo], stanzas[0].Backup[0].Label, "repo%d", repo)
+		assert.Equal(t, backup.Full, stanzas[0].Backup[0].Type)
+		assert.DirExists(t, filepath.Join(path, "backup", drillStanza, labels[repo]))
+	}
+
+	// Without --repo, info merges the repositories' backups, each tagged
+	// with the repository it is in.
+	out, err := c.command("pgbackrest", "--config="+c.conf, "--stanza="+drillStanza, "--output=json", "info").Output()
+	require.NoError(t, err)
+	var merged []struct {
+		Backup []struct {
+			Label    string `json:"label"`
+			Database struct {
+				RepoKey int `json:"repo-key"`
+			} `json:"database"`
+		} `json:"backup"`
+	}
+	require.NoError(t, json.Unmarshal(out, &merged), string(out))
+	require.Len(t, merged, 1)
+	repoKeys := map[string]int{}
+	for _, b := range merged[0].Backup {
+		repoKeys[b.Label] = b.Database.RepoKey
+	}
+	assert.Equal(t, map[string]int{labels[1]: 1, labels[2]: 2}, repoKeys)
+
+	t.Run("a failing repository does not stop the next", func(t *testing.T) {
+		// repo2 cannot take backups (its WAL archive still works, so
+		// PostgreSQL keeps archiving to both), and comes first.
+		backupDir := filepath.Join(repoPaths[2], "backup", drillStanza)
+		require.NoError(t, os.Chmod(backupDir, 0))
+		t.Cleanup(func() { _ = os.Chmod(backupDir, 0o750) })
+		logger, logs := newLogger()
+		s, err := backup.NewScheduler(backup.ScheduleOptions{
+			PgBackRest: c.pgbackrest, Repos: []int{2, 1}, FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6",
+		}, logger)
+		require.NoError(t, err)
+
+		runs := s.Backup(ctx, backup.Diff)
+		require.Len(t, runs, 2)
+		assert.Equal(t, 2, runs[0].Repo)
+		assert.Equal(t, backup.ResultFailed, runs[0].Result)
+		assert.Contains(t, runs[0].Error, "exit status 41") // pgBackRest's FileOpenError
+		assert.Contains(t, runs[0].Error, "Permission denied", "pgBackRest's own message is kept")
+		assert.Equal(t, 1, runs[1].Repo)
+		require.Equal(t, backup.ResultOK, runs[1].Result, runs[1].Error)
+		assert.Regexp(t, `^`+labels[1]+`_\d{8}-\d{6}D$`, runs[1].Label, "a differential on repo1's own full backup")
+		assert.Equal(t, int64(1), s.Failures())
+		lines := logLines(t, logs)
+		require.Len(t, lines, 2)
+		assert.Equal(t, []any{float64(2), "failed"}, []any{lines[0]["repo"], lines[0]["result"]})
+		assert.Equal(t, []any{float64(1), "ok"}, []any{lines[1]["repo"], lines[1]["result"]})
+		t.Logf("repo2's failure: %s", runs[0].Error)
 	})
 }

@@ -3,11 +3,12 @@
 // from.
 //
 // Everything here drives the real pgbackrest binary: the scheduler runs
-// `pgbackrest backup`, the status check reads `pgbackrest info
-// --output=json` and `pgbackrest repo-ls`. pgBackRest must run as the
-// database's OS user (postgres): a run as root leaves root-owned repository
-// folders that break every later run, which is why the binary is exec'd as
-// the current user and never through sudo.
+// `pgbackrest backup`, given repositories once per repository with
+// --repo=N (one pgBackRest backup goes to one repository), the status
+// check reads `pgbackrest info --output=json` and `pgbackrest repo-ls`.
+// pgBackRest must run as the database's OS user (postgres): a run as root
+// leaves root-owned repository folders that break every later run, which
+// is why the binary is exec'd as the current user and never through sudo.
 package backup
 
 import (
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -50,6 +52,11 @@ type PgBackRest struct {
 	// Stanza is passed as --stanza. Empty leaves pgBackRest to
 	// PGBACKREST_STANZA.
 	Stanza string
+	// Repo, when not 0, is passed as --repo: the command then works on
+	// that repository (repoN in the config) alone. 0 leaves pgBackRest's
+	// default: backup goes to the lowest-numbered repository, while info
+	// and stanza-create work on all of them.
+	Repo int
 	// Binary defaults to "pgbackrest" on PATH.
 	Binary string
 	// CommandPrefix is for tests only: it is prepended to every command
@@ -62,9 +69,9 @@ type PgBackRest struct {
 // uses the time to stop its worker processes and release the stanza lock.
 const stopGrace = 30 * time.Second
 
-// command builds `pgbackrest [--config] [--stanza] args...`. A cancelled
-// ctx sends SIGTERM (not exec's default SIGKILL) so a backup interrupted by
-// a container stop leaves no stale lock behind.
+// command builds `pgbackrest [--config] [--stanza] [--repo] args...`. A
+// cancelled ctx sends SIGTERM (not exec's default SIGKILL) so a backup
+// interrupted by a container stop leaves no stale lock behind.
 func (p PgBackRest) command(ctx context.Context, args ...string) *exec.Cmd {
 	bin := p.Binary
 	if bin == "" {
@@ -76,6 +83,9 @@ func (p PgBackRest) command(ctx context.Context, args ...string) *exec.Cmd {
 	}
 	if p.Stanza != "" {
 		argv = append(argv, "--stanza="+p.Stanza)
+	}
+	if p.Repo != 0 {
+		argv = append(argv, "--repo="+strconv.Itoa(p.Repo))
 	}
 	argv = append(argv, args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)

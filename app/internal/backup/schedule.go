@@ -10,6 +10,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,10 +27,18 @@ type ScheduleOptions struct {
 	// FullSpec and DiffSpec are standard 5-field cron specs (minute hour
 	// day-of-month month day-of-week), in UTC.
 	FullSpec, DiffSpec string
-	// ExitOnFailure makes RunSchedule return after the first failed backup,
-	// so the process exits non-zero, the container restarts and the
-	// orchestrator's restart alerting fires. Without it failures are only
-	// logged (at error level) and counted.
+	// Repos are the pgBackRest repositories (repoN in its config, 1-256)
+	// that every scheduled run backs up, one after the other in this
+	// order, each with its own `pgbackrest --repo=N backup`: one backup
+	// goes to one repository only. A repository that fails does not stop
+	// the others. Empty runs one backup without --repo, which pgBackRest
+	// sends to its lowest-numbered repository.
+	Repos []int
+	// ExitOnFailure makes RunSchedule return after the first scheduled run
+	// in which a backup failed (once every repository of that run has been
+	// tried), so the process exits non-zero, the container restarts and
+	// the orchestrator's restart alerting fires. Without it failures are
+	// only logged (at error level) and counted.
 	ExitOnFailure bool
 	// AlertURL, when set, receives a POST of the failed run as JSON.
 	AlertURL string
@@ -44,9 +55,50 @@ func (o *ScheduleOptions) Flags(fs *flag.FlagSet, production bool) {
 	fs.StringVar(&o.PgBackRest.Stanza, "stanza", "", "stanza to back up (default: PGBACKREST_STANZA)")
 	fs.StringVar(&o.FullSpec, "full", "30 1 * * 0", "cron spec (5 fields, UTC) of full backups")
 	fs.StringVar(&o.DiffSpec, "diff", "30 1 * * 1-6", "cron spec (5 fields, UTC) of differential backups")
-	fs.BoolVar(&o.ExitOnFailure, "exit-on-failure", production, "exit non-zero after a failed backup (the container restarts and alerts)")
+	fs.Var((*repoFlag)(&o.Repos), "repo", "pgBackRest repository `N` (1-256) to back up; repeat for several (--repo 1 --repo 2): each scheduled run backs them up one after the other, in this order (default: one backup to pgBackRest's default, the lowest-numbered repository)")
+	fs.BoolVar(&o.ExitOnFailure, "exit-on-failure", production, "exit non-zero after a scheduled run in which a backup failed, once it has tried every repository (the container restarts and alerts)")
 	fs.StringVar(&o.AlertURL, "alert-url", "", "URL that receives a JSON POST for each failed backup")
 	fs.BoolVar(&o.CreateStanza, "create-stanza", true, "run the idempotent stanza-create at start")
+}
+
+// repoFlag is --repo: each use adds one repository.
+type repoFlag []int
+
+func (r *repoFlag) String() string {
+	if r == nil {
+		return ""
+	}
+	s := make([]string, len(*r))
+	for i, n := range *r {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func (r *repoFlag) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return fmt.Errorf("repository %q is not a number (want 1-256, the N of pgBackRest's repoN)", v)
+	}
+	if err := checkRepo(*r, n); err != nil {
+		return err
+	}
+	*r = append(*r, n)
+	return nil
+}
+
+// maxRepo is pgBackRest's highest repository number.
+const maxRepo = 256
+
+// checkRepo reports why repo n cannot follow repos.
+func checkRepo(repos []int, n int) error {
+	if n < 1 || n > maxRepo {
+		return fmt.Errorf("repository %d is out of range (want 1-%d, the N of pgBackRest's repoN)", n, maxRepo)
+	}
+	if slices.Contains(repos, n) {
+		return fmt.Errorf("repository %d is given twice", n)
+	}
+	return nil
 }
 
 // specParser is the contract's schedule parser (config.CronParser), the
@@ -70,6 +122,11 @@ func (o ScheduleOptions) validate(parser cron.Parser) error {
 			errs = append(errs, err)
 		}
 	}
+	for i, n := range o.Repos {
+		if err := checkRepo(o.Repos[:i], n); err != nil {
+			errs = append(errs, fmt.Errorf("backup: %w", err))
+		}
+	}
 	if o.AlertURL != "" {
 		u, err := url.Parse(o.AlertURL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
@@ -79,9 +136,13 @@ func (o ScheduleOptions) validate(parser cron.Parser) error {
 	return errors.Join(errs...)
 }
 
-// Run is the outcome of one scheduled backup, as logged and alerted.
+// Run is the outcome of one scheduled backup to one repository, as logged
+// and alerted.
 type Run struct {
-	Type       Type   `json:"type"`
+	Type Type `json:"type"`
+	// Repo is the repository backed up (--repo), 0 when ScheduleOptions
+	// named none.
+	Repo       int    `json:"repo,omitempty"`
 	Result     string `json:"result"` // ok, failed or skipped
 	DurationMS int64  `json:"duration_ms"`
 	Label      string `json:"label,omitempty"`
@@ -105,9 +166,9 @@ type Scheduler struct {
 	parser cron.Parser
 	client *http.Client
 
-	running  sync.Mutex // held for the whole of a backup
+	running  sync.Mutex // held for the whole of a run, every repository
 	failures atomic.Int64
-	failed   chan Run // receives failures when ExitOnFailure is set
+	failed   chan error // receives a failed run when ExitOnFailure is set
 }
 
 // NewScheduler validates opts.
@@ -122,12 +183,13 @@ func newScheduler(opts ScheduleOptions, logger *slog.Logger, parser cron.Parser)
 	return &Scheduler{
 		opts: opts, logger: logger, parser: parser,
 		client: &http.Client{Timeout: 10 * time.Second},
-		failed: make(chan Run, 1),
+		failed: make(chan error, 1),
 	}, nil
 }
 
 // RunSchedule runs backups on opts' schedules until ctx is done (nil
-// error) or, with ExitOnFailure, until a backup fails (the error).
+// error) or, with ExitOnFailure, until a scheduled run in which a backup
+// failed has tried every repository (the error, naming the failed ones).
 func RunSchedule(ctx context.Context, opts ScheduleOptions, logger *slog.Logger) error {
 	s, err := NewScheduler(opts, logger)
 	if err != nil {
@@ -139,14 +201,46 @@ func RunSchedule(ctx context.Context, opts ScheduleOptions, logger *slog.Logger)
 // Failures is how many backups have failed since the scheduler started.
 func (s *Scheduler) Failures() int64 { return s.failures.Load() }
 
+// createStanzas runs stanza-create, which creates the stanza in every
+// repository of the config (pgBackRest 2.45 takes no --repo for it). A
+// failure stops the scheduler (a repository of another cluster, say),
+// unless Repos names several and the first of them holds the stanza: then
+// a later one failed, an off-host repository that cannot be reached at
+// this start, and that is logged as an error while the first keeps
+// getting its backups (the later one's scheduled backups fail loudly).
+func (s *Scheduler) createStanzas(ctx context.Context) error {
+	stanza := s.opts.PgBackRest.Stanza
+	err := s.opts.PgBackRest.StanzaCreate(ctx)
+	if err == nil {
+		s.logger.Info("backup stanza ready", "stanza", stanza)
+		return nil
+	}
+	s.logger.Error("backup stanza-create failed", "stanza", stanza, "error", err.Error())
+	if len(s.opts.Repos) < 2 {
+		return err
+	}
+	first := s.opts.PgBackRest
+	first.Repo = s.opts.Repos[0]
+	stanzas, infoErr := first.Info(ctx)
+	if infoErr != nil {
+		return errors.Join(err, infoErr)
+	}
+	st, findErr := find(stanzas, stanza)
+	// 0 ok, 2 no valid backup yet: the stanza is there.
+	if findErr != nil || (st.Status.Code != 0 && st.Status.Code != 2) {
+		return fmt.Errorf("backup: stanza-create failed and repo%d holds no usable stanza: %w", first.Repo, err)
+	}
+	s.logger.Error("backup stanza ready in the first repository only: backups to the others fail until they can be reached",
+		"stanza", stanza, "repo", first.Repo)
+	return nil
+}
+
 // Run is RunSchedule for an existing Scheduler.
 func (s *Scheduler) Run(ctx context.Context) error {
 	if s.opts.CreateStanza {
-		if err := s.opts.PgBackRest.StanzaCreate(ctx); err != nil {
-			s.logger.Error("backup stanza-create failed", "stanza", s.opts.PgBackRest.Stanza, "error", err.Error())
+		if err := s.createStanzas(ctx); err != nil {
 			return err
 		}
-		s.logger.Info("backup stanza ready", "stanza", s.opts.PgBackRest.Stanza)
 	}
 	c := cron.New(cron.WithParser(s.parser), cron.WithLocation(time.UTC),
 		cron.WithLogger(cron.DiscardLogger))
@@ -160,14 +254,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 	}
 	c.Start()
-	s.logger.Info("backup scheduler started", "full", s.opts.FullSpec, "diff", s.opts.DiffSpec,
-		"exit_on_failure", s.opts.ExitOnFailure)
+	attrs := []any{"full", s.opts.FullSpec, "diff", s.opts.DiffSpec}
+	if len(s.opts.Repos) > 0 {
+		attrs = append(attrs, "repos", s.opts.Repos)
+	}
+	s.logger.Info("backup scheduler started", append(attrs, "exit_on_failure", s.opts.ExitOnFailure)...)
 
 	var err error
 	select {
 	case <-ctx.Done():
-	case run := <-s.failed:
-		err = fmt.Errorf("backup: %s backup failed: %s", run.Type, run.Error)
+	case err = <-s.failed:
 	}
 	// Stop starts no new run; wait for the running one, which a done ctx
 	// has already asked to stop (SIGTERM).
@@ -175,28 +271,82 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	return err
 }
 
-// Backup runs one backup of type t now, unless another is running: then
-// it is skipped, not queued, because a queued backup would start late and
-// collide with the next scheduled one. Every call logs exactly one line.
-func (s *Scheduler) Backup(ctx context.Context, t Type) Run {
-	run := Run{Type: t, Stanza: s.opts.PgBackRest.Stanza}
+// Backup runs a backup of type t now to each repository of opts.Repos,
+// one after the other in their order, or, when Repos is empty, one backup
+// without --repo. It returns one Run per repository, and logs each in
+// exactly one line. A repository that fails does not stop the others: the
+// local repository keeps getting backups while an off-host one is
+// unreachable. A call while another is running is skipped as a whole, not
+// queued, because a queued backup would start late and collide with the
+// next scheduled one.
+func (s *Scheduler) Backup(ctx context.Context, t Type) []Run {
+	repos := s.opts.Repos
+	if len(repos) == 0 {
+		repos = []int{0} // no --repo
+	}
+	runs := make([]Run, len(repos))
 	if !s.running.TryLock() {
-		run.Result = ResultSkipped
-		s.logger.LogAttrs(ctx, slog.LevelWarn, "backup skipped: another backup is running", runAttrs(run)...)
-		return run
+		for i, repo := range repos {
+			runs[i] = s.skip(ctx, t, repo, "backup skipped: another backup is running")
+		}
+		return runs
 	}
 	defer s.running.Unlock()
 
+	var failed []string
+	for i, repo := range repos {
+		if i > 0 && ctx.Err() != nil {
+			// Stopping (SIGTERM): a backup started now would only fail.
+			runs[i] = s.skip(ctx, t, repo, "backup skipped: the scheduler is stopping")
+			continue
+		}
+		runs[i] = s.backup(ctx, t, repo)
+		if runs[i].Result == ResultFailed {
+			if repo == 0 {
+				failed = append(failed, fmt.Sprintf("%s backup failed: %s", t, runs[i].Error))
+			} else {
+				failed = append(failed, fmt.Sprintf("%s backup to repo%d failed: %s", t, repo, runs[i].Error))
+			}
+		}
+	}
+	if len(failed) > 0 && s.opts.ExitOnFailure {
+		select {
+		case s.failed <- errors.New("backup: " + strings.Join(failed, "; ")):
+		default: // Run is already on its way out
+		}
+	}
+	return runs
+}
+
+func (s *Scheduler) skip(ctx context.Context, t Type, repo int, msg string) Run {
+	run := Run{Type: t, Repo: repo, Stanza: s.opts.PgBackRest.Stanza, Result: ResultSkipped}
+	s.logger.LogAttrs(ctx, slog.LevelWarn, msg, runAttrs(run)...)
+	return run
+}
+
+// backup runs one backup of type t to repo (0: no --repo), then logs,
+// counts and alerts its outcome.
+func (s *Scheduler) backup(ctx context.Context, t Type, repo int) Run {
+	run := Run{Type: t, Repo: repo, Stanza: s.opts.PgBackRest.Stanza}
+	p := s.opts.PgBackRest
+	p.Repo = repo
 	start := time.Now()
-	err := s.opts.PgBackRest.Backup(ctx, t)
+	err := p.Backup(ctx, t)
 	run.DurationMS = time.Since(start).Milliseconds()
 	if err == nil {
 		run.Result = ResultOK
 		// The size comes from the repository itself: what info reports is
-		// what a restore would find.
-		if stanzas, infoErr := s.opts.PgBackRest.Info(ctx); infoErr != nil {
+		// what a restore would find. With a repository named, info gets
+		// --repo too and reads that repository alone. Without --repo,
+		// pgBackRest 2.45's info reads every repository and merges their
+		// backups into one list, each tagged with database.repo-key: the
+		// newest entry need not be this repository's, and picking by
+		// repo-key would still tie the check of the local repo1's backup
+		// to the off-host repo2 (info waits out an unreachable S3's
+		// timeouts and reports the stanza "different across repos").
+		if stanzas, infoErr := p.Info(ctx); infoErr != nil {
 			err = fmt.Errorf("backup finished but info failed: %w", infoErr)
-		} else if stanza, findErr := find(stanzas, s.opts.PgBackRest.Stanza); findErr != nil {
+		} else if stanza, findErr := find(stanzas, p.Stanza); findErr != nil {
 			err = findErr
 		} else if b, ok := stanza.latest(); !ok || b.Type != t {
 			err = fmt.Errorf("backup finished but the newest backup in the repository is not a %s backup", t)
@@ -210,12 +360,6 @@ func (s *Scheduler) Backup(ctx context.Context, t Type) Run {
 		attrs := append(runAttrs(run), slog.Int64("failures_total", n))
 		s.logger.LogAttrs(ctx, slog.LevelError, "backup failed", attrs...)
 		s.alert(run)
-		if s.opts.ExitOnFailure {
-			select {
-			case s.failed <- run:
-			default: // Run is already on its way out
-			}
-		}
 		return run
 	}
 	s.logger.LogAttrs(ctx, slog.LevelInfo, "backup finished", runAttrs(run)...)
@@ -227,6 +371,9 @@ func runAttrs(r Run) []slog.Attr {
 		slog.String("type", string(r.Type)),
 		slog.String("result", r.Result),
 		slog.Int64("duration_ms", r.DurationMS),
+	}
+	if r.Repo != 0 {
+		attrs = append(attrs, slog.Int("repo", r.Repo))
 	}
 	if r.Stanza != "" {
 		attrs = append(attrs, slog.String("stanza", r.Stanza))

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,6 +76,9 @@ func TestScheduleFlags(t *testing.T) {
 		{"everything set", true,
 			[]string{"--config=/etc/x.conf", "--stanza=nbms", "--full=0 2 * * 6", "--diff=0 2 * * 0-5", "--exit-on-failure=false", "--alert-url=https://alerts.example/hook", "--create-stanza=false"},
 			backup.ScheduleOptions{PgBackRest: backup.PgBackRest{ConfigPath: "/etc/x.conf", Stanza: "nbms"}, FullSpec: "0 2 * * 6", DiffSpec: "0 2 * * 0-5", AlertURL: "https://alerts.example/hook"}},
+		{"several repositories, in the order given", true,
+			[]string{"--repo", "2", "--repo=1", "--repo", "256"},
+			backup.ScheduleOptions{FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6", Repos: []int{2, 1, 256}, ExitOnFailure: true, CreateStanza: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,6 +91,45 @@ func TestScheduleFlags(t *testing.T) {
 	}
 }
 
+func TestScheduleRepoFlagRejectsBadValues(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"zero", []string{"--repo", "0"}, `invalid value "0" for flag -repo: repository 0 is out of range (want 1-256`},
+		{"above pgBackRest's maximum", []string{"--repo", "257"}, `invalid value "257" for flag -repo: repository 257 is out of range (want 1-256`},
+		{"negative", []string{"--repo=-1"}, `invalid value "-1" for flag -repo: repository -1 is out of range`},
+		{"not a number", []string{"--repo", "repo2"}, `invalid value "repo2" for flag -repo: repository "repo2" is not a number`},
+		{"a list in one flag", []string{"--repo", "1,2"}, `invalid value "1,2" for flag -repo: repository "1,2" is not a number`},
+		{"empty", []string{"--repo="}, `invalid value "" for flag -repo: repository "" is not a number`},
+		{"duplicate", []string{"--repo", "1", "--repo", "2", "--repo", "1"}, `invalid value "1" for flag -repo: repository 1 is given twice`},
+		{"missing value", []string{"--repo"}, "flag needs an argument: -repo"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var opts backup.ScheduleOptions
+			fs := flag.NewFlagSet("backup-schedule", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			opts.Flags(fs, true)
+			err := fs.Parse(tt.args)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.wantErr)
+		})
+	}
+}
+
+func TestNewSchedulerRejectsBadRepos(t *testing.T) {
+	_, err := backup.NewScheduler(backup.ScheduleOptions{
+		FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6", Repos: []int{1, 0, 2, 300, 2},
+	}, slog.New(slog.DiscardHandler))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "backup: repository 0 is out of range (want 1-256")
+	assert.Contains(t, err.Error(), "backup: repository 300 is out of range (want 1-256")
+	assert.Contains(t, err.Error(), "backup: repository 2 is given twice")
+	assert.NotContains(t, err.Error(), "repository 1 ")
+}
+
 // stub is a stand-in pgbackrest binary for the scheduler's own logic
 // (overlap, failure, alerting); the drill test runs the real one. It
 // appends its arguments to calls, sleeps, exits with the given status, and
@@ -97,6 +140,18 @@ type stub struct {
 
 func newStub(t *testing.T, backupSleep string, backupExit, stanzaCreateExit int) stub {
 	t.Helper()
+	return writeStub(t, backupSleep, backupExit, 0, stanzaCreateExit)
+}
+
+// newRepoStub is a stub whose backups fail (exit 1) for --repo=failRepo
+// only.
+func newRepoStub(t *testing.T, failRepo int) stub {
+	t.Helper()
+	return writeStub(t, "0", 0, failRepo, 0)
+}
+
+func writeStub(t *testing.T, backupSleep string, backupExit, failRepo, stanzaCreateExit int) stub {
+	t.Helper()
 	dir := t.TempDir()
 	info, err := filepath.Abs(filepath.Join("testdata", "info_full_diff.json"))
 	require.NoError(t, err)
@@ -105,12 +160,14 @@ func newStub(t *testing.T, backupSleep string, backupExit, stanzaCreateExit int)
 echo "$*" >> %[1]q
 case "$*" in
   *" backup") sleep %[2]s
-    if [ %[3]d -ne 0 ]; then echo "ERROR: [082]: WAL segment 000000010000000000000002 was not archived before the 60000ms timeout" >&2; fi
-    exit %[3]d ;;
+    status=%[3]d
+    case "$*" in *"--repo=%[6]d "*) status=1 ;; esac
+    if [ $status -ne 0 ]; then echo "ERROR: [082]: WAL segment 000000010000000000000002 was not archived before the 60000ms timeout" >&2; fi
+    exit $status ;;
   *" info") cat %[4]q ;;
   *stanza-create) exit %[5]d ;;
 esac
-`, s.calls, backupSleep, backupExit, info, stanzaCreateExit)
+`, s.calls, backupSleep, backupExit, info, stanzaCreateExit, failRepo)
 	require.NoError(t, os.WriteFile(s.path, []byte(script), 0o755))
 	return s
 }
@@ -122,6 +179,13 @@ func (s stub) callLines(t *testing.T) []string {
 	}
 	require.NoError(t, err)
 	return strings.Split(strings.TrimSpace(string(data)), "\n")
+}
+
+// only is the one Run of a backup without ScheduleOptions.Repos.
+func only(t *testing.T, runs []backup.Run) backup.Run {
+	t.Helper()
+	require.Len(t, runs, 1)
+	return runs[0]
 }
 
 // logLines decodes the JSON log lines written so far.
@@ -153,7 +217,7 @@ func TestBackupLogsOneLine(t *testing.T) {
 	}, logger)
 	require.NoError(t, err)
 
-	run := s.Backup(context.Background(), backup.Diff)
+	run := only(t, s.Backup(context.Background(), backup.Diff))
 	assert.Equal(t, backup.ResultOK, run.Result)
 	assert.Equal(t, recorded, run.Label)
 	assert.Equal(t, int64(23254835), run.SizeBytes)
@@ -183,16 +247,18 @@ func TestBackupWhoseNewestSetIsAnotherTypeFails(t *testing.T) {
 	logger, logs := newLogger()
 	s, err := backup.NewScheduler(backup.ScheduleOptions{PgBackRest: backup.PgBackRest{Binary: st.path}, FullSpec: "0 1 * * *", DiffSpec: "0 2 * * *"}, logger)
 	require.NoError(t, err)
-	run := s.Backup(context.Background(), backup.Full)
+	run := only(t, s.Backup(context.Background(), backup.Full))
 	assert.Equal(t, backup.ResultFailed, run.Result)
 	assert.Contains(t, run.Error, "newest backup in the repository is not a full backup")
 	require.Len(t, logLines(t, logs), 1)
 }
 
-func TestBackupFailureIsLoggedCountedAndAlerted(t *testing.T) {
+// alertReceiver is an alert URL that records the runs POSTed to it as
+// JSON (anything else is refused); alerts returns them so far.
+func alertReceiver(t *testing.T) (url string, alerts func() []backup.Run) {
 	var mu sync.Mutex
-	var alerts []backup.Run
-	alertServer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var got []backup.Run
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var run backup.Run
 		body, _ := io.ReadAll(r.Body)
 		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" || json.Unmarshal(body, &run) != nil {
@@ -200,21 +266,30 @@ func TestBackupFailureIsLoggedCountedAndAlerted(t *testing.T) {
 			return
 		}
 		mu.Lock()
-		alerts = append(alerts, run)
+		got = append(got, run)
 		mu.Unlock()
 	}))
-	defer alertServer.Close()
+	t.Cleanup(server.Close)
+	return server.URL, func() []backup.Run {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+func TestBackupFailureIsLoggedCountedAndAlerted(t *testing.T) {
+	alertURL, received := alertReceiver(t)
 
 	st := newStub(t, "0", 1, 0)
 	logger, logs := newLogger()
 	s, err := backup.NewScheduler(backup.ScheduleOptions{
 		PgBackRest: backup.PgBackRest{Binary: st.path, Stanza: "nbms"},
-		FullSpec:   "30 1 * * 0", DiffSpec: "30 1 * * 1-6", AlertURL: alertServer.URL + "/hook?token=secret",
+		FullSpec:   "30 1 * * 0", DiffSpec: "30 1 * * 1-6", AlertURL: alertURL + "/hook?token=secret",
 	}, logger)
 	require.NoError(t, err)
 
 	for i := 1; i <= 2; i++ {
-		run := s.Backup(context.Background(), backup.Full)
+		run := only(t, s.Backup(context.Background(), backup.Full))
 		assert.Equal(t, backup.ResultFailed, run.Result)
 		assert.Contains(t, run.Error, "ERROR: [082]: WAL segment", "pgBackRest's own message is kept")
 		assert.Equal(t, int64(i), s.Failures())
@@ -229,8 +304,7 @@ func TestBackupFailureIsLoggedCountedAndAlerted(t *testing.T) {
 		assert.Equal(t, float64(i+1), line["failures_total"])
 		assert.Contains(t, line["error"], "exit status 1")
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	alerts := received()
 	require.Len(t, alerts, 2)
 	assert.Equal(t, backup.ResultFailed, alerts[0].Result)
 	assert.Equal(t, backup.Full, alerts[0].Type)
@@ -260,16 +334,16 @@ func TestOverlappingBackupIsSkipped(t *testing.T) {
 	s, err := backup.NewScheduler(backup.ScheduleOptions{PgBackRest: backup.PgBackRest{Binary: st.path}, FullSpec: "0 1 * * *", DiffSpec: "0 2 * * *"}, logger)
 	require.NoError(t, err)
 
-	done := make(chan backup.Run)
+	done := make(chan []backup.Run)
 	go func() { done <- s.Backup(context.Background(), backup.Diff) }()
 	require.Eventually(t, func() bool { return len(st.callLines(t)) == 1 }, 5*time.Second, 10*time.Millisecond, "the first backup started")
 
 	start := time.Now()
-	skipped := s.Backup(context.Background(), backup.Full)
+	skipped := only(t, s.Backup(context.Background(), backup.Full))
 	assert.Equal(t, backup.ResultSkipped, skipped.Result)
 	assert.Less(t, time.Since(start), time.Second, "skipped at once, not queued behind the running backup")
 
-	first := <-done
+	first := only(t, <-done)
 	assert.Equal(t, backup.ResultOK, first.Result)
 	assert.Equal(t, []string{"--type=diff backup", "--output=json info"}, st.callLines(t), "the full backup never ran")
 
@@ -328,4 +402,238 @@ func TestRunSchedule(t *testing.T) {
 			assert.Contains(t, logs.String(), `"level":"ERROR"`)
 		})
 	}
+}
+
+func TestBackupToSeveralRepositories(t *testing.T) {
+	// Each repository in turn: a failure of either one, the off-host repo2
+	// being unreachable or the local repo1's disk full, leaves the other
+	// backed up, logged, and the failure counted and alerted on its own.
+	for _, failRepo := range []int{1, 2} {
+		t.Run(fmt.Sprintf("repo%d fails", failRepo), func(t *testing.T) {
+			alertURL, received := alertReceiver(t)
+
+			st := newRepoStub(t, failRepo)
+			logger, logs := newLogger()
+			s, err := backup.NewScheduler(backup.ScheduleOptions{
+				PgBackRest: backup.PgBackRest{Binary: st.path, Stanza: "nbms"},
+				FullSpec:   "30 1 * * 0", DiffSpec: "30 1 * * 1-6", Repos: []int{1, 2},
+				ExitOnFailure: true, AlertURL: alertURL,
+			}, logger)
+			require.NoError(t, err)
+
+			runs := s.Backup(context.Background(), backup.Diff)
+			require.Len(t, runs, 2)
+			okRepo := 3 - failRepo
+			for i, run := range runs {
+				assert.Equal(t, i+1, run.Repo, "in the order of Repos")
+				assert.Equal(t, backup.Diff, run.Type)
+				assert.Equal(t, "nbms", run.Stanza)
+				if run.Repo == failRepo {
+					assert.Equal(t, backup.ResultFailed, run.Result)
+					assert.Contains(t, run.Error, "pgbackrest --type=diff backup: exit status 1")
+					assert.Contains(t, run.Error, "ERROR: [082]")
+					assert.Empty(t, run.Label)
+				} else {
+					assert.Equal(t, backup.ResultOK, run.Result, run.Error)
+					assert.Equal(t, recorded, run.Label, "from the info of its own repository")
+					assert.Equal(t, int64(23254835), run.SizeBytes)
+				}
+			}
+
+			calls := []string{"--stanza=nbms --repo=1 --type=diff backup"}
+			if failRepo != 1 {
+				calls = append(calls, "--stanza=nbms --repo=1 --output=json info")
+			}
+			calls = append(calls, "--stanza=nbms --repo=2 --type=diff backup")
+			if failRepo != 2 {
+				calls = append(calls, "--stanza=nbms --repo=2 --output=json info")
+			}
+			assert.Equal(t, calls, st.callLines(t), "one backup per repository; info of that repository only")
+
+			lines := logLines(t, logs)
+			require.Len(t, lines, 2, "one line per repository")
+			for i, line := range lines {
+				assert.Equal(t, float64(i+1), line["repo"])
+				assert.Equal(t, "diff", line["type"])
+				assert.Equal(t, "nbms", line["stanza"])
+			}
+			failed, ok := lines[failRepo-1], lines[okRepo-1]
+			assert.Equal(t, "ERROR", failed["level"])
+			assert.Equal(t, "backup failed", failed["msg"])
+			assert.Equal(t, "failed", failed["result"])
+			assert.Equal(t, float64(1), failed["failures_total"])
+			assert.Contains(t, failed["error"], "ERROR: [082]")
+			assert.Equal(t, "INFO", ok["level"])
+			assert.Equal(t, "backup finished", ok["msg"])
+			assert.Equal(t, "ok", ok["result"])
+			assert.Equal(t, recorded, ok["label"])
+			assert.NotContains(t, ok, "error")
+
+			assert.Equal(t, int64(1), s.Failures())
+			alerts := received()
+			require.Len(t, alerts, 1, "the failed repository is alerted, the other not")
+			assert.Equal(t, failRepo, alerts[0].Repo)
+			assert.Equal(t, backup.ResultFailed, alerts[0].Result)
+			assert.Equal(t, backup.Diff, alerts[0].Type)
+		})
+	}
+}
+
+func TestRunScheduleExitsAfterTheRoundNamingTheFailedRepository(t *testing.T) {
+	st := newRepoStub(t, 1)
+	logger, logs := newLogger()
+	s, err := backup.NewSchedulerWithSeconds(backup.ScheduleOptions{
+		PgBackRest: backup.PgBackRest{Binary: st.path},
+		// every second, and never: only differential backups run (the
+		// recorded info's newest backup is a diff)
+		FullSpec: "0 0 0 1 1 *", DiffSpec: "* * * * * *",
+		Repos: []int{1, 2}, ExitOnFailure: true, CreateStanza: true,
+	}, logger)
+	require.NoError(t, err)
+
+	// A bound for a broken scheduler, not a speed: Run returns after the
+	// first round, about a second in.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err = s.Run(ctx)
+	require.Error(t, err)
+	assert.NoError(t, ctx.Err(), "Run returned on its own, before the deadline")
+	assert.Contains(t, err.Error(), "backup: diff backup to repo1 failed: pgbackrest --type=diff backup: exit status 1")
+	assert.Contains(t, err.Error(), "ERROR: [082]", "pgBackRest's own message is kept")
+	assert.NotContains(t, err.Error(), "repo2", "repo2's backup succeeded")
+
+	calls := st.callLines(t)
+	require.GreaterOrEqual(t, len(calls), 4)
+	assert.Equal(t, []string{
+		"stanza-create", // of every repository: pgBackRest takes no --repo for it
+		"--repo=1 --type=diff backup",
+		"--repo=2 --type=diff backup",
+		"--repo=2 --output=json info",
+	}, calls[:4], "repo2 was backed up after repo1 failed, before the exit")
+
+	var backups []map[string]any
+	for _, line := range logLines(t, logs) {
+		if line["msg"] == "backup scheduler started" {
+			assert.Equal(t, []any{float64(1), float64(2)}, line["repos"])
+		}
+		if _, ok := line["result"]; ok && line["repo"] != nil {
+			backups = append(backups, line)
+		}
+	}
+	require.GreaterOrEqual(t, len(backups), 2)
+	assert.Equal(t, float64(1), backups[0]["repo"])
+	assert.Equal(t, "failed", backups[0]["result"])
+	assert.Equal(t, float64(2), backups[1]["repo"])
+	assert.Equal(t, "ok", backups[1]["result"])
+}
+
+func TestOverlappingRunIsSkippedForEveryRepository(t *testing.T) {
+	st := newStub(t, "2", 0, 0)
+	logger, logs := newLogger()
+	s, err := backup.NewScheduler(backup.ScheduleOptions{PgBackRest: backup.PgBackRest{Binary: st.path}, FullSpec: "0 1 * * *", DiffSpec: "0 2 * * *", Repos: []int{1, 2}}, logger)
+	require.NoError(t, err)
+
+	done := make(chan []backup.Run)
+	go func() { done <- s.Backup(context.Background(), backup.Diff) }()
+	// Not only while repo1's backup runs: while the last one does.
+	require.Eventually(t, func() bool { return slices.Contains(st.callLines(t), "--repo=2 --type=diff backup") }, 10*time.Second, 10*time.Millisecond, "repo2's backup started")
+
+	skipped := s.Backup(context.Background(), backup.Full)
+	require.Len(t, skipped, 2)
+	for i, run := range skipped {
+		assert.Equal(t, i+1, run.Repo)
+		assert.Equal(t, backup.ResultSkipped, run.Result)
+		assert.Equal(t, backup.Full, run.Type)
+	}
+
+	first := <-done
+	require.Len(t, first, 2)
+	assert.Equal(t, backup.ResultOK, first[0].Result, first[0].Error)
+	assert.Equal(t, backup.ResultOK, first[1].Result, first[1].Error)
+	assert.Equal(t, []string{"--repo=1 --type=diff backup", "--repo=1 --output=json info", "--repo=2 --type=diff backup", "--repo=2 --output=json info"},
+		st.callLines(t), "the full backups never ran")
+
+	// repo1's backup finished, then the skipped call, then repo2's.
+	lines := logLines(t, logs)
+	require.Len(t, lines, 4, "one line per repository and call")
+	for i, want := range []struct {
+		msg, result, typ string
+		repo             float64
+	}{
+		{"backup finished", "ok", "diff", 1},
+		{"backup skipped: another backup is running", "skipped", "full", 1},
+		{"backup skipped: another backup is running", "skipped", "full", 2},
+		{"backup finished", "ok", "diff", 2},
+	} {
+		assert.Equal(t, want.msg, lines[i]["msg"])
+		assert.Equal(t, want.result, lines[i]["result"])
+		assert.Equal(t, want.typ, lines[i]["type"])
+		assert.Equal(t, want.repo, lines[i]["repo"])
+	}
+	assert.Equal(t, "WARN", lines[1]["level"])
+	assert.Zero(t, s.Failures(), "a skip is not a failure")
+}
+
+// At start, an unreachable off-host repository (stanza-create, which
+// works on every repository, fails) does not stop the scheduler when the
+// first repository holds the stanza: the local repository keeps its
+// backups. When the first holds none, the scheduler stops.
+func TestStanzaCreateFailureInALaterRepository(t *testing.T) {
+	stubWithFirstRepo := func(t *testing.T, firstInfo string) stub {
+		dir := t.TempDir()
+		info, err := filepath.Abs(filepath.Join("testdata", "info_full_diff.json"))
+		require.NoError(t, err)
+		first := filepath.Join(dir, "first.json")
+		require.NoError(t, os.WriteFile(first, []byte(firstInfo), 0o644))
+		s := stub{path: filepath.Join(dir, "pgbackrest"), calls: filepath.Join(dir, "calls")}
+		script := fmt.Sprintf(`#!/bin/sh
+echo "$*" >> %[1]q
+case "$*" in
+  stanza-create) echo "ERROR: [039]: HTTP request failed with 503" >&2; exit 39 ;;
+  "--repo=1 --output=json info") cat %[2]q ;;
+  *" info") cat %[3]q ;;
+esac
+`, s.calls, first, info)
+		require.NoError(t, os.WriteFile(s.path, []byte(script), 0o755))
+		return s
+	}
+	opts := func(st stub) backup.ScheduleOptions {
+		return backup.ScheduleOptions{
+			PgBackRest: backup.PgBackRest{Binary: st.path}, FullSpec: "0 0 0 1 1 *", DiffSpec: "* * * * * *",
+			Repos: []int{1, 2}, ExitOnFailure: true, CreateStanza: true,
+		}
+	}
+
+	t.Run("the first repository holds the stanza", func(t *testing.T) {
+		st := stubWithFirstRepo(t, `[{"name":"nbms","status":{"code":2,"message":"no valid backups"},"backup":[],"archive":[],"db":[]}]`)
+		logger, logs := newLogger()
+		s, err := backup.NewSchedulerWithSeconds(opts(st), logger)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ran := make(chan error, 1)
+		go func() { ran <- s.Run(ctx) }()
+		require.Eventually(t, func() bool { return slices.Contains(st.callLines(t), "--repo=1 --type=diff backup") }, time.Minute, 10*time.Millisecond,
+			"the local repository's scheduled backup ran")
+		cancel()
+		require.NoError(t, <-ran)
+		var errorsLogged []string
+		for _, line := range logLines(t, logs) {
+			if line["level"] == "ERROR" && line["result"] == nil {
+				errorsLogged = append(errorsLogged, line["msg"].(string))
+			}
+		}
+		assert.Equal(t, []string{"backup stanza-create failed", "backup stanza ready in the first repository only: backups to the others fail until they can be reached"}, errorsLogged)
+		assert.Equal(t, []string{"stanza-create", "--repo=1 --output=json info"}, st.callLines(t)[:2])
+	})
+	t.Run("the first repository holds none", func(t *testing.T) {
+		st := stubWithFirstRepo(t, `[{"name":"nbms","status":{"code":1,"message":"missing stanza path"},"backup":[],"archive":[],"db":[]}]`)
+		s, err := backup.NewSchedulerWithSeconds(opts(st), slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		err = s.Run(context.Background())
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "stanza-create failed and repo1 holds no usable stanza")
+		assert.Contains(t, err.Error(), "ERROR: [039]")
+		assert.Equal(t, []string{"stanza-create", "--repo=1 --output=json info"}, st.callLines(t), "nothing else ran")
+	})
 }
