@@ -53,10 +53,15 @@ const (
 	// one-shot whose only job is to receive them as an upload (docker cp,
 	// which Docker's metadata never shows) and exit.
 	RoleSecrets = "secrets"
+	// RoleBackupRelay is the database's only way off the host: a TCP relay
+	// (nginx's stream module) to the off-host backup repository, on the
+	// backup network with a fixed address and on the egress network.
+	// pgBackRest's TLS runs through it end to end.
+	RoleBackupRelay = "backup-relay"
 )
 
 // Roles lists every role in deployment order.
-var Roles = []string{RoleSecrets, RoleDB, RoleCache, RoleBackup, RoleDBLogin, RoleCacheLogin, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleDBRetire, RoleCacheRetire, RoleProxy}
+var Roles = []string{RoleSecrets, RoleBackupRelay, RoleDB, RoleCache, RoleBackup, RoleDBLogin, RoleCacheLogin, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleDBRetire, RoleCacheRetire, RoleProxy}
 
 // OneShot reports whether a role runs to completion instead of serving.
 func OneShot(role string) bool {
@@ -85,6 +90,15 @@ func EdgeNetwork(stack string) string { return stack + "-edge" }
 // data tier.
 func InternalNetwork(stack string) string { return stack + "-internal" }
 
+// BackupNetwork joins the database and the backup scheduler to the backup
+// relay (no outside route either); only a stack with an off-host
+// repository has it.
+func BackupNetwork(stack string) string { return stack + "-backup" }
+
+// EgressNetwork is the backup relay's route off the host (a plain bridge);
+// only a stack with an off-host repository has it.
+func EgressNetwork(stack string) string { return stack + "-egress" }
+
 // Environment of the backup scheduler container: its schedule and
 // retention, for the policy pack to check.
 const (
@@ -92,4 +106,9 @@ const (
 	EnvBackupScheduleDiff  = "NBMS_BACKUP_SCHEDULE_DIFF"
 	EnvBackupRetentionFull = "NBMS_BACKUP_RETENTION_FULL"
 	EnvBackupRetentionDiff = "NBMS_BACKUP_RETENTION_DIFF"
+	// EnvBackupOffHostRepo locates the off-host repository
+	// (s3://<endpoint>:<port>/<bucket><path>), and EnvBackupOffHostCipher
+	// is its client-side encryption (aes-256-cbc): unset without one.
+	EnvBackupOffHostRepo   = "NBMS_BACKUP_OFFHOST_REPO"
+	EnvBackupOffHostCipher = "NBMS_BACKUP_OFFHOST_CIPHER"
 )

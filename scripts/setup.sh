@@ -3,9 +3,10 @@
 # installed) to build and test NBMS. Idempotent: run it as often as you like.
 #
 #   - installs the Debian packages the tests use as real consumers
-#     (nginx, pgBackRest, PostGIS, Chromium for the policy report, shellcheck
+#     (nginx and its stream module, pgBackRest, PostGIS, Chromium for the policy report, shellcheck
 #     for the ops scripts, Docker's engine and mmdebstrap for the real
-#     deploy, wrk for the load test), without starting their services;
+#     deploy, iproute2 for its off-host S3 server's network namespace, wrk
+#     for the load test), without starting their services;
 #   - makes sure PostgreSQL and Redis are running on 127.0.0.1 and that a
 #     Docker engine answers (scripts/docker-daemon.sh);
 #   - installs the Go tools `make check` needs into .tools/, builds the
@@ -25,7 +26,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-DEBIAN_PACKAGES=(nginx pgbackrest postgresql-15-postgis-3 postgresql-15-postgis-3-scripts chromium shellcheck docker.io mmdebstrap wrk)
+DEBIAN_PACKAGES=(nginx libnginx-mod-stream iproute2 pgbackrest postgresql-15-postgis-3 postgresql-15-postgis-3-scripts chromium shellcheck docker.io mmdebstrap wrk)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

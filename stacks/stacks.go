@@ -10,6 +10,7 @@ package stacks
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -34,6 +35,7 @@ import (
 
 	"github.com/nbms-deploy/nbms/app/config"
 	"github.com/nbms-deploy/nbms/conventions"
+	"github.com/nbms-deploy/nbms/infra/pgbackrest"
 )
 
 // Namespace is the Pulumi config namespace of every key (the project name).
@@ -95,7 +97,16 @@ type Config struct {
 
 	EdgeSubnet     string `json:"edgeSubnet" validate:"required,cidrv4"`
 	InternalSubnet string `json:"internalSubnet" validate:"required,cidrv4"`
+	// BackupSubnet is the backup network's (the database, the backup
+	// scheduler and the backup relay), which a stack has only with
+	// backup.offHost: fixed like the others, because the relay's address
+	// in it (BackupRelayAddress) is written into the database's hosts file.
+	BackupSubnet   string `json:"backupSubnet" validate:"required,cidrv4"`
 	ProtectVolumes bool   `json:"protectVolumes"`
+	// BackupS3Key and BackupS3KeySecret are the off-host repository's
+	// access key (secret config only; required with backup.offHost).
+	BackupS3Key       Secret `json:"backupS3Key" secret:"true"`
+	BackupS3KeySecret Secret `json:"backupS3KeySecret" secret:"true"`
 
 	Images Images `json:"images"`
 	// BuildCACertificates are extra certificate authorities (PEM) that the
@@ -174,7 +185,130 @@ type Backup struct {
 	RetentionFull int    `json:"retentionFull" validate:"min=1,max=9999999"`
 	RetentionDiff int    `json:"retentionDiff" validate:"min=1,max=9999999"`
 	ProcessMax    int    `json:"processMax" validate:"min=1,max=64"`
+	// OffHost is the second repository (pgBackRest's repo2), on
+	// S3-compatible object storage away from this host; nil: none, and
+	// the policy pack refuses a production stack without one.
+	OffHost *OffHost `json:"offHost,omitempty"`
 }
+
+// OffHost is an S3-compatible repository away from the Docker host (AWS
+// S3, Ceph RGW, MinIO, ...). Backups and WAL go there encrypted
+// (aes-256-cbc) with a passphrase the program generates; its keys are
+// secret config (nbms:backupS3Key, nbms:backupS3KeySecret). The database
+// reaches it only through the backup relay, so it gets no route off the
+// host.
+type OffHost struct {
+	// Endpoint is the service's host name, as its TLS certificate names
+	// it, e.g. s3.eu-west-1.amazonaws.com.
+	Endpoint string `json:"endpoint"`
+	// Port is its HTTPS port; 0: 443.
+	Port int `json:"port,omitempty"`
+	// Address is the IPv4 address the relay connects to; empty: the
+	// relay resolves Endpoint itself (again every 30 s). For a service
+	// the Docker host's DNS does not know.
+	Address string `json:"address,omitempty" validate:"omitempty,ipv4"`
+	Bucket  string `json:"bucket"`
+	Region  string `json:"region"`
+	// Path is the repository's directory in the bucket, e.g. /nbms/prod.
+	Path string `json:"path"`
+	// PathStyle addresses the bucket in the URL path instead of a host
+	// name per bucket: what most on-premises stores need.
+	PathStyle bool `json:"pathStyle,omitempty"`
+	// CACertificates (PEM) verify the service's certificate; empty: the
+	// database image's system CAs (Debian's ca-certificates).
+	CACertificates string `json:"caCertificates,omitempty"`
+	// RetentionFull and RetentionDiff are this repository's own; 0: the
+	// local repository's.
+	RetentionFull int `json:"retentionFull,omitempty" validate:"min=0,max=9999999"`
+	RetentionDiff int `json:"retentionDiff,omitempty" validate:"min=0,max=9999999"`
+}
+
+// OffHostRepo is the off-host repository as pgBackRest's renderer takes
+// it, with the program's paths inside the containers (caFile: "" for the
+// system's CAs; spoolPath: archive-async's spool). Call it only when
+// OffHost is set.
+func (b Backup) OffHostRepo(caFile, spoolPath string) pgbackrest.S3Repo {
+	o := b.OffHost
+	if o.CACertificates == "" {
+		caFile = ""
+	}
+	return pgbackrest.S3Repo{
+		Endpoint: o.Endpoint, Port: cmp.Or(o.Port, 443), Bucket: o.Bucket, Region: o.Region, Path: o.Path,
+		PathStyle: o.PathStyle, CAFile: caFile, SpoolPath: spoolPath,
+		RetentionFull: cmp.Or(o.RetentionFull, b.RetentionFull), RetentionDiff: cmp.Or(o.RetentionDiff, b.RetentionDiff),
+	}
+}
+
+// offHostKeys maps pgbackrest.S3Repo's fields to their stack keys; the
+// ones missing are the program's (paths inside the containers).
+var offHostKeys = map[string]string{
+	"Endpoint": "endpoint", "Port": "port", "Bucket": "bucket", "Region": "region", "Path": "path",
+	"RetentionFull": "retentionFull", "RetentionDiff": "retentionDiff",
+}
+
+func (c *Config) offHostProblems() []Problem {
+	var out []Problem
+	add := func(key, reason string) { out = append(out, Problem{Key: Namespace + ":" + key, Reason: reason}) }
+	keys := []struct {
+		key    string
+		secret Secret
+	}{{"backupS3Key", c.BackupS3Key}, {"backupS3KeySecret", c.BackupS3KeySecret}}
+	if c.Backup.OffHost == nil {
+		for _, k := range keys {
+			if key, s := k.key, k.secret; s.IsSet() {
+				add(key, "is set, but nbms:backup.offHost is not: the keys belong to an off-host repository")
+			}
+		}
+		return out
+	}
+	// The renderer's own rules, so that both refuse the same values.
+	inherited := map[string]bool{"RetentionFull": c.Backup.OffHost.RetentionFull == 0, "RetentionDiff": c.Backup.OffHost.RetentionDiff == 0}
+	for _, p := range c.Backup.OffHostRepo("/ca.pem", "/spool").Problems() {
+		// An inherited retention is the local one's, reported there.
+		if key, ok := offHostKeys[p.Field]; ok && !inherited[p.Field] {
+			add("backup.offHost."+key, p.Reason)
+		}
+	}
+	if err := CheckCACertificates(c.Backup.OffHost.CACertificates); err != nil {
+		add("backup.offHost.caCertificates", err.Error())
+	}
+	for _, k := range keys {
+		if key, s := k.key, k.secret; !s.IsSet() {
+			add(key, fmt.Sprintf("required with backup.offHost: `pulumi config set --secret nbms:%s <value>`", key))
+		} else if _, err := pgbackrest.RenderSecrets(pgbackrest.S3Secrets{AccessKey: s.value, SecretKey: s.value, CipherPass: "x"}); err != nil {
+			add(key, "must be printable characters without spaces")
+		}
+	}
+	backup, err := netip.ParsePrefix(c.BackupSubnet)
+	if err != nil {
+		return out // reported by the field rule
+	}
+	if backup.Bits() > maxBackupSubnetBits {
+		add("backupSubnet", fmt.Sprintf("is a /%d; it needs at least a /%d: Docker hands out only its upper half, and the relay's address is fixed in the lower", backup.Bits(), maxBackupSubnetBits))
+	}
+	for _, other := range []struct{ key, subnet string }{{"edgeSubnet", c.EdgeSubnet}, {"internalSubnet", c.InternalSubnet}} {
+		if p, err := netip.ParsePrefix(other.subnet); err == nil && backup.Overlaps(p) {
+			add("backupSubnet", fmt.Sprintf("%s overlaps %s %s", c.BackupSubnet, other.key, other.subnet))
+		}
+	}
+	return out
+}
+
+// maxBackupSubnetBits is the smallest backup subnet (a /28: the gateway
+// and the relay in its lower half, eight addresses for Docker to hand out).
+const maxBackupSubnetBits = 28
+
+// BackupRelayAddress is the backup relay's fixed address: the second of
+// the backup subnet (Docker's gateway takes the first), below the upper
+// half Docker hands out (BackupDynamicRange).
+func (c *Config) BackupRelayAddress() string {
+	a := netip.MustParsePrefix(c.BackupSubnet).Masked().Addr() // validated
+	return a.Next().Next().String()
+}
+
+// BackupDynamicRange is the upper half of the backup subnet, where Docker
+// picks the database's and the scheduler's addresses.
+func (c *Config) BackupDynamicRange() string { return upperHalf(c.BackupSubnet) }
 
 // Logs is the json-file log rotation of every container.
 type Logs struct {
@@ -273,6 +407,7 @@ func Defaults() Config {
 		// numbers itself can then never take a range the stack needs.
 		EdgeSubnet:     "172.16.238.0/24",
 		InternalSubnet: "172.16.239.0/24",
+		BackupSubnet:   "172.16.237.0/27",
 		// Protected volumes survive `pulumi destroy` and a replace.
 		ProtectVolumes: true,
 		Images: Images{
@@ -300,6 +435,9 @@ func Defaults() Config {
 			RoleDB:     {MemoryMB: 1024, CPUs: 1, Nproc: 1024},
 			RoleCache:  {MemoryMB: 256, CPUs: 0.5, Nproc: 1024},
 			RoleBackup: {MemoryMB: 512, CPUs: 1, Nproc: 1024},
+			// nginx's stream module, one worker relaying a few TLS
+			// connections at a time; uid 101, like the proxy.
+			conventions.RoleBackupRelay: {MemoryMB: 64, CPUs: 0.25, Nproc: 256},
 		},
 		Backup: Backup{FullCron: "30 1 * * 0", DiffCron: "30 1 * * 1-6", RetentionFull: 2, RetentionDiff: 6, ProcessMax: 2},
 		Logs:   Logs{MaxSize: "10m", MaxFile: 5},
@@ -372,6 +510,22 @@ func Load(ctx *pulumi.Context) (*Config, error) {
 		Secret: func(key string) bool { return ctx.IsConfigSecret(Namespace + ":" + key) },
 	})
 }
+
+// SecretKeys lists the top-level keys that are secret config only.
+func SecretKeys() []string {
+	var out []string
+	t := reflect.TypeOf(Config{})
+	for i := range t.NumField() {
+		if f := t.Field(i); f.Tag.Get("secret") == "true" {
+			out = append(out, jsonName(f))
+		}
+	}
+	return out
+}
+
+// IsSecretKey reports whether key (without the namespace) is secret config
+// only.
+func IsSecretKey(key string) bool { return slices.Contains(SecretKeys(), key) }
 
 // Keys lists every top-level config key.
 func Keys() []string {
@@ -712,6 +866,7 @@ func (c *Config) problems() []Problem {
 	if c.App.MaxUploadBytes < c.App.MaxRequestBodyBytes {
 		add("app.maxUploadBytes", fmt.Sprintf("is %d, below app.maxRequestBodyBytes (%d)", c.App.MaxUploadBytes, c.App.MaxRequestBodyBytes))
 	}
+	out = append(out, c.offHostProblems()...)
 	out = append(out, c.appEnvProblems()...)
 	if len(out) > 0 {
 		return out
@@ -898,11 +1053,16 @@ const maxEdgeSubnetBits = 26
 // picks the addresses of nginx and of every app release (the switch tells
 // nginx the live release's address).
 func (c *Config) EdgeDynamicRange() string {
-	edge := netip.MustParsePrefix(c.EdgeSubnet).Masked() // validated
-	a := edge.Addr().As4()
+	return upperHalf(c.EdgeSubnet)
+}
+
+// upperHalf is the upper half of a validated IPv4 subnet.
+func upperHalf(subnet string) string {
+	p := netip.MustParsePrefix(subnet).Masked()
+	a := p.Addr().As4()
 	// The upper half starts half the subnet's size above its first address.
-	binary.BigEndian.PutUint32(a[:], binary.BigEndian.Uint32(a[:])+1<<(31-edge.Bits()))
-	return netip.PrefixFrom(netip.AddrFrom4(a), edge.Bits()+1).String()
+	binary.BigEndian.PutUint32(a[:], binary.BigEndian.Uint32(a[:])+1<<(31-p.Bits()))
+	return netip.PrefixFrom(netip.AddrFrom4(a), p.Bits()+1).String()
 }
 
 // PublicHosts are the host names the app answers for (allowedHosts, or the

@@ -32,16 +32,15 @@ func readStackFile(t testing.TB, stack string) map[string]string {
 	return raw
 }
 
-var secretKeys = map[string]bool{"tlsKey": true, "sentryDsn": true}
-
 func values(raw map[string]string) stacks.Values {
-	return stacks.Values{Raw: raw, Secret: func(k string) bool { return secretKeys[k] }}
+	return stacks.Values{Raw: raw, Secret: stacks.IsSecretKey}
 }
 
 // prodValues is Pulumi.prod.yaml plus what the operator sets per stack.
 func prodValues(t testing.TB) map[string]string {
 	raw := readStackFile(t, "prod")
 	raw["tlsCertificate"], raw["tlsKey"] = testsupport.SelfSignedCert(t, "nbms.example.org")
+	raw["backupS3Key"], raw["backupS3KeySecret"] = "AKIAEXAMPLEKEY", "example-secret-key/with+symbols"
 	return raw
 }
 
@@ -65,7 +64,7 @@ func TestProjectFileIsUpToDate(t *testing.T) {
 	}
 	blocks := schemaBlocks(string(committed))
 	for _, key := range stacks.Keys() {
-		if secretKeys[key] {
+		if stacks.IsSecretKey(key) {
 			assert.NotContains(t, blocks, key, "a secret key has no schema block: Pulumi would demand it on every stack")
 			assert.Contains(t, string(committed), "  # "+key+" (secret, set with `pulumi config set --secret nbms:"+key+"`)", key)
 			continue
@@ -127,8 +126,69 @@ func TestCommittedStacksAreValid(t *testing.T) {
 func TestProdStackFileAloneNamesTheOperatorsSettings(t *testing.T) {
 	_, err := stacks.Parse("prod", values(readStackFile(t, "prod")))
 	serr := stackError(t, err)
-	assert.Equal(t, []string{"nbms:tlsCertificate", "nbms:tlsKey"}, serr.Keys())
+	assert.Equal(t, []string{"nbms:tlsCertificate", "nbms:tlsKey", "nbms:backupS3Key", "nbms:backupS3KeySecret"}, serr.Keys())
 	assert.Contains(t, err.Error(), "pulumi config set --secret nbms:tlsKey")
+	assert.Contains(t, err.Error(), "nbms:backupS3Key: required with backup.offHost: `pulumi config set --secret nbms:backupS3Key <value>`")
+}
+
+func TestOffHostRepository(t *testing.T) {
+	c, err := stacks.Parse("prod", values(prodValues(t)))
+	require.NoError(t, err)
+	repo := c.Backup.OffHostRepo("/tmp/ca.pem", "/tmp/spool")
+	assert.Equal(t, 443, repo.Port, "HTTPS's port unless set")
+	assert.Equal(t, 4, repo.RetentionFull, "its own")
+	assert.Equal(t, c.Backup.RetentionDiff, repo.RetentionDiff, "the local repository's unless set")
+	assert.Empty(t, repo.CAFile, "no caCertificates: the system's CAs")
+	assert.Equal(t, []string{"s3.eu-west-1.amazonaws.com", "nbms-example-backups.s3.eu-west-1.amazonaws.com"}, repo.Hosts(), "host-style: the bucket's own name too")
+	assert.Equal(t, "172.16.237.2", c.BackupRelayAddress(), "after the gateway")
+	assert.Equal(t, "172.16.237.16/28", c.BackupDynamicRange())
+	assert.Empty(t, repo.Problems())
+
+	// Keys without a repository are a mistake too.
+	raw := prodValues(t)
+	raw["backup"] = `{"fullCron": "30 1 * * 0"}`
+	_, err = stacks.Parse("prod", values(raw))
+	assert.Equal(t, []string{"nbms:backupS3Key", "nbms:backupS3KeySecret"}, stackError(t, err).Keys())
+	assert.Contains(t, err.Error(), "is set, but nbms:backup.offHost is not")
+	assert.NotContains(t, err.Error(), "example-secret-key", "a secret is never echoed")
+}
+
+// exampleOffHost is a valid backup.offHost.
+const exampleOffHost = `{"endpoint": "s3.example.org", "region": "eu-west-1", "bucket": "nbms-backups", "path": "/nbms"}`
+
+func TestOffHostRepositoryProblemsNameTheirKey(t *testing.T) {
+	offHost := func(fields string) string {
+		return `{"offHost": ` + strings.TrimSuffix(exampleOffHost, "}") + fields + `}}`
+	}
+	cases := []struct {
+		key, value, wantKey, reason string
+	}{
+		{"backup", offHost(`, "endpoint": "https://s3.example.org"`), "nbms:backup.offHost.endpoint", "must be a host name"},
+		{"backup", offHost(`, "endpoint": "192.0.2.10"`), "nbms:backup.offHost.endpoint", "certificate's names"},
+		{"backup", offHost(`, "bucket": "NBMS_Backups"`), "nbms:backup.offHost.bucket", "lowercase"},
+		{"backup", offHost(`, "region": ""`), "nbms:backup.offHost.region", "region name"},
+		{"backup", offHost(`, "path": "nbms/../x"`), "nbms:backup.offHost.path", "clean absolute path"},
+		{"backup", offHost(`, "port": 70000`), "nbms:backup.offHost.port", "not a port"},
+		{"backup", offHost(`, "address": "s3.internal"`), "nbms:backup.offHost.address", "ipv4"},
+		{"backup", offHost(`, "caCertificates": "not pem"`), "nbms:backup.offHost.caCertificates", "not PEM"},
+		{"backup", offHost(`, "retentionFull": -1`), "nbms:backup.offHost.retentionFull", "min=0"},
+		{"backup", offHost(`, "cipher": "none"`), "nbms:backup", "unknown field"},
+		{"backupS3Key", "two words", "nbms:backupS3Key", "printable characters without spaces"},
+		{"backupSubnet", "172.16.237.0/29", "nbms:backupSubnet", "needs at least a /28"},
+		{"backupSubnet", "172.16.239.0/27", "nbms:backupSubnet", "overlaps internalSubnet 172.16.239.0/24"},
+		{"backupSubnet", "", "nbms:backupSubnet", "required"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
+			raw := prodValues(t)
+			raw["backup"] = offHost("")
+			raw[tc.key] = tc.value
+			_, err := stacks.Parse("prod", values(raw))
+			serr := stackError(t, err)
+			assert.Equal(t, []string{tc.wantKey}, serr.Keys(), err.Error())
+			assert.Contains(t, err.Error(), tc.reason)
+		})
+	}
 }
 
 func TestDevStackOverridesOnlyWhatItNames(t *testing.T) {
@@ -180,8 +240,8 @@ func TestEachBadValueNamesItsKey(t *testing.T) {
 		{"limits", `{"app": {"cpus": 0}}`, "nbms:limits.app.cpus", "gt=0"},
 		{"secretGenerations", `{"secretKey": -1}`, "nbms:secretGenerations.secretKey", "min=0"},
 		{"limits", `{"worker": {"memoryMb": 64, "cpus": 1, "nproc": 64}}`, "nbms:limits.worker", "unknown role"},
-		{"backup", `{"fullCron": "every sunday"}`, "nbms:backup.fullCron", "cron"},
-		{"backup", `{"retentionFull": 0}`, "nbms:backup.retentionFull", "min=1"},
+		{"backup", `{"fullCron": "every sunday", "offHost": ` + exampleOffHost + `}`, "nbms:backup.fullCron", "cron"},
+		{"backup", `{"retentionFull": 0, "offHost": ` + exampleOffHost + `}`, "nbms:backup.retentionFull", "min=1"},
 		{"logs", `{"maxSize": "10MB"}`, "nbms:logs.maxSize", "like 10m"},
 		{"logs", `{"maxFile": 0}`, "nbms:logs.maxFile", "min=1"},
 		{"app", `{"hstsSeconds": 3600}`, "nbms:app.hstsSeconds", "at least 31536000"},
@@ -227,7 +287,7 @@ func TestOneErrorNamesEveryBadKey(t *testing.T) {
 	raw["allowedHosts"] = `["*"]`
 	raw["images"] = `{"base": "debian:bookworm"}`
 	raw["limits"] = `{"db": {"nproc": 1}}`
-	raw["backup"] = `{"diffCron": "x"}`
+	raw["backup"] = strings.Replace(raw["backup"], `"diffCron": "30 1 * * 1-6"`, `"diffCron": "x"`, 1)
 	raw["app"] = `{"hstsSeconds": 1}`
 	_, err := stacks.Parse("prod", values(raw))
 	serr := stackError(t, err)
@@ -249,7 +309,8 @@ func TestSecretsMustBeSecretAndAreNeverEchoed(t *testing.T) {
 	// Plaintext secret: named, refused, and not echoed.
 	_, err := stacks.Parse("prod", stacks.Values{Raw: raw, Secret: func(string) bool { return false }})
 	serr := stackError(t, err)
-	assert.Equal(t, []string{"nbms:sentryDsn", "nbms:tlsKey"}, serr.Keys())
+	assert.Equal(t, []string{"nbms:backupS3Key", "nbms:backupS3KeySecret", "nbms:sentryDsn", "nbms:tlsKey"}, serr.Keys())
+	assert.NotContains(t, err.Error(), raw["backupS3KeySecret"])
 	assert.Contains(t, err.Error(), "pulumi config set --secret nbms:tlsKey")
 	// Secret but invalid: named, and not echoed either.
 	_, err = stacks.Parse("prod", values(raw))
@@ -449,7 +510,7 @@ func TestAppEnvProblemsComeWithTheOthers(t *testing.T) {
 func TestAppEnvIsNeverASecret(t *testing.T) {
 	raw := prodValues(t)
 	raw["appEnv"] = `{"RATE_LIMIT_PUBLIC_API": "600/1m"}`
-	_, err := stacks.Parse("prod", stacks.Values{Raw: raw, Secret: func(k string) bool { return secretKeys[k] || k == "appEnv" }})
+	_, err := stacks.Parse("prod", stacks.Values{Raw: raw, Secret: func(k string) bool { return stacks.IsSecretKey(k) || k == "appEnv" }})
 	serr := stackError(t, err)
 	assert.Equal(t, []string{"nbms:appEnv"}, serr.Keys())
 	assert.Contains(t, err.Error(), "is set as a secret")

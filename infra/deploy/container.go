@@ -40,11 +40,13 @@ type volumeMount struct {
 	readOnly bool
 }
 
-// attachment puts a container on a network under extra DNS aliases.
+// attachment puts a container on a network under extra DNS aliases, at a
+// fixed IPv4 address when ipv4 is set.
 type attachment struct {
 	network *docker.Network
 	name    string
 	aliases []string
+	ipv4    string
 }
 
 // containerSpec is what differs between containers; everything that must
@@ -70,7 +72,9 @@ type containerSpec struct {
 	volumes     []volumeMount
 	tmpfs       map[string]string
 	sysctls     map[string]string
-	ports       docker.ContainerPortArray
+	// hosts are /etc/hosts entries, name to address.
+	hosts map[string]string
+	ports docker.ContainerPortArray
 	// wait makes creation block until the health check passes, so that
 	// dependents start against a ready service.
 	wait        bool
@@ -188,12 +192,22 @@ func (d *deployment) containerArgs(spec containerSpec) (*docker.ContainerArgs, [
 	if spec.noNetwork {
 		args.NetworkMode = pulumi.String("none")
 	}
+	if len(spec.hosts) > 0 {
+		var hosts docker.ContainerHostArray
+		for _, name := range slices.Sorted(maps.Keys(spec.hosts)) {
+			hosts = append(hosts, docker.ContainerHostArgs{Host: pulumi.String(name), Ip: pulumi.String(spec.hosts[name])})
+		}
+		args.Hosts = hosts
+	}
 	deps := append([]pulumi.Resource{}, spec.dependsOn...)
 	var networks docker.ContainerNetworksAdvancedArray
 	for _, n := range spec.networks {
 		network := docker.ContainerNetworksAdvancedArgs{
 			Name:    pulumi.String(n.name),
 			Aliases: pulumi.ToStringArray(n.aliases),
+		}
+		if n.ipv4 != "" {
+			network.Ipv4Address = pulumi.String(n.ipv4)
 		}
 		networks = append(networks, network)
 		deps = append(deps, n.network)

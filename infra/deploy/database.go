@@ -38,6 +38,8 @@ const (
 type Database struct {
 	pulumi.ResourceState
 	Container, Backup *docker.Container
+	// Relay is the backup relay (nil without an off-host repository).
+	Relay *docker.Container
 	// image and socket are what a release's dblogin and dbretire one-shots
 	// run from and connect through.
 	image  pulumi.StringInput
@@ -57,10 +59,19 @@ func dbLogin(generation int) string {
 // newDatabase runs PostgreSQL from dbImage and the backup scheduler from
 // backupImage: only the latter holds the app's binary, so an app release
 // replaces the scheduler but leaves PostgreSQL running.
-func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets, dbImage, backupImage *docker.Image) (*Database, error) {
+func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets, dbImage, backupImage, relayImage *docker.Image) (*Database, error) {
 	db := &Database{}
 	if err := ctx.RegisterComponentResource(typeDatabase, "database", db); err != nil {
 		return nil, err
+	}
+	// The off-host repository's relay starts first: the database's first
+	// start creates the stanza in both repositories before it archives.
+	offHost, err := d.newOffHostAccess(ctx, db, net, sec, relayImage)
+	if err != nil {
+		return nil, err
+	}
+	if offHost != nil {
+		db.Relay = offHost.relay
 	}
 	pgdata, pgdataName, err := d.newVolume(ctx, db, "pgdata", true)
 	if err != nil {
@@ -81,11 +92,16 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 	// The app's is not the database container's: each release's dblogin
 	// one-shot grants it, so that it rotates with PostgreSQL running.
 	files := []secretFile{{name: "POSTGRES_PASSWORD", value: sec.DBSuperuserPassword}}
-	secrets, err := d.newSecretVolume(ctx, db, "secrets-db", dbImage.RepoDigest, pgUID, []string{"/bin/true"}, files)
+	// pgBackRest reads its include file itself (no NAME_FILE for it).
+	volumeFiles := files
+	if offHost != nil {
+		volumeFiles = append(slices.Clip(files), offHost.secrets)
+	}
+	secrets, err := d.newSecretVolume(ctx, db, "secrets-db", dbImage.RepoDigest, pgUID, []string{"/bin/true"}, volumeFiles)
 	if err != nil {
 		return nil, err
 	}
-	conf := renderedFile{path: pgConfigPath, content: d.rendered.pgbackrestConf}
+	rendered := []renderedFile{{path: pgConfigPath, content: d.rendered.pgbackrestConf}}
 
 	// WAL archiving through pgBackRest, as postgres -c flags: no config file
 	// to place on the read-only root filesystem.
@@ -94,7 +110,6 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 	for _, name := range slices.Sorted(maps.Keys(settings)) {
 		postgres = append(postgres, "-c", name+"="+settings[name])
 	}
-	entry, cmd := withFiles([]renderedFile{conf}, postgres...)
 	dbEnv := map[string]string{
 		"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
 		"NBMS_DB_NAME":         appDBName,
@@ -106,13 +121,10 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		"PGBACKREST_STANZA": pgStanza,
 	}
 	maps.Copy(dbEnv, fileEnv(files))
-	db.Container, err = d.newContainer(ctx, db, containerSpec{
+	dbSpec := containerSpec{
 		role:        stacks.RoleDB,
 		image:       dbImage.RepoDigest,
 		user:        pgUID,
-		entrypoint:  entry,
-		command:     cmd,
-		envs:        envList(dbEnv),
 		healthcheck: healthcheck(checkTiming{10 * time.Second, 5 * time.Second, time.Minute, 5}, "pg_isready", "-q", "-h", pgSocketPath, "-U", "postgres"),
 		networks:    internal,
 		volumes: []volumeMount{
@@ -127,7 +139,11 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		shmSizeMB:   256,
 		dependsOn:   []pulumi.Resource{secrets.holder},
 		opts:        []pulumi.ResourceOption{secrets.replaceOnChange},
-	})
+	}
+	offHost.add(&dbSpec, &rendered, dbEnv)
+	dbSpec.entrypoint, dbSpec.command = withFiles(rendered, postgres...)
+	dbSpec.envs = envList(dbEnv)
+	db.Container, err = d.newContainer(ctx, db, dbSpec)
 	if err != nil {
 		return nil, err
 	}
@@ -139,27 +155,28 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 	// PostgreSQL is healthy; if PostgreSQL is down at a later start,
 	// stanza-create fails, the process exits and Docker restarts it with a
 	// growing delay.
-	entry, cmd = withFiles([]renderedFile{conf}, BackupSchedulerCommand(d.cfg)...)
-	db.Backup, err = d.newContainer(ctx, db, containerSpec{
-		role:       stacks.RoleBackup,
-		image:      backupImage.RepoDigest,
-		user:       pgUID,
-		entrypoint: entry,
-		command:    cmd,
-		// The scheduler takes its schedule from its flags; the same values
-		// travel as NBMS_BACKUP_* variables because that is what the policy
-		// pack checks (policy/rules EnvBackup*). PGBACKREST_* serve the
-		// health check and `docker exec ... pgbackrest info`.
-		envs: envList(map[string]string{
-			"PGBACKREST_CONFIG":                pgConfigPath,
-			"PGBACKREST_STANZA":                pgStanza,
-			"PGHOST":                           pgSocketPath,
-			conventions.EnvBackupScheduleFull:  d.cfg.Backup.FullCron,
-			conventions.EnvBackupScheduleDiff:  d.cfg.Backup.DiffCron,
-			conventions.EnvBackupRetentionFull: strconv.Itoa(d.cfg.Backup.RetentionFull),
-			conventions.EnvBackupRetentionDiff: strconv.Itoa(d.cfg.Backup.RetentionDiff),
-		}),
-		healthcheck: healthcheck(checkTiming{30 * time.Second, 30 * time.Second, 2 * time.Minute, 3}, "pgbackrest", "info"),
+	// The scheduler takes its schedule from its flags; the same values
+	// travel as NBMS_BACKUP_* variables because that is what the policy
+	// pack checks (policy/rules EnvBackup*). PGBACKREST_* serve the health
+	// check and `docker exec ... pgbackrest info`.
+	backupEnv := map[string]string{
+		"PGBACKREST_CONFIG":                pgConfigPath,
+		"PGBACKREST_STANZA":                pgStanza,
+		"PGHOST":                           pgSocketPath,
+		conventions.EnvBackupScheduleFull:  d.cfg.Backup.FullCron,
+		conventions.EnvBackupScheduleDiff:  d.cfg.Backup.DiffCron,
+		conventions.EnvBackupRetentionFull: strconv.Itoa(d.cfg.Backup.RetentionFull),
+		conventions.EnvBackupRetentionDiff: strconv.Itoa(d.cfg.Backup.RetentionDiff),
+	}
+	maps.Copy(backupEnv, offHost.policyEnv(d.cfg))
+	backupSpec := containerSpec{
+		role:  stacks.RoleBackup,
+		image: backupImage.RepoDigest,
+		user:  pgUID,
+		// The health check reads the local repository: an unreachable
+		// off-host one is the scheduler's failed backup, loud in its log
+		// and restarts, not a reason to call the local backups unhealthy.
+		healthcheck: healthcheck(checkTiming{30 * time.Second, 30 * time.Second, 2 * time.Minute, 3}, "pgbackrest", "--repo=1", "info"),
 		networks:    []attachment{{network: net.Internal, name: net.InternalName}},
 		volumes: []volumeMount{
 			{volume: pgdata, name: pgdataName, path: pgDataPath, readOnly: true},
@@ -170,7 +187,24 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		init:        true,
 		stopTimeout: 30,
 		dependsOn:   []pulumi.Resource{db.Container},
-	})
+	}
+	backupFiles := []renderedFile{{path: pgConfigPath, content: d.rendered.pgbackrestConf}}
+	if offHost != nil {
+		// The holder runs from the database image, which an app release
+		// does not rebuild: a new release replaces the scheduler, not its
+		// secrets.
+		backupSecrets, err := d.newSecretVolume(ctx, db, "secrets-backup", dbImage.RepoDigest, pgUID, []string{"/bin/true"}, []secretFile{offHost.secrets})
+		if err != nil {
+			return nil, err
+		}
+		backupSpec.volumes = append(backupSpec.volumes, backupSecrets.mount)
+		backupSpec.dependsOn = append(backupSpec.dependsOn, backupSecrets.holder)
+		backupSpec.opts = append(backupSpec.opts, backupSecrets.replaceOnChange)
+	}
+	offHost.add(&backupSpec, &backupFiles, backupEnv)
+	backupSpec.entrypoint, backupSpec.command = withFiles(backupFiles, BackupSchedulerCommand(d.cfg)...)
+	backupSpec.envs = envList(backupEnv)
+	db.Backup, err = d.newContainer(ctx, db, backupSpec)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +221,7 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 // that the container restarts and the failure is loud. Retention is in the
 // pgBackRest config, applied by the expire that ends every backup.
 func BackupSchedulerCommand(cfg *stacks.Config) []string {
-	return []string{
+	cmd := []string{
 		appBinary, "backup-schedule",
 		"--config", pgConfigPath,
 		"--stanza", pgStanza,
@@ -195,6 +229,12 @@ func BackupSchedulerCommand(cfg *stacks.Config) []string {
 		"--diff", cfg.Backup.DiffCron,
 		"--exit-on-failure",
 	}
+	if cfg.Backup.OffHost != nil {
+		// One backup per repository, the local one first: an unreachable
+		// off-host repository does not keep the local one from its backup.
+		cmd = append(cmd, "--repo", "1", "--repo", "2")
+	}
+	return cmd
 }
 
 // databaseURL is the app's DATABASE_URL (a secret: it carries the password):

@@ -176,7 +176,13 @@ var brokenVariants = []brokenVariant{
 		// The stack accepts one full backup (pgBackRest does); the
 		// organisation's policy wants at least two.
 		policy: "nbms-backup-configure-schedule-and-retention",
-		config: map[string]string{"backup": `{"retentionFull": 1}`},
+		config: map[string]string{"backup": `{"retentionFull": 1, "offHost": {"endpoint": "s3.example.org", "region": "eu-west-1", "bucket": "nbms-backups", "path": "/nbms"}}`},
+	},
+	{
+		// The stack config accepts backups on this host alone (a dev
+		// stack's choice); production's policy does not.
+		policy: "nbms-backup-require-offhost-encrypted-repository",
+		config: map[string]string{"backup": `{"fullCron": "30 1 * * 0"}`, "backupS3Key": "", "backupS3KeySecret": ""},
 	},
 	{
 		policy:  "nbms-proxy-require-tls",

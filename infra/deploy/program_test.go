@@ -143,17 +143,38 @@ func holderKey(name string) string {
 }
 
 // holders are the secrets holders a stack has: the proxy's only with TLS.
-func holders(tls bool) []string {
+func holders(tls, offHost bool) []string {
 	h := []string{"secrets-app", "secrets-db"}
 	if tls {
 		h = append(h, "secrets-proxy")
 	}
+	if offHost {
+		h = append(h, "secrets-backup")
+	}
 	return h
 }
 
-// serving are the roles but the secrets holders'.
-func serving() []string {
-	return slices.DeleteFunc(slices.Clone(stacks.Roles), func(r string) bool { return r == stacks.RoleSecrets })
+// serving are the roles but the secrets holders' (and the backup relay's
+// without an off-host repository).
+func serving(offHost bool) []string {
+	return slices.DeleteFunc(slices.Clone(stacks.Roles), func(r string) bool {
+		return r == stacks.RoleSecrets || (r == conventions.RoleBackupRelay && !offHost)
+	})
+}
+
+// withOffHost returns the backup object raw with fields set in its
+// offHost (infra/e2e adds the port, address and CA of its S3 server at
+// run time).
+func withOffHost(t testing.TB, raw string, fields map[string]any) string {
+	t.Helper()
+	var backup map[string]any
+	require.NoError(t, json.Unmarshal([]byte(raw), &backup))
+	offHost, _ := backup["offHost"].(map[string]any)
+	require.NotNil(t, offHost, "the stack file names its off-host repository")
+	maps.Copy(offHost, fields)
+	out, err := json.Marshal(backup)
+	require.NoError(t, err)
+	return string(out)
 }
 
 // stackConfig is a committed stack file plus what the operator sets.
@@ -167,6 +188,7 @@ func stackConfig(t testing.TB, stack string) map[string]string {
 	case "prod":
 		raw["tlsCertificate"], raw["tlsKey"] = testsupport.SelfSignedCert(t, "nbms.example.org")
 		raw["sentryDsn"] = "https://publickey123@sentry.example.org/42"
+		raw["backupS3Key"], raw["backupS3KeySecret"] = "AKIAPRODEXAMPLE", "prod-example-secret-key"
 	case "e2e":
 		// What infra/e2e adds at run time: a chain from its CA for the
 		// allowed hosts and the local base image's ID.
@@ -174,6 +196,8 @@ func stackConfig(t testing.TB, stack string) map[string]string {
 		require.NoError(t, json.Unmarshal([]byte(raw["allowedHosts"]), &hosts))
 		raw["tlsCertificate"], raw["tlsKey"] = testsupport.NewCA(t, "test CA").Issue(t, hosts...)
 		raw["images"] = `{"base": "sha256:` + strings.Repeat("e", 64) + `"}`
+		raw["backup"] = withOffHost(t, raw["backup"], map[string]any{"port": 19443, "address": "172.17.0.1"})
+		raw["backupS3Key"], raw["backupS3KeySecret"] = "e2e-access-key", "e2e-secret-key"
 	}
 	return raw
 }
@@ -187,7 +211,13 @@ func setConfig(t testing.TB, raw map[string]string) {
 	data, err := json.Marshal(cfg)
 	require.NoError(t, err)
 	t.Setenv(pulumi.EnvConfig, string(data))
-	t.Setenv(pulumi.EnvConfigSecretKeys, `["nbms:tlsKey","nbms:sentryDsn"]`)
+	var secret []string
+	for _, key := range stacks.SecretKeys() {
+		secret = append(secret, stacks.Namespace+":"+key)
+	}
+	data, err = json.Marshal(secret)
+	require.NoError(t, err)
+	t.Setenv(pulumi.EnvConfigSecretKeys, string(data))
 }
 
 type result struct {
@@ -304,12 +334,12 @@ func leaks(v resource.PropertyValue, secrets []string, path string) []string {
 
 var profiles = []struct {
 	stack, profile, bind, subnet, internalSubnet string
-	tls                                          bool
+	tls, offHost                                 bool
 	httpPort, httpsPort                          int
 }{
-	{"prod", "prod", "203.0.113.10", "172.16.238.0/24", "172.16.239.0/24", true, 80, 443},
-	{"dev", "dev", "127.0.0.1", "172.16.238.0/24", "172.16.239.0/24", false, 8080, 8443},
-	{"e2e", "prod", "127.0.0.1", "172.16.250.0/24", "172.16.251.0/24", true, 18080, 18443},
+	{"prod", "prod", "203.0.113.10", "172.16.238.0/24", "172.16.239.0/24", true, true, 80, 443},
+	{"dev", "dev", "127.0.0.1", "172.16.238.0/24", "172.16.239.0/24", false, false, 8080, 8443},
+	{"e2e", "prod", "127.0.0.1", "172.16.250.0/24", "172.16.251.0/24", true, true, 18080, 18443},
 }
 
 func TestEveryContainerIsHardened(t *testing.T) {
@@ -318,7 +348,7 @@ func TestEveryContainerIsHardened(t *testing.T) {
 			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
 			require.NoError(t, res.err)
 			containers := res.m.byType(typeContainer)
-			require.ElementsMatch(t, append(serving(), holders(p.tls)...), slices.Collect(maps.Keys(containers)), "one container per role, one secrets holder per tier")
+			require.ElementsMatch(t, append(serving(p.offHost), holders(p.tls, p.offHost)...), slices.Collect(maps.Keys(containers)), "one container per role, one secrets holder per tier")
 			limits := stacks.Defaults().Limits
 			if p.stack == "dev" {
 				limits[stacks.RoleDB] = stacks.Limit{MemoryMB: 512, CPUs: 1, Nproc: 1024}
@@ -412,7 +442,8 @@ func checkHolder(t *testing.T, c pulumi.MockResourceArgs, name string) {
 	for _, u := range uploads {
 		up := u.ObjectValue()
 		assert.True(t, up["content"].IsSecret(), "the content of %s is a secret", up["file"].StringValue())
-		assert.Regexp(t, `^/run/secrets/[A-Z_]+$`, up["file"].StringValue())
+		// NAME_FILE's files, and pgBackRest's include file (read by name).
+		assert.Regexp(t, `^/run/secrets/([A-Z_]+|pgbackrest-offhost\.conf)$`, up["file"].StringValue())
 		assert.Equal(t, "0444", up["permissions"].StringValue())
 	}
 	vols := plain(in["volumes"]).([]any)
@@ -428,7 +459,13 @@ func TestNetworksAndPorts(t *testing.T) {
 			res := deployWith(t, p.stack, stackConfig(t, p.stack), &mocks{})
 			require.NoError(t, res.err)
 			nets := res.m.byType(typeNetwork)
-			require.Len(t, nets, 2)
+			if p.offHost {
+				require.Len(t, nets, 4)
+				assert.Equal(t, true, plain(nets["backup"].Inputs["internal"]), "no route out of the backup network either")
+				assert.Nil(t, plain(nets["egress"].Inputs["internal"]), "the relay's way out")
+			} else {
+				require.Len(t, nets, 2)
+			}
 			assert.Equal(t, p.stack+"-edge", plain(nets["edge"].Inputs["name"]))
 			assert.Nil(t, plain(nets["edge"].Inputs["internal"]), "the edge network routes out")
 			assert.Equal(t, p.subnet, plain(nets["edge"].Inputs["ipamConfigs"]).([]any)[0].(map[string]any)["subnet"])
@@ -438,11 +475,18 @@ func TestNetworksAndPorts(t *testing.T) {
 			assert.Equal(t, p.stack+"-internal", plain(nets["internal"].Inputs["name"]))
 			assert.Equal(t, true, plain(nets["internal"].Inputs["internal"]), "no route out of the internal network")
 
-			edge, internal := p.stack+"-edge", p.stack+"-internal"
+			edge, internal, backup := p.stack+"-edge", p.stack+"-internal", p.stack+"-backup"
 			want := map[string][]string{
 				stacks.RoleProxy: {edge}, stacks.RoleApp: {edge, internal}, stacks.RoleSwitch: {edge},
 				stacks.RoleDB: {internal}, stacks.RoleCache: {internal}, stacks.RoleBackup: {internal},
 				stacks.RoleMigrate: {internal}, stacks.RoleCollectstatic: {internal},
+			}
+			if p.offHost {
+				// The database and the scheduler reach the relay, and only
+				// the relay the egress network.
+				want[stacks.RoleDB] = []string{internal, backup}
+				want[stacks.RoleBackup] = []string{internal, backup}
+				want[conventions.RoleBackupRelay] = []string{backup, p.stack + "-egress"}
 			}
 			for role, c := range res.m.byType(typeContainer) {
 				if strings.HasPrefix(role, stacks.RoleSecrets) || strings.HasSuffix(role, "login") || strings.HasSuffix(role, "retire") {
@@ -501,7 +545,11 @@ func TestVolumes(t *testing.T) {
 			// is its release's.
 			appSecrets := plain(res.m.byType(typeContainer)["secrets-app"].Inputs["name"]).(string)
 			assert.Equal(t, map[string]any{n("pgdata"): false, n("pgbackrest-repo"): false, n("pgrun"): false, n("secrets-db"): true}, mounts(stacks.RoleDB))
-			assert.Equal(t, map[string]any{n("pgdata"): true, n("pgbackrest-repo"): false, n("pgrun"): false}, mounts(stacks.RoleBackup))
+			backupMounts := map[string]any{n("pgdata"): true, n("pgbackrest-repo"): false, n("pgrun"): false}
+			if p.offHost {
+				backupMounts[n("secrets-backup")] = true // the off-host repository's keys
+			}
+			assert.Equal(t, backupMounts, mounts(stacks.RoleBackup))
 			assert.Equal(t, map[string]any{n("cache-control"): false}, mounts(stacks.RoleCache), "no secret of the stack: its logins are the releases'")
 			// The logins: their tier's socket, and grant the release's secrets.
 			assert.Equal(t, map[string]any{n("pgrun"): false, appSecrets: true}, mounts(stacks.RoleDBLogin))
@@ -567,10 +615,17 @@ func TestGeneratedSecretsStaySecret(t *testing.T) {
 			raw := stackConfig(t, p.stack)
 			res := deployWith(t, p.stack, raw, &mocks{})
 			require.NoError(t, res.err)
-			require.Len(t, res.m.generated, 4)
+			generatedNames := []string{"dbSuperuserPassword", "appDbPassword", "redisPassword", "secretKey"}
+			if p.offHost {
+				generatedNames = append(generatedNames, "backupCipherPass")
+			}
+			require.Len(t, res.m.generated, len(generatedNames))
 			secrets := slices.Clone(res.m.generated)
 			if key := raw["tlsKey"]; key != "" {
 				secrets = append(secrets, strings.Split(key, "\n")[1], "publickey123")
+			}
+			if p.offHost {
+				secrets = append(secrets, raw["backupS3Key"], raw["backupS3KeySecret"])
 			}
 			for _, r := range res.m.regs {
 				if r.TypeToken == typePassword {
@@ -580,7 +635,7 @@ func TestGeneratedSecretsStaySecret(t *testing.T) {
 			}
 			gen := res.outputs["generatedSecrets"]
 			assert.True(t, gen.Secret, "generatedSecrets is a secret output")
-			assert.ElementsMatch(t, []string{"dbSuperuserPassword", "appDbPassword", "redisPassword", "secretKey"}, slices.Collect(maps.Keys(gen.Value.(map[string]string))))
+			assert.ElementsMatch(t, generatedNames, slices.Collect(maps.Keys(gen.Value.(map[string]string))))
 			for name, o := range res.outputs {
 				if name == "generatedSecrets" {
 					continue
@@ -602,7 +657,7 @@ func TestGeneratedSecretsStaySecret(t *testing.T) {
 			containers := res.outputs["containers"].Value.(map[string]string)
 			app := res.outputs["app"].Value.(map[string]any)
 			release := app["release"].(string)
-			for _, role := range serving() {
+			for _, role := range serving(p.offHost) {
 				want := p.stack + "-" + role
 				if conventions.PerRelease(role) {
 					want = p.stack + "-" + deploy.Instance(role, release)
@@ -715,7 +770,7 @@ func TestPostDeployHooksProbeWhatExistsWhenTheyRun(t *testing.T) {
 	assert.True(t, dependsOn(stacks.RoleProxy, "$docker:index/container:Container::"+containers[stacks.RoleSwitch].Name),
 		"nginx is created after the app and the switch, so only nginx's hook may probe through nginx")
 
-	cfg, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: func(key string) bool { return key == "tlsKey" || key == "sentryDsn" }})
+	cfg, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: stacks.IsSecretKey})
 	require.NoError(t, err)
 	app, err := deploy.AppProbeOptions(cfg, "172.30.0.7")
 	require.NoError(t, err)
@@ -851,8 +906,12 @@ func TestBackupSchedulerRunsTheAppBinary(t *testing.T) {
 			}
 			want := []string{"/usr/local/bin/nbms", "backup-schedule", "--config", "/tmp/nbms/pgbackrest.conf", "--stanza", "nbms",
 				"--full", full, "--diff", diff, "--exit-on-failure"}
+			if p.offHost {
+				want = append(want, "--repo", "1", "--repo", "2")
+				assert.Equal(t, "aes-256-cbc", envMap(t, in)["NBMS_BACKUP_OFFHOST_CIPHER"])
+			}
 			assert.Equal(t, want, cmd[i+1:])
-			c, err := stacks.Parse(p.stack, stacks.Values{Raw: stackConfig(t, p.stack), Secret: func(key string) bool { return key == "tlsKey" || key == "sentryDsn" }})
+			c, err := stacks.Parse(p.stack, stacks.Values{Raw: stackConfig(t, p.stack), Secret: stacks.IsSecretKey})
 			require.NoError(t, err)
 			assert.Equal(t, want, deploy.BackupSchedulerCommand(c), "one source of the command line")
 			env := envMap(t, in)
@@ -1063,7 +1122,7 @@ func TestAppPasswordsRotateThroughTheOtherLogin(t *testing.T) {
 			db := containers[stacks.RoleDB].Inputs
 			assert.NotContains(t, envMap(t, db), "NBMS_DB_PASSWORD_FILE", "the app's password is not the database container's")
 			assert.Equal(t, "nbms", envMap(t, db)["NBMS_DB_USER"], "the owner, created NOLOGIN")
-			assert.Equal(t, []string{"POSTGRES_PASSWORD"}, slices.Collect(maps.Keys(files(containers["secrets-db"]))))
+			assert.ElementsMatch(t, []string{"POSTGRES_PASSWORD", "pgbackrest-offhost.conf"}, slices.Collect(maps.Keys(files(containers["secrets-db"]))))
 			assert.NotContains(t, containers, "secrets-cache", "Redis holds no secret of the stack")
 			assert.Empty(t, plain(containers[stacks.RoleCache].Inputs["envs"]), "nor a file of one")
 
@@ -1259,7 +1318,7 @@ func TestRendererErrorRegistersNothing(t *testing.T) {
 }
 
 func TestProbeOptions(t *testing.T) {
-	c, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: func(key string) bool { return key == "tlsKey" || key == "sentryDsn" }})
+	c, err := stacks.Parse("prod", stacks.Values{Raw: stackConfig(t, "prod"), Secret: stacks.IsSecretKey})
 	require.NoError(t, err)
 	opts, err := deploy.ProbeOptions(c)
 	require.NoError(t, err)
@@ -1291,10 +1350,119 @@ func TestPreviewRegistersTheWholeStack(t *testing.T) {
 	res := deployWith(t, "prod", stackConfig(t, "prod"), &mocks{preview: true})
 	require.NoError(t, res.err)
 	containers := res.m.byType(typeContainer)
-	assert.Len(t, containers, len(serving())+len(holders(true)))
+	assert.Len(t, containers, len(serving(true))+len(holders(true, true)))
 	// The mock monitor drops unknown inputs, so "unknown" reads as null here.
 	assert.True(t, containers[stacks.RoleApp].Inputs["image"].IsNull(), "the app waits for the one-shots' exit codes")
 	assert.True(t, containers[stacks.RoleMigrate].Inputs["image"].IsNull(), "the image is built at up")
 	assert.True(t, containers[stacks.RoleProxy].Inputs["image"].IsNull(), "the pulled image's ID is known at up")
 	assert.Equal(t, "prod-db", containers[stacks.RoleDB].Inputs["name"].StringValue(), "what is known is shown")
+}
+
+// With an off-host repository, the database and the backup scheduler reach
+// it only through the backup relay: the repository's names resolve to the
+// relay's fixed address, its keys and the generated cipher passphrase
+// reach pgBackRest in an include file on their secrets volumes, and the
+// rendered config encrypts the repository.
+func TestOffHostRepositoryThroughTheRelay(t *testing.T) {
+	raw := stackConfig(t, "prod")
+	res := deployWith(t, "prod", raw, &mocks{})
+	require.NoError(t, res.err)
+	containers := res.m.byType(typeContainer)
+	relay := containers[conventions.RoleBackupRelay]
+	nets := plain(relay.Inputs["networksAdvanced"]).([]any)
+	assert.Equal(t, map[string]any{"name": "prod-backup", "aliases": []any{}, "ipv4Address": "172.16.237.2"}, nets[0], "the relay's fixed address")
+	assert.Equal(t, "101:101", plain(relay.Inputs["user"]))
+	assert.Equal(t, imageDigest("proxy-image"), plain(relay.Inputs["image"]), "the proxy image, another config")
+	relayConf := strs(plain(relay.Inputs["command"]))[1]
+	assert.Contains(t, relayConf, "listen 443;")
+	assert.Contains(t, relayConf, "set $repository s3.eu-west-1.amazonaws.com:443;", "no address in the stack: resolved by name")
+	assert.Contains(t, relayConf, "resolver 127.0.0.11 valid=30s")
+
+	var cipherPass string
+	for i, r := range res.m.regs {
+		if r.TypeToken == typePassword && r.Name == "backup-cipher-pass" {
+			assert.True(t, r.RegisterRPC.GetProtect(), "protected like the data volumes: destroy keeps it")
+			assert.Nil(t, plain(r.Inputs["keepers"]), "never rotated: the repository is encrypted with it")
+			cipherPass = res.m.generated[countPasswordsBefore(res.m.regs, i)]
+		}
+	}
+	require.NotEmpty(t, cipherPass)
+	assert.Equal(t, cipherPass, res.outputs["generatedSecrets"].Value.(map[string]string)["backupCipherPass"], "the operator reads it from the stack output")
+
+	for _, role := range []string{stacks.RoleDB, stacks.RoleBackup} {
+		t.Run(role, func(t *testing.T) {
+			c := containers[role]
+			assert.Equal(t, []any{
+				map[string]any{"host": "nbms-example-backups.s3.eu-west-1.amazonaws.com", "ip": "172.16.237.2"},
+				map[string]any{"host": "s3.eu-west-1.amazonaws.com", "ip": "172.16.237.2"},
+			}, plain(c.Inputs["hosts"]), "host-style addressing: the bucket's name too")
+			assert.Equal(t, "/run/secrets", envMap(t, c.Inputs)["PGBACKREST_CONFIG_INCLUDE_PATH"])
+			assert.True(t, slices.ContainsFunc(c.RegisterRPC.GetDependencies(), func(urn string) bool { return strings.HasSuffix(urn, "::backup-relay") }),
+				"%s starts after the relay", role)
+			conf := strs(plain(c.Inputs["command"]))[1]
+			for _, line := range []string{"repo2-type=s3", "repo2-cipher-type=aes-256-cbc", "repo2-s3-endpoint=s3.eu-west-1.amazonaws.com",
+				"repo2-s3-bucket=nbms-example-backups", "repo2-path=/nbms/prod", "repo2-retention-full=4", "archive-async=y", "spool-path=/tmp/nbms/spool"} {
+				assert.Contains(t, conf, "\n"+line+"\n")
+			}
+			assert.NotContains(t, conf, "repo2-storage-ca-file", "no caCertificates: the image's system CAs")
+			assert.NotContains(t, conf, raw["backupS3KeySecret"], "the config file holds no secret")
+		})
+	}
+	holderFiles := func(holder string) map[string]string {
+		out := map[string]string{}
+		for _, u := range containers[holder].Inputs["uploads"].ArrayValue() {
+			up := u.ObjectValue()
+			out[path.Base(up["file"].StringValue())] = up["content"].SecretValue().Element.StringValue()
+		}
+		return out
+	}
+	want := "[global]\nrepo2-s3-key=" + raw["backupS3Key"] + "\nrepo2-s3-key-secret=" + raw["backupS3KeySecret"] + "\nrepo2-cipher-pass=" + cipherPass + "\n"
+	assert.Equal(t, want, holderFiles("secrets-db")["pgbackrest-offhost.conf"])
+	assert.Equal(t, map[string]string{"pgbackrest-offhost.conf": want}, holderFiles("secrets-backup"))
+	assert.Equal(t, imageDigest("db-image"), plain(containers["secrets-backup"].Inputs["image"]),
+		"the database image, which an app release does not rebuild: a release does not replace the scheduler's secrets")
+
+	// Without one (the dev stack): no relay, no backup networks, no
+	// passphrase, one repository.
+	dev := deployWith(t, "dev", stackConfig(t, "dev"), &mocks{})
+	require.NoError(t, dev.err)
+	assert.NotContains(t, dev.m.byType(typeContainer), conventions.RoleBackupRelay)
+	assert.NotContains(t, dev.m.byType(typeNetwork), "egress")
+	assert.NotContains(t, dev.outputs["generatedSecrets"].Value.(map[string]string), "backupCipherPass")
+	assert.NotContains(t, envMap(t, dev.m.byType(typeContainer)[stacks.RoleDB].Inputs), "PGBACKREST_CONFIG_INCLUDE_PATH")
+}
+
+// A stack's address for the repository and its CA certificates: the relay
+// connects to the address, and pgBackRest verifies with the CAs.
+func TestOffHostRepositoryAddressAndCA(t *testing.T) {
+	raw := stackConfig(t, "e2e")
+	ca := testsupport.NewCA(t, "off-host CA")
+	raw["backup"] = withOffHost(t, raw["backup"], map[string]any{"caCertificates": ca.PEM})
+	res := deployWith(t, "e2e", raw, &mocks{})
+	require.NoError(t, res.err)
+	containers := res.m.byType(typeContainer)
+	relayConf := strs(plain(containers[conventions.RoleBackupRelay].Inputs["command"]))[1]
+	assert.Contains(t, relayConf, "listen 19443;")
+	assert.Contains(t, relayConf, "proxy_pass 172.17.0.1:19443;")
+	assert.NotContains(t, relayConf, "resolver", "an address needs no DNS")
+	db := containers[stacks.RoleDB]
+	assert.Equal(t, []any{map[string]any{"host": "s3.nbms.e2e.test", "ip": "172.16.252.2"}}, plain(db.Inputs["hosts"]), "path style: the endpoint's name only")
+	cmd := strs(plain(db.Inputs["command"]))
+	i := slices.Index(cmd, "/tmp/nbms/offhost-ca.pem")
+	require.GreaterOrEqual(t, i, 0, "the prologue writes the CA file")
+	assert.Equal(t, ca.PEM, cmd[i+1])
+	assert.Contains(t, cmd[1], "\nrepo2-storage-ca-file=/tmp/nbms/offhost-ca.pem\n")
+	assert.Contains(t, cmd[1], "\nrepo2-s3-uri-style=path\n")
+}
+
+// countPasswordsBefore is how many random passwords were registered
+// before regs[i]: m.generated holds their values in that order.
+func countPasswordsBefore(regs []pulumi.MockResourceArgs, i int) int {
+	n := 0
+	for _, r := range regs[:i] {
+		if r.TypeToken == typePassword {
+			n++
+		}
+	}
+	return n
 }

@@ -21,11 +21,17 @@ const (
 )
 
 // Network is the edge network (nginx and the app) and the internal one
-// (everything else; no route out).
+// (everything else; no route out). With an off-host repository, also the
+// backup network (the database, the backup scheduler and the backup
+// relay; no route out either) and the egress network (the relay's way
+// off the host).
 type Network struct {
 	pulumi.ResourceState
 	Edge, Internal         *docker.Network
 	EdgeName, InternalName string
+	// Backup and Egress are nil without an off-host repository.
+	Backup, Egress         *docker.Network
+	BackupName, EgressName string
 }
 
 func (d *deployment) newNetwork(ctx *pulumi.Context) (*Network, error) {
@@ -62,9 +68,36 @@ func (d *deployment) newNetwork(ctx *pulumi.Context) (*Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n, ctx.RegisterResourceOutputs(n, pulumi.Map{
-		"edge": pulumi.String(n.EdgeName), "internal": pulumi.String(n.InternalName),
-	})
+	outputs := pulumi.Map{"edge": pulumi.String(n.EdgeName), "internal": pulumi.String(n.InternalName)}
+	if d.cfg.Backup.OffHost != nil {
+		n.BackupName, n.EgressName = conventions.BackupNetwork(d.cfg.Stack), conventions.EgressNetwork(d.cfg.Stack)
+		// Fixed, with Docker's addresses in the upper half only: the
+		// relay's address (the lower half's) is in the database's hosts
+		// file, so no other container may ever take it.
+		n.Backup, err = docker.NewNetwork(ctx, "backup", &docker.NetworkArgs{
+			Name:     pulumi.String(n.BackupName),
+			Driver:   pulumi.String("bridge"),
+			Internal: pulumi.Bool(true),
+			IpamConfigs: docker.NetworkIpamConfigArray{docker.NetworkIpamConfigArgs{
+				Subnet: pulumi.String(d.cfg.BackupSubnet), IpRange: pulumi.String(d.cfg.BackupDynamicRange()),
+			}},
+			Labels: labels,
+		}, pulumi.Parent(n))
+		if err != nil {
+			return nil, err
+		}
+		// Docker numbers this one: nothing depends on its addresses.
+		n.Egress, err = docker.NewNetwork(ctx, "egress", &docker.NetworkArgs{
+			Name:   pulumi.String(n.EgressName),
+			Driver: pulumi.String("bridge"),
+			Labels: labels,
+		}, pulumi.Parent(n))
+		if err != nil {
+			return nil, err
+		}
+		outputs["backup"], outputs["egress"] = pulumi.String(n.BackupName), pulumi.String(n.EgressName)
+	}
+	return n, ctx.RegisterResourceOutputs(n, outputs)
 }
 
 // generationKeepers are a generated secret's keepers for its generation
@@ -85,6 +118,11 @@ type Secrets struct {
 	AppDBPassword       pulumi.StringOutput
 	RedisPassword       pulumi.StringOutput
 	SecretKey           pulumi.StringOutput
+	// BackupCipherPass encrypts the off-host repository (aes-256-cbc);
+	// only a stack with one has it. It never rotates: pgBackRest fixes a
+	// repository's passphrase when it creates the stanza, and the
+	// repository's backups are unreadable without it.
+	BackupCipherPass pulumi.StringOutput
 }
 
 func (d *deployment) newSecrets(ctx *pulumi.Context) (*Secrets, error) {
@@ -128,5 +166,18 @@ func (d *deployment) newSecrets(ctx *pulumi.Context) (*Secrets, error) {
 		return nil, err
 	}
 	s.SecretKey = pulumi.ToSecret(key.Result).(pulumi.StringOutput)
+	if d.cfg.Backup.OffHost != nil {
+		// 64 letters and digits, ~380 bits. Protected like the data
+		// volumes: `pulumi destroy` of a stack must not take with it the
+		// one thing that reads its off-host backups.
+		pass, err := random.NewRandomPassword(ctx, "backup-cipher-pass", &random.RandomPasswordArgs{
+			Length: pulumi.Int(64), Special: pulumi.Bool(false),
+			MinUpper: pulumi.Int(4), MinLower: pulumi.Int(4), MinNumeric: pulumi.Int(4),
+		}, pulumi.Parent(s), pulumi.Protect(d.cfg.ProtectVolumes))
+		if err != nil {
+			return nil, err
+		}
+		s.BackupCipherPass = pulumi.ToSecret(pass.Result).(pulumi.StringOutput)
+	}
 	return s, ctx.RegisterResourceOutputs(s, pulumi.Map{})
 }

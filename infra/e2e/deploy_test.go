@@ -392,8 +392,8 @@ func (s *stack) checkPolicyReport(t *testing.T, dir string) {
 // `pulumi stack export` without --show-secrets. Then it checks that the
 // app did get them, as files.
 func (s *stack) checkNoSecretLeaks(t *testing.T, generated map[string]any) {
-	require.Len(t, generated, 4)
-	secrets := map[string]string{"Sentry DSN key": sentryKey}
+	require.Len(t, generated, 5, "four passwords and the off-host repository's passphrase")
+	secrets := map[string]string{"Sentry DSN key": sentryKey, "S3 secret key": s.s3.SecretKey}
 	for name, v := range generated {
 		secrets[name] = v.(string)
 	}
@@ -597,13 +597,17 @@ func (s *stack) checkEdgeLikeTheApp(t *testing.T) {
 	}
 	edge["301 plain HTTP"] = get("/a/page")
 	// The app's security headers as the stack configures them.
+	// The stack as the run deploys it: its file and the operator's files.
 	raw := maps.Clone(s.settings)
-	for key, path := range map[string]string{"tlsCertificate": s.chainFile, "tlsKey": s.keyFile} {
+	raw["backup"] = s.offHostSetting(t)
+	files := s.configFiles()
+	maps.Copy(files, s.secretFiles())
+	for key, path := range files {
 		data, err := os.ReadFile(path)
 		require.NoError(t, err)
-		raw[key] = string(data)
+		raw[key] = strings.TrimSpace(string(data))
 	}
-	app, err := stacks.Parse(stackName, stacks.Values{Raw: raw, Secret: func(key string) bool { return key == "tlsKey" }})
+	app, err := stacks.Parse(stackName, stacks.Values{Raw: raw, Secret: stacks.IsSecretKey})
 	require.NoError(t, err)
 	settings, err := app.AppConfig()
 	require.NoError(t, err)
@@ -989,10 +993,15 @@ func (s *stack) checkDataKept(t *testing.T, session *http.Cookie, evidenceSHA st
 func (s *stack) checkHardening(t *testing.T) {
 	internal := conventions.InternalNetwork(stackName)
 	edge := conventions.EdgeNetwork(stackName)
+	backup, egress := conventions.BackupNetwork(stackName), conventions.EgressNetwork(stackName)
 	wantNetworks := map[string][]string{
 		conventions.RoleProxy: {edge}, conventions.RoleApp: {edge, internal},
-		conventions.RoleDB: {internal}, conventions.RoleCache: {internal}, conventions.RoleBackup: {internal},
-		conventions.RoleMigrate: {internal}, conventions.RoleCollectstatic: {internal}, conventions.RoleSwitch: {edge},
+		// The database and the scheduler reach the off-host repository
+		// through the relay, the only container with a way out.
+		conventions.RoleDB: {internal, backup}, conventions.RoleBackup: {internal, backup},
+		conventions.RoleBackupRelay: {backup, egress},
+		conventions.RoleCache:       {internal},
+		conventions.RoleMigrate:     {internal}, conventions.RoleCollectstatic: {internal}, conventions.RoleSwitch: {edge},
 		// psql over the database's socket volume, on no network.
 		conventions.RoleDBLogin: {"none"}, conventions.RoleDBRetire: {"none"},
 		conventions.RoleCacheLogin: {"none"}, conventions.RoleCacheRetire: {"none"},
@@ -1043,7 +1052,7 @@ func (s *stack) checkHardening(t *testing.T) {
 	// the root their uploads needed (the policy label says why).
 	holders := strings.Fields(docker(t, "ps", "-a", "--filter", "label="+conventions.LabelStack+"="+stackName,
 		"--filter", "label="+conventions.LabelRole+"="+conventions.RoleSecrets, "--format", "{{.Names}}"))
-	assert.Len(t, holders, 3, "app (the live release's), db, proxy: %v", holders)
+	assert.Len(t, holders, 4, "app (the live release's), db, backup, proxy: %v", holders)
 	for _, h := range holders {
 		in := inspect(t, h)
 		assert.Equal(t, "exited", in.State.Status, h)
@@ -1057,9 +1066,11 @@ func (s *stack) checkHardening(t *testing.T) {
 	var nets []struct {
 		Internal bool `json:"Internal"`
 	}
-	require.NoError(t, json.Unmarshal([]byte(docker(t, "network", "inspect", internal)), &nets))
-	require.Len(t, nets, 1)
-	assert.True(t, nets[0].Internal, "the data tier's network has no route out")
+	for _, name := range []string{internal, backup} {
+		require.NoError(t, json.Unmarshal([]byte(docker(t, "network", "inspect", name)), &nets))
+		require.Len(t, nets, 1)
+		assert.True(t, nets[0].Internal, "%s has no route out", name)
+	}
 	// The live release and nginx got their addresses from Docker's half of
 	// the subnet, and nginx's upstream names the live release's container,
 	// which Docker's DNS resolves to that address.
@@ -1099,25 +1110,30 @@ func (s *stack) checkBackups(t *testing.T, written time.Time) {
 			Message string `json:"message"`
 		} `json:"status"`
 	}
-	var info backupInfo
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		out, err := execIn(t, conventions.RoleBackup, "", "pgbackrest", "--output=json", "info")
-		require.NoError(t, err)
-		require.NoError(t, json.Unmarshal([]byte(out), &info), out)
-		require.Len(t, info, 1, out)
-		if slices.ContainsFunc(info[0].Backup, func(b struct {
-			Label     string `json:"label"`
-			Type      string `json:"type"`
-			Timestamp struct{ Start, Stop int64 }
-		}) bool {
-			return b.Type == "full" && b.Timestamp.Start >= written.Unix()
-		}) {
-			break
+	// awaitFull waits for a full backup that started after the writes in
+	// repository repo (1: the local volume, 2: the off-host S3 server).
+	awaitFull := func(repo string) backupInfo {
+		var info backupInfo
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			out, err := execIn(t, conventions.RoleBackup, "", "pgbackrest", "--repo="+repo, "--output=json", "info")
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal([]byte(out), &info), out)
+			require.Len(t, info, 1, out)
+			if slices.ContainsFunc(info[0].Backup, func(b struct {
+				Label     string `json:"label"`
+				Type      string `json:"type"`
+				Timestamp struct{ Start, Stop int64 }
+			}) bool {
+				return b.Type == "full" && b.Timestamp.Start >= written.Unix()
+			}) {
+				return info
+			}
+			require.True(t, time.Now().Before(deadline), "no full backup after the writes in repo%s within 3 minutes: %s", repo, out)
+			time.Sleep(5 * time.Second)
 		}
-		require.True(t, time.Now().Before(deadline), "no full backup after the writes within 3 minutes: %s", out)
-		time.Sleep(5 * time.Second)
 	}
+	info := awaitFull("1")
 	assert.Equal(t, 0, info[0].Status.Code, info[0].Status.Message)
 	require.NotEmpty(t, info[0].Archive)
 	assert.NotEmpty(t, info[0].Archive[0].Max, "WAL segments are in the repository")
@@ -1134,6 +1150,33 @@ func (s *stack) checkBackups(t *testing.T, written time.Time) {
 	assert.Positive(t, archived, "PostgreSQL archived WAL")
 	assert.Equal(t, "0", counts[1], "no archive_command failed")
 
+	// The off-host repository: the scheduled full backup and the WAL
+	// reached the S3 server through the relay, encrypted.
+	offHost := awaitFull("2")
+	assert.Equal(t, 0, offHost[0].Status.Code, offHost[0].Status.Message)
+	require.NotEmpty(t, offHost[0].Archive)
+	assert.NotEmpty(t, offHost[0].Archive[0].Max, "WAL segments are in the off-host repository")
+	objects := s.s3.Objects(t, s.s3Bucket)
+	assert.Greater(t, len(objects), 10, "the backup and the WAL are in the bucket")
+	var stored int64
+	for _, object := range objects {
+		content, err := os.ReadFile(filepath.Join(s.s3.Root, s.s3Bucket, object))
+		require.NoError(t, err)
+		stored += int64(len(content))
+		assert.True(t, bytes.HasPrefix(content, []byte("Salted__")), "%s is ciphertext (aes-256-cbc)", object)
+		assert.False(t, bytes.Contains(content, []byte(indicatorName)), "%s holds none of the rows in the clear", object)
+	}
+	s.figures.BackupInfo["offHostObjects"], s.figures.BackupInfo["offHostMB"] = len(objects), round1(float64(stored)/1e6)
+	// The relay is the only way there: the database container itself
+	// cannot open a connection to the S3 server's host (Docker drops what
+	// would leave its internal networks: the attempt times out).
+	_, port, err := net.SplitHostPort(s.s3.Addr)
+	require.NoError(t, err)
+	out, err = execIn(t, conventions.RoleDB, "", "timeout", "10", "bash", "-c", "exec 3<>/dev/tcp/"+s.s3Address+"/"+port)
+	require.Error(t, err, "the database reached the S3 server without the relay: %s", out)
+	relayLog := docker(t, "logs", container(conventions.RoleBackupRelay))
+	assert.Contains(t, relayLog, "upstream="+s.s3.Addr+" status=200", "the relay logs each connection it passed on")
+
 	// The drill runs in a throwaway container of the database image, with
 	// the repository volume read-only and no network: it restores the
 	// latest backup into a scratch directory, starts it, and verifies it.
@@ -1141,7 +1184,15 @@ func (s *stack) checkBackups(t *testing.T, written time.Time) {
 	require.NoError(t, os.MkdirAll(drill, 0o755))
 	conf, err := execIn(t, conventions.RoleDB, "", "cat", "/tmp/nbms/pgbackrest.conf")
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(drill, "pgbackrest.conf"), []byte(conf), 0o644))
+	// The drill restores from the local repository alone: the off-host
+	// one's settings go (its keys are not in the drill's container).
+	var local []string
+	for _, line := range strings.Split(conf, "\n") {
+		if !strings.HasPrefix(line, "repo2-") && !strings.HasPrefix(line, "archive-async=") && !strings.HasPrefix(line, "spool-path=") {
+			local = append(local, line)
+		}
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(drill, "pgbackrest.conf"), []byte(strings.Join(local, "\n")), 0o644))
 	script, err := os.ReadFile(filepath.Join(root, "scripts", "ops", "pgbackrest_restore_drill.sh"))
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(drill, "restore_drill.sh"), script, 0o755))

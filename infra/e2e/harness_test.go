@@ -109,6 +109,15 @@ type stack struct {
 	// buildCAFile holds the certificate authorities this machine added to
 	// its trust store, for the app builder's downloads ("" when none).
 	buildCAFile string
+	// s3 is the off-host repository's server (nbms:backup.offHost): a real
+	// S3 server on the host, outside the stack, as an object store away
+	// from the Docker host would be; s3Address is the host address the
+	// backup relay reaches it at, and s3KeyFile and s3SecretFile hold its
+	// keys (secret config).
+	s3                      *testsupport.S3
+	s3Address               string
+	s3Bucket                string
+	s3KeyFile, s3SecretFile string
 	// settings is Pulumi.e2e.yaml as committed, keyed without the namespace;
 	// overrides are the run's changes on top of it.
 	settings map[string]string
@@ -178,6 +187,8 @@ func newStack(t *testing.T) *stack {
 		require.NoError(t, os.WriteFile(s.buildCAFile, pemText, 0o600))
 	}
 
+	s.startOffHostRepository(t)
+
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM([]byte(s.ca.PEM)))
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
@@ -204,13 +215,55 @@ func newStack(t *testing.T) *stack {
 	return s
 }
 
+// startOffHostRepository starts the S3 server of the stack's off-host
+// repository on another host: a network namespace of this machine that
+// containers reach only by being routed there, as they would a host on
+// the LAN (a service on one of this machine's own addresses is reachable
+// even from an internal network: Docker drops only what it would forward).
+// Its certificate is the test CA's, for the endpoint's name (the stack
+// gives the CA).
+func (s *stack) startOffHostRepository(t *testing.T) {
+	var backup struct {
+		OffHost struct{ Endpoint, Bucket string } `json:"offHost"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(s.settings["backup"]), &backup))
+	require.NotEmpty(t, backup.OffHost.Endpoint, "Pulumi.e2e.yaml names its off-host repository")
+	// 10.254.253.0/30: outside Docker's address pools and the stack's subnets.
+	offsite := testsupport.NewOtherHost(t, "nbmsoffsite", "10.254.253.0")
+	s.s3Address = offsite.IP
+	port := testsupport.FreePort(t)
+	s.s3Bucket = backup.OffHost.Bucket
+	s.s3 = testsupport.StartS3(t, offsite, filepath.Join(s.dir, "s3"), net.JoinHostPort(s.s3Address, strconv.Itoa(port)), s.ca,
+		[]string{backup.OffHost.Endpoint}, s.s3Bucket)
+	s.s3KeyFile, s.s3SecretFile = filepath.Join(s.dir, "s3-key"), filepath.Join(s.dir, "s3-secret")
+	require.NoError(t, os.WriteFile(s.s3KeyFile, []byte(s.s3.AccessKey+"\n"), 0o600))
+	require.NoError(t, os.WriteFile(s.s3SecretFile, []byte(s.s3.SecretKey+"\n"), 0o600))
+}
+
+// offHostSetting is nbms:backup with the run's S3 server in its offHost:
+// the port, the address the relay connects to, and the test CA.
+func (s *stack) offHostSetting(t *testing.T) string {
+	var backup map[string]any
+	require.NoError(t, json.Unmarshal([]byte(s.settings["backup"]), &backup))
+	_, port, err := net.SplitHostPort(s.s3.Addr)
+	require.NoError(t, err)
+	p, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	offHost := backup["offHost"].(map[string]any)
+	offHost["port"], offHost["address"], offHost["caCertificates"] = p, s.s3Address, s.ca.PEM
+	out, err := json.Marshal(backup)
+	require.NoError(t, err)
+	return string(out)
+}
+
 // stackFile writes Pulumi.e2e.yaml with the run's values (ports, the local
-// base image) and overrides, and returns its path.
+// base image, the S3 server) and overrides, and returns its path.
 func (s *stack) stackFile(overrides map[string]string) string {
 	values := maps.Clone(s.settings)
 	values["httpPort"] = strconv.Itoa(s.httpPort)
 	values["httpsPort"] = strconv.Itoa(s.httpsPort)
 	values["images"] = s.imagesSetting("")
+	values["backup"] = s.offHostSetting(s.t)
 	maps.Copy(values, overrides)
 	var b strings.Builder
 	b.WriteString("config:\n")
@@ -244,7 +297,7 @@ const (
 
 // secretFiles are the operator's secrets of the run, as files.
 func (s *stack) secretFiles() map[string]string {
-	return map[string]string{"tlsKey": s.keyFile, "sentryDsn": s.dsnFile}
+	return map[string]string{"tlsKey": s.keyFile, "sentryDsn": s.dsnFile, "backupS3Key": s.s3KeyFile, "backupS3KeySecret": s.s3SecretFile}
 }
 
 func (s *stack) options(stackFile string, out io.Writer) driver.Options {

@@ -37,6 +37,8 @@ const (
 	domain     = "nbms.example.org"
 	sentryDSN  = "https://sentrykey0123456789@sentry.example.org/42"
 	passphrase = "enginetest-passphrase"
+	s3Key      = "ENGINETESTKEY"
+	s3Secret   = "enginetest-s3-secret-0123456789"
 )
 
 var (
@@ -82,7 +84,10 @@ type env struct {
 	keyFile        string
 	cert, key      string
 	dsnFile        string
-	out            *bytes.Buffer
+	// s3KeyFile and s3SecretFile hold the off-host repository's keys
+	// (the production stack file names one).
+	s3KeyFile, s3SecretFile string
+	out                     *bytes.Buffer
 }
 
 func newEnv(t *testing.T) *env {
@@ -112,6 +117,9 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, os.WriteFile(e.certFile, []byte(e.cert), 0o600))
 	require.NoError(t, os.WriteFile(e.keyFile, []byte(e.key), 0o600))
 	require.NoError(t, os.WriteFile(e.dsnFile, []byte(sentryDSN+"\n"), 0o600))
+	e.s3KeyFile, e.s3SecretFile = filepath.Join(dir, "s3-key"), filepath.Join(dir, "s3-secret")
+	require.NoError(t, os.WriteFile(e.s3KeyFile, []byte(s3Key+"\n"), 0o600))
+	require.NoError(t, os.WriteFile(e.s3SecretFile, []byte(s3Secret+"\n"), 0o600))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("driver output:\n%s", e.out)
@@ -145,7 +153,7 @@ func (e *env) options(stackFile string) driver.Options {
 	return driver.Options{
 		Stack: "prod", Root: root, StackFile: stackFile,
 		ConfigFiles: map[string]string{"tlsCertificate": e.certFile},
-		SecretFiles: map[string]string{"tlsKey": e.keyFile, "sentryDsn": e.dsnFile},
+		SecretFiles: map[string]string{"tlsKey": e.keyFile, "sentryDsn": e.dsnFile, "backupS3Key": e.s3KeyFile, "backupS3KeySecret": e.s3SecretFile},
 		PulumiRoot:  filepath.Dir(filepath.Dir(pulumiBin)),
 		PolicyPack:  policyPack,
 		ReportDir:   e.t.TempDir(),
@@ -287,6 +295,11 @@ var expectedPlan = []string{
 	"nbms:deploy:Database database",
 	"docker:index/volume:Volume pgdata", "docker:index/volume:Volume pgbackrest-repo", "docker:index/volume:Volume pgrun",
 	"docker:index/container:Container db", "docker:index/container:Container backup",
+	// The off-host repository: its networks, the relay, the generated
+	// passphrase and the scheduler's secrets (its keys).
+	"docker:index/network:Network backup", "docker:index/network:Network egress",
+	"random:index/randomPassword:RandomPassword backup-cipher-pass", "docker:index/container:Container backup-relay",
+	"docker:index/volume:Volume secrets-backup", "docker:index/container:Container secrets-backup",
 	"nbms:deploy:Cache cache", "docker:index/volume:Volume cache-control", "docker:index/container:Container cache",
 	"nbms:deploy:App app",
 	"docker:index/volume:Volume media", "docker:index/volume:Volume static",
@@ -411,13 +424,14 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	}
 	// Each tier's secret files are in place before its first reader.
 	for holder, reader := range map[string]string{
-		"secrets-db": "db", "secrets-app-<release>": "dblogin-<release>", "secrets-proxy": "proxy",
+		"secrets-db": "db", "secrets-app-<release>": "dblogin-<release>", "secrets-proxy": "proxy", "secrets-backup": "backup",
 	} {
 		assert.Less(t, created[holder], created[reader], "%s before %s", holder, reader)
 	}
 	assert.Less(t, created["secrets-app-<release>"], created["cachelogin-<release>"], "the release's secrets before its logins")
 	assert.Less(t, created["cache-control"], created["cache"], "the cache's control volume before Redis")
 	assert.Less(t, created["db"], created["dblogin-<release>"], "the database before its login")
+	assert.Less(t, created["backup-relay"], created["db"], "the relay before the database's first archive")
 	assert.Less(t, created["cache"], created["cachelogin-<release>"], "Redis before its login")
 	for _, login := range []string{"dblogin-<release>", "cachelogin-<release>"} {
 		assert.Less(t, created[login], created["migrate-<release>"], "%s before migrations", login)
@@ -436,7 +450,7 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 		assert.Less(t, created["base-tag"], created[img], "the base tag before %s", img)
 	}
 	assert.Less(t, created["app-image"], created["backup-image"], "the app image before the backup image that copies its binary")
-	assert.Len(t, order, 15+2+10+5+1+1, "12 containers and 3 secrets holders, 2 networks, 7 volumes and 3 secrets volumes, 5 built images, the base and its tag")
+	assert.Len(t, order, 17+4+11+5+1+1, "13 containers (the backup relay's too) and 4 secrets holders, 4 networks (edge, internal, backup, egress), 7 volumes and 4 secrets volumes, 5 built images, the base and its tag")
 
 	// The hooks probed during the update: the app container itself right
 	// after it was created and before nginx was (nginx does not exist yet
@@ -462,9 +476,9 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	// file of the backend.
 	export := e.stackExport()
 	assert.Contains(t, export, `"4dabf18193072939515e22adb298388d"`, "the state does hold secrets, encrypted")
-	secrets := map[string]string{"sentry DSN": sentryDSN, "TLS key": pemBody(e.key)}
+	secrets := map[string]string{"sentry DSN": sentryDSN, "TLS key": pemBody(e.key), "S3 key": s3Key, "S3 secret key": s3Secret}
 	generated := e.random.Generated()
-	require.Len(t, generated, 4)
+	require.Len(t, generated, 5, "four passwords and the off-host repository's passphrase")
 	for i, g := range generated {
 		secrets[fmt.Sprintf("generated password %d", i)] = g
 	}
@@ -577,11 +591,15 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 		// the state, and the next up places them again.
 		"secrets-db", "secrets-db", "secrets-proxy", "secrets-proxy",
 		deploy.Instance("secrets-app", newRelease), deploy.Instance("secrets-app", newRelease),
+		// The off-host repository's relay and networks; its passphrase is
+		// protected like the data volumes and stays.
+		"backup", "egress", "backup-relay", "secrets-backup", "secrets-backup",
 	}, deleted)
 	remaining := e.stackExport()
 	for _, kept := range []string{"pgdata", "pgbackrest-repo", "media"} {
 		assert.Contains(t, remaining, "docker:index/volume:Volume::"+kept, "%s stays in the state", kept)
 	}
+	assert.Contains(t, remaining, "random:index/randomPassword:RandomPassword::backup-cipher-pass", "the off-host backups stay readable")
 	assert.NotContains(t, remaining, "docker:index/container:Container::")
 }
 
@@ -650,7 +668,8 @@ func TestAStackThatBreaksAMandatoryRuleIsRefusedBeforeAnythingIsCreated(t *testi
 		{"unpinned image", map[string]string{"images": `{"base": "debian:latest"}`}, "", driver.ExitUsage, "nbms:images.base"},
 		{"HSTS below a year", map[string]string{"app": `{"hstsSeconds": 86400}`}, "", driver.ExitUsage, "nbms:app.hstsSeconds"},
 		// These pass the stack validation and only the policy pack refuses.
-		{"one full backup kept", map[string]string{"backup": `{"retentionFull": 1}`}, "", driver.ExitPolicy, "nbms-backup-configure-schedule-and-retention"},
+		{"one full backup kept", map[string]string{"backup": `{"retentionFull": 1, "offHost": {"endpoint": "s3.eu-west-1.amazonaws.com", "region": "eu-west-1", "bucket": "nbms-example-backups", "path": "/nbms/prod"}}`},
+			"", driver.ExitPolicy, "nbms-backup-configure-schedule-and-retention"},
 		{"memory above the organisation's ceiling", map[string]string{"limits": `{"db": {"memoryMb": 4096}}`},
 			`{"docker-container-configure-memory-limit": {"maxMemoryMb": 2048}}`, driver.ExitPolicy, "docker-container-configure-memory-limit"},
 	}

@@ -2,11 +2,7 @@ package pgbackrest
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -213,37 +209,12 @@ func TestRealBackupToAnOffHostRepository(t *testing.T) {
 	data, sock, conf, include := filepath.Join(base, "data"), dir("sock"), dir("conf"), dir("conf.d")
 
 	// The S3 server: its root holds one directory per bucket.
-	s3Root, s3Meta := dir("bucket-root"), dir("gateway-meta")
-	require.NoError(t, os.Mkdir(filepath.Join(s3Root, "nbms-backups"), 0o700))
 	ca := testsupport.NewCA(t, "NBMS test CA")
-	chain, key := ca.Issue(t, "localhost")
-	require.NoError(t, os.WriteFile(filepath.Join(base, "s3.crt"), []byte(chain), 0o600))
-	require.NoError(t, os.WriteFile(filepath.Join(base, "s3.key"), []byte(key), 0o600))
 	caFile := filepath.Join(conf, "s3-ca.pem")
 	require.NoError(t, os.WriteFile(caFile, []byte(ca.PEM), 0o644))
 	s3Port := testsupport.FreePort(t)
-	secrets := S3Secrets{AccessKey: "nbms-backup", SecretKey: "s3-" + randomWord(t), CipherPass: "cipher-" + randomWord(t)}
-	gw := exec.Command(testsupport.Tool(t, "versitygw"), "--port", "127.0.0.1:"+strconv.Itoa(s3Port),
-		"--cert", filepath.Join(base, "s3.crt"), "--key", filepath.Join(base, "s3.key"),
-		"posix", "--sidecar", s3Meta, s3Root)
-	gw.Env = []string{"ROOT_ACCESS_KEY_ID=" + secrets.AccessKey, "ROOT_SECRET_ACCESS_KEY=" + secrets.SecretKey}
-	var gwLog testsupport.SyncBuffer
-	gw.Stdout, gw.Stderr = &gwLog, &gwLog
-	require.NoError(t, gw.Start())
-	t.Cleanup(func() {
-		_ = gw.Process.Kill()
-		_ = gw.Wait()
-		if t.Failed() {
-			t.Logf("versitygw:\n%s", gwLog.String())
-		}
-	})
-	require.Eventually(t, func() bool {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(s3Port))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, 30*time.Second, 100*time.Millisecond, "versitygw listens")
+	s3 := testsupport.StartS3(t, nil, dir("s3"), "127.0.0.1:"+strconv.Itoa(s3Port), ca, []string{"localhost"}, "nbms-backups")
+	secrets := S3Secrets{AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, CipherPass: "cipher-" + testsupport.RandomWord(t)}
 
 	const stanza = "nbms-offhost"
 	port := testsupport.FreePort(t)
@@ -334,21 +305,14 @@ func TestRealBackupToAnOffHostRepository(t *testing.T) {
 
 	// Client-side encryption: every file in the bucket is OpenSSL's
 	// salted aes-256-cbc format, and none holds the table's text.
-	var files int
-	require.NoError(t, filepath.WalkDir(filepath.Join(s3Root, "nbms-backups"), func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		content, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		files++
-		assert.True(t, bytes.HasPrefix(content, []byte("Salted__")), "%s is ciphertext", path)
-		assert.False(t, bytes.Contains(content, []byte(marker)), "%s holds no plaintext", path)
-		return nil
-	}))
-	assert.Greater(t, files, 10, "the backup and the WAL are in the bucket")
+	objects := s3.Objects(t, "nbms-backups")
+	for _, object := range objects {
+		content, err := os.ReadFile(filepath.Join(s3.Root, "nbms-backups", object))
+		require.NoError(t, err)
+		assert.True(t, bytes.HasPrefix(content, []byte("Salted__")), "%s is ciphertext", object)
+		assert.False(t, bytes.Contains(content, []byte(marker)), "%s holds no plaintext", object)
+	}
+	assert.Greater(t, len(objects), 10, "the backup and the WAL are in the bucket")
 
 	// The host is lost: repo2 alone restores every row archived, into a new
 	// data directory, started on another port.
@@ -364,12 +328,4 @@ func TestRealBackupToAnOffHostRepository(t *testing.T) {
 		return psql(restoredPort, "SELECT pg_is_in_recovery()") == "f"
 	}, 2*time.Minute, 200*time.Millisecond, "recovery from repo2's WAL ended")
 	assert.Equal(t, "5100", psql(restoredPort, "SELECT count(*) FROM sites"), "every row archived before the loss is back")
-}
-
-// randomWord is 16 random hex digits.
-func randomWord(t *testing.T) string {
-	b := make([]byte, 8)
-	_, err := rand.Read(b)
-	require.NoError(t, err)
-	return hex.EncodeToString(b)
 }

@@ -128,37 +128,63 @@ func (p Params) Validate() error {
 	if p.ProcessMax < 1 || p.ProcessMax > 999 {
 		add("ProcessMax", "must be 1-999, got %d", p.ProcessMax)
 	}
-	if r := p.OffHost; r != nil {
-		if !hostRE.MatchString(r.Endpoint) || net.ParseIP(r.Endpoint) != nil {
-			add("OffHost.Endpoint", "%q must be a host name (no scheme, port or address: pgBackRest checks the certificate's names)", r.Endpoint)
-		}
-		if r.Port < 0 || r.Port > 65535 {
-			add("OffHost.Port", "%d is not a port (1-65535, 0 for 443)", r.Port)
-		}
-		// S3's bucket naming rules.
-		if !bucketRE.MatchString(r.Bucket) {
-			add("OffHost.Bucket", "%q must be 3-63 lowercase letters, digits, . or -, starting and ending with a letter or digit", r.Bucket)
-		}
-		if !regionRE.MatchString(r.Region) {
-			add("OffHost.Region", "%q must be a region name such as us-east-1", r.Region)
-		}
-		if !confpath.Valid(r.Path) {
-			add("OffHost.Path", "%q must be a clean absolute path of letters, digits and ._/@+~-", r.Path)
-		}
-		if r.CAFile != "" && !confpath.Valid(r.CAFile) {
-			add("OffHost.CAFile", "%q must be a clean absolute path of letters, digits and ._/@+~-", r.CAFile)
-		}
-		if r.RetentionFull < 1 || r.RetentionFull > 9999999 {
-			add("OffHost.RetentionFull", "must be 1-9999999 (a full backup must be kept), got %d", r.RetentionFull)
-		}
-		if r.RetentionDiff < 1 || r.RetentionDiff > 9999999 {
-			add("OffHost.RetentionDiff", "must be 1-9999999, got %d", r.RetentionDiff)
-		}
-		if !confpath.Valid(r.SpoolPath) {
-			add("OffHost.SpoolPath", "%q must be a clean absolute path of letters, digits and ._/@+~-", r.SpoolPath)
+	if p.OffHost != nil {
+		for _, pr := range p.OffHost.Problems() {
+			errs = append(errs, fmt.Errorf("pgbackrest: OffHost.%s: %s", pr.Field, pr.Reason))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Problem is one bad S3Repo field: its Go name and why (never a secret:
+// S3Repo holds none).
+type Problem struct{ Field, Reason string }
+
+// Problems reports every problem of r at once. The stack config checks
+// its off-host repository with it too, so both refuse the same values.
+func (r S3Repo) Problems() []Problem {
+	var out []Problem
+	add := func(field, format string, args ...any) {
+		out = append(out, Problem{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	if !hostRE.MatchString(r.Endpoint) || net.ParseIP(r.Endpoint) != nil {
+		add("Endpoint", "%q must be a host name (no scheme, port or address: pgBackRest checks the certificate's names)", r.Endpoint)
+	}
+	if r.Port < 0 || r.Port > 65535 {
+		add("Port", "%d is not a port (1-65535, 0 for 443)", r.Port)
+	}
+	// S3's bucket naming rules.
+	if !bucketRE.MatchString(r.Bucket) {
+		add("Bucket", "%q must be 3-63 lowercase letters, digits, . or -, starting and ending with a letter or digit", r.Bucket)
+	}
+	if !regionRE.MatchString(r.Region) {
+		add("Region", "%q must be a region name such as us-east-1", r.Region)
+	}
+	if !confpath.Valid(r.Path) {
+		add("Path", "%q must be a clean absolute path of letters, digits and ._/@+~-", r.Path)
+	}
+	if r.CAFile != "" && !confpath.Valid(r.CAFile) {
+		add("CAFile", "%q must be a clean absolute path of letters, digits and ._/@+~-", r.CAFile)
+	}
+	if r.RetentionFull < 1 || r.RetentionFull > 9999999 {
+		add("RetentionFull", "must be 1-9999999 (a full backup must be kept), got %d", r.RetentionFull)
+	}
+	if r.RetentionDiff < 1 || r.RetentionDiff > 9999999 {
+		add("RetentionDiff", "must be 1-9999999, got %d", r.RetentionDiff)
+	}
+	if !confpath.Valid(r.SpoolPath) {
+		add("SpoolPath", "%q must be a clean absolute path of letters, digits and ._/@+~-", r.SpoolPath)
+	}
+	return out
+}
+
+// Hosts are the host names pgBackRest connects to for r: the endpoint,
+// and with host-style addressing the bucket's own name under it.
+func (r S3Repo) Hosts() []string {
+	if r.PathStyle {
+		return []string{r.Endpoint}
+	}
+	return []string{r.Endpoint, r.Bucket + "." + r.Endpoint}
 }
 
 var (

@@ -151,6 +151,36 @@ var noWildcardCORS = Rule{
 	},
 }
 
+var offHostBackup = Rule{
+	Name: "nbms-backup-require-offhost-encrypted-repository",
+	Summary: "Checks that in production the backup scheduler container (nbms.role=backup) backs up to a second, off-host pgBackRest repository " +
+		"(NBMS_BACKUP_OFFHOST_REPO, s3://...) encrypted client-side (NBMS_BACKUP_OFFHOST_CIPHER=aes-256-cbc): backups on the database's own host " +
+		"are lost with it",
+	Benchmark: "NIST SP 800-53 CP-9(3), CP-6; CIS Controls v8 11.3, 11.4",
+	Level:     Mandatory,
+	Remediation: "Set nbms:backup.offHost (endpoint, bucket, region, path) and the secrets nbms:backupS3Key and nbms:backupS3KeySecret: the program then " +
+		"backs up to that repository, encrypted with a passphrase it generates, and sets both variables on the role=backup container.",
+	Scope: ResourceScope, Types: containerOnly,
+	check: func(r Resource, _ Settings, f *findings) {
+		if labelOf(r, LabelRole) != RoleBackup || !production(r) {
+			return
+		}
+		env, st := envOf(r)
+		repo, okRepo := env[EnvBackupOffHostRepo]
+		cipher, okCipher := env[EnvBackupOffHostCipher]
+		if (!okRepo || !okCipher) && st.blind() {
+			f.unknown(EnvBackupOffHostRepo, st.blindValue)
+			return
+		}
+		if s, _ := repo.Str(); !okRepo || !strings.HasPrefix(s, "s3://") || len(s) <= len("s3://") {
+			f.violation("%s must back up to an off-host repository: %s = %s (want s3://<endpoint>/<bucket><path>).", describe(r), EnvBackupOffHostRepo, repo.Display())
+		}
+		if s, _ := cipher.Str(); !okCipher || s != "aes-256-cbc" {
+			f.violation("%s must encrypt the off-host repository: %s = %s (want aes-256-cbc).", describe(r), EnvBackupOffHostCipher, cipher.Display())
+		}
+	},
+}
+
 // cronFields accepts the 5-field cron syntax and the @-macros.
 func validSchedule(s string) bool {
 	s = strings.TrimSpace(s)

@@ -31,6 +31,8 @@ const (
 	EnvBackupScheduleFull  = conventions.EnvBackupScheduleFull
 	EnvBackupScheduleDiff  = conventions.EnvBackupScheduleDiff
 	EnvBackupRetentionFull = conventions.EnvBackupRetentionFull
+	EnvBackupOffHostRepo   = conventions.EnvBackupOffHostRepo
+	EnvBackupOffHostCipher = conventions.EnvBackupOffHostCipher
 	// EnvNginxConf may carry the rendered nginx config of the proxy.
 	EnvNginxConf = "NBMS_NGINX_CONF"
 )

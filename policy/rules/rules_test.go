@@ -301,6 +301,22 @@ func TestContainerPolicies(t *testing.T) {
 				c["envs"] = []any{rules.EnvBackupScheduleFull + "=@weekly", rules.EnvBackupScheduleDiff + "=@daily", rules.EnvBackupRetentionFull + "=1"}
 			}), rules.Violation, "at least 2"},
 		},
+		"nbms-backup-require-offhost-encrypted-repository": {
+			{"off-host and encrypted", fixture.Good(), "", ""},
+			{"no off-host repository", stackWith("backup", func(c map[string]any) {
+				c["envs"] = []any{rules.EnvBackupScheduleFull + "=0 2 * * 0", rules.EnvBackupScheduleDiff + "=0 2 * * 1-6", rules.EnvBackupRetentionFull + "=4"}
+			}), rules.Violation, "must back up to an off-host repository"},
+			{"not encrypted", stackWith("backup", func(c map[string]any) {
+				c["envs"] = []any{rules.EnvBackupOffHostRepo + "=s3://s3.example.org:443/b/p", rules.EnvBackupOffHostCipher + "=none"}
+			}), rules.Violation, "must encrypt the off-host repository"},
+			{"not s3", stackWith("backup", func(c map[string]any) {
+				c["envs"] = []any{rules.EnvBackupOffHostRepo + "=/var/lib/pgbackrest2", rules.EnvBackupOffHostCipher + "=aes-256-cbc"}
+			}), rules.Violation, "want s3://"},
+			{"a dev stack may keep its backups local", stackWith("backup", func(c map[string]any) {
+				setLabel(c, rules.LabelProfile, "dev")
+				c["envs"] = []any{}
+			}), "", ""},
+		},
 		"nbms-proxy-require-tls": {
 			{"443 ssl and redirect", fixture.Good(), "", ""},
 			{"no 443", stackWith("proxy", func(c map[string]any) {

@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/base64"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/nbms-deploy/nbms/conventions"
@@ -13,12 +14,12 @@ func internalNetwork(stack string) string { return conventions.InternalNetwork(s
 
 var isolateDataTier = Rule{
 	Name: "nbms-stack-isolate-data-tier",
-	Summary: "Checks that PostgreSQL and Redis containers (nbms.role=db|cache) publish no ports and join only the <stack>-internal network, " +
-		"and that this network is declared with internal=true",
+	Summary: "Checks that PostgreSQL and Redis containers (nbms.role=db|cache) publish no ports and join only the <stack>-internal network " +
+		"(PostgreSQL also <stack>-backup, its way to the backup relay), and that these networks are declared with internal=true",
 	Benchmark: "CIS Docker Benchmark v1.6.0 5.9, 5.30; KICS ce14a68b-1668-41a0-ab7d-facd9f784742",
 	Level:     Mandatory,
 	Remediation: "Declare docker.Network{Name: \"<stack>-internal\", Internal: true}; give db and cache containers NetworksAdvanced [{Name: \"<stack>-internal\"}] " +
-		"only, no Ports, no NetworkMode host.",
+		"only (db may add an internal <stack>-backup), no Ports, no NetworkMode host.",
 	Scope: StackScope,
 	checkStack: func(rs []Resource, _ Settings, f *findings) {
 		networks := map[string]Resource{}
@@ -52,6 +53,11 @@ var isolateDataTier = Rule{
 				continue
 			}
 			want := internalNetwork(stack)
+			allowed := []string{want}
+			if role == RoleDB {
+				// Its way to the off-host repository's relay.
+				allowed = append(allowed, conventions.BackupNetwork(stack))
+			}
 			nets := r.Prop("networksAdvanced")
 			if nets.IsUnknown() {
 				f.unknown("networksAdvanced", nets)
@@ -60,27 +66,33 @@ var isolateDataTier = Rule{
 			if len(nets.Items()) == 0 {
 				f.violation("%s must join the %s network (networksAdvanced) instead of the default bridge.", describe(r), want)
 			}
+			joined := []string{want}
 			for _, n := range nets.Items() {
 				name := n.Get("name")
 				if name.IsUnknown() {
 					f.unknown("networksAdvanced[].name", name)
 					continue
 				}
-				if s, _ := name.Str(); s != want {
-					f.violation("%s joins network %s; the data tier may join only %s.", describe(r), name.Display(), want)
+				s, _ := name.Str()
+				if !slices.Contains(allowed, s) {
+					f.violation("%s joins network %s; the data tier may join only %s.", describe(r), name.Display(), strings.Join(allowed, " and "))
+				} else if s != want {
+					joined = append(joined, s)
 				}
 			}
-			netRes, declared := networks[want]
-			switch {
-			case declared && judged[want]:
-			case !declared:
-				f.violation("%s joins %s, but the stack declares no docker.Network with that name.", describe(r), want)
-			case netRes.Prop("internal").IsUnknown():
-				f.unknownOn(netRes, "internal", netRes.Prop("internal"))
-			case !netRes.Prop("internal").BoolOr(false):
-				f.violationOn(netRes, "%s must be declared with internal = true so the data tier has no route out.", describe(netRes))
+			for _, name := range joined {
+				netRes, declared := networks[name]
+				switch {
+				case declared && judged[name]:
+				case !declared:
+					f.violation("%s joins %s, but the stack declares no docker.Network with that name.", describe(r), name)
+				case netRes.Prop("internal").IsUnknown():
+					f.unknownOn(netRes, "internal", netRes.Prop("internal"))
+				case !netRes.Prop("internal").BoolOr(false):
+					f.violationOn(netRes, "%s must be declared with internal = true so the data tier has no route out.", describe(netRes))
+				}
+				judged[name] = true
 			}
-			judged[want] = true
 		}
 	},
 }
@@ -248,6 +260,7 @@ func All() []Rule {
 		requirePinnedImages,
 		disallowRootUser,
 		backupSchedule,
+		offHostBackup,
 		requireTLS,
 		isolateDataTier,
 		requireBackups,
