@@ -499,7 +499,7 @@ func TestDatabaseImage(t *testing.T) {
 	noServiceStarts(t, r)
 	assert.Contains(t, r, "echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/", "no default cluster at install time")
 	assert.Contains(t, r, "test ! -e /etc/postgresql/15 && test ! -e /var/lib/postgresql/15", "the build fails if a cluster was created")
-	assert.Regexp(t, `apt-get install -y --no-install-recommends\s+postgresql-15 postgresql-15-postgis-3 postgresql-15-postgis-3-scripts pgbackrest;`, r)
+	assert.Regexp(t, `apt-get install -y --no-install-recommends\s+postgresql-15 postgresql-15-postgis-3 postgresql-15-postgis-3-scripts pgbackrest ca-certificates;`, r)
 	for _, dir := range []string{
 		"install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/data",
 		"install -d -o postgres -g postgres -m 2775 /var/run/postgresql",
@@ -639,7 +639,7 @@ func TestNginxImage(t *testing.T) {
 	r := runs(final.ins)
 	userFirst(t, r, "nginx", "101:101")
 	noServiceStarts(t, r)
-	assert.Contains(t, r, "apt-get install -y --no-install-recommends nginx wget;")
+	assert.Contains(t, r, "apt-get install -y --no-install-recommends nginx libnginx-mod-stream wget;")
 	assert.Contains(t, r, "rm -rf /etc/nginx/sites-enabled/default", "no default site")
 	assert.Contains(t, text, "COPY nginx.conf /etc/nginx/nginx.conf")
 	for _, script := range []string{"nbms-proxy", "nbms-switch"} {
