@@ -583,8 +583,13 @@ func TestStanzaCreateFailureInALaterRepository(t *testing.T) {
 		dir := t.TempDir()
 		info, err := filepath.Abs(filepath.Join("testdata", "info_full_diff.json"))
 		require.NoError(t, err)
-		first := filepath.Join(dir, "first.json")
-		require.NoError(t, os.WriteFile(first, []byte(firstInfo), 0o644))
+		// repo1's info: the recorded one (status ok, with the backups a
+		// scheduled diff then finds), or firstInfo.
+		first := info
+		if firstInfo != "" {
+			first = filepath.Join(dir, "first.json")
+			require.NoError(t, os.WriteFile(first, []byte(firstInfo), 0o644))
+		}
 		s := stub{path: filepath.Join(dir, "pgbackrest"), calls: filepath.Join(dir, "calls")}
 		script := fmt.Sprintf(`#!/bin/sh
 echo "$*" >> %[1]q
@@ -605,7 +610,7 @@ esac
 	}
 
 	t.Run("the first repository holds the stanza", func(t *testing.T) {
-		st := stubWithFirstRepo(t, `[{"name":"nbms","status":{"code":2,"message":"no valid backups"},"backup":[],"archive":[],"db":[]}]`)
+		st := stubWithFirstRepo(t, "")
 		logger, logs := newLogger()
 		s, err := backup.NewSchedulerWithSeconds(opts(st), logger)
 		require.NoError(t, err)
