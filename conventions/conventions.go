@@ -112,3 +112,8 @@ const (
 	EnvBackupOffHostRepo   = "NBMS_BACKUP_OFFHOST_REPO"
 	EnvBackupOffHostCipher = "NBMS_BACKUP_OFFHOST_CIPHER"
 )
+
+// BackupOffHostCipher is the off-host repository's client-side
+// encryption: what the program renders (pgBackRest's repo2-cipher-type)
+// and what the policy pack requires in EnvBackupOffHostCipher.
+const BackupOffHostCipher = "aes-256-cbc"

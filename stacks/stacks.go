@@ -223,6 +223,9 @@ type OffHost struct {
 	RetentionDiff int `json:"retentionDiff,omitempty" validate:"min=0,max=9999999"`
 }
 
+// HTTPSPort is the repository's port: Port, or S3's default.
+func (o *OffHost) HTTPSPort() int { return cmp.Or(o.Port, pgbackrest.DefaultS3Port) }
+
 // OffHostRepo is the off-host repository as pgBackRest's renderer takes
 // it, with the program's paths inside the containers (caFile: "" for the
 // system's CAs; spoolPath: archive-async's spool). Call it only when
@@ -233,7 +236,7 @@ func (b Backup) OffHostRepo(caFile, spoolPath string) pgbackrest.S3Repo {
 		caFile = ""
 	}
 	return pgbackrest.S3Repo{
-		Endpoint: o.Endpoint, Port: cmp.Or(o.Port, 443), Bucket: o.Bucket, Region: o.Region, Path: o.Path,
+		Endpoint: o.Endpoint, Port: o.HTTPSPort(), Bucket: o.Bucket, Region: o.Region, Path: o.Path,
 		PathStyle: o.PathStyle, CAFile: caFile, SpoolPath: spoolPath,
 		RetentionFull: cmp.Or(o.RetentionFull, b.RetentionFull), RetentionDiff: cmp.Or(o.RetentionDiff, b.RetentionDiff),
 	}
@@ -275,7 +278,7 @@ func (c *Config) offHostProblems() []Problem {
 	for _, k := range keys {
 		if key, s := k.key, k.secret; !s.IsSet() {
 			add(key, fmt.Sprintf("required with backup.offHost: `pulumi config set --secret nbms:%s <value>`", key))
-		} else if _, err := pgbackrest.RenderSecrets(pgbackrest.S3Secrets{AccessKey: s.value, SecretKey: s.value, CipherPass: "x"}); err != nil {
+		} else if !pgbackrest.ValidSecret(s.value) {
 			add(key, "must be printable characters without spaces")
 		}
 	}

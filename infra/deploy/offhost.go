@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"cmp"
 	"maps"
 	"net"
 	"strconv"
@@ -46,7 +45,7 @@ const (
 // relayParams is the relay's nginx config for cfg's off-host repository.
 func relayParams(cfg *stacks.Config) nginx.RelayParams {
 	o := cfg.Backup.OffHost
-	port := cmp.Or(o.Port, 443)
+	port := o.HTTPSPort()
 	p := nginx.RelayParams{Listen: port, PidPath: relayPidPath}
 	if o.Address != "" {
 		p.Upstream = net.JoinHostPort(o.Address, strconv.Itoa(port))
@@ -129,8 +128,8 @@ func (a *offHostAccess) policyEnv(cfg *stacks.Config) map[string]string {
 	}
 	o := cfg.Backup.OffHost
 	return map[string]string{
-		conventions.EnvBackupOffHostRepo:   "s3://" + net.JoinHostPort(o.Endpoint, strconv.Itoa(cmp.Or(o.Port, 443))) + "/" + o.Bucket + o.Path,
-		conventions.EnvBackupOffHostCipher: "aes-256-cbc",
+		conventions.EnvBackupOffHostRepo:   "s3://" + net.JoinHostPort(o.Endpoint, strconv.Itoa(o.HTTPSPort())) + "/" + o.Bucket + o.Path,
+		conventions.EnvBackupOffHostCipher: conventions.BackupOffHostCipher,
 	}
 }
 

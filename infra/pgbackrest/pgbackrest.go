@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/nbms-deploy/nbms/infra/internal/confpath"
 )
 
@@ -75,6 +76,9 @@ type S3Repo struct {
 	// so that PostgreSQL's archiver does not wait on the network.
 	SpoolPath string
 }
+
+// DefaultS3Port is an S3 repository's port when S3Repo.Port is 0.
+const DefaultS3Port = 443
 
 // S3Secrets are an S3 repository's secrets.
 type S3Secrets struct {
@@ -238,7 +242,7 @@ func Render(p Params) (string, error) {
 		line("repo2-type", "s3")
 		line("repo2-path", r.Path)
 		line("repo2-s3-endpoint", r.Endpoint)
-		line("repo2-s3-port", strconv.Itoa(cmp.Or(r.Port, 443)))
+		line("repo2-s3-port", strconv.Itoa(cmp.Or(r.Port, DefaultS3Port)))
 		line("repo2-s3-bucket", r.Bucket)
 		line("repo2-s3-region", r.Region)
 		if r.PathStyle {
@@ -247,7 +251,7 @@ func Render(p Params) (string, error) {
 		if r.CAFile != "" {
 			line("repo2-storage-ca-file", r.CAFile)
 		}
-		line("repo2-cipher-type", "aes-256-cbc")
+		line("repo2-cipher-type", conventions.BackupOffHostCipher)
 		line("repo2-retention-full-type", "count")
 		line("repo2-retention-full", strconv.Itoa(r.RetentionFull))
 		line("repo2-retention-diff", strconv.Itoa(r.RetentionDiff))
@@ -260,6 +264,13 @@ func Render(p Params) (string, error) {
 	return b.String(), nil
 }
 
+// ValidSecret reports whether v can be a value of RenderSecrets' file:
+// non-empty printable characters without spaces, which pgBackRest's INI
+// reader reads back unchanged.
+func ValidSecret(v string) bool {
+	return v != "" && strings.TrimSpace(v) == v && !strings.ContainsFunc(v, func(r rune) bool { return r < 0x21 || r == 0x7f })
+}
+
 // RenderSecrets returns the include file (pgBackRest's
 // --config-include-path) with repo2's secrets. Each value must be one line
 // of printable characters without surrounding spaces: pgBackRest's INI
@@ -269,7 +280,7 @@ func RenderSecrets(s S3Secrets) (string, error) {
 	for _, v := range []struct{ name, value string }{
 		{"AccessKey", s.AccessKey}, {"SecretKey", s.SecretKey}, {"CipherPass", s.CipherPass},
 	} {
-		if v.value == "" || strings.TrimSpace(v.value) != v.value || strings.ContainsFunc(v.value, func(r rune) bool { return r < 0x21 || r == 0x7f }) {
+		if !ValidSecret(v.value) {
 			// Never the value: it is a secret.
 			errs = append(errs, fmt.Errorf("pgbackrest: OffHost secrets: %s must be non-empty printable characters without spaces", v.name))
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/nbms-deploy/nbms/app/config"
+	"github.com/nbms-deploy/nbms/conventions"
 )
 
 // shownReason keeps a config problem's reason unless it would quote a
@@ -175,8 +176,8 @@ var offHostBackup = Rule{
 		if s, _ := repo.Str(); !okRepo || !strings.HasPrefix(s, "s3://") || len(s) <= len("s3://") {
 			f.violation("%s must back up to an off-host repository: %s = %s (want s3://<endpoint>/<bucket><path>).", describe(r), EnvBackupOffHostRepo, repo.Display())
 		}
-		if s, _ := cipher.Str(); !okCipher || s != "aes-256-cbc" {
-			f.violation("%s must encrypt the off-host repository: %s = %s (want aes-256-cbc).", describe(r), EnvBackupOffHostCipher, cipher.Display())
+		if s, _ := cipher.Str(); !okCipher || s != conventions.BackupOffHostCipher {
+			f.violation("%s must encrypt the off-host repository: %s = %s (want %s).", describe(r), EnvBackupOffHostCipher, cipher.Display(), conventions.BackupOffHostCipher)
 		}
 	},
 }
