@@ -77,7 +77,7 @@ DEPLOY_FLAGS ?=
 REPORT_DIR   ?= $(BIN)/reports/audit
 DEPLOY       := $(BIN)/nbms-deploy
 
-.PHONY: tools policy preview up rollback destroy outputs audit
+.PHONY: tools policy preview up rollback recover destroy outputs audit
 
 tools: ## build the pinned Pulumi CLI and the provider plugins into .tools/pulumi (for machines that cannot download them)
 	./scripts/build-pulumi.sh
@@ -100,6 +100,12 @@ up: policy $(DEPLOY) ## preview, deploy STACK, write the policy report, probe /h
 
 rollback: policy $(DEPLOY) ## bring back STACK's previous release (blue/green); refused, naming the commit to check out, unless this checkout deploys it
 	$(DEPLOY) rollback --stack $(STACK) $(DEPLOY_FLAGS)
+
+# TO: latest (default) or an RFC 3339 time; DEPLOY_FLAGS must give the
+# off-host passphrase: --secret-file backupCipherPass=FILE.
+TO ?= latest
+recover: policy $(DEPLOY) ## bring STACK up on an engine without its data, the database restored from the off-host repository (TO=latest or a time)
+	$(DEPLOY) recover --stack $(STACK) --to '$(TO)' $(DEPLOY_FLAGS)
 
 destroy: $(DEPLOY) ## delete STACK's resources except the protected data volumes
 	$(DEPLOY) destroy --stack $(STACK) $(DEPLOY_FLAGS)

@@ -58,15 +58,20 @@ const (
 	// backup network with a fixed address and on the egress network.
 	// pgBackRest's TLS runs through it end to end.
 	RoleBackupRelay = "backup-relay"
+	// RoleRestore rebuilds the database from the off-host repository on a
+	// stack being recovered (nbms:recovery): a one-shot in the database
+	// image that restores into the empty data volume, replays the archived
+	// WAL to the target, promotes and stops, before PostgreSQL starts.
+	RoleRestore = "restore"
 )
 
 // Roles lists every role in deployment order.
-var Roles = []string{RoleSecrets, RoleBackupRelay, RoleDB, RoleCache, RoleBackup, RoleDBLogin, RoleCacheLogin, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleDBRetire, RoleCacheRetire, RoleProxy}
+var Roles = []string{RoleSecrets, RoleBackupRelay, RoleRestore, RoleDB, RoleCache, RoleBackup, RoleDBLogin, RoleCacheLogin, RoleMigrate, RoleCollectstatic, RoleApp, RoleSwitch, RoleDBRetire, RoleCacheRetire, RoleProxy}
 
 // OneShot reports whether a role runs to completion instead of serving.
 func OneShot(role string) bool {
 	return role == RoleMigrate || role == RoleCollectstatic || role == RoleSwitch || role == RoleSecrets ||
-		role == RoleDBLogin || role == RoleDBRetire || role == RoleCacheLogin || role == RoleCacheRetire
+		role == RoleRestore || role == RoleDBLogin || role == RoleDBRetire || role == RoleCacheLogin || role == RoleCacheRetire
 }
 
 // SecretsDir is where a container finds its secret files (the swarm

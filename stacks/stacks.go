@@ -107,6 +107,19 @@ type Config struct {
 	// access key (secret config only; required with backup.offHost).
 	BackupS3Key       Secret `json:"backupS3Key" secret:"true"`
 	BackupS3KeySecret Secret `json:"backupS3KeySecret" secret:"true"`
+	// BackupCipherPass is the off-host repository's passphrase when the
+	// operator gives it instead of the program generating it (secret
+	// config only; with backup.offHost): a stack recovered without its
+	// state reads its repository with the passphrase kept off the host.
+	// Once given, it is given at every up (nbms-deploy refuses an up
+	// without it): a generated one would not open the repository.
+	BackupCipherPass Secret `json:"backupCipherPass" secret:"true"`
+	// Recover rebuilds the database from the off-host repository when
+	// the stack's data volume is created: "latest" (every transaction in
+	// the archive) or an RFC 3339 time (the last transaction committed
+	// before it); "": no recovery. `nbms-deploy recover` sets it for one
+	// up of a stack with an empty state (see the backup runbook).
+	Recover string `json:"recover"`
 
 	Images Images `json:"images"`
 	// BuildCACertificates are extra certificate authorities (PEM) that the
@@ -185,6 +198,11 @@ type Backup struct {
 	RetentionFull int    `json:"retentionFull" validate:"min=1,max=9999999"`
 	RetentionDiff int    `json:"retentionDiff" validate:"min=1,max=9999999"`
 	ProcessMax    int    `json:"processMax" validate:"min=1,max=64"`
+	// ArchiveTimeout is PostgreSQL's archive_timeout: with writes, a WAL
+	// segment is archived at least this often, which bounds what a lost
+	// host takes with it (the recovery point objective). Whole seconds,
+	// from 10s to 1h.
+	ArchiveTimeout string `json:"archiveTimeout" validate:"required,duration"`
 	// OffHost is the second repository (pgBackRest's repo2), on
 	// S3-compatible object storage away from this host; nil: none, and
 	// the policy pack refuses a production stack without one.
@@ -223,6 +241,32 @@ type OffHost struct {
 	RetentionDiff int `json:"retentionDiff,omitempty" validate:"min=0,max=9999999"`
 }
 
+// Bounds of nbms:backup.archiveTimeout: below, a mostly idle database
+// fills the repositories with nearly empty 16 MB segments; above, a lost
+// host can take an hour of work with it.
+const (
+	minArchiveTimeout = 10 * time.Second
+	maxArchiveTimeout = time.Hour
+)
+
+// ArchiveTimeoutDuration is ArchiveTimeout parsed (call it on a validated
+// configuration).
+func (b Backup) ArchiveTimeoutDuration() time.Duration {
+	d, _ := time.ParseDuration(b.ArchiveTimeout)
+	return d
+}
+
+func (b Backup) archiveTimeoutProblem() string {
+	d, err := time.ParseDuration(b.ArchiveTimeout)
+	switch {
+	case err != nil || d <= 0:
+		return "" // the field rule's
+	case d%time.Second != 0 || d < minArchiveTimeout || d > maxArchiveTimeout:
+		return fmt.Sprintf("is %s; want whole seconds from %s to %s", b.ArchiveTimeout, minArchiveTimeout, maxArchiveTimeout)
+	}
+	return ""
+}
+
 // HTTPSPort is the repository's port: Port, or S3's default.
 func (o *OffHost) HTTPSPort() int { return cmp.Or(o.Port, pgbackrest.DefaultS3Port) }
 
@@ -257,12 +301,29 @@ func (c *Config) offHostProblems() []Problem {
 		secret Secret
 	}{{"backupS3Key", c.BackupS3Key}, {"backupS3KeySecret", c.BackupS3KeySecret}}
 	if c.Backup.OffHost == nil {
-		for _, k := range keys {
+		for _, k := range append(keys, struct {
+			key    string
+			secret Secret
+		}{"backupCipherPass", c.BackupCipherPass}) {
 			if key, s := k.key, k.secret; s.IsSet() {
-				add(key, "is set, but nbms:backup.offHost is not: the keys belong to an off-host repository")
+				add(key, "is set, but nbms:backup.offHost is not: it belongs to an off-host repository")
 			}
 		}
+		if c.Recover != "" {
+			add("recover", "recovers from the off-host repository, and nbms:backup.offHost names none")
+		}
 		return out
+	}
+	if p := c.BackupCipherPass.value; p != "" && (!pgbackrest.ValidSecret(p) || len(p) < minCipherPassLength) {
+		add("backupCipherPass", fmt.Sprintf("must be at least %d printable characters without spaces (the program generates 64)", minCipherPassLength))
+	}
+	switch _, err := time.Parse(time.RFC3339Nano, c.Recover); {
+	case c.Recover == "" || c.Recover == RecoverLatest:
+	case err != nil:
+		add("recover", fmt.Sprintf("is %q; want %q or an RFC 3339 time such as 2026-12-07T14:05:00Z", c.Recover, RecoverLatest))
+	}
+	if c.Recover != "" && !c.BackupCipherPass.IsSet() {
+		add("recover", "reads the off-host repository, which only its passphrase opens: give it as nbms:backupCipherPass (a new stack's generated one would not)")
 	}
 	// The renderer's own rules, so that both refuse the same values.
 	inherited := map[string]bool{"RetentionFull": c.Backup.OffHost.RetentionFull == 0, "RetentionDiff": c.Backup.OffHost.RetentionDiff == 0}
@@ -296,6 +357,14 @@ func (c *Config) offHostProblems() []Problem {
 	}
 	return out
 }
+
+// RecoverLatest is nbms:recover's value for a recovery of every
+// transaction the off-host repository's archive holds.
+const RecoverLatest = "latest"
+
+// minCipherPassLength is the shortest passphrase nbms:backupCipherPass
+// takes: the generated ones have 64 characters.
+const minCipherPassLength = 20
 
 // maxBackupSubnetBits is the smallest backup subnet (a /28: the gateway
 // and the relay in its lower half, eight addresses for Docker to hand out).
@@ -441,8 +510,11 @@ func Defaults() Config {
 			// nginx's stream module, one worker relaying a few TLS
 			// connections at a time; uid 101, like the proxy.
 			conventions.RoleBackupRelay: {MemoryMB: 64, CPUs: 0.25, Nproc: 256},
+			// The restore of a recovery: pgBackRest, then PostgreSQL
+			// replaying the archive, as the database does.
+			conventions.RoleRestore: {MemoryMB: 1024, CPUs: 1, Nproc: 1024},
 		},
-		Backup: Backup{FullCron: "30 1 * * 0", DiffCron: "30 1 * * 1-6", RetentionFull: 2, RetentionDiff: 6, ProcessMax: 2},
+		Backup: Backup{FullCron: "30 1 * * 0", DiffCron: "30 1 * * 1-6", RetentionFull: 2, RetentionDiff: 6, ProcessMax: 2, ArchiveTimeout: "60s"},
 		Logs:   Logs{MaxSize: "10m", MaxFile: 5},
 		App: App{
 			HSTSSeconds: 63072000, MaxUploadBytes: 52428800, MaxRequestBodyBytes: 1048576,
@@ -868,6 +940,9 @@ func (c *Config) problems() []Problem {
 	}
 	if c.App.MaxUploadBytes < c.App.MaxRequestBodyBytes {
 		add("app.maxUploadBytes", fmt.Sprintf("is %d, below app.maxRequestBodyBytes (%d)", c.App.MaxUploadBytes, c.App.MaxRequestBodyBytes))
+	}
+	if reason := c.Backup.archiveTimeoutProblem(); reason != "" {
+		add("backup.archiveTimeout", reason)
 	}
 	out = append(out, c.offHostProblems()...)
 	out = append(out, c.appEnvProblems()...)

@@ -174,6 +174,15 @@ func TestOffHostRepositoryProblemsNameTheirKey(t *testing.T) {
 		{"backup", offHost(`, "retentionFull": -1`), "nbms:backup.offHost.retentionFull", "min=0"},
 		{"backup", offHost(`, "cipher": "none"`), "nbms:backup", "unknown field"},
 		{"backupS3Key", "two words", "nbms:backupS3Key", "printable characters without spaces"},
+		{"backupCipherPass", "short-passphrase", "nbms:backupCipherPass", "at least 20 printable characters"},
+		{"backupCipherPass", "a passphrase with spaces in it", "nbms:backupCipherPass", "at least 20 printable characters"},
+		{"recover", "yesterday", "nbms:recover", `want "latest" or an RFC 3339 time`},
+		{"recover", "2026-12-07 14:05:00", "nbms:recover", `want "latest" or an RFC 3339 time`},
+		{"recover", "latest", "nbms:recover", "give it as nbms:backupCipherPass"},
+		{"backup", `{"archiveTimeout": "5s", "offHost": ` + exampleOffHost + `}`, "nbms:backup.archiveTimeout", "want whole seconds from 10s to 1h0m0s"},
+		{"backup", `{"archiveTimeout": "90.5s", "offHost": ` + exampleOffHost + `}`, "nbms:backup.archiveTimeout", "want whole seconds"},
+		{"backup", `{"archiveTimeout": "2h", "offHost": ` + exampleOffHost + `}`, "nbms:backup.archiveTimeout", "want whole seconds"},
+		{"backup", `{"archiveTimeout": "soon", "offHost": ` + exampleOffHost + `}`, "nbms:backup.archiveTimeout", "positive duration"},
 		{"backupSubnet", "172.16.237.0/29", "nbms:backupSubnet", "needs at least a /28"},
 		{"backupSubnet", "172.16.239.0/27", "nbms:backupSubnet", "overlaps internalSubnet 172.16.239.0/24"},
 		{"backupSubnet", "", "nbms:backupSubnet", "required"},
@@ -189,6 +198,35 @@ func TestOffHostRepositoryProblemsNameTheirKey(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.reason)
 		})
 	}
+}
+
+func TestRecovery(t *testing.T) {
+	const pass = "0123456789abcdefghijABCDEFGHIJ0123456789abcdefghijABCDEFGHIJ0123"
+	for _, target := range []string{"latest", "2026-12-07T14:05:00Z", "2026-12-07T15:05:00.123456+01:00"} {
+		raw := prodValues(t)
+		raw["recover"], raw["backupCipherPass"] = target, pass
+		c, err := stacks.Parse("prod", values(raw))
+		require.NoError(t, err, target)
+		assert.Equal(t, target, c.Recover)
+		assert.True(t, c.BackupCipherPass.IsSet())
+	}
+	// Without an off-host repository there is nothing to recover from,
+	// and no passphrase to give.
+	raw := prodValues(t)
+	raw["backup"] = `{"fullCron": "30 1 * * 0"}`
+	delete(raw, "backupS3Key")
+	delete(raw, "backupS3KeySecret")
+	raw["recover"], raw["backupCipherPass"] = "latest", pass
+	_, err := stacks.Parse("prod", values(raw))
+	assert.Equal(t, []string{"nbms:backupCipherPass", "nbms:recover"}, stackError(t, err).Keys())
+	assert.Contains(t, err.Error(), "nbms:recover: recovers from the off-host repository, and nbms:backup.offHost names none")
+	assert.NotContains(t, err.Error(), pass, "a secret is never echoed")
+	// The passphrase is secret config only.
+	raw = prodValues(t)
+	raw["backupCipherPass"] = pass
+	_, err = stacks.Parse("prod", stacks.Values{Raw: raw, Secret: func(key string) bool { return key != "backupCipherPass" && stacks.IsSecretKey(key) }})
+	assert.Equal(t, []string{"nbms:backupCipherPass"}, stackError(t, err).Keys())
+	assert.NotContains(t, err.Error(), pass)
 }
 
 func TestDevStackOverridesOnlyWhatItNames(t *testing.T) {

@@ -1,9 +1,11 @@
 package deploy
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pulumi/pulumi-docker/sdk/v4/go/docker"
@@ -31,6 +33,12 @@ const (
 	// dbEntrypoint initialises an empty data directory (superuser password,
 	// the app's role and database with PostGIS) and then execs postgres.
 	dbEntrypoint = "/usr/local/bin/nbms-db-entrypoint"
+	// dbRestore rebuilds an empty data directory from a repository (the
+	// restore one-shot of a recovery).
+	dbRestore = "/usr/local/bin/nbms-db-restore"
+	// offHostRepo is the off-host repository's number in pgBackRest's
+	// config (repo1 is the local volume).
+	offHostRepo = "2"
 )
 
 // Database is PostgreSQL/PostGIS with WAL archiving to pgBackRest, and the
@@ -40,6 +48,9 @@ type Database struct {
 	Container, Backup *docker.Container
 	// Relay is the backup relay (nil without an off-host repository).
 	Relay *docker.Container
+	// Restore is the restore one-shot of a recovery (nil without
+	// nbms:recover).
+	Restore *docker.Container
 	// image and socket are what a release's dblogin and dbretire one-shots
 	// run from and connect through.
 	image  pulumi.StringInput
@@ -105,11 +116,12 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 
 	// WAL archiving through pgBackRest, as postgres -c flags: no config file
 	// to place on the read-only root filesystem.
-	postgres := []string{dbEntrypoint, "postgres"}
-	settings := pgbackrest.PostgresSettings(pgConfigPath, pgStanza)
+	var settingFlags []string
+	settings := pgbackrest.PostgresSettings(pgConfigPath, pgStanza, d.cfg.Backup.ArchiveTimeoutDuration())
 	for _, name := range slices.Sorted(maps.Keys(settings)) {
-		postgres = append(postgres, "-c", name+"="+settings[name])
+		settingFlags = append(settingFlags, "-c", name+"="+settings[name])
 	}
+	postgres := append([]string{dbEntrypoint, "postgres"}, settingFlags...)
 	dbEnv := map[string]string{
 		"POSTGRES_INITDB_ARGS": "--data-checksums --encoding=UTF8 --locale=C.UTF-8",
 		"NBMS_DB_NAME":         appDBName,
@@ -141,6 +153,17 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		opts:        []pulumi.ResourceOption{secrets.replaceOnChange},
 	}
 	offHost.add(&dbSpec, &rendered, dbEnv)
+	if d.cfg.Recover != "" {
+		restore, err := d.newRestore(ctx, db, dbSpec, offHost, rendered, dbEnv, settingFlags)
+		if err != nil {
+			return nil, err
+		}
+		db.Restore = restore
+		// PostgreSQL starts on the recovered data directory, and only if
+		// the restore succeeded.
+		dbSpec.image = restoredImage(d.name(conventions.RoleRestore), dbSpec.image, restore.ExitCode)
+		dbSpec.dependsOn = append(dbSpec.dependsOn, restore)
+	}
 	dbSpec.entrypoint, dbSpec.command = withFiles(rendered, postgres...)
 	dbSpec.envs = envList(dbEnv)
 	db.Container, err = d.newContainer(ctx, db, dbSpec)
@@ -213,6 +236,68 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 	return db, ctx.RegisterResourceOutputs(db, pulumi.Map{
 		"container": db.Container.Name, "backup": db.Backup.Name,
 	})
+}
+
+// newRestore registers the restore one-shot of a recovery (nbms:recover):
+// the database's own spec (image, user, volumes, secrets, the way to the
+// off-host repository, pgBackRest's config and environment) running
+// nbms-db-restore instead of the server, with the server's settings, so
+// that the recovered server archives its first WAL as the database does.
+// It runs once, when it is created: a stack's first up, or the first
+// after its data volume was lost.
+//
+// A recovery needs an off-host repository (stacks.Parse checks it).
+func (d *deployment) newRestore(ctx *pulumi.Context, db *Database, dbSpec containerSpec, offHost *offHostAccess, rendered []renderedFile, env map[string]string, settingFlags []string) (*docker.Container, error) {
+	spec := dbSpec
+	spec.role = conventions.RoleRestore
+	spec.healthcheck = healthcheck(checkTiming{30 * time.Second, 5 * time.Second, 5 * time.Second, 1}, "test", "-x", dbRestore)
+	spec.wait = false
+	// Only the backup network: the restore serves no one, and reaches
+	// nothing but the off-host repository (through the relay).
+	spec.networks = offHost.networks
+	// No replacement when the database's secrets change: a second run
+	// would find the recovered cluster and refuse (nbms-db-restore never
+	// restores over one).
+	spec.opts = nil
+	// pgBackRest's config, stanza and include path; no password: the
+	// restore's private server takes no TCP connection.
+	restoreEnv := map[string]string{}
+	for name, value := range env {
+		if strings.HasPrefix(name, "PGBACKREST_") {
+			restoreEnv[name] = value
+		}
+	}
+	spec.envs = envList(restoreEnv)
+	args := append([]string{dbRestore, offHostRepo, restoreTarget(d.cfg.Recover)}, settingFlags...)
+	spec.entrypoint, spec.command = withFiles(rendered, args...)
+	return d.newContainer(ctx, db, spec)
+}
+
+// restoreTarget is nbms:recover as nbms-db-restore takes it: latest, or
+// the time in UTC in the form pgBackRest's --target and PostgreSQL's
+// recovery_target_time both read.
+func restoreTarget(recover string) string {
+	if recover == stacks.RecoverLatest {
+		return recover
+	}
+	t, err := time.Parse(time.RFC3339Nano, recover)
+	if err != nil {
+		return recover // validated by stacks.Parse
+	}
+	return t.UTC().Format("2006-01-02 15:04:05.999999") + "+00"
+}
+
+// restoredImage is image once the restore one-shot named name exited 0 (its
+// exitCode): the database container, whose image it is, starts only then,
+// and a failed restore stops the update there, naming the container whose
+// log says why.
+func restoredImage(name string, image pulumi.StringInput, exitCode pulumi.IntOutput) pulumi.StringOutput {
+	return pulumi.All(image, exitCode).ApplyT(func(v []any) (string, error) {
+		if code := v[1].(int); code != 0 {
+			return "", fmt.Errorf("the recovery's restore exited with status %d: see `docker logs %s`; the data volume is left as the restore left it (remove it before another recovery)", code, name)
+		}
+		return v[0].(string), nil
+	}).(pulumi.StringOutput)
 }
 
 // BackupSchedulerCommand is the backup container's command line: the app

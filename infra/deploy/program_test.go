@@ -154,11 +154,12 @@ func holders(tls, offHost bool) []string {
 	return h
 }
 
-// serving are the roles but the secrets holders' (and the backup relay's
-// without an off-host repository).
+// serving are the roles but the secrets holders', the restore's (only a
+// recovery has one) and the backup relay's without an off-host
+// repository.
 func serving(offHost bool) []string {
 	return slices.DeleteFunc(slices.Clone(stacks.Roles), func(r string) bool {
-		return r == stacks.RoleSecrets || (r == conventions.RoleBackupRelay && !offHost)
+		return r == stacks.RoleSecrets || r == conventions.RoleRestore || (r == conventions.RoleBackupRelay && !offHost)
 	})
 }
 
@@ -649,9 +650,12 @@ func TestGeneratedSecretsStaySecret(t *testing.T) {
 			}
 			wantURL := map[string]string{"prod": "https://nbms.example.org", "dev": "http://localhost:8080", "e2e": "https://nbms.e2e.test:18443"}
 			assert.Equal(t, wantURL[p.stack], res.outputs["url"].Value)
-			wantSchedule := map[string]any{"full": "30 1 * * 0", "diff": "30 1 * * 1-6", "retentionFull": 2, "retentionDiff": 6}
+			wantSchedule := map[string]any{"full": "30 1 * * 0", "diff": "30 1 * * 1-6", "retentionFull": 2, "retentionDiff": 6, "archiveTimeout": "60s"}
 			if p.stack == "e2e" {
-				wantSchedule = map[string]any{"full": "* * * * *", "diff": "5 4 1 1 *", "retentionFull": 2, "retentionDiff": 1}
+				wantSchedule = map[string]any{"full": "* * * * *", "diff": "5 4 1 1 *", "retentionFull": 2, "retentionDiff": 1, "archiveTimeout": "60s"}
+			}
+			if p.offHost {
+				wantSchedule[deploy.OutputOffHostPassphrase] = deploy.PassphraseGenerated
 			}
 			assert.Equal(t, wantSchedule, res.outputs["backupSchedule"].Value)
 			containers := res.outputs["containers"].Value.(map[string]string)
@@ -1430,6 +1434,75 @@ func TestOffHostRepositoryThroughTheRelay(t *testing.T) {
 	assert.NotContains(t, dev.m.byType(typeNetwork), "egress")
 	assert.NotContains(t, dev.outputs["generatedSecrets"].Value.(map[string]string), "backupCipherPass")
 	assert.NotContains(t, envMap(t, dev.m.byType(typeContainer)[stacks.RoleDB].Inputs), "PGBACKREST_CONFIG_INCLUDE_PATH")
+}
+
+// A recovery (nbms:recover) restores the database from the off-host
+// repository before PostgreSQL starts: the restore one-shot has the
+// database's image, user, volumes and pgBackRest config, only the backup
+// network, and the server's WAL settings; PostgreSQL waits for its exit
+// code. The passphrase is the operator's: nothing generates one.
+func TestRecoveryRestoresBeforeTheDatabaseStarts(t *testing.T) {
+	const pass = "kept-off-the-host-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"
+	for _, tc := range []struct{ recover, target string }{
+		{"latest", "latest"},
+		{"2026-12-07T15:05:00.25+01:00", "2026-12-07 14:05:00.25+00"},
+	} {
+		t.Run(tc.recover, func(t *testing.T) {
+			raw := stackConfig(t, "prod")
+			raw["recover"], raw["backupCipherPass"] = tc.recover, pass
+			res := deployWith(t, "prod", raw, &mocks{})
+			require.NoError(t, res.err)
+			containers := res.m.byType(typeContainer)
+			restore, db := containers[conventions.RoleRestore], containers[stacks.RoleDB]
+			require.NotNil(t, restore, "a restore one-shot")
+			assert.True(t, conventions.OneShot(conventions.RoleRestore))
+			assert.Equal(t, true, plain(restore.Inputs["attach"]), "the program awaits it")
+			assert.Equal(t, "prod-restore", res.outputs["containers"].Value.(map[string]string)[conventions.RoleRestore])
+			for _, field := range []resource.PropertyKey{"image", "user", "volumes", "hosts", "shmSize", "memory"} {
+				assert.Equal(t, plain(db.Inputs[field]), plain(restore.Inputs[field]), "%s: the database's", field)
+			}
+			nets := plain(restore.Inputs["networksAdvanced"]).([]any)
+			require.Len(t, nets, 1)
+			assert.Equal(t, "prod-backup", nets[0].(map[string]any)["name"], "only the way to the off-host repository")
+			env := envMap(t, restore.Inputs)
+			assert.Equal(t, map[string]string{
+				"PGBACKREST_CONFIG": "/tmp/nbms/pgbackrest.conf", "PGBACKREST_STANZA": "nbms", "PGBACKREST_CONFIG_INCLUDE_PATH": "/run/secrets",
+			}, env, "pgBackRest's settings, no password")
+			cmd := strs(plain(restore.Inputs["command"]))
+			dbCmd := strs(plain(db.Inputs["command"]))
+			dash := slices.Index(cmd, "--")
+			require.Positive(t, dash)
+			assert.Equal(t, dbCmd[:dash], cmd[:dash], "the database's rendered files")
+			assert.Equal(t, []string{"/usr/local/bin/nbms-db-restore", "2", tc.target}, cmd[dash+1:dash+4])
+			assert.Equal(t, dbCmd[slices.Index(dbCmd, "--")+3:], cmd[dash+4:], "the server's own settings, WAL archiving among them")
+			assert.Contains(t, cmd, "archive_timeout=60s")
+			assert.True(t, slices.ContainsFunc(db.RegisterRPC.GetDependencies(), func(urn string) bool { return strings.HasSuffix(urn, "::restore") }),
+				"PostgreSQL starts after the restore")
+
+			for _, r := range res.m.regs {
+				assert.False(t, r.TypeToken == typePassword && r.Name == "backup-cipher-pass", "no passphrase generated")
+			}
+			assert.NotContains(t, res.outputs["generatedSecrets"].Value.(map[string]string), "backupCipherPass")
+			assert.Equal(t, deploy.PassphraseGiven, res.outputs["backupSchedule"].Value.(map[string]any)[deploy.OutputOffHostPassphrase],
+				"the output says the passphrase must be given again")
+			include := ""
+			for _, u := range containers["secrets-db"].Inputs["uploads"].ArrayValue() {
+				if up := u.ObjectValue(); path.Base(up["file"].StringValue()) == "pgbackrest-offhost.conf" {
+					include = up["content"].SecretValue().Element.StringValue()
+				}
+			}
+			assert.Contains(t, include, "\nrepo2-cipher-pass="+pass+"\n", "pgBackRest opens the repository with the operator's passphrase")
+		})
+	}
+
+	// A failed restore stops the update before PostgreSQL starts, naming
+	// the container to read.
+	raw := stackConfig(t, "prod")
+	raw["recover"], raw["backupCipherPass"] = "latest", pass
+	res := deployWith(t, "prod", raw, &mocks{exitCodes: map[string]int{conventions.RoleRestore: 1}})
+	require.Error(t, res.err)
+	assert.Contains(t, res.err.Error(), "the recovery's restore exited with status 1: see `docker logs prod-restore`")
+	assert.True(t, res.m.byType(typeContainer)[stacks.RoleDB].Inputs["image"].IsNull(), "PostgreSQL never gets its image")
 }
 
 // A stack's address for the repository and its CA certificates: the relay

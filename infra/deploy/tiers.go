@@ -166,7 +166,13 @@ func (d *deployment) newSecrets(ctx *pulumi.Context) (*Secrets, error) {
 		return nil, err
 	}
 	s.SecretKey = pulumi.ToSecret(key.Result).(pulumi.StringOutput)
-	if d.cfg.Backup.OffHost != nil {
+	switch {
+	case d.cfg.Backup.OffHost == nil:
+	case d.cfg.BackupCipherPass.IsSet():
+		// The operator's: a stack recovered without its state opens its
+		// repository with the passphrase kept off the host.
+		s.BackupCipherPass = d.cfg.BackupCipherPass.Output()
+	default:
 		// 64 letters and digits, ~380 bits. Protected like the data
 		// volumes: `pulumi destroy` of a stack must not take with it the
 		// one thing that reads its off-host backups.

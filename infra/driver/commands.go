@@ -159,11 +159,9 @@ func (r *run) destroy(ctx context.Context, stack auto.Stack, res *Result) error 
 // everything they depend on (parents, providers, dependencies), and the
 // number of resources in the state.
 func protectedClosure(state apitype.UntypedDeployment) ([]string, int, error) {
-	var d apitype.DeploymentV3
-	if len(state.Deployment) > 0 {
-		if err := json.Unmarshal(state.Deployment, &d); err != nil {
-			return nil, 0, fmt.Errorf("reading the state: %w", err)
-		}
+	d, err := deployment(state)
+	if err != nil {
+		return nil, 0, err
 	}
 	byURN := map[string]apitype.ResourceV3{}
 	for _, res := range d.Resources {

@@ -10,6 +10,7 @@
 package driver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -85,10 +86,13 @@ const (
 	// Rollback is an up that brings back the previous release (see
 	// rollback.go), refused unless the inputs given declare it.
 	Rollback Command = "rollback"
+	// Recover is an up of a stack without a database, which restores it
+	// from the off-host repository first (see recover.go).
+	Recover Command = "recover"
 )
 
 // Commands lists the subcommands.
-var Commands = []Command{Preview, Up, Rollback, Destroy, Outputs}
+var Commands = []Command{Preview, Up, Rollback, Recover, Destroy, Outputs}
 
 // Options configure a run. Zero values take the documented defaults.
 type Options struct {
@@ -128,6 +132,10 @@ type Options struct {
 	// destroy). Each URN of Replace and Target starts with
 	// "urn:pulumi:<Stack>::".
 	Target []string
+	// RecoverTo is what recover restores: "latest" (the default: every
+	// transaction in the off-host repository's archive) or an RFC 3339
+	// time (the last transaction committed at or before it).
+	RecoverTo string
 	// Stdout receives the engine's progress and the driver's own lines;
 	// Stderr the engine's error stream. Default os.Stdout and os.Stderr.
 	Stdout, Stderr io.Writer
@@ -192,6 +200,15 @@ func Run(ctx context.Context, cmd Command, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cmd == Preview || cmd == Up || cmd == Rollback {
+		state, err := stack.Export(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("reading the state: %w", err)
+		}
+		if err := r.checkPassphraseGiven(state); err != nil {
+			return nil, err
+		}
+	}
 	res := &Result{}
 	switch cmd {
 	case Preview:
@@ -200,6 +217,11 @@ func Run(ctx context.Context, cmd Command, opts Options) (*Result, error) {
 		err = r.up(ctx, stack, res)
 	case Rollback:
 		err = r.rollback(ctx, stack, res)
+	case Recover:
+		err = r.recover(ctx, stack, func(replace []string) error {
+			r.opts.Replace = replace
+			return r.up(ctx, stack, res)
+		})
 	case Destroy:
 		err = r.destroy(ctx, stack, res)
 	case Outputs:
@@ -282,13 +304,19 @@ func newRun(cmd Command, opts Options) (*run, error) {
 			r.raw[key] = strings.TrimSuffix(strings.TrimSuffix(string(content), "\n"), "\r")
 		}
 	}
+	if err := checkRecoverInputs(cmd, opts, r.raw); err != nil {
+		return nil, err
+	}
+	if cmd == Recover {
+		r.raw["recover"] = cmp.Or(opts.RecoverTo, stacks.RecoverLatest)
+	}
 
 	// The passphrase secrets provider needs it for every command: config
 	// and state secrets are encrypted with it.
 	if os.Getenv("PULUMI_CONFIG_PASSPHRASE") == "" && os.Getenv("PULUMI_CONFIG_PASSPHRASE_FILE") == "" {
 		return nil, usageErr("set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE: the stack's secrets are encrypted with it (keep it in the CI secret store)")
 	}
-	if cmd == Preview || cmd == Up || cmd == Rollback {
+	if cmd == Preview || cmd == Up || cmd == Rollback || cmd == Recover {
 		if info, err := os.Stat(opts.PolicyPack); err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
 			return nil, usageErr("policy pack %s is missing or not executable: run `make policy`", opts.PolicyPack)
 		}
@@ -415,6 +443,12 @@ func (r *run) openStack(ctx context.Context, work string) (auto.Stack, error) {
 	for key, path := range r.opts.SecretFiles {
 		if err := set(key, path, true); err != nil {
 			return auto.Stack{}, err
+		}
+	}
+	if r.cmd == Recover {
+		// For this run only: each run starts from a fresh workspace.
+		if err := stack.SetConfig(ctx, stacks.Namespace+":recover", auto.ConfigValue{Value: r.raw["recover"]}); err != nil {
+			return auto.Stack{}, fmt.Errorf("setting nbms:recover: %w", err)
 		}
 	}
 	return stack, nil

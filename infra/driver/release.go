@@ -2,7 +2,6 @@ package driver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -23,11 +22,9 @@ import (
 // stack and its outputs but removes the containers, and a failed first
 // deployment leaves containers but no output.
 func liveRelease(state apitype.UntypedDeployment) (string, error) {
-	var d apitype.DeploymentV3
-	if len(state.Deployment) > 0 {
-		if err := json.Unmarshal(state.Deployment, &d); err != nil {
-			return "", fmt.Errorf("reading the state: %w", err)
-		}
+	d, err := deployment(state)
+	if err != nil {
+		return "", err
 	}
 	var release string
 	for _, res := range d.Resources {

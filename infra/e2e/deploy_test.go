@@ -454,8 +454,8 @@ func (s *stack) waitHealthy(t *testing.T, within time.Duration) {
 	for {
 		var pending []string
 		for _, role := range stacks.Roles {
-			if role == conventions.RoleSecrets {
-				continue // one per tier, checked with the hardening
+			if role == conventions.RoleSecrets || role == conventions.RoleRestore {
+				continue // one per tier, checked with the hardening; a recovery's, checked with it
 			}
 			in := inspect(t, container(role))
 			if conventions.OneShot(role) {
@@ -1007,8 +1007,8 @@ func (s *stack) checkHardening(t *testing.T) {
 		conventions.RoleCacheLogin: {"none"}, conventions.RoleCacheRetire: {"none"},
 	}
 	for _, role := range stacks.Roles {
-		if role == conventions.RoleSecrets {
-			continue // one per tier, checked below
+		if role == conventions.RoleSecrets || role == conventions.RoleRestore {
+			continue // one per tier, checked below; a recovery's, checked with it
 		}
 		in := inspect(t, container(role))
 		hc := in.HostConfig

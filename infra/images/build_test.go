@@ -674,7 +674,7 @@ func runStack(t *testing.T, e *engine, im images, name func(string) string) {
 		"PGBACKREST_CONFIG": pgConfigPath, "PGBACKREST_STANZA": pgStanza,
 	})
 	postgres := []string{"nbms-db-entrypoint", "postgres"}
-	settings := pgbackrest.PostgresSettings(pgConfigPath, pgStanza)
+	settings := pgbackrest.PostgresSettings(pgConfigPath, pgStanza, time.Minute)
 	for _, k := range slices.Sorted(maps.Keys(settings)) {
 		postgres = append(postgres, "-c", k+"="+settings[k])
 	}

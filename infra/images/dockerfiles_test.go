@@ -36,6 +36,7 @@ const (
 	redisDockerfile = "redis/Dockerfile"
 	dbEntrypoint    = "db/nbms-db-entrypoint.sh"
 	dbLogin         = "db/nbms-db-login.sh"
+	dbRestore       = "db/nbms-db-restore.sh"
 	nginxConf       = "nginx/nginx.conf"
 )
 
@@ -513,6 +514,7 @@ func TestDatabaseImage(t *testing.T) {
 	assert.Equal(t, []string{
 		"--chmod=0755 " + filepath.Base(dbEntrypoint) + " /usr/local/bin/nbms-db-entrypoint",
 		"--chmod=0755 " + filepath.Base(dbLogin) + " /usr/local/bin/nbms-db-login",
+		"--chmod=0755 " + filepath.Base(dbRestore) + " /usr/local/bin/nbms-db-restore",
 	}, copies(db.ins))
 	assert.Equal(t, `["/usr/local/bin/nbms-db-entrypoint"]`, last(db.ins, "ENTRYPOINT"))
 	assert.Equal(t, `["postgres"]`, last(db.ins, "CMD"))
@@ -588,6 +590,25 @@ func TestDatabaseLogins(t *testing.T) {
 	assert.Equal(t, 2, strings.Count(script, "\nBEGIN;\n"), "grant and retire: one transaction each")
 	assert.Contains(t, script, `ALTER ROLE :"login" SET role = :'owner';`, "a login acts as the owner")
 	assert.Contains(t, script, `format('ALTER ROLE %I NOLOGIN PASSWORD NULL', rolname)`, "retire closes the other logins")
+}
+
+// The restore script of a recovery (its behaviour, a real recovery from
+// the off-host repository, is infra/e2e's): POSIX sh, executable, and it
+// never touches a data directory that holds a cluster.
+func TestDatabaseRestore(t *testing.T) {
+	info, err := os.Stat(dbRestore)
+	require.NoError(t, err)
+	assert.NotZero(t, info.Mode()&0o100, "%s is executable", dbRestore)
+	script := read(t, dbRestore)
+	assert.True(t, strings.HasPrefix(script, "#!/bin/sh\n"), "POSIX sh")
+	out, err := exec.Command("sh", "-n", dbRestore).CombinedOutput()
+	require.NoError(t, err, "sh -n %s: %s", dbRestore, out)
+	refuse := strings.Index(script, `[ ! -s "$PGDATA/PG_VERSION" ] ||`)
+	restore := strings.Index(script, "restore ||")
+	require.Positive(t, refuse, "it checks for an existing cluster")
+	assert.Less(t, refuse, restore, "before pgBackRest restores anything")
+	assert.Contains(t, script, "--target-action=promote", "a point in time ends in a promotion, not a paused server")
+	assert.Contains(t, script, "--no-online --log-level-console=warn --log-level-file=off stanza-create", "the local repository gets the stanza back before archiving starts")
 }
 
 func TestDatabaseEntrypoint(t *testing.T) {

@@ -131,7 +131,7 @@ func TestRealBackup(t *testing.T) {
 	settings := "listen_addresses = '127.0.0.1'\n" +
 		"port = " + strconv.Itoa(port) + "\n" +
 		"unix_socket_directories = '" + sock + "'\n" +
-		PostgresConf(PostgresSettings(confPath, stanza))
+		PostgresConf(PostgresSettings(confPath, stanza, time.Minute))
 	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	require.NoError(t, err)
 	_, err = f.WriteString(settings)
@@ -248,7 +248,7 @@ func TestRealBackupToAnOffHostRepository(t *testing.T) {
 	// environment, as the database container's would.
 	pg.run(pgBin+"/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--data-checksums", "--no-sync")
 	settings := "listen_addresses = '127.0.0.1'\nport = " + strconv.Itoa(port) + "\nunix_socket_directories = '" + sock + "'\n" +
-		PostgresConf(PostgresSettings(confPath, stanza))
+		PostgresConf(PostgresSettings(confPath, stanza, time.Minute))
 	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	require.NoError(t, err)
 	_, err = f.WriteString(settings)

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/nbms-deploy/nbms/infra/internal/confpath"
@@ -325,13 +326,14 @@ func shellQuote(s string) string {
 // PostgresSettings returns the postgresql.conf settings that archive WAL
 // through pgBackRest. archive_mode needs a server restart to change;
 // pgBackRest's `check` fails with "archive_mode must be enabled" until then.
-func PostgresSettings(configPath, stanza string) map[string]string {
+// archiveTimeout forces a segment switch that often when there were
+// writes, bounding how much committed work a lost server can take with it
+// (the RPO); whole seconds.
+func PostgresSettings(configPath, stanza string, archiveTimeout time.Duration) map[string]string {
 	return map[string]string{
 		"archive_mode":    "on",
 		"archive_command": ArchiveCommand(configPath, stanza),
-		// Forces a segment switch after 60 s with writes, bounding how much
-		// committed work a lost server can take with it (the RPO).
-		"archive_timeout": "60s",
+		"archive_timeout": strconv.Itoa(int(archiveTimeout/time.Second)) + "s",
 		"wal_level":       "replica",
 		// pgBackRest needs none, but a standby or pg_basebackup would.
 		"max_wal_senders": "3",

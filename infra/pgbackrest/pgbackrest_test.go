@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -42,8 +43,8 @@ func TestRenderGolden(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, conf, again, "Render must be deterministic")
 
-	pgConf := PostgresConf(PostgresSettings(prodConfigPath, "nbms"))
-	require.Equal(t, pgConf, PostgresConf(PostgresSettings(prodConfigPath, "nbms")), "PostgresConf must be deterministic")
+	pgConf := PostgresConf(PostgresSettings(prodConfigPath, "nbms", time.Minute))
+	require.Equal(t, pgConf, PostgresConf(PostgresSettings(prodConfigPath, "nbms", time.Minute)), "PostgresConf must be deterministic")
 
 	for name, got := range map[string]string{"pgbackrest.conf.golden": conf, "postgresql.conf.golden": pgConf} {
 		path := filepath.Join("testdata", name)
@@ -172,7 +173,7 @@ func TestArchiveCommand(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.configPath, func(t *testing.T) {
 			assert.Equal(t, tc.want, ArchiveCommand(tc.configPath, tc.stanza))
-			assert.Equal(t, tc.want, PostgresSettings(tc.configPath, tc.stanza)["archive_command"])
+			assert.Equal(t, tc.want, PostgresSettings(tc.configPath, tc.stanza, time.Minute)["archive_command"])
 		})
 	}
 }

@@ -88,7 +88,7 @@ func newCluster(t *testing.T) *cluster {
 	settings := fmt.Sprintf("listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\n", c.port, c.sock) +
 		// Test speed only: nothing here must survive a crash.
 		"fsync = off\n" +
-		pgbackrest.PostgresConf(pgbackrest.PostgresSettings(c.conf, drillStanza))
+		pgbackrest.PostgresConf(pgbackrest.PostgresSettings(c.conf, drillStanza, time.Minute))
 	f, err := os.OpenFile(filepath.Join(c.data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	require.NoError(t, err)
 	_, err = f.WriteString(settings)

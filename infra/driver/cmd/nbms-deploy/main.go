@@ -2,7 +2,7 @@
 // with the Pulumi Automation API (package infra/driver): the same program
 // `pulumi up` runs from Pulumi.yaml, with the policy pack attached.
 //
-//	nbms-deploy preview|up|rollback|destroy|outputs --stack prod [flags]
+//	nbms-deploy preview|up|rollback|recover|destroy|outputs --stack prod [flags]
 //
 // Exit status: 0 ok, 1 deployment or engine failure, 2 usage or
 // configuration error, 3 a mandatory policy refused the stack (nothing was
@@ -31,7 +31,7 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `usage: nbms-deploy preview|up|rollback|destroy|outputs --stack NAME [flags]
+const usage = `usage: nbms-deploy preview|up|rollback|recover|destroy|outputs --stack NAME [flags]
 
   preview   plan the stack with the policy pack; writes the policy report
   up        preview (a mandatory policy stops here), update, write the
@@ -40,6 +40,11 @@ const usage = `usage: nbms-deploy preview|up|rollback|destroy|outputs --stack NA
             previous release (read from the update history): the release
             live before the current one, or after a failed update the live
             release itself; the refusal names the commit to check out
+  recover   up of a stack with no database in its state (a lost host, a new
+            engine), its database restored first from the off-host
+            repository: --to latest (default) or an RFC 3339 time; needs
+            --secret-file backupCipherPass=FILE, the passphrase kept off
+            the host (docs/production_hardening/db_backup_pitr_runbook.md)
   destroy   delete everything except protected data volumes
   outputs   print the stack outputs (secrets masked)
 
@@ -52,7 +57,7 @@ start with "urn:pulumi:<stack>::"):
   --target URN   preview, up, destroy: operate on these resources only
                  (repeatable); destroy refuses a protected one
 
-preview, up and rollback check first that nbms:bindAddress is 0.0.0.0, :: or an
+preview, up, rollback and recover check first that nbms:bindAddress is 0.0.0.0, :: or an
 address of this host, unless the Docker engine is remote (DOCKER_HOST).
 
 Environment: PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE
@@ -98,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&opts.Refresh, "refresh", false, "refresh the state from the Docker engine first (preview, up, rollback, destroy)")
 	fs.Var((*urns)(&opts.Replace), "replace", "`URN` of a resource to replace even if unchanged (preview, up; repeatable)")
 	fs.Var((*urns)(&opts.Target), "target", "`URN` of a resource to operate on, and no other (preview, up, destroy; repeatable)")
+	fs.StringVar(&opts.RecoverTo, "to", "", "recover: `latest` (default) or an RFC 3339 time such as 2026-12-07T14:05:00Z")
 	if err := fs.Parse(args[1:]); err != nil {
 		return driver.ExitUsage
 	}

@@ -24,6 +24,10 @@ func TestUsageErrorsExitWithStatus2(t *testing.T) {
 	assert.NoError(t, os.WriteFile(pack, []byte("#!/bin/sh\n"), 0o755))
 	testNet := filepath.Join(t.TempDir(), "bindAddress")
 	assert.NoError(t, os.WriteFile(testNet, []byte("192.0.2.10\n"), 0o600))
+	prod, err := os.ReadFile(filepath.Join(root, "Pulumi.prod.yaml"))
+	assert.NoError(t, err)
+	recovering := filepath.Join(t.TempDir(), "Pulumi.prod.yaml")
+	assert.NoError(t, os.WriteFile(recovering, append(prod, "  nbms:recover: latest\n"...), 0o600))
 	const appURN = "urn:pulumi:prod::nbms::nbms:deploy:App$docker:index/container:Container::app-0123456789ab"
 	cases := []struct {
 		name       string
@@ -45,6 +49,11 @@ func TestUsageErrorsExitWithStatus2(t *testing.T) {
 		{"a --target that is no URN", []string{"preview", "--stack", "prod", "--target", "app-0123456789ab"}, "x", `--target "app-0123456789ab": not a URN of stack prod`},
 		{"--replace on destroy", []string{"destroy", "--stack", "prod", "--replace", appURN}, "x", "--replace applies to [preview up], not to destroy"},
 		{"--refresh on outputs", []string{"outputs", "--stack", "prod", "--refresh"}, "x", "--refresh applies to [preview up rollback destroy], not to outputs"},
+		{"recover without the off-host passphrase", []string{"recover", "--stack", "prod", "--root", root}, "x",
+			"recover reads the off-host repository, which only its passphrase opens: give the one kept off the host (generatedSecrets.backupCipherPass) with --secret-file backupCipherPass=FILE"},
+		{"--to on up", []string{"up", "--stack", "prod", "--root", root, "--to", "latest"}, "x", "--to applies to recover, not to up"},
+		{"nbms:recover in the stack file", []string{"up", "--stack", "prod", "--root", root, "--stack-file", recovering}, "x",
+			"nbms:recover is set in " + recovering + ": a recovery runs through `nbms-deploy recover`"},
 		{"the committed bindAddress is not this host's", []string{"preview", "--stack", "prod", "--root", root, "--policy-pack", pack}, "x",
 			"nbms:bindAddress 203.0.113.10 is not an address of this host"},
 		{"an operator's bindAddress is not this host's", []string{"up", "--stack", "prod", "--root", root, "--policy-pack", pack, "--config-file", "bindAddress=" + testNet}, "x",
