@@ -78,3 +78,14 @@ func TestProgramPassesThePolicyPack(t *testing.T) {
 		})
 	}
 }
+
+// A recovery's stack (its restore one-shot) passes the pack too.
+func TestRecoveringStackPassesThePolicyPack(t *testing.T) {
+	raw := stackConfig(t, "prod")
+	raw["recover"], raw["backupCipherPass"] = "latest", "kept-off-the-host-0123456789abcdefghijklmnopqrstuvwxyz"
+	res := deployWith(t, "prod", raw, &mocks{})
+	require.NoError(t, res.err)
+	report := evaluate("prod", res.m)
+	assert.False(t, report.MandatoryFailed(), describeFindings(report))
+	assert.Empty(t, report.Findings(), describeFindings(report))
+}

@@ -205,7 +205,7 @@ func Run(ctx context.Context, cmd Command, opts Options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading the state: %w", err)
 		}
-		if err := r.checkPassphraseGiven(state); err != nil {
+		if err := r.checkPassphraseSource(state); err != nil {
 			return nil, err
 		}
 	}

@@ -103,25 +103,30 @@ func recoveryResources(state apitype.UntypedDeployment) (db, restore string, err
 	return db, restore, nil
 }
 
-// checkPassphraseGiven refuses an update of a stack whose off-host
-// passphrase was given (a recovered stack, deploy.PassphraseGiven in its
-// outputs) when this run does not give it: the program would generate a
-// new one, which does not open the repository.
-func (r *run) checkPassphraseGiven(state apitype.UntypedDeployment) error {
-	if _, given := r.opts.SecretFiles[cipherPassKey]; given {
-		return nil
-	}
+// checkPassphraseSource refuses an update that would change where the
+// off-host repository's passphrase comes from (deploy.OutputOffHostPassphrase
+// in the state's outputs): a stack recovered with a given passphrase
+// needs it at every update (the program would generate a new one, which
+// does not open the repository), and a stack whose passphrase is generated
+// must not be given one (the program would drop the generated one, which
+// is protected, and change the repository's passphrase).
+func (r *run) checkPassphraseSource(state apitype.UntypedDeployment) error {
 	d, err := deployment(state)
 	if err != nil {
 		return err
 	}
+	_, given := r.opts.SecretFiles[cipherPassKey]
 	for _, res := range d.Resources {
 		if res.Type != resource.RootStackType {
 			continue
 		}
 		schedule, _ := res.Outputs["backupSchedule"].(map[string]any)
-		if schedule[deploy.OutputOffHostPassphrase] == deploy.PassphraseGiven {
+		switch source := schedule[deploy.OutputOffHostPassphrase]; {
+		case source == deploy.PassphraseGiven && !given:
 			return usageErr("stack %s opens its off-host repository with the passphrase given at its recovery: give it again with --secret-file %s=FILE (a generated one would not open the repository)",
+				r.opts.Stack, cipherPassKey)
+		case source == deploy.PassphraseGenerated && given:
+			return usageErr("stack %s opens its off-host repository with the passphrase the program generated (in its state): drop nbms:%s, which only a recovered stack takes",
 				r.opts.Stack, cipherPassKey)
 		}
 	}

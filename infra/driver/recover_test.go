@@ -53,22 +53,28 @@ func TestRecoveryResources(t *testing.T) {
 }
 
 // A stack recovered with the operator's passphrase needs it at every later
-// update; one with the generated passphrase, or without an off-host
-// repository, does not.
-func TestCheckPassphraseGiven(t *testing.T) {
+// update; one with the generated passphrase refuses it; one without an
+// off-host repository, or a new stack, takes either.
+func TestCheckPassphraseSource(t *testing.T) {
 	schedule := func(source string) map[string]any {
 		return map[string]any{"backupSchedule": map[string]any{"full": "30 1 * * 0", deploy.OutputOffHostPassphrase: source}}
 	}
 	without := &run{opts: Options{Stack: "prod"}}
 	with := &run{opts: Options{Stack: "prod", SecretFiles: map[string]string{"backupCipherPass": "/kept/off/host"}}}
 	given := containersState(t, schedule(deploy.PassphraseGiven), "db")
-	assert.NoError(t, with.checkPassphraseGiven(given))
-	err := without.checkPassphraseGiven(given)
+	assert.NoError(t, with.checkPassphraseSource(given))
+	err := without.checkPassphraseSource(given)
 	assert.Equal(t, ExitUsage, ExitCode(err))
 	assert.ErrorContains(t, err, "stack prod opens its off-host repository with the passphrase given at its recovery: give it again with --secret-file backupCipherPass=FILE")
-	for _, st := range []apitype.UntypedDeployment{
-		{}, containersState(t, schedule(deploy.PassphraseGenerated), "db"), containersState(t, map[string]any{"backupSchedule": map[string]any{"full": "30 1 * * 0"}}, "db"),
-	} {
-		assert.NoError(t, without.checkPassphraseGiven(st))
+
+	generated := containersState(t, schedule(deploy.PassphraseGenerated), "db")
+	assert.NoError(t, without.checkPassphraseSource(generated))
+	err = with.checkPassphraseSource(generated)
+	assert.Equal(t, ExitUsage, ExitCode(err))
+	assert.ErrorContains(t, err, "stack prod opens its off-host repository with the passphrase the program generated (in its state): drop nbms:backupCipherPass")
+
+	for _, st := range []apitype.UntypedDeployment{{}, containersState(t, map[string]any{"backupSchedule": map[string]any{"full": "30 1 * * 0"}}, "db")} {
+		assert.NoError(t, without.checkPassphraseSource(st))
+		assert.NoError(t, with.checkPassphraseSource(st))
 	}
 }

@@ -349,6 +349,12 @@ func TestRealDeploy(t *testing.T) {
 			s.checkDataKept(t, session, evidenceSHA)
 			s.login(t) // and the account's password still works
 		}},
+		{"the host is lost after writes; recover to a point in time between them brings back exactly the rows before it, from the off-host repository alone", func(t *testing.T) {
+			s.drillPointInTime(t, file, generated["backupCipherPass"].(string))
+		}},
+		{"the host is lost in the middle of writes; recover brings back every archived row: RPO within archive_timeout, RTO within 5 minutes, backups resume into both repositories", func(t *testing.T) {
+			s.drillLatest(t, file)
+		}},
 	}
 	for _, step := range steps {
 		if !t.Run(step.name, step.run) {
@@ -1097,49 +1103,73 @@ func (s *stack) checkHardening(t *testing.T) {
 // checkBackups waits for the backup container's schedule to leave a full
 // backup taken after the rows were written, checks the WAL archive, and
 // restores that repository into a scratch instance with the restore drill.
-func (s *stack) checkBackups(t *testing.T, written time.Time) {
-	type backupInfo []struct {
-		Archive []struct{ Min, Max string } `json:"archive"`
-		Backup  []struct {
-			Label     string `json:"label"`
-			Type      string `json:"type"`
-			Timestamp struct{ Start, Stop int64 }
-		} `json:"backup"`
-		Status struct {
-			Code    int    `json:"code"`
-			Message string `json:"message"`
-		} `json:"status"`
-	}
-	// awaitFull waits for a full backup that started after the writes in
-	// repository repo (1: the local volume, 2: the off-host S3 server).
-	awaitFull := func(repo string) backupInfo {
-		var info backupInfo
-		deadline := time.Now().Add(3 * time.Minute)
-		for {
-			out, err := execIn(t, conventions.RoleBackup, "", "pgbackrest", "--repo="+repo, "--output=json", "info")
-			require.NoError(t, err)
-			require.NoError(t, json.Unmarshal([]byte(out), &info), out)
-			require.Len(t, info, 1, out)
-			if slices.ContainsFunc(info[0].Backup, func(b struct {
-				Label     string `json:"label"`
-				Type      string `json:"type"`
-				Timestamp struct{ Start, Stop int64 }
-			}) bool {
-				return b.Type == "full" && b.Timestamp.Start >= written.Unix()
-			}) {
-				return info
-			}
-			require.True(t, time.Now().Before(deadline), "no full backup after the writes in repo%s within 3 minutes: %s", repo, out)
-			time.Sleep(5 * time.Second)
+// backupInfo is `pgbackrest --output=json info` of the one stanza.
+type backupInfo []struct {
+	Archive []struct{ Min, Max string } `json:"archive"`
+	Backup  []backupSet                 `json:"backup"`
+	Status  struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"status"`
+}
+
+// backupSet is one backup in backupInfo.
+type backupSet struct {
+	Label     string `json:"label"`
+	Type      string `json:"type"`
+	Timestamp struct{ Start, Stop int64 }
+	Info      struct {
+		// Size is the database's size; Repository.Delta what this backup
+		// stored (compressed, and in repo2 encrypted).
+		Size       int64 `json:"size"`
+		Repository struct {
+			Delta int64 `json:"delta"`
+		} `json:"repository"`
+	} `json:"info"`
+}
+
+// awaitFullBackup waits for a full backup that started after a time in
+// repository repo (1: the local volume, 2: the off-host S3 server), and
+// returns the repository's info and that backup.
+func awaitFullBackup(t *testing.T, repo string, after time.Time) (backupInfo, backupSet) {
+	t.Helper()
+	var info backupInfo
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		out, err := execIn(t, conventions.RoleBackup, "", "pgbackrest", "--repo="+repo, "--output=json", "info")
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal([]byte(out), &info), out)
+		require.Len(t, info, 1, out)
+		if i := slices.IndexFunc(info[0].Backup, func(b backupSet) bool {
+			return b.Type == "full" && b.Timestamp.Start >= after.Unix()
+		}); i >= 0 {
+			return info, info[0].Backup[i]
 		}
+		require.True(t, time.Now().Before(deadline), "no full backup after %s in repo%s within 3 minutes: %s", after.Format(time.TimeOnly), repo, out)
+		time.Sleep(5 * time.Second)
+	}
+}
+
+func (s *stack) checkBackups(t *testing.T, written time.Time) {
+	awaitFull := func(repo string) backupInfo {
+		info, full := awaitFullBackup(t, repo, written)
+		// Throughput: the database's size over the backup's wall time;
+		// stored: what the repository holds for it (zstd, and in repo2
+		// aes-256-cbc).
+		seconds := max(full.Timestamp.Stop-full.Timestamp.Start, 1)
+		s.figures.BackupInfo["repo"+repo+"Full"] = map[string]any{
+			"label": full.Label, "seconds": full.Timestamp.Stop - full.Timestamp.Start, "databaseMB": round1(float64(full.Info.Size) / 1e6),
+			"storedMB": round1(float64(full.Info.Repository.Delta) / 1e6), "throughputMBps": round1(float64(full.Info.Size) / 1e6 / float64(seconds)),
+		}
+		return info
 	}
 	info := awaitFull("1")
 	assert.Equal(t, 0, info[0].Status.Code, info[0].Status.Message)
 	require.NotEmpty(t, info[0].Archive)
 	assert.NotEmpty(t, info[0].Archive[0].Max, "WAL segments are in the repository")
 	last := info[0].Backup[len(info[0].Backup)-1]
-	s.figures.BackupInfo = map[string]any{"backups": len(info[0].Backup), "latest": last.Label,
-		"latestSeconds": last.Timestamp.Stop - last.Timestamp.Start, "walMax": info[0].Archive[0].Max}
+	maps.Copy(s.figures.BackupInfo, map[string]any{"backups": len(info[0].Backup), "latest": last.Label,
+		"latestSeconds": last.Timestamp.Stop - last.Timestamp.Start, "walMax": info[0].Archive[0].Max})
 
 	out, err := execIn(t, conventions.RoleDB, "", "psql", "-h", "/var/run/postgresql", "-U", "postgres", "-Atc",
 		"SELECT archived_count, failed_count FROM pg_stat_archiver")

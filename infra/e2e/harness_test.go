@@ -118,6 +118,10 @@ type stack struct {
 	s3Address               string
 	s3Bucket                string
 	s3KeyFile, s3SecretFile string
+	// cipherPassFile holds the off-host repository's passphrase, as the
+	// operator kept it off the host: every run gives it once the stack
+	// has been recovered with it ("" before).
+	cipherPassFile string
 	// settings is Pulumi.e2e.yaml as committed, keyed without the namespace;
 	// overrides are the run's changes on top of it.
 	settings map[string]string
@@ -135,6 +139,9 @@ type figures struct {
 	RestUseMB  map[string]float64 `json:"memoryUsageAtRestMB"`
 	Policies   map[string]int     `json:"policies"`
 	BackupInfo map[string]any     `json:"backup"`
+	// Recovery is what the disaster recovery drills measured: RTO, RPO,
+	// rows.
+	Recovery map[string]any `json:"recovery"`
 	// Traffic is what the traffic through nginx saw during each scenario.
 	Traffic map[string]trafficFigure `json:"traffic"`
 	// Uploads is what the concurrent maximum-size uploads measured.
@@ -152,7 +159,7 @@ func newStack(t *testing.T) *stack {
 		t: t, dir: t.TempDir(),
 		httpPort: testsupport.LongLivedPort(t), httpsPort: testsupport.LongLivedPort(t),
 		figures: figures{Durations: map[string]string{}, ImageMB: map[string]float64{}, RestRSSMB: map[string]float64{},
-			RestUseMB: map[string]float64{}, Policies: map[string]int{}, BackupInfo: map[string]any{},
+			RestUseMB: map[string]float64{}, Policies: map[string]int{}, BackupInfo: map[string]any{}, Recovery: map[string]any{},
 			Traffic: map[string]trafficFigure{}, SwitchSeconds: map[string]float64{}},
 	}
 	data, err := os.ReadFile(filepath.Join(root, "Pulumi."+stackName+".yaml"))
@@ -297,7 +304,11 @@ const (
 
 // secretFiles are the operator's secrets of the run, as files.
 func (s *stack) secretFiles() map[string]string {
-	return map[string]string{"tlsKey": s.keyFile, "sentryDsn": s.dsnFile, "backupS3Key": s.s3KeyFile, "backupS3KeySecret": s.s3SecretFile}
+	files := map[string]string{"tlsKey": s.keyFile, "sentryDsn": s.dsnFile, "backupS3Key": s.s3KeyFile, "backupS3KeySecret": s.s3SecretFile}
+	if s.cipherPassFile != "" {
+		files["backupCipherPass"] = s.cipherPassFile
+	}
+	return files
 }
 
 func (s *stack) options(stackFile string, out io.Writer) driver.Options {
@@ -336,15 +347,17 @@ func (s *stack) run(label string, cmd driver.Command, stackFile string) (*driver
 
 // runBinary runs the built nbms-deploy as an operator or CI job would and
 // returns its exit status and output.
-func (s *stack) runBinary(label string, cmd driver.Command, stackFile string) (int, string) {
-	return s.runBinaryFrom(label, cmd, root, stackFile)
+// extra are more flags.
+func (s *stack) runBinary(label string, cmd driver.Command, stackFile string, extra ...string) (int, string) {
+	return s.runBinaryFrom(label, cmd, root, stackFile, extra...)
 }
 
 // runBinaryFrom is runBinary with another repository root: the sources a
 // release is built from.
-func (s *stack) runBinaryFrom(label string, cmd driver.Command, repoRoot, stackFile string) (int, string) {
+func (s *stack) runBinaryFrom(label string, cmd driver.Command, repoRoot, stackFile string, extra ...string) (int, string) {
 	args := []string{string(cmd), "--stack", stackName, "--root", repoRoot, "--stack-file", stackFile,
 		"--policy-pack", policyPack, "--report-dir", filepath.Join(s.dir, "reports")}
+	args = append(args, extra...)
 	for key, path := range s.configFiles() {
 		args = append(args, "--config-file", key+"="+path)
 	}
