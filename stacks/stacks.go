@@ -493,9 +493,16 @@ func Defaults() Config {
 			RoleApp:           {MemoryMB: 512, CPUs: 1, Nproc: 256},
 			RoleMigrate:       {MemoryMB: 256, CPUs: 0.5, Nproc: 128},
 			RoleCollectstatic: {MemoryMB: 128, CPUs: 0.5, Nproc: 128},
-			RoleProxy:         {MemoryMB: 128, CPUs: 0.5, Nproc: 256},
-			RoleSwitch:        {MemoryMB: 64, CPUs: 0.5, Nproc: 64},
-			RoleSecrets:       {MemoryMB: 32, CPUs: 0.1, Nproc: 16},
+			// RLIMIT_NPROC counts every process of the container's UID on the
+			// host, not the container's own: nginx's uid 101 (the proxy, the
+			// switch, the relay) is also Debian's postgres on a host that
+			// runs PostgreSQL, every backend of which counts (the CI
+			// machine, whose PostgreSQL serves the test suite, refused a
+			// secrets holder's /bin/true with EAGAIN at a limit of 16).
+			// Hence room for the host's processes too.
+			RoleProxy:   {MemoryMB: 128, CPUs: 0.5, Nproc: 1024},
+			RoleSwitch:  {MemoryMB: 64, CPUs: 0.5, Nproc: 1024},
+			RoleSecrets: {MemoryMB: 32, CPUs: 0.1, Nproc: 1024},
 			// psql over the socket: one client process and its shell.
 			RoleDBLogin:  {MemoryMB: 64, CPUs: 0.25, Nproc: 1024},
 			RoleDBRetire: {MemoryMB: 64, CPUs: 0.25, Nproc: 1024},
@@ -509,7 +516,7 @@ func Defaults() Config {
 			RoleBackup: {MemoryMB: 512, CPUs: 1, Nproc: 1024},
 			// nginx's stream module, one worker relaying a few TLS
 			// connections at a time; uid 101, like the proxy.
-			conventions.RoleBackupRelay: {MemoryMB: 64, CPUs: 0.25, Nproc: 256},
+			conventions.RoleBackupRelay: {MemoryMB: 64, CPUs: 0.25, Nproc: 1024},
 			// The restore of a recovery: pgBackRest, then PostgreSQL
 			// replaying the archive, as the database does.
 			conventions.RoleRestore: {MemoryMB: 1024, CPUs: 1, Nproc: 1024},
