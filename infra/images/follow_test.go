@@ -226,7 +226,11 @@ func TestProxyFollowsTheApp(t *testing.T) {
 		// before the reload waits out the client's timeout.
 		eventually(t, "nginx to serve from "+staticIP, func() bool { return site() == servedFrom(staticIP) })
 		t.Logf("served through nginx %s after the move", time.Since(moved).Round(time.Millisecond))
-		assert.Equal(t, http.StatusOK, health())
+		// Eventually, as after the restart above: an old worker, still on
+		// the old address, may take one more request before its QUIT
+		// (measured on a loaded machine: a 504 933 ms after the move, once
+		// the new worker had served).
+		eventually(t, "/nginx-health to answer 200", func() bool { return health() == http.StatusOK })
 	})
 
 	step(t, "a proxy restarted while the app is stopped waits for it, then serves it", func(t *testing.T) {
