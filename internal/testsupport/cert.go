@@ -67,6 +67,16 @@ func (ca *CA) Issue(t testing.TB, hosts ...string) (chainPEM, keyPEM string) {
 	return issue(t, leafTemplate(hosts), ca.cert, key, ca.key) + ca.PEM, encodeKey(t, key)
 }
 
+// IssueExpired is Issue for a certificate whose validity ended a day
+// ago (it began two days ago): what a server shows when nobody renewed it.
+func (ca *CA) IssueExpired(t testing.TB, hosts ...string) (chainPEM, keyPEM string) {
+	t.Helper()
+	key := newKey(t)
+	tmpl := leafTemplate(hosts)
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+	return issue(t, tmpl, ca.cert, key, ca.key) + ca.PEM, encodeKey(t, key)
+}
+
 func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

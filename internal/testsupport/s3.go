@@ -21,7 +21,12 @@ type S3 struct {
 	// Root holds one directory per bucket.
 	Root                 string
 	AccessKey, SecretKey string
-	log                  SyncBuffer
+
+	dir, meta  string
+	on         *OtherHost
+	chain, key string // the certificate StartS3 issued
+	gw         *exec.Cmd
+	log        SyncBuffer
 }
 
 // StartS3 starts an S3 server on listen (host:port) for the names the
@@ -31,9 +36,11 @@ type S3 struct {
 // when the test failed.
 func StartS3(t testing.TB, on *OtherHost, dir, listen string, ca *CA, names []string, buckets ...string) *S3 {
 	t.Helper()
-	s := &S3{Addr: listen, Root: filepath.Join(dir, "buckets"), AccessKey: "nbms-backup", SecretKey: "s3-secret-" + RandomWord(t)}
-	meta := filepath.Join(dir, "meta")
-	for _, d := range []string{s.Root, meta} {
+	s := &S3{
+		Addr: listen, Root: filepath.Join(dir, "buckets"), AccessKey: "nbms-backup", SecretKey: "s3-secret-" + RandomWord(t),
+		dir: dir, meta: filepath.Join(dir, "meta"), on: on,
+	}
+	for _, d := range []string{s.Root, s.meta} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -43,40 +50,65 @@ func StartS3(t testing.TB, on *OtherHost, dir, listen string, ca *CA, names []st
 			t.Fatal(err)
 		}
 	}
-	chain, key := ca.Issue(t, names...)
-	certFile, keyFile := filepath.Join(dir, "s3.crt"), filepath.Join(dir, "s3.key")
-	if err := os.WriteFile(certFile, []byte(chain), 0o600); err != nil {
+	s.chain, s.key = ca.Issue(t, names...)
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("versitygw:\n%s", s.log.String())
+		}
+	})
+	s.Serve(t, "", "")
+	return s
+}
+
+// Stop stops the server, as a store that goes down: its files stay, and
+// Serve starts it again.
+func (s *S3) Stop() {
+	if s.gw == nil {
+		return
+	}
+	_ = s.gw.Process.Kill()
+	_ = s.gw.Wait()
+	s.gw = nil
+}
+
+// Serve (re)starts the server on the same address and files, showing
+// clients chainPEM (the leaf first) with its key keyPEM, or, when both
+// are empty, the certificate StartS3 issued. It returns once the server
+// listens.
+func (s *S3) Serve(t testing.TB, chainPEM, keyPEM string) {
+	t.Helper()
+	s.Stop()
+	if chainPEM == "" && keyPEM == "" {
+		chainPEM, keyPEM = s.chain, s.key
+	}
+	certFile, keyFile := filepath.Join(s.dir, "s3.crt"), filepath.Join(s.dir, "s3.key")
+	if err := os.WriteFile(certFile, []byte(chainPEM), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, []byte(key), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(keyPEM), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	argv := []string{Tool(t, "versitygw"), "--port", listen, "--cert", certFile, "--key", keyFile, "posix", "--sidecar", meta, s.Root}
+	argv := []string{Tool(t, "versitygw"), "--port", s.Addr, "--cert", certFile, "--key", keyFile, "posix", "--sidecar", s.meta, s.Root}
 	gw := exec.Command(argv[0], argv[1:]...)
-	if on != nil {
-		gw = on.Command(argv...)
+	if s.on != nil {
+		gw = s.on.Command(argv...)
 	}
 	gw.Env = []string{"ROOT_ACCESS_KEY_ID=" + s.AccessKey, "ROOT_SECRET_ACCESS_KEY=" + s.SecretKey}
 	gw.Stdout, gw.Stderr = &s.log, &s.log
 	if err := gw.Start(); err != nil {
 		t.Fatalf("starting versitygw: %v", err)
 	}
-	t.Cleanup(func() {
-		_ = gw.Process.Kill()
-		_ = gw.Wait()
-		if t.Failed() {
-			t.Logf("versitygw:\n%s", s.log.String())
-		}
-	})
+	s.gw = gw
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := net.Dial("tcp", listen)
+		c, err := net.Dial("tcp", s.Addr)
 		if err == nil {
 			c.Close()
-			return s
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("versitygw does not listen on %s: %v\n%s", listen, err, s.log.String())
+			t.Fatalf("versitygw does not listen on %s: %v\n%s", s.Addr, err, s.log.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
