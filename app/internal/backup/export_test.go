@@ -11,3 +11,6 @@ import (
 func NewSchedulerWithSeconds(opts ScheduleOptions, logger *slog.Logger) (*Scheduler, error) {
 	return newScheduler(opts, logger, cron.NewParser(cron.Second|cron.Minute|cron.Hour|cron.Dom|cron.Month|cron.Dow))
 }
+
+// Classify is Cause for pgBackRest's stderr.
+var Classify = classify

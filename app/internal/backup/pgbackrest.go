@@ -94,18 +94,34 @@ func (p PgBackRest) command(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// run runs pgbackrest and returns its stdout. On failure the error carries
-// the last lines of its output, where pgBackRest prints "ERROR: [nnn]: ...".
+// run runs pgbackrest and returns its stdout. On failure the error (a
+// *commandError) carries the last lines of its output, where pgBackRest
+// prints "ERROR: [nnn]: ...".
 func (p PgBackRest) run(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := p.command(ctx, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		msg := lastLines(stderr.String()+stdout.String(), 5)
-		return stdout.Bytes(), fmt.Errorf("pgbackrest %s: %w: %s", strings.Join(args, " "), err, msg)
+		return stdout.Bytes(), &commandError{
+			err:    fmt.Errorf("pgbackrest %s: %w: %s", strings.Join(args, " "), err, msg),
+			stderr: stderr.String(),
+		}
 	}
 	return stdout.Bytes(), nil
 }
+
+// commandError is a failed pgbackrest command. Its message is the tail of
+// the output; stderr is kept whole for Cause, because the tail can miss
+// the ERROR line: pgBackRest lists the errors behind it on the lines
+// below, and stdout's "command end" lines come after them.
+type commandError struct {
+	err    error
+	stderr string
+}
+
+func (e *commandError) Error() string { return e.err.Error() }
+func (e *commandError) Unwrap() error { return e.err }
 
 // Backup runs one backup of type t. pgBackRest expires old backups (per the
 // retention in its config) at the end of every backup.

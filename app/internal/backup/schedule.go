@@ -149,7 +149,10 @@ type Run struct {
 	SizeBytes  int64  `json:"size_bytes,omitempty"`
 	RepoBytes  int64  `json:"repo_size_bytes,omitempty"`
 	Error      string `json:"error,omitempty"`
-	Stanza     string `json:"stanza,omitempty"`
+	// Cause names why a failed backup failed, in an operator's words
+	// (see Cause); empty when pgBackRest's error is not one it knows.
+	Cause  string `json:"cause,omitempty"`
+	Stanza string `json:"stanza,omitempty"`
 }
 
 // Results of a Run.
@@ -355,7 +358,7 @@ func (s *Scheduler) backup(ctx context.Context, t Type, repo int) Run {
 		}
 	}
 	if err != nil {
-		run.Result, run.Error = ResultFailed, err.Error()
+		run.Result, run.Error, run.Cause = ResultFailed, err.Error(), Cause(err)
 		n := s.failures.Add(1)
 		attrs := append(runAttrs(run), slog.Int64("failures_total", n))
 		s.logger.LogAttrs(ctx, slog.LevelError, "backup failed", attrs...)
@@ -384,6 +387,9 @@ func runAttrs(r Run) []slog.Attr {
 	}
 	if r.Error != "" {
 		attrs = append(attrs, slog.String("error", r.Error))
+	}
+	if r.Cause != "" {
+		attrs = append(attrs, slog.String("cause", r.Cause))
 	}
 	return attrs
 }

@@ -303,12 +303,14 @@ func TestBackupFailureIsLoggedCountedAndAlerted(t *testing.T) {
 		assert.Equal(t, "failed", line["result"])
 		assert.Equal(t, float64(i+1), line["failures_total"])
 		assert.Contains(t, line["error"], "exit status 1")
+		assert.Equal(t, "WAL not reaching the repository", line["cause"], "named from the stub's [082]")
 	}
 	alerts := received()
 	require.Len(t, alerts, 2)
 	assert.Equal(t, backup.ResultFailed, alerts[0].Result)
 	assert.Equal(t, backup.Full, alerts[0].Type)
 	assert.Equal(t, "nbms", alerts[0].Stanza)
+	assert.Equal(t, "WAL not reaching the repository", alerts[0].Cause)
 }
 
 func TestAlertFailureDoesNotLeakTheURL(t *testing.T) {
