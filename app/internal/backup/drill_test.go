@@ -44,6 +44,7 @@ type cluster struct {
 	repo                    string
 	port                    int
 	uid, gid                int
+	params                  pgbackrest.Params // what c.conf was rendered from
 	pgbackrest              backup.PgBackRest
 	pool                    *pgxpool.Pool
 	store                   *store.Store
@@ -69,11 +70,12 @@ func newCluster(t *testing.T) *cluster {
 		require.NoError(t, os.MkdirAll(dir, 0o700))
 		require.NoError(t, os.Chown(dir, uid, gid))
 	}
-	conf, err := pgbackrest.Render(pgbackrest.Params{
+	c.params = pgbackrest.Params{
 		Stanza: drillStanza, PGDataPath: c.data, PGSocketPath: c.sock, PGUser: "postgres",
 		RepoPath: c.repo, LogPath: filepath.Join(base, "log"), LockPath: filepath.Join(base, "lock"),
 		PGPort: c.port, RetentionFull: 2, RetentionDiff: 6, ProcessMax: 2,
-	})
+	}
+	conf, err := pgbackrest.Render(c.params)
 	require.NoError(t, err)
 	c.writeFile(c.conf, conf)
 	c.pgbackrest = backup.PgBackRest{ConfigPath: c.conf, Stanza: drillStanza, CommandPrefix: asPostgres}
