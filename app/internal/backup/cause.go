@@ -14,7 +14,8 @@ import (
 // read). The first row whose code and text both match wins; code 0 is any
 // code. Every row comes from a failure provoked for real with pgBackRest
 // 2.45 against versitygw: testdata/errors holds what pgBackRest printed
-// (TestCause), and TestOffHostFailuresAreNamed provokes them again.
+// (TestCause), and TestOffHostFailuresAreNamed provokes each cause but the
+// last again through the scheduler.
 var causes = []struct {
 	code  int
 	text  string
@@ -26,9 +27,9 @@ var causes = []struct {
 	{0, "HostConnectError: unable to get address for", "repository unreachable"},
 	// [042] FileReadError: the port accepts but nothing answers.
 	{0, "FileReadError: timeout after", "repository unreachable"},
-	// [101] ServiceError: the connection closed before TLS began, what
-	// the backup relay does when nothing answers behind it (either text,
-	// from one run to the next).
+	// [101] ServiceError: the connection closed before TLS began, as the
+	// tests' stand-in for the backup relay does when nothing answers
+	// behind it (either text, from one run to the next).
 	{0, "ServiceError: TLS error [5:0] no details available", "repository unreachable"},
 	{0, "ServiceError: TLS error [1:167772454] unexpected eof while reading", "repository unreachable"},
 	// [039] ProtocolError: the store refused the request's signature (a
