@@ -118,7 +118,8 @@ type Config struct {
 	// the stack's data volume is created: "latest" (every transaction in
 	// the archive) or an RFC 3339 time (the last transaction committed
 	// before it); "": no recovery. `nbms-deploy recover` sets it for one
-	// up of a stack with an empty state (see the backup runbook).
+	// up of a stack with no database in its state (see the backup
+	// runbook); the driver refuses it in a stack file.
 	Recover string `json:"recover"`
 
 	Images Images `json:"images"`

@@ -243,8 +243,8 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 // off-host repository, pgBackRest's config and environment) running
 // nbms-db-restore instead of the server, with the server's settings, so
 // that the recovered server archives its first WAL as the database does.
-// It runs once, when it is created: a stack's first up, or the first
-// after its data volume was lost.
+// It runs once, when it is created: in the up of `nbms-deploy recover`,
+// the only run that sets nbms:recover.
 //
 // A recovery needs an off-host repository (stacks.Parse checks it).
 func (d *deployment) newRestore(ctx *pulumi.Context, db *Database, dbSpec containerSpec, offHost *offHostAccess, rendered []renderedFile, env map[string]string, settingFlags []string) (*docker.Container, error) {

@@ -50,9 +50,9 @@ func checkRecoverInputs(cmd Command, opts Options, raw map[string]string) error 
 }
 
 // recover runs the recovery's up, once the state shows that the stack has
-// no database on this engine's side of it. A state that holds restore
-// one-shot but no database is an earlier recovery that failed at its
-// restore: that one-shot runs again.
+// no database container. A state that holds the restore one-shot but no
+// database is an earlier recovery that failed at its restore: that
+// one-shot runs again.
 func (r *run) recover(ctx context.Context, stack auto.Stack, up func(replace []string) error) error {
 	state, err := stack.Export(ctx)
 	if err != nil {
