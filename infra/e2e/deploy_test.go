@@ -349,6 +349,9 @@ func TestRealDeploy(t *testing.T) {
 			s.checkDataKept(t, session, evidenceSHA)
 			s.login(t) // and the account's password still works
 		}},
+		{"the off-host store goes down: WAL and backups go on in the local repository, repo2's failure is logged with its cause, and repo2 catches up when the store is back", func(t *testing.T) {
+			s.checkOffHostOutage(t)
+		}},
 		{"the host is lost after writes; recover to a point in time between them brings back exactly the rows before it, from the off-host repository alone", func(t *testing.T) {
 			s.drillPointInTime(t, file, generated["backupCipherPass"].(string))
 		}},
@@ -1128,13 +1131,13 @@ type backupSet struct {
 	} `json:"info"`
 }
 
-// awaitFullBackup waits for a full backup that started after a time in
-// repository repo (1: the local volume, 2: the off-host S3 server), and
-// returns the repository's info and that backup.
-func awaitFullBackup(t *testing.T, repo string, after time.Time) (backupInfo, backupSet) {
+// awaitFullBackup waits, at most within, for a full backup that started
+// after a time in repository repo (1: the local volume, 2: the off-host
+// S3 server), and returns the repository's info and that backup.
+func awaitFullBackup(t *testing.T, repo string, after time.Time, within time.Duration) (backupInfo, backupSet) {
 	t.Helper()
 	var info backupInfo
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(within)
 	for {
 		out, err := execIn(t, conventions.RoleBackup, "", "pgbackrest", "--repo="+repo, "--output=json", "info")
 		require.NoError(t, err)
@@ -1145,14 +1148,14 @@ func awaitFullBackup(t *testing.T, repo string, after time.Time) (backupInfo, ba
 		}); i >= 0 {
 			return info, info[0].Backup[i]
 		}
-		require.True(t, time.Now().Before(deadline), "no full backup after %s in repo%s within 3 minutes: %s", after.Format(time.TimeOnly), repo, out)
+		require.True(t, time.Now().Before(deadline), "no full backup after %s in repo%s within %s: %s", after.Format(time.TimeOnly), repo, within, out)
 		time.Sleep(5 * time.Second)
 	}
 }
 
 func (s *stack) checkBackups(t *testing.T, written time.Time) {
 	awaitFull := func(repo string) backupInfo {
-		info, full := awaitFullBackup(t, repo, written)
+		info, full := awaitFullBackup(t, repo, written, 3*time.Minute)
 		// Throughput: the database's size over the backup's wall time;
 		// stored: what the repository holds for it (zstd, and in repo2
 		// aes-256-cbc).

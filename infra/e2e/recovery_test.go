@@ -171,7 +171,7 @@ func (s *stack) checkRecovered(t *testing.T, since time.Time) string {
 	// The schedule resumes: a full backup in each repository (the local
 	// one was lost with the host), and WAL archiving to both.
 	for _, repo := range []string{"1", "2"} {
-		info, _ := awaitFullBackup(t, repo, since)
+		info, _ := awaitFullBackup(t, repo, since, 3*time.Minute)
 		assert.Equal(t, 0, info[0].Status.Code, "repo%s: %s", repo, info[0].Status.Message)
 	}
 	assert.Equal(t, "0", sql(t, "SELECT failed_count FROM pg_stat_archiver"), "no archive_command failed since the recovery")

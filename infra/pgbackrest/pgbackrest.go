@@ -215,7 +215,9 @@ var (
 //     so that the archiver does not wait on the network; WAL goes to both
 //     repositories. repo2-cipher-type=aes-256-cbc: the object store never
 //     sees a byte of the database in the clear. Its secrets are in
-//     RenderSecrets' file.
+//     RenderSecrets' file. And two timeouts of their own, so that the
+//     local repository goes on taking WAL and backups while repo2 cannot
+//     be reached (ArchivePushIOTimeout, BackupArchiveTimeout).
 func Render(p Params) (string, error) {
 	if err := p.Validate(); err != nil {
 		return "", err
@@ -256,6 +258,10 @@ func Render(p Params) (string, error) {
 		line("repo2-retention-full-type", "count")
 		line("repo2-retention-full", strconv.Itoa(r.RetentionFull))
 		line("repo2-retention-diff", strconv.Itoa(r.RetentionDiff))
+		b.WriteString("\n[global:archive-push]\n")
+		line("io-timeout", seconds(ArchivePushIOTimeout))
+		b.WriteString("\n[global:backup]\n")
+		line("archive-timeout", seconds(BackupArchiveTimeout))
 	}
 	b.WriteString("\n[" + p.Stanza + "]\n")
 	line("pg1-path", p.PGDataPath)
@@ -264,6 +270,34 @@ func Render(p Params) (string, error) {
 	line("pg1-user", p.PGUser)
 	return b.String(), nil
 }
+
+// ArchivePushIOTimeout is archive-push's io-timeout with an off-host
+// repository (pgBackRest's default, 60 s, stays for every other command).
+// archive-push:async writes a segment to the local repository only once it
+// has given up on repo2 for it, and while repo2 cannot be reached that
+// takes several io-timeouts per segment: measured with pgBackRest 2.45,
+// four when the store behind the relay is down (the relay accepts and
+// closes), eight for a closed port. At the default a segment took 4
+// minutes to reach the local repository, one after the other, so the
+// local repository fell behind any write load; at 5 s, 20-24 s (closed
+// port: 40-60 s with the archiver's own wait). io-timeout bounds a wait
+// with no progress at all, not a transfer: an S3 store that answers
+// within 5 s loses nothing, and a push that does time out is retried by
+// PostgreSQL, which keeps the segment until both repositories have it.
+const ArchivePushIOTimeout = 5 * time.Second
+
+// BackupArchiveTimeout is the backup's archive-timeout with an off-host
+// repository: how long a backup waits for the WAL segments it needs to
+// reach its repository (default 60 s). While repo2 cannot be reached each
+// segment reaches the local repository only after archive-push has given
+// up on repo2 (ArchivePushIOTimeout), behind the segments queued before
+// it and PostgreSQL's archiver waiting up to a minute after three failed
+// attempts: at the default a local backup failed with [082] while repo2
+// was down; 5 minutes covers a queue of a few segments.
+const BackupArchiveTimeout = 5 * time.Minute
+
+// seconds renders d as pgBackRest's whole seconds.
+func seconds(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
 
 // ValidSecret reports whether v can be a value of RenderSecrets' file:
 // non-empty printable characters without spaces, which pgBackRest's INI

@@ -75,8 +75,8 @@ func TestRenderOffHost(t *testing.T) {
 	require.NoError(t, err)
 	local, err := Render(prodParams())
 	require.NoError(t, err)
-	global, stanza, _ := strings.Cut(conf, "\n\n[")
-	localGlobal, localStanza, _ := strings.Cut(local, "\n\n[")
+	global, stanza, _ := strings.Cut(conf, "\n\n["+p.Stanza+"]")
+	localGlobal, localStanza, _ := strings.Cut(local, "\n\n["+p.Stanza+"]")
 	assert.Equal(t, localStanza, stanza, "the stanza section is the same")
 	assert.Equal(t, localGlobal+`
 archive-async=y
@@ -92,7 +92,13 @@ repo2-storage-ca-file=/etc/nbms/s3-ca.pem
 repo2-cipher-type=aes-256-cbc
 repo2-retention-full-type=count
 repo2-retention-full=4
-repo2-retention-diff=6`, global)
+repo2-retention-diff=6
+
+[global:archive-push]
+io-timeout=5
+
+[global:backup]
+archive-timeout=300`, global)
 
 	secrets, err := RenderSecrets(S3Secrets{AccessKey: "AKIAEXAMPLE", SecretKey: "s3cr3t/Key+x", CipherPass: "pass-phrase-x"})
 	require.NoError(t, err)
