@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Restore drill: restores the NBMS database from the pgBackRest repository
+# Restore drill: restores the NBMS database from a pgBackRest repository
 # into a scratch directory, starts it as a throwaway PostgreSQL, waits until
-# it has really left recovery, verifies it, prints a JSON summary and tears
-# everything down. A backup nobody has restored is a hope; this proves it.
+# it has really left recovery, verifies it (row counts, checksums and, with
+# --amcheck, pg_amcheck over its tables and btree indexes), prints a JSON
+# summary and tears everything down. A backup nobody has restored is a hope;
+# this proves it.
 #
 # Safe by default: it never touches the live cluster. It refuses the live
 # data directory and port, restores with --archive-mode=off (a promoted copy
 # with archiving on would push a new timeline into the production
-# repository), uses its own lock and log paths (so its archive-get never
-# takes the live cluster's archive lock), and only accepts connections over
-# a Unix socket in a 0700 directory.
+# repository), uses its own lock, log and spool paths (so its archive-get
+# never takes the live cluster's archive lock nor writes into its spool),
+# and only accepts connections over a Unix socket in a 0700 directory.
 set -euo pipefail
 
 readonly PROG=${0##*/}
@@ -26,6 +28,10 @@ verification queries, prints a JSON summary on stdout and removes everything.
 Options:
   --target-time TIME   point in time, 'YYYY-MM-DD HH:MM:SS[.ffffff]+00' (default: latest).
                        Recovery stops before the first commit after TIME.
+  --repo N             pgBackRest repository (1-256, the N of repoN) to restore from; the copy's
+                       restore_command fetches WAL from it alone (default: pgBackRest's: the
+                       first repository in repoN order with a suitable backup, and each WAL
+                       segment from the first that has it)
   --config PATH        pgbackrest.conf (default: \$PGBACKREST_CONFIG, else
                        /etc/pgbackrest/pgbackrest.conf, else /etc/pgbackrest.conf)
   --stanza NAME        stanza (default: \$PGBACKREST_STANZA, else nbms)
@@ -40,12 +46,20 @@ Options:
                        Repeatable. Runs read-only.
   --expect-json FILE   JSON object the summary must contain (values compared key by key;
                        objects by containment), e.g. a summary of an earlier drill
+  --amcheck            after the queries, create the amcheck extension in the copy (never in the
+                       live database) and run pg_amcheck --heapallindexed over the verified
+                       database: every table (heap and TOAST) and every btree index on them,
+                       system catalogs included. The summary's amcheck.indexes and
+                       amcheck.relations count the btree indexes and the tables (heap and
+                       TOAST relations) checked; any corruption fails the drill, naming
+                       the relation.
   --timeout SECONDS    how long start-up and recovery may take (default: 600)
   --pgbin DIR          PostgreSQL binaries (default: \$PGBIN, else /usr/lib/postgresql/15/bin)
   -h, --help           show this help
 
-Exit status: 0 verified, 1 the restore or a verification query failed,
-2 usage error or refused (unsafe) arguments, 3 the summary differs from --expect-json.
+Exit status: 0 verified, 1 the restore, a verification query or amcheck failed (the
+last line on stderr says why), 2 usage error or refused (unsafe) arguments, 3 the
+summary differs from --expect-json.
 Run as the postgres OS user, e.g.: runuser -u postgres -- $PROG --target-time '2026-11-28 04:44:43+00'
 EOF
 }
@@ -56,14 +70,22 @@ die_usage() {
 	exit "$EXIT_USAGE"
 }
 
+# The verdict is the last line on stderr, after its details (pgBackRest's
+# error, pg_amcheck's report, the copy's server log): a caller that keeps
+# only the tail of stderr keeps the verdict.
+failure=""
+report_failure() { [[ -z $failure ]] || echo "$PROG: drill FAILED: $failure" >&2; }
 fail() {
-	echo "$PROG: drill FAILED: $*" >&2
+	failure=$*
 	exit "$EXIT_FAILED"
 }
+trap report_failure EXIT
 
 # --- arguments -------------------------------------------------------------
 
 target=""
+repo=""
+amcheck=false
 config=${PGBACKREST_CONFIG:-}
 stanza=${PGBACKREST_STANZA:-nbms}
 port=""
@@ -88,6 +110,8 @@ while [[ $# -gt 0 ]]; do
 	esac
 	case $opt in
 	--target-time) need_value "$opt" $#; target=$2 ;;
+	--repo) need_value "$opt" $#; repo=$2 ;;
+	--amcheck) amcheck=true; shift; continue ;;
 	--config) need_value "$opt" $#; config=$2 ;;
 	--stanza) need_value "$opt" $#; stanza=$2 ;;
 	--port) need_value "$opt" $#; port=$2 ;;
@@ -116,6 +140,9 @@ if [[ -n $target && ! $target =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}\ [0-9]{2}:[0-9]{2}:
 	die_usage "--target-time '$target' must look like '2026-11-28 04:44:43+00' (with an explicit UTC offset)"
 fi
 [[ $stanza =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$ ]] || die_usage "--stanza '$stanza' is not a stanza name"
+if [[ -n $repo ]]; then
+	[[ $repo =~ ^[1-9][0-9]{0,2}$ && $repo -le 256 ]] || die_usage "--repo must be 1-256 (the N of pgBackRest's repoN), got '$repo'"
+fi
 [[ $database =~ $ident_re ]] || die_usage "--database '$database' must be a plain lower-case name"
 [[ $db_user =~ $ident_re ]] || die_usage "--db-user '$db_user' must be a plain lower-case name"
 [[ $audit_table =~ $ident_re ]] || die_usage "--audit-table '$audit_table' must be a plain lower-case name"
@@ -133,6 +160,9 @@ if [[ -n $expect_json && ! -r $expect_json ]]; then
 	die_usage "--expect-json '$expect_json' is not a readable file"
 fi
 [[ -x $pgbin/pg_ctl && -x $pgbin/psql ]] || die_usage "--pgbin '$pgbin' has no pg_ctl/psql"
+if $amcheck && [[ ! -x $pgbin/pg_amcheck ]]; then
+	die_usage "--amcheck: --pgbin '$pgbin' has no pg_amcheck"
+fi
 command -v pgbackrest >/dev/null || fail "pgbackrest is not installed"
 if [[ $(id -u) -eq 0 ]]; then
 	die_usage "refusing to run as root: PostgreSQL refuses root and pgBackRest as root breaks the repository; run as postgres (runuser -u postgres -- $0 ...)"
@@ -163,7 +193,12 @@ conf_value() {
 live_data=$(conf_value pg1-path)
 live_port=$(conf_value pg1-port)
 live_port=${live_port:-5432}
-repo_path=$(conf_value repo1-path)
+# Local repositories: repo1's path, and --repo's when it is on this host's
+# file system (an object store's path is a key prefix in its bucket).
+repo_paths=("$(conf_value repo1-path)")
+if [[ -n $repo && $repo != 1 && $(conf_value "repo$repo-type") =~ ^(|posix|cifs)$ ]]; then
+	repo_paths+=("$(conf_value "repo$repo-path")")
+fi
 
 if [[ -z $port ]]; then
 	for candidate in $(seq 55432 55631); do
@@ -184,7 +219,7 @@ overlaps() { [[ -n $1 && -n $2 && ($1 == "$2" || $1 == "$2"/* || $2 == "$1"/*) ]
 # Checked before anything is created: the drill must not even mkdir inside
 # the live data directory or the repository.
 if [[ -n $scratch ]]; then
-	for live in "$live_data" "$repo_path"; do
+	for live in "$live_data" "${repo_paths[@]}"; do
 		[[ -n $live ]] || continue
 		if overlaps "$(realpath -m "$scratch")" "$(realpath -m "$live")"; then
 			die_usage "refusing --scratch '$scratch': it overlaps $live (the live data directory or the repository)"
@@ -213,16 +248,19 @@ fi
 
 data=$scratch/data
 sock=$scratch/sock
-mkdir -m 0700 "$sock" "$scratch/lock" "$scratch/log"
+mkdir -m 0700 "$sock" "$scratch/lock" "$scratch/log" "$scratch/spool"
 chmod 0700 "$scratch"
 
 started=false
+# The copy's server log explains a failed start, recovery or query; not
+# corruption that pg_amcheck has already reported.
+show_server_log=true
 cleanup() {
 	local rc=$?
 	if $started; then
 		"$pgbin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
 	fi
-	if [[ $rc -ne 0 && $rc -ne $EXIT_MISMATCH && -f $scratch/pg.log ]]; then
+	if [[ $rc -ne 0 && $rc -ne $EXIT_MISMATCH ]] && $show_server_log && [[ -f $scratch/pg.log ]]; then
 		echo "$PROG: last lines of the throwaway server's log:" >&2
 		tail -n 25 "$scratch/pg.log" | sed 's/^/  pg.log: /' >&2
 	fi
@@ -231,6 +269,7 @@ cleanup() {
 	else
 		find "$scratch" -mindepth 1 -delete
 	fi
+	report_failure
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -241,19 +280,36 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 # --- restore ---------------------------------------------------------------
 
+# pgBackRest writes these options into the copy's restore_command (2.45
+# does, --repo included), so its archive-get uses the drill's lock and log
+# paths and reads the same repository.
 restore_args=(--config="$config" --stanza="$stanza" --pg1-path="$data" --archive-mode=off
 	--lock-path="$scratch/lock" --log-path="$scratch/log" --log-level-console=info)
+[[ -z $repo ]] || restore_args+=("--repo=$repo")
+# archive-async (which an off-host repository turns on) makes archive-get
+# queue WAL in the spool path: the drill's own, not the live one.
+# pgBackRest refuses a spool path without it.
+[[ $(conf_value archive-async) != y ]] || restore_args+=("--spool-path=$scratch/spool")
 if [[ -n $target ]]; then
 	restore_args+=(--type=time "--target=$target" --target-action=promote)
 fi
-echo "$PROG: restoring stanza $stanza ${target:+to $target }into $data" >&2
+echo "$PROG: restoring stanza $stanza ${repo:+from repo$repo }${target:+to $target }into $data" >&2
 t0=$(now)
 if ! pgbackrest "${restore_args[@]}" restore >"$scratch/restore.out" 2>&1; then
-	grep -E 'ERROR|WARN' "$scratch/restore.out" | sed 's/^/  /' >&2 || tail -n 5 "$scratch/restore.out" >&2
-	fail "pgbackrest restore failed (is the repository there, complete and readable?)"
+	# The warnings, and the error with the lines under it, where pgBackRest
+	# lists the errors behind it (each repository's, each file's).
+	if ! awk '/ERROR: \[/ { e = 1 } e || /WARN:/ { print "  " $0; n++ } END { exit n == 0 }' "$scratch/restore.out" >&2; then
+		tail -n 5 "$scratch/restore.out" | sed 's/^/  /' >&2
+	fi
+	fail "pgbackrest restore${repo:+ from repo$repo} failed (is the repository there, complete and readable?)"
 fi
 backup_set=$(sed -n 's/.*restore backup set \([0-9A-Z_-]*\).*/\1/p' "$scratch/restore.out" | head -n 1)
 t1=$(now)
+# Recovery must replay WAL from the repository restored from: a copy that
+# took its WAL from another would not prove this one.
+if [[ -n $repo ]] && ! grep -Eq "^restore_command = '.* --repo=$repo .*archive-get" "$data/postgresql.auto.conf"; then
+	fail "the copy's restore_command does not read repo$repo: $(grep '^restore_command' "$data/postgresql.auto.conf" || echo none)"
+fi
 
 # A cluster whose configuration lives outside its data directory (Debian's
 # /etc/postgresql) restores without one: start it with an empty one.
@@ -321,16 +377,48 @@ for i in "${!query_names[@]}"; do
 		<<<"SELECT (:'acc'::jsonb || jsonb_build_object(:'name', :'out'))::text") || fail "building the summary: $queries"
 done
 
-summary=$(sql -v stanza="$stanza" -v database="$database" -v target="$target" -v backup_set="$backup_set" \
+amcheck_summary=null
+if $amcheck; then
+	# The copy is the drill's own: the extension goes there, never into the
+	# live database. Superuser work, so outside the read-only default.
+	out=$(PGOPTIONS="-c default_transaction_read_only=off" sql -c 'CREATE EXTENSION IF NOT EXISTS amcheck') ||
+		fail "creating the amcheck extension in the copy: $out"
+	# pg_amcheck's default selection: every table (system catalogs and TOAST
+	# included) with verify_heapam, every btree index on them with
+	# bt_index_check; --heapallindexed also proves every heap tuple has its
+	# index entry. --verbose names each relation as it is checked (on
+	# stderr), which is what is counted; corruption goes to stdout. Exit
+	# status 2 is corruption, 1 a failure to check.
+	t3=$(now)
+	rc=0
+	"$pgbin/pg_amcheck" -h "$sock" -p "$port" -U "$db_user" --heapallindexed --verbose "$database" \
+		>"$scratch/amcheck.out" 2>"$scratch/amcheck.err" || rc=$?
+	if [[ $rc -eq 2 ]]; then
+		head -n 20 "$scratch/amcheck.out" | sed 's/^/  /' >&2
+		corrupt=$(grep -Eo '^(btree index|heap table) "[^"]+"' "$scratch/amcheck.out" | sort -u | paste -sd ';' -)
+		show_server_log=false
+		fail "amcheck reported corruption in ${corrupt:-the database (see above)}"
+	elif [[ $rc -ne 0 ]]; then
+		tail -n 5 "$scratch/amcheck.err" | sed 's/^/  /' >&2
+		fail "pg_amcheck could not check $database (exit status $rc)"
+	fi
+	amcheck_indexes=$(grep -c '^pg_amcheck: checking btree index "' "$scratch/amcheck.err" || true)
+	amcheck_relations=$(grep -c '^pg_amcheck: checking heap table "' "$scratch/amcheck.err" || true)
+	[[ $amcheck_indexes -gt 0 ]] || fail "pg_amcheck reported checking no btree index"
+	amcheck_summary="{\"indexes\": $amcheck_indexes, \"relations\": $amcheck_relations, \"seconds\": $(elapsed "$t3" "$(now)")}"
+fi
+
+summary=$(sql -v stanza="$stanza" -v repo="$repo" -v database="$database" -v target="$target" -v backup_set="$backup_set" \
 	-v port="$port" -v restore_s="$(elapsed "$t0" "$t1")" -v recovery_s="$(elapsed "$t1" "$t2")" \
 	-v recovery_stop="$recovery_stop" -v migration="$migration" -v row_counts="$row_counts" \
-	-v audit="$audit" -v queries="$queries" <<'SQL'
+	-v audit="$audit" -v queries="$queries" -v amcheck="$amcheck_summary" <<'SQL'
 SELECT jsonb_build_object(
-  'stanza', :'stanza', 'database', :'database', 'target_time', NULLIF(:'target', ''),
+  'stanza', :'stanza', 'repo', NULLIF(:'repo', '')::int, 'database', :'database', 'target_time', NULLIF(:'target', ''),
   'backup_set', NULLIF(:'backup_set', ''), 'port', :'port'::int,
   'restore_seconds', :'restore_s'::numeric, 'recovery_seconds', :'recovery_s'::numeric,
   'recovery_stop', NULLIF(:'recovery_stop', ''), 'migration_version', :'migration'::bigint,
-  'row_counts', :'row_counts'::jsonb, 'audit', :'audit'::jsonb, 'queries', :'queries'::jsonb)::text
+  'row_counts', :'row_counts'::jsonb, 'audit', :'audit'::jsonb, 'queries', :'queries'::jsonb,
+  'amcheck', :'amcheck'::jsonb)::text
 SQL
 ) || fail "building the summary: $summary"
 
