@@ -14,3 +14,6 @@ func NewSchedulerWithSeconds(opts ScheduleOptions, logger *slog.Logger) (*Schedu
 
 // Classify is Cause for pgBackRest's stderr.
 var Classify = classify
+
+// WriteDrillStatus is writeDrillStatus, for status files of tests' own.
+var WriteDrillStatus = writeDrillStatus

@@ -60,8 +60,9 @@ type PgBackRest struct {
 	// Binary defaults to "pgbackrest" on PATH.
 	Binary string
 	// CommandPrefix is for tests only: it is prepended to every command
-	// line (e.g. runuser -u postgres --) because tests run as root, while
-	// the scheduler container already runs as postgres.
+	// line, pgbackrest's and the restore drill script's (e.g. runuser -u
+	// postgres --), because tests run as root, while the scheduler
+	// container already runs as postgres.
 	CommandPrefix []string
 }
 

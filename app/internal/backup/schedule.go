@@ -1,19 +1,14 @@
 package backup
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +41,13 @@ type ScheduleOptions struct {
 	// so a fresh repository needs no manual step and a repository that
 	// belongs to another cluster fails at start, not at the first backup.
 	CreateStanza bool
+	// DrillSpec is the cron spec (5 fields, UTC) of restore drills; empty
+	// schedules none. A drill runs as PgBackRest's user, with its config
+	// and stanza, never while a backup runs (see Scheduler.Drill), and a
+	// failed one is alerted and, with ExitOnFailure, ends Run as a failed
+	// backup does.
+	DrillSpec string
+	Drill     DrillOptions
 }
 
 // Flags registers the scheduler flags on fs. production sets the default
@@ -57,8 +59,10 @@ func (o *ScheduleOptions) Flags(fs *flag.FlagSet, production bool) {
 	fs.StringVar(&o.DiffSpec, "diff", "30 1 * * 1-6", "cron spec (5 fields, UTC) of differential backups")
 	fs.Var((*repoFlag)(&o.Repos), "repo", "pgBackRest repository `N` (1-256) to back up; repeat for several (--repo 1 --repo 2): each scheduled run backs them up one after the other, in this order (default: one backup to pgBackRest's default, the lowest-numbered repository)")
 	fs.BoolVar(&o.ExitOnFailure, "exit-on-failure", production, "exit non-zero after a scheduled run in which a backup failed, once it has tried every repository (the container restarts and alerts)")
-	fs.StringVar(&o.AlertURL, "alert-url", "", "URL that receives a JSON POST for each failed backup")
+	fs.StringVar(&o.AlertURL, "alert-url", "", "URL that receives a JSON POST for each failed backup and restore drill")
 	fs.BoolVar(&o.CreateStanza, "create-stanza", true, "run the idempotent stanza-create at start")
+	fs.StringVar(&o.DrillSpec, "drill", "", "cron spec (5 fields, UTC) of restore drills, e.g. \"15 4 * * 3\"; choose a time without backups: a drill that finds a backup running is skipped, and so is a backup that finds a drill running (default: no drills)")
+	o.Drill.flags(fs, "drill-")
 }
 
 // repoFlag is --repo: each use adds one repository.
@@ -76,15 +80,24 @@ func (r *repoFlag) String() string {
 }
 
 func (r *repoFlag) Set(v string) error {
-	n, err := strconv.Atoi(v)
+	n, err := parseRepo(v)
 	if err != nil {
-		return fmt.Errorf("repository %q is not a number (want 1-256, the N of pgBackRest's repoN)", v)
+		return err
 	}
 	if err := checkRepo(*r, n); err != nil {
 		return err
 	}
 	*r = append(*r, n)
 	return nil
+}
+
+// parseRepo reads a repository number; checkRepo checks its range.
+func parseRepo(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("repository %q is not a number (want 1-256, the N of pgBackRest's repoN)", v)
+	}
+	return n, nil
 }
 
 // maxRepo is pgBackRest's highest repository number.
@@ -128,10 +141,22 @@ func (o ScheduleOptions) validate(parser cron.Parser) error {
 		}
 	}
 	if o.AlertURL != "" {
-		u, err := url.Parse(o.AlertURL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("backup: alert URL %q must be an absolute http(s) URL", o.AlertURL))
+		if err := checkAlertURL(o.AlertURL); err != nil {
+			errs = append(errs, err)
 		}
+	}
+	switch {
+	case o.DrillSpec != "":
+		if err := parseSpec(parser, "drill", o.DrillSpec); err != nil {
+			errs = append(errs, err)
+		}
+		errs = append(errs, o.Drill.problems("drill-")...)
+		if o.Drill.Repo != 0 && len(o.Repos) > 0 && !slices.Contains(o.Repos, o.Drill.Repo) {
+			errs = append(errs, fmt.Errorf("backup: --drill-repo %d is not one of the repositories backed up (--repo %s): a drill proves this scheduler's backups",
+				o.Drill.Repo, (*repoFlag)(&o.Repos).String()))
+		}
+	case o.Drill.Repo != 0 || o.Drill.ScratchDir != "" || o.Drill.StatusFile != "":
+		errs = append(errs, errors.New("backup: --drill-repo, --drill-scratch and --drill-status configure restore drills, which only --drill SPEC schedules"))
 	}
 	return errors.Join(errs...)
 }
@@ -162,16 +187,16 @@ const (
 	ResultSkipped = "skipped"
 )
 
-// Scheduler runs backups one at a time.
+// Scheduler runs backups, and restore drills, one at a time.
 type Scheduler struct {
 	opts   ScheduleOptions
 	logger *slog.Logger
 	parser cron.Parser
-	client *http.Client
+	alerts alerter
 
-	running  sync.Mutex // held for the whole of a run, every repository
+	gate     gate // entered for the whole of a run, every repository, or a drill
 	failures atomic.Int64
-	failed   chan error // receives a failed run when ExitOnFailure is set
+	failed   chan error // receives a failed run or drill when ExitOnFailure is set
 }
 
 // NewScheduler validates opts.
@@ -185,14 +210,15 @@ func newScheduler(opts ScheduleOptions, logger *slog.Logger, parser cron.Parser)
 	}
 	return &Scheduler{
 		opts: opts, logger: logger, parser: parser,
-		client: &http.Client{Timeout: 10 * time.Second},
+		alerts: newAlerter(opts.AlertURL, logger),
 		failed: make(chan error, 1),
 	}, nil
 }
 
-// RunSchedule runs backups on opts' schedules until ctx is done (nil
-// error) or, with ExitOnFailure, until a scheduled run in which a backup
-// failed has tried every repository (the error, naming the failed ones).
+// RunSchedule runs backups (and drills) on opts' schedules until ctx is
+// done (nil error) or, with ExitOnFailure, until a scheduled run in which
+// a backup failed has tried every repository (the error, naming the failed
+// ones), or a drill failed.
 func RunSchedule(ctx context.Context, opts ScheduleOptions, logger *slog.Logger) error {
 	s, err := NewScheduler(opts, logger)
 	if err != nil {
@@ -256,10 +282,21 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return fmt.Errorf("backup: %s schedule: %w", t, err)
 		}
 	}
+	if s.opts.DrillSpec != "" {
+		if _, err := c.AddFunc(s.opts.DrillSpec, func() { s.Drill(ctx) }); err != nil {
+			return fmt.Errorf("backup: drill schedule: %w", err)
+		}
+	}
 	c.Start()
 	attrs := []any{"full", s.opts.FullSpec, "diff", s.opts.DiffSpec}
 	if len(s.opts.Repos) > 0 {
 		attrs = append(attrs, "repos", s.opts.Repos)
+	}
+	if s.opts.DrillSpec != "" {
+		attrs = append(attrs, "drill", s.opts.DrillSpec)
+		if s.opts.Drill.Repo != 0 {
+			attrs = append(attrs, "drill_repo", s.opts.Drill.Repo)
+		}
 	}
 	s.logger.Info("backup scheduler started", append(attrs, "exit_on_failure", s.opts.ExitOnFailure)...)
 
@@ -279,22 +316,22 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // without --repo. It returns one Run per repository, and logs each in
 // exactly one line. A repository that fails does not stop the others: the
 // local repository keeps getting backups while an off-host one is
-// unreachable. A call while another is running is skipped as a whole, not
-// queued, because a queued backup would start late and collide with the
-// next scheduled one.
+// unreachable. A call while another, or a drill, is running is skipped as
+// a whole, not queued, because a queued backup would start late and
+// collide with the next scheduled one.
 func (s *Scheduler) Backup(ctx context.Context, t Type) []Run {
 	repos := s.opts.Repos
 	if len(repos) == 0 {
 		repos = []int{0} // no --repo
 	}
 	runs := make([]Run, len(repos))
-	if !s.running.TryLock() {
+	if running, ok := s.gate.enter(jobBackup); !ok {
 		for i, repo := range repos {
-			runs[i] = s.skip(ctx, t, repo, "backup skipped: another backup is running")
+			runs[i] = s.skip(ctx, t, repo, skipped(jobBackup, running))
 		}
 		return runs
 	}
-	defer s.running.Unlock()
+	defer s.gate.leave()
 
 	var failed []string
 	for i, repo := range repos {
@@ -313,12 +350,40 @@ func (s *Scheduler) Backup(ctx context.Context, t Type) []Run {
 		}
 	}
 	if len(failed) > 0 && s.opts.ExitOnFailure {
-		select {
-		case s.failed <- errors.New("backup: " + strings.Join(failed, "; ")):
-		default: // Run is already on its way out
-		}
+		s.exit(errors.New("backup: " + strings.Join(failed, "; ")))
 	}
 	return runs
+}
+
+// exit makes Run return err (ExitOnFailure).
+func (s *Scheduler) exit(err error) {
+	select {
+	case s.failed <- err:
+	default: // Run is already on its way out
+	}
+}
+
+// Drill runs a restore drill now, with opts' PgBackRest and Drill, through
+// the one code path of every drill (recordDrill: status file, log line,
+// alert), unless a backup or another drill is running: then it is skipped
+// (a warning, nothing written), for the same reason a backup is. ran is
+// false for a skipped drill. With ExitOnFailure, a failed drill (or its
+// status file not written) makes Run return.
+func (s *Scheduler) Drill(ctx context.Context) (r DrillResult, ran bool) {
+	if running, ok := s.gate.enter(jobDrill); !ok {
+		attrs := []slog.Attr{slog.String("type", DrillType), slog.String("result", ResultSkipped)}
+		if s.opts.Drill.Repo != 0 {
+			attrs = append(attrs, slog.Int("repo", s.opts.Drill.Repo))
+		}
+		s.logger.LogAttrs(ctx, slog.LevelWarn, skipped(jobDrill, running), attrs...)
+		return DrillResult{}, false
+	}
+	defer s.gate.leave()
+	r, err := recordDrill(ctx, s.opts.PgBackRest, s.opts.Drill, s.alerts, s.logger)
+	if err != nil && s.opts.ExitOnFailure {
+		s.exit(err)
+	}
+	return r, true
 }
 
 func (s *Scheduler) skip(ctx context.Context, t Type, repo int, msg string) Run {
@@ -362,7 +427,7 @@ func (s *Scheduler) backup(ctx context.Context, t Type, repo int) Run {
 		n := s.failures.Add(1)
 		attrs := append(runAttrs(run), slog.Int64("failures_total", n))
 		s.logger.LogAttrs(ctx, slog.LevelError, "backup failed", attrs...)
-		s.alert(run)
+		s.alerts.post(run)
 		return run
 	}
 	s.logger.LogAttrs(ctx, slog.LevelInfo, "backup finished", runAttrs(run)...)
@@ -392,28 +457,4 @@ func runAttrs(r Run) []slog.Attr {
 		attrs = append(attrs, slog.String("cause", r.Cause))
 	}
 	return attrs
-}
-
-// alert POSTs the failed run to AlertURL. Its own failure is logged, never
-// fatal: the failure it reports is already logged and counted.
-func (s *Scheduler) alert(run Run) {
-	if s.opts.AlertURL == "" {
-		return
-	}
-	body, _ := json.Marshal(run) // a Run always marshals
-	resp, err := s.client.Post(s.opts.AlertURL, "application/json", bytes.NewReader(body))
-	if err == nil {
-		_ = resp.Body.Close()
-		if resp.StatusCode >= 300 {
-			err = fmt.Errorf("status %s", resp.Status)
-		}
-	}
-	if err != nil {
-		// The URL often carries a token (chat webhooks): log the cause only.
-		var urlErr *url.Error
-		if errors.As(err, &urlErr) {
-			err = urlErr.Err
-		}
-		s.logger.Error("backup alert not delivered", "error", err.Error())
-	}
 }

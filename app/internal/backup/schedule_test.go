@@ -65,20 +65,24 @@ func TestNewSchedulerReportsEveryProblem(t *testing.T) {
 }
 
 func TestScheduleFlags(t *testing.T) {
+	// No --drill: no drill, whatever the other drill flags' defaults.
+	drillDefaults := backup.DrillOptions{Tables: backup.DefaultDrillTables, Command: backup.DefaultDrillCommand}
 	tests := []struct {
 		name       string
 		production bool
 		args       []string
 		want       backup.ScheduleOptions
 	}{
-		{"production defaults", true, nil, backup.ScheduleOptions{FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6", ExitOnFailure: true, CreateStanza: true}},
-		{"development defaults", false, nil, backup.ScheduleOptions{FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6", CreateStanza: true}},
+		{"production defaults", true, nil, backup.ScheduleOptions{FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6", ExitOnFailure: true, CreateStanza: true, Drill: drillDefaults}},
+		{"development defaults", false, nil, backup.ScheduleOptions{FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6", CreateStanza: true, Drill: drillDefaults}},
 		{"everything set", true,
-			[]string{"--config=/etc/x.conf", "--stanza=nbms", "--full=0 2 * * 6", "--diff=0 2 * * 0-5", "--exit-on-failure=false", "--alert-url=https://alerts.example/hook", "--create-stanza=false"},
-			backup.ScheduleOptions{PgBackRest: backup.PgBackRest{ConfigPath: "/etc/x.conf", Stanza: "nbms"}, FullSpec: "0 2 * * 6", DiffSpec: "0 2 * * 0-5", AlertURL: "https://alerts.example/hook"}},
+			[]string{"--config=/etc/x.conf", "--stanza=nbms", "--full=0 2 * * 6", "--diff=0 2 * * 0-5", "--exit-on-failure=false", "--alert-url=https://alerts.example/hook", "--create-stanza=false",
+				"--drill=15 4 * * 3", "--drill-repo=2", "--drill-tables=users,audit_events", "--drill-command=/usr/local/bin/drill", "--drill-scratch=/var/lib/drill", "--drill-status=/var/lib/drill/status.json"},
+			backup.ScheduleOptions{PgBackRest: backup.PgBackRest{ConfigPath: "/etc/x.conf", Stanza: "nbms"}, FullSpec: "0 2 * * 6", DiffSpec: "0 2 * * 0-5", AlertURL: "https://alerts.example/hook",
+				DrillSpec: "15 4 * * 3", Drill: backup.DrillOptions{Repo: 2, Tables: "users,audit_events", Command: "/usr/local/bin/drill", ScratchDir: "/var/lib/drill", StatusFile: "/var/lib/drill/status.json"}}},
 		{"several repositories, in the order given", true,
 			[]string{"--repo", "2", "--repo=1", "--repo", "256"},
-			backup.ScheduleOptions{FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6", Repos: []int{2, 1, 256}, ExitOnFailure: true, CreateStanza: true}},
+			backup.ScheduleOptions{FullSpec: "30 1 * * 0", DiffSpec: "30 1 * * 1-6", Repos: []int{2, 1, 256}, ExitOnFailure: true, CreateStanza: true, Drill: drillDefaults}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,8 +195,14 @@ func only(t *testing.T, runs []backup.Run) backup.Run {
 // logLines decodes the JSON log lines written so far.
 func logLines(t *testing.T, buf *testsupport.SyncBuffer) []map[string]any {
 	t.Helper()
+	return jsonLines(t, buf.String())
+}
+
+// jsonLines decodes JSON log lines (a logger's, a command's stdout).
+func jsonLines(t *testing.T, text string) []map[string]any {
+	t.Helper()
 	var lines []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
 		if line == "" {
 			continue
 		}
