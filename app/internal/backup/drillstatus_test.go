@@ -1,6 +1,7 @@
 package backup_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -118,4 +119,57 @@ func TestWriteDrillStatusReplacesTheFileWhole(t *testing.T) {
 	assert.Equal(t, map[string]any{"indexes": float64(171), "relations": float64(112), "seconds": 2.5}, fields["amcheck"])
 
 	assert.Error(t, backup.WriteDrillStatus(filepath.Join(dir, "nowhere", "drill.json"), passedDrill()), "no directory, no file")
+}
+
+func TestReportWithTheDrill(t *testing.T) {
+	now := diffStop.Add(time.Hour)
+	fresh := func() backup.StatusReport {
+		return backup.Evaluate(loadStanza(t, "info_full_diff.json"), &walMaxAt, now, backup.DefaultPolicy)
+	}
+	without := fresh()
+	require.True(t, without.OK)
+	data, err := json.Marshal(without)
+	require.NoError(t, err)
+	assert.NotContains(t, string(data), "drill", "without --drill-status the report is what it was")
+
+	dir := t.TempDir()
+	tests := []struct {
+		name   string
+		drill  *backup.DrillResult
+		wantOK bool
+		text   string
+	}{
+		{"passed", func() *backup.DrillResult { r := passedDrill(); r.FinishedAt = now.Add(-time.Hour); return &r }(), true,
+			"  ok    restore drill    last drill passed, finished 1h0m0s ago (max 170h0m0s), from repo2"},
+		{"failed", func() *backup.DrillResult { r := failedDrill(); r.FinishedAt = now.Add(-time.Hour); return &r }(), false,
+			"  STALE restore drill    last drill FAILED, finished 1h0m0s ago"},
+		{"none yet", nil, false, "  STALE restore drill    no restore drill has run yet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, tt.name+".json")
+			if tt.drill != nil {
+				require.NoError(t, backup.WriteDrillStatus(path, *tt.drill))
+			}
+			r := fresh()
+			check, last := backup.EvaluateDrill(path, now, backup.DefaultMaxDrillAge)
+			backup.AddDrill(&r, check, last, backup.DefaultMaxDrillAge)
+			assert.Equal(t, tt.wantOK, r.OK)
+			require.Len(t, r.Checks, 5)
+			var text bytes.Buffer
+			require.NoError(t, r.WriteText(&text))
+			assert.Contains(t, text.String(), tt.text)
+
+			data, err := json.Marshal(r)
+			require.NoError(t, err)
+			var decoded map[string]any
+			require.NoError(t, json.Unmarshal(data, &decoded))
+			assert.Equal(t, float64(170*3600), decoded["policy"].(map[string]any)["max_drill_age_seconds"])
+			if tt.drill != nil {
+				assert.Equal(t, tt.drill.Result, decoded["last_drill"].(map[string]any)["result"])
+			} else {
+				assert.NotContains(t, decoded, "last_drill")
+			}
+		})
+	}
 }

@@ -17,3 +17,6 @@ var Classify = classify
 
 // WriteDrillStatus is writeDrillStatus, for status files of tests' own.
 var WriteDrillStatus = writeDrillStatus
+
+// AddDrill adds the "restore drill" check to a report.
+var AddDrill = (*StatusReport).addDrill

@@ -52,6 +52,11 @@ func (p Policy) Validate() error {
 type StatusOptions struct {
 	PgBackRest PgBackRest
 	Policy     Policy
+	// DrillStatusFile, when set, is a drill's status file (DrillOptions'
+	// StatusFile): the report gets the "restore drill" check
+	// (EvaluateDrill), against MaxDrillAge.
+	DrillStatusFile string
+	MaxDrillAge     time.Duration
 }
 
 // Flags registers the status flags on fs, with DefaultPolicy as defaults.
@@ -62,6 +67,8 @@ func (o *StatusOptions) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Policy.MaxFullAge, "max-full-age", DefaultPolicy.MaxFullAge, "stale when the newest full backup is older")
 	fs.DurationVar(&o.Policy.MaxBackupAge, "max-backup-age", DefaultPolicy.MaxBackupAge, "stale when the newest backup of any type is older")
 	fs.DurationVar(&o.Policy.MaxWALAge, "max-wal-age", DefaultPolicy.MaxWALAge, "stale when the newest archived WAL segment is older")
+	fs.StringVar(&o.DrillStatusFile, "drill-status", "", "restore drills' status `file` (backup-schedule --drill-status): adds the check \"restore drill\", which fails unless the last drill passed within --max-drill-age (default: no such check)")
+	fs.DurationVar(&o.MaxDrillAge, "max-drill-age", DefaultMaxDrillAge, "with --drill-status: stale when the last drill finished longer ago")
 }
 
 // Check is one freshness verdict.
@@ -99,8 +106,13 @@ type StatusReport struct {
 		MaxFullAgeSeconds   int64 `json:"max_full_age_seconds"`
 		MaxBackupAgeSeconds int64 `json:"max_backup_age_seconds"`
 		MaxWALAgeSeconds    int64 `json:"max_wal_age_seconds"`
+		// Only with StatusOptions.DrillStatusFile.
+		MaxDrillAgeSeconds int64 `json:"max_drill_age_seconds,omitempty"`
 	} `json:"policy"`
-	Checks []Check `json:"checks"`
+	// LastDrill is the last restore drill, when StatusOptions names a
+	// drill status file and it could be read.
+	LastDrill *DrillResult `json:"last_drill,omitempty"`
+	Checks    []Check      `json:"checks"`
 }
 
 // Status asks pgBackRest for the stanza's backups and newest archived WAL
@@ -110,6 +122,9 @@ type StatusReport struct {
 func Status(ctx context.Context, opts StatusOptions) (StatusReport, error) {
 	if err := opts.Policy.Validate(); err != nil {
 		return StatusReport{}, err
+	}
+	if opts.DrillStatusFile != "" && opts.MaxDrillAge <= 0 {
+		return StatusReport{}, fmt.Errorf("backup: max drill age must be positive, got %s", opts.MaxDrillAge)
 	}
 	stanzas, err := opts.PgBackRest.Info(ctx)
 	if err != nil {
@@ -129,7 +144,21 @@ func Status(ctx context.Context, opts StatusOptions) (StatusReport, error) {
 		}
 		walTime = &t
 	}
-	return Evaluate(stanza, walTime, time.Now(), opts.Policy), nil
+	now := time.Now()
+	r := Evaluate(stanza, walTime, now, opts.Policy)
+	if opts.DrillStatusFile != "" {
+		check, last := EvaluateDrill(opts.DrillStatusFile, now, opts.MaxDrillAge)
+		r.addDrill(check, last, opts.MaxDrillAge)
+	}
+	return r, nil
+}
+
+// addDrill adds the "restore drill" check (EvaluateDrill) to r.
+func (r *StatusReport) addDrill(check Check, last *DrillResult, maxAge time.Duration) {
+	r.Policy.MaxDrillAgeSeconds = int64(maxAge / time.Second)
+	r.LastDrill = last
+	r.Checks = append(r.Checks, check)
+	r.OK = r.OK && check.OK
 }
 
 // Evaluate judges stanza at now. walArchivedAt is when the newest archived
