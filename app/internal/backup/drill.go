@@ -63,11 +63,11 @@ type DrillOptions struct {
 // flags registers o's flags on fs, each name with prefix ("drill-" for
 // the scheduler's, which has flags of its own named repo and status).
 func (o *DrillOptions) flags(fs *flag.FlagSet, prefix string) {
-	fs.Var((*drillRepoFlag)(&o.Repo), prefix+"repo", "pgBackRest repository `N` (1-256) the drill restores from, its WAL included (default: pgBackRest's: the first repository with a suitable backup)")
+	fs.Var((*drillRepoFlag)(&o.Repo), prefix+"repo", "pgBackRest repository `N` (1-256) the drill restores from, backup and WAL (default: pgBackRest's choice: the first repository with a suitable backup, each WAL segment from the first that has it)")
 	fs.StringVar(&o.Tables, prefix+"tables", DefaultDrillTables, "comma-separated `tables` whose rows the drill counts")
 	fs.StringVar(&o.Command, prefix+"command", DefaultDrillCommand, "the restore drill script (scripts/ops/pgbackrest_restore_drill.sh), a `path` or a name on PATH")
 	fs.StringVar(&o.ScratchDir, prefix+"scratch", "", "absolute `directory` in which each drill restores into a new directory, removed afterwards; it needs room for one copy of the database (default: the script's, mktemp -d in $TMPDIR)")
-	fs.StringVar(&o.StatusFile, prefix+"status", "", "`file` that receives each drill's result as JSON, for backup-status --drill-status (required)")
+	fs.StringVar(&o.StatusFile, prefix+"status", "", "`file` that receives each drill's result as JSON, for backup-status --drill-status (required for a drill)")
 }
 
 // drillRepoFlag is a drill's repository: one, unlike the scheduler's

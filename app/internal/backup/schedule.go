@@ -31,11 +31,13 @@ type ScheduleOptions struct {
 	Repos []int
 	// ExitOnFailure makes RunSchedule return after the first scheduled run
 	// in which a backup failed (once every repository of that run has been
-	// tried), so the process exits non-zero, the container restarts and
-	// the orchestrator's restart alerting fires. Without it failures are
-	// only logged (at error level) and counted.
+	// tried), or the first failed drill, so the process exits non-zero, the
+	// container restarts and the orchestrator's restart alerting fires.
+	// Without it failures are only logged (at error level), backups' also
+	// counted.
 	ExitOnFailure bool
-	// AlertURL, when set, receives a POST of the failed run as JSON.
+	// AlertURL, when set, receives a POST of each failed run (a Run) and
+	// each failed drill (a DrillResult) as JSON.
 	AlertURL string
 	// CreateStanza runs the idempotent `stanza-create` before scheduling,
 	// so a fresh repository needs no manual step and a repository that
@@ -58,10 +60,10 @@ func (o *ScheduleOptions) Flags(fs *flag.FlagSet, production bool) {
 	fs.StringVar(&o.FullSpec, "full", "30 1 * * 0", "cron spec (5 fields, UTC) of full backups")
 	fs.StringVar(&o.DiffSpec, "diff", "30 1 * * 1-6", "cron spec (5 fields, UTC) of differential backups")
 	fs.Var((*repoFlag)(&o.Repos), "repo", "pgBackRest repository `N` (1-256) to back up; repeat for several (--repo 1 --repo 2): each scheduled run backs them up one after the other, in this order (default: one backup to pgBackRest's default, the lowest-numbered repository)")
-	fs.BoolVar(&o.ExitOnFailure, "exit-on-failure", production, "exit non-zero after a scheduled run in which a backup failed, once it has tried every repository (the container restarts and alerts)")
+	fs.BoolVar(&o.ExitOnFailure, "exit-on-failure", production, "exit non-zero after a scheduled run in which a backup failed, once it has tried every repository, or after a failed restore drill (the container restarts and alerts)")
 	fs.StringVar(&o.AlertURL, "alert-url", "", "URL that receives a JSON POST for each failed backup and restore drill")
 	fs.BoolVar(&o.CreateStanza, "create-stanza", true, "run the idempotent stanza-create at start")
-	fs.StringVar(&o.DrillSpec, "drill", "", "cron spec (5 fields, UTC) of restore drills, e.g. \"15 4 * * 3\"; choose a time without backups: a drill that finds a backup running is skipped, and so is a backup that finds a drill running (default: no drills)")
+	fs.StringVar(&o.DrillSpec, "drill", "", "cron `spec` (5 fields, UTC) of restore drills, e.g. \"15 4 * * 3\"; choose a time without backups: a drill that finds a backup running is skipped, and so is a backup that finds a drill running (default: no drills)")
 	o.Drill.flags(fs, "drill-")
 }
 
