@@ -127,6 +127,28 @@ func runBackupSchedule(ctx context.Context, args []string, stdout, stderr io.Wri
 	return exitOK
 }
 
+// runBackupDrill runs one restore drill now, through the code path of the
+// scheduler's drills: the same log line on stdout, status file and alert.
+// Exit 0 passed, 1 failed (or its status file not written), 2 usage.
+func runBackupDrill(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("backup-drill", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opts backup.DrillRunOptions
+	opts.Flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if err := opts.Validate(); err != nil {
+		fmt.Fprintln(stderr, "nbms backup-drill:", err)
+		return exitUsage
+	}
+	if _, err := backup.RunDrill(ctx, opts, opsLogger(stdout)); err != nil {
+		fmt.Fprintln(stderr, "nbms backup-drill:", err)
+		return exitFail
+	}
+	return exitOK
+}
+
 // runBackupStatus says whether the backups and the WAL archive are fresh
 // enough: exit 0 fresh, 1 stale or missing (for monitoring).
 func runBackupStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
