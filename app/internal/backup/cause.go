@@ -11,11 +11,17 @@ import (
 // from the error it printed: "ERROR: [nnn]: message" and the indented
 // lines under it, where pgBackRest lists the errors behind the message
 // (for a repository, the reason each copy of the info file could not be
-// read). The first row whose code and text both match wins; code 0 is any
-// code. Every row comes from a failure provoked for real with pgBackRest
-// 2.45 against versitygw: testdata/errors holds what pgBackRest printed
-// (TestCause), and TestOffHostFailuresAreNamed provokes each cause but the
-// last again through the scheduler.
+// read). A restore reads the repositories one by one and names each one's
+// failure in a warning, "WARN: repoN: [ErrorName] message" with the same
+// lines under it, before its own error ([075] no backup set found): when
+// the error matches no row, the warnings are read as errors of the code
+// errorCodes gives their name. The first row whose code and text both
+// match wins; code 0 is any code. Every row comes from a failure provoked
+// for real with pgBackRest 2.45 against versitygw: testdata/errors holds
+// what pgBackRest printed (TestCause; restore_*.txt a restore's), and
+// TestOffHostFailuresAreNamed provokes each cause but the last again
+// through the scheduler, TestDrillOfTheOffHostRepository the wrong cipher
+// passphrase through a drill.
 var causes = []struct {
 	code  int
 	text  string
@@ -62,6 +68,13 @@ var causes = []struct {
 // errorLine finds pgBackRest's "ERROR: [nnn]: " line.
 var errorLine = regexp.MustCompile(`ERROR: \[(\d{3})\]: `)
 
+// repoWarning finds a restore's warning about one repository.
+var repoWarning = regexp.MustCompile(`WARN: repo\d+: \[(\w+)\] `)
+
+// errorCodes are pgBackRest's codes (its build/error.yaml) of the error
+// names that rows with a code need.
+var errorCodes = map[string]int{"FormatError": 29, "FileMissingError": 55, "ArchiveTimeoutError": 82}
+
 // Cause names why the pgBackRest command behind err failed, or "" when
 // err did not come from one or its error is none of the causes above.
 func Cause(err error) string {
@@ -74,18 +87,43 @@ func Cause(err error) string {
 
 // classify is Cause for pgBackRest's stderr.
 func classify(stderr string) string {
-	m := errorLine.FindStringSubmatchIndex(stderr)
-	if m == nil {
-		return ""
+	if m := errorLine.FindStringSubmatchIndex(stderr); m != nil {
+		code, _ := strconv.Atoi(stderr[m[2]:m[3]]) // three digits
+		// The message and the lines under it: pgBackRest prints one error,
+		// last.
+		if cause := match(code, stderr[m[1]:]); cause != "" {
+			return cause
+		}
 	}
-	code, _ := strconv.Atoi(stderr[m[2]:m[3]]) // three digits
-	// The message and the lines under it: pgBackRest prints one error,
-	// last.
-	text := stderr[m[1]:]
+	for _, m := range repoWarning.FindAllStringSubmatchIndex(stderr, -1) {
+		code, ok := errorCodes[stderr[m[2]:m[3]]]
+		if !ok {
+			code = -1 // rows with a code need one of errorCodes
+		}
+		if cause := match(code, warningBlock(stderr[m[1]:])); cause != "" {
+			return cause
+		}
+	}
+	return ""
+}
+
+// match is the cause of the first row that matches code and text.
+func match(code int, text string) string {
 	for _, c := range causes {
 		if (c.code == 0 || c.code == code) && strings.Contains(text, c.text) {
 			return c.cause
 		}
 	}
 	return ""
+}
+
+// warningBlock is a warning's message (s starts with it) and the indented
+// lines under it: one repository's, not the next warning's.
+func warningBlock(s string) string {
+	lines := strings.SplitAfter(s, "\n")
+	n := 1
+	for n < len(lines) && strings.HasPrefix(lines[n], " ") {
+		n++
+	}
+	return strings.Join(lines[:n], "")
 }

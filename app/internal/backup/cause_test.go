@@ -15,7 +15,9 @@ import (
 
 // TestCause classifies what pgBackRest 2.45 printed on stderr when each
 // failure was provoked for real against versitygw (by hand, with
-// --io-timeout=1; testdata/errors).
+// --io-timeout=1; testdata/errors; restore_*.txt: `pgbackrest --repo=2
+// restore` from newOffHost's repo2, broken as TestOffHostFailuresAreNamed
+// breaks it).
 func TestCause(t *testing.T) {
 	tests := map[string]string{
 		"refused.txt":                 "repository unreachable",
@@ -34,6 +36,14 @@ func TestCause(t *testing.T) {
 		"cert_wrong_name.txt":         "certificate names another host",
 		"storage_full.txt":            "repository storage full",
 		"wal_not_archived.txt":        "WAL not reaching the repository",
+		// A restore names each repository's failure in a warning, then
+		// fails with [075] no backup set found to restore.
+		"restore_wrong_cipher_pass.txt":  "wrong cipher passphrase",
+		"restore_unknown_access_key.txt": "stanza not found: wrong bucket, path or access key",
+		"restore_cert_expired.txt":       "certificate not trusted or expired",
+		"restore_relay_closed.txt":       "repository unreachable",
+		"restore_refused.txt":            "repository unreachable",
+		"restore_wrong_secret_key.txt":   "credentials refused",
 	}
 	files, err := filepath.Glob(filepath.Join("testdata", "errors", "*.txt"))
 	require.NoError(t, err)
@@ -45,6 +55,17 @@ func TestCause(t *testing.T) {
 			assert.Equal(t, want, backup.Classify(string(stderr)))
 		})
 	}
+
+	t.Run("a warning is one repository's", func(t *testing.T) {
+		warnings := func(repo2Name, repo1Name string) string {
+			return "WARN: repo2: [" + repo2Name + "] unable to read 'x':\n      " + repo2Name + ": garbled\n" +
+				"WARN: repo1: [" + repo1Name + "] unable to load info file 'y':\n      " + repo1Name + ": key/value found outside of section at line 1\n" +
+				"ERROR: [075]: no backup set found to restore\n"
+		}
+		assert.Equal(t, "wrong cipher passphrase", backup.Classify(warnings("OtherError", "FormatError")), "repo1's, from its own lines")
+		assert.Empty(t, backup.Classify(warnings("FormatError", "OtherError")),
+			"repo2's [FormatError] does not take repo1's text, and a name without a code matches no row with one")
+	})
 
 	t.Run("unknown", func(t *testing.T) {
 		assert.Empty(t, backup.Classify("ERROR: [050]: unable to acquire lock on file '/tmp/nbms/lock/nbms-backup.lock': Resource temporarily unavailable\n       HINT: is another pgBackRest process running?\n"))
