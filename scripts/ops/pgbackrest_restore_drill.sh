@@ -296,9 +296,11 @@ fi
 echo "$PROG: restoring stanza $stanza ${repo:+from repo$repo }${target:+to $target }into $data" >&2
 t0=$(now)
 if ! pgbackrest "${restore_args[@]}" restore >"$scratch/restore.out" 2>&1; then
-	# The warnings, and the error with the lines under it, where pgBackRest
-	# lists the errors behind it (each repository's, each file's).
-	if ! awk '/ERROR: \[/ { e = 1 } e || /WARN:/ { print "  " $0; n++ } END { exit n == 0 }' "$scratch/restore.out" >&2; then
+	# The warnings and the error, each with the lines under it, where
+	# pgBackRest lists the errors behind it (each file's). A restore names
+	# each repository's failure in a warning before its own error.
+	if ! awk '/ERROR: \[/ { e = 1 } /WARN:/ { w = 1 } !/WARN:/ && !/^[[:space:]]/ { w = 0 }
+		e || w { print "  " $0; n++ } END { exit n == 0 }' "$scratch/restore.out" >&2; then
 		tail -n 5 "$scratch/restore.out" | sed 's/^/  /' >&2
 	fi
 	fail "pgbackrest restore${repo:+ from repo$repo} failed (is the repository there, complete and readable?)"
