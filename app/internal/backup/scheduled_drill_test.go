@@ -409,7 +409,8 @@ func TestDrillAmcheckFindsAnIndexThatLies(t *testing.T) {
 // as TestRunSchedule's) with a drill every second against a real cluster:
 // with --exit-on-failure a failed drill ends the schedule; with a full
 // backup every second too, drills and backups each run, skip one another
-// and never overlap.
+// and never overlap. A drill that a stop (SIGTERM) interrupts leaves the
+// last drill's status and alerts nothing.
 func TestScheduledDrills(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
@@ -519,9 +520,66 @@ func TestScheduledDrills(t *testing.T) {
 			}
 		}
 		t.Logf("%d backups and %d drills in turn", len(backups), len(drills))
-
 		r, err := backup.ReadDrillStatus(statusFile)
 		require.NoError(t, err)
 		assert.True(t, r.OK, "a drill the stop interrupted leaves the last finished one: %s", r.Error)
 	})
+
+	t.Run("a stop interrupts a drill, which says nothing of the backups", func(t *testing.T) {
+		before, err := os.ReadFile(statusFile)
+		require.NoError(t, err)
+		alertURL, alerts := drillAlertReceiver(t)
+		scratch := filepath.Join(c.base, "interrupted")
+		c.mkdirPostgres(scratch)
+		logger, logs := newLogger()
+		stopping := drill
+		stopping.ScratchDir = scratch
+		s, err := backup.NewSchedulerWithSeconds(backup.ScheduleOptions{
+			PgBackRest: c.pgbackrest, FullSpec: never, DiffSpec: never, AlertURL: alertURL,
+			DrillSpec: never, Drill: stopping, ExitOnFailure: true,
+		}, logger)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		done := make(chan backup.DrillResult, 1)
+		go func() { r, _ := s.Drill(ctx); done <- r }()
+		// The stop once the copy's server runs: the script's trap must stop
+		// it.
+		var copyServer string
+		require.Eventually(t, func() bool {
+			copyServer = processUnder(t, scratch, "postgres")
+			return copyServer != ""
+		}, time.Minute, 20*time.Millisecond, "the drill's copy started")
+		cancel()
+		r := <-done
+
+		assert.False(t, r.OK)
+		lines := logLines(t, logs)
+		require.Len(t, lines, 1, "one line: %v", lines)
+		assert.Equal(t, "WARN", lines[0]["level"])
+		assert.Equal(t, "restore drill interrupted", lines[0]["msg"])
+		after, err := os.ReadFile(statusFile)
+		require.NoError(t, err)
+		assert.Equal(t, string(before), string(after), "the last finished drill's status stays")
+		assert.Empty(t, alerts())
+		assert.Empty(t, processUnder(t, scratch, ""), "the copy's server (%s) stopped", copyServer)
+	})
+}
+
+// processUnder is the command line of a process (not the drill script nor
+// runuser) whose arguments name a path under dir, and contain name, ""
+// when there is none.
+func processUnder(t *testing.T, dir, name string) string {
+	t.Helper()
+	cmdlines, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	require.NoError(t, err)
+	for _, path := range cmdlines {
+		data, err := os.ReadFile(path) // gone since the glob: err
+		cmdline := strings.ReplaceAll(string(data), "\x00", " ")
+		if err == nil && strings.Contains(cmdline, dir+"/") && strings.Contains(cmdline, name) &&
+			!strings.Contains(cmdline, "pgbackrest_restore_drill.sh") && !strings.HasPrefix(cmdline, "runuser") {
+			return cmdline
+		}
+	}
+	return ""
 }
