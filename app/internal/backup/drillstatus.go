@@ -24,6 +24,11 @@ const DrillCheckName = "restore drill"
 // same directory, renamed over it, so that a reader (backup-status) sees
 // the last drill or the one before, never half of one.
 func writeDrillStatus(path string, r DrillResult) error {
+	if path == "" {
+		// A drill without DrillOptions.StatusFile, which the checks of
+		// the scheduler's and backup-drill's options refuse.
+		return errors.New("backup: no drill status file")
+	}
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err

@@ -119,6 +119,7 @@ func TestWriteDrillStatusReplacesTheFileWhole(t *testing.T) {
 	assert.Equal(t, map[string]any{"indexes": float64(171), "relations": float64(112), "seconds": 2.5}, fields["amcheck"])
 
 	assert.Error(t, backup.WriteDrillStatus(filepath.Join(dir, "nowhere", "drill.json"), passedDrill()), "no directory, no file")
+	assert.EqualError(t, backup.WriteDrillStatus("", passedDrill()), "backup: no drill status file")
 }
 
 func TestReportWithTheDrill(t *testing.T) {
