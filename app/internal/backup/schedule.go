@@ -63,7 +63,7 @@ func (o *ScheduleOptions) Flags(fs *flag.FlagSet, production bool) {
 	fs.BoolVar(&o.ExitOnFailure, "exit-on-failure", production, "exit non-zero after a scheduled run in which a backup failed, once it has tried every repository, or after a failed restore drill (the container restarts and alerts)")
 	fs.StringVar(&o.AlertURL, "alert-url", "", "URL that receives a JSON POST for each failed backup and restore drill")
 	fs.BoolVar(&o.CreateStanza, "create-stanza", true, "run the idempotent stanza-create at start")
-	fs.StringVar(&o.DrillSpec, "drill", "", "cron `spec` (5 fields, UTC) of restore drills, e.g. \"15 4 * * 3\"; choose a time without backups: a drill that finds a backup running is skipped, and so is a backup that finds a drill running (default: no drills)")
+	fs.StringVar(&o.DrillSpec, "drill", "", "cron `spec` (5 fields, UTC) of restore drills, e.g. \"15 4 * * 3\"; choose a time without backups: a drill that finds a backup running waits for it, and a backup due while a drill runs or waits is skipped (default: no drills)")
 	o.Drill.flags(fs, "drill-")
 }
 
@@ -327,9 +327,9 @@ func (s *Scheduler) Backup(ctx context.Context, t Type) []Run {
 		repos = []int{0} // no --repo
 	}
 	runs := make([]Run, len(repos))
-	if running, ok := s.gate.enter(jobBackup); !ok {
+	if blocked, ok := s.gate.enter(jobBackup); !ok {
 		for i, repo := range repos {
-			runs[i] = s.skip(ctx, t, repo, skipped(jobBackup, running))
+			runs[i] = s.skip(ctx, t, repo, skipped(jobBackup, blocked))
 		}
 		return runs
 	}
@@ -367,17 +367,26 @@ func (s *Scheduler) exit(err error) {
 
 // Drill runs a restore drill now, with opts' PgBackRest and Drill, through
 // the one code path of every drill (recordDrill: status file, log line,
-// alert), unless a backup or another drill is running: then it is skipped
-// (a warning, nothing written), for the same reason a backup is. ran is
-// false for a skipped drill. With ExitOnFailure, a failed drill (or its
-// status file not written) makes Run return.
+// alert). A running backup it waits for (one info line when it starts
+// waiting; backups due meanwhile are skipped); another drill running or
+// waiting skips it (a warning, nothing written). ran is false for a
+// skipped drill, and for one whose ctx ended while it waited. With
+// ExitOnFailure, a failed drill (or its status file not written) makes
+// Run return.
 func (s *Scheduler) Drill(ctx context.Context) (r DrillResult, ran bool) {
-	if running, ok := s.gate.enter(jobDrill); !ok {
-		attrs := []slog.Attr{slog.String("type", DrillType), slog.String("result", ResultSkipped)}
-		if s.opts.Drill.Repo != 0 {
-			attrs = append(attrs, slog.Int("repo", s.opts.Drill.Repo))
+	attrs := []slog.Attr{slog.String("type", DrillType)}
+	if s.opts.Drill.Repo != 0 {
+		attrs = append(attrs, slog.Int("repo", s.opts.Drill.Repo))
+	}
+	waiting := func(running string) {
+		s.logger.LogAttrs(ctx, slog.LevelInfo, "restore drill waits: a "+running+" is running", attrs...)
+	}
+	if blocked, ok := s.gate.await(ctx, jobDrill, waiting); !ok {
+		if blocked == "" {
+			s.logger.LogAttrs(ctx, slog.LevelWarn, "restore drill interrupted while it waited", append(attrs, slog.String("result", ResultSkipped))...)
+		} else {
+			s.logger.LogAttrs(ctx, slog.LevelWarn, skipped(jobDrill, blocked), append(attrs, slog.String("result", ResultSkipped))...)
 		}
-		s.logger.LogAttrs(ctx, slog.LevelWarn, skipped(jobDrill, running), attrs...)
 		return DrillResult{}, false
 	}
 	defer s.gate.leave()

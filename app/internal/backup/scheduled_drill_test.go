@@ -408,8 +408,9 @@ func TestDrillAmcheckFindsAnIndexThatLies(t *testing.T) {
 // TestScheduledDrills runs the scheduler's cron loop (specs with seconds,
 // as TestRunSchedule's) with a drill every second against a real cluster:
 // with --exit-on-failure a failed drill ends the schedule; with a full
-// backup every second too, drills and backups each run, skip one another
-// and never overlap. A drill that a stop (SIGTERM) interrupts leaves the
+// backup every second too, drills and backups each run, a drill waits
+// for a running backup, backups skip while a drill runs or waits, and
+// they never overlap. A drill that a stop (SIGTERM) interrupts leaves the
 // last drill's status and alerts nothing.
 func TestScheduledDrills(t *testing.T) {
 	ctx := context.Background()
@@ -467,14 +468,17 @@ func TestScheduledDrills(t *testing.T) {
 		defer cancel()
 		ran := make(chan error, 1)
 		go func() { ran <- s.Run(ctx) }()
-		// Both fire every second: whichever enters the gate first runs, the
-		// other is skipped until it is done.
+		// Both fire every second: a drill that finds a backup running
+		// waits for it, backups due while a drill runs or waits are
+		// skipped, and so are drills due while another runs or waits.
 		require.Eventually(t, func() bool {
 			lines := logLines(t, logs)
 			return count(lines, "restore drill passed") >= 2 && count(lines, "backup finished") >= 2 &&
-				count(lines, "backup skipped: a restore drill is running") >= 1 &&
-				count(lines, "restore drill skipped: a backup is running") >= 1
-		}, 3*time.Minute, 100*time.Millisecond, "drills and backups ran, and each skipped for the other")
+				count(lines, "restore drill waits: a backup is running") >= 1 &&
+				count(lines, "backup skipped: a restore drill is running")+count(lines, "backup skipped: a restore drill is waiting") >= 1 &&
+				count(lines, "restore drill skipped: another restore drill is running")+count(lines, "restore drill skipped: another restore drill is waiting") >= 1
+		}, 3*time.Minute, 100*time.Millisecond, "drills and backups ran in turn")
+		assert.Zero(t, count(logLines(t, logs), "restore drill skipped: a backup is running"), "a drill waits for a backup")
 		cancel()
 		require.NoError(t, <-ran)
 
@@ -510,7 +514,7 @@ func TestScheduledDrills(t *testing.T) {
 			}
 		}
 		for _, line := range logLines(t, logs) {
-			if line["msg"] == "restore drill skipped: a backup is running" {
+			if msg, _ := line["msg"].(string); strings.HasPrefix(msg, "restore drill skipped: ") {
 				assert.Equal(t, "WARN", line["level"])
 				assert.Equal(t, "restore_drill", line["type"])
 				assert.Equal(t, "skipped", line["result"])
