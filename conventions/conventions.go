@@ -116,6 +116,17 @@ const (
 	// is its client-side encryption (aes-256-cbc): unset without one.
 	EnvBackupOffHostRepo   = "NBMS_BACKUP_OFFHOST_REPO"
 	EnvBackupOffHostCipher = "NBMS_BACKUP_OFFHOST_CIPHER"
+	// EnvBackupScheduleDrill is the restore drill's schedule (unset: no
+	// drill) and EnvBackupDrillRepo the repository it restores from.
+	EnvBackupScheduleDrill = "NBMS_BACKUP_SCHEDULE_DRILL"
+	EnvBackupDrillRepo     = "NBMS_BACKUP_DRILL_REPO"
+)
+
+// Repositories of pgBackRest's config, by their number (repoN): the local
+// volume, and the off-host one when the stack has it.
+const (
+	BackupLocalRepo   = 1
+	BackupOffHostRepo = 2
 )
 
 // BackupOffHostCipher is the off-host repository's client-side

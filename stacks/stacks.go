@@ -204,6 +204,12 @@ type Backup struct {
 	// host takes with it (the recovery point objective). Whole seconds,
 	// from 10s to 1h.
 	ArchiveTimeout string `json:"archiveTimeout" validate:"required,duration"`
+	// DrillCron is when the backup scheduler runs a restore drill: the
+	// latest backup of the off-host repository (the local one without
+	// it) restored into a scratch instance beside the database, its
+	// tables counted and its indexes checked with amcheck. 5-field cron,
+	// UTC; empty: never, which the policy pack refuses in production.
+	DrillCron string `json:"drillCron" validate:"omitempty,cron"`
 	// OffHost is the second repository (pgBackRest's repo2), on
 	// S3-compatible object storage away from this host; nil: none, and
 	// the policy pack refuses a production stack without one.
@@ -522,8 +528,12 @@ func Defaults() Config {
 			// replaying the archive, as the database does.
 			conventions.RoleRestore: {MemoryMB: 1024, CPUs: 1, Nproc: 1024},
 		},
-		Backup: Backup{FullCron: "30 1 * * 0", DiffCron: "30 1 * * 1-6", RetentionFull: 2, RetentionDiff: 6, ProcessMax: 2, ArchiveTimeout: "60s"},
-		Logs:   Logs{MaxSize: "10m", MaxFile: 5},
+		Backup: Backup{
+			FullCron: "30 1 * * 0", DiffCron: "30 1 * * 1-6", RetentionFull: 2, RetentionDiff: 6, ProcessMax: 2, ArchiveTimeout: "60s",
+			// Wednesday, away from the backups' 01:30.
+			DrillCron: "15 4 * * 3",
+		},
+		Logs: Logs{MaxSize: "10m", MaxFile: 5},
 		App: App{
 			HSTSSeconds: 63072000, MaxUploadBytes: 52428800, MaxRequestBodyBytes: 1048576,
 			LogLevel: "info", DBMaxConns: 10, LoginRatePerMinute: 5, LoginBurst: 3,

@@ -36,9 +36,18 @@ const (
 	// dbRestore rebuilds an empty data directory from a repository (the
 	// restore one-shot of a recovery).
 	dbRestore = "/usr/local/bin/nbms-db-restore"
-	// offHostRepo is the off-host repository's number in pgBackRest's
-	// config (repo1 is the local volume).
-	offHostRepo = "2"
+	// drillPath is the backup container's restore drill volume: each drill
+	// restores into a new directory there (room for one copy of the
+	// database), and the last drill's result stays there for
+	// `nbms backup-status --drill-status` (drillStatusPath).
+	drillPath       = "/var/lib/nbms-drill"
+	drillStatusPath = drillPath + "/last-drill.json"
+)
+
+// Repositories of pgBackRest's config as its command lines name them.
+var (
+	localRepo   = strconv.Itoa(conventions.BackupLocalRepo)
+	offHostRepo = strconv.Itoa(conventions.BackupOffHostRepo)
 )
 
 // Database is PostgreSQL/PostGIS with WAL archiving to pgBackRest, and the
@@ -191,7 +200,17 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		conventions.EnvBackupRetentionFull: strconv.Itoa(d.cfg.Backup.RetentionFull),
 		conventions.EnvBackupRetentionDiff: strconv.Itoa(d.cfg.Backup.RetentionDiff),
 	}
+	if d.cfg.Backup.DrillCron != "" {
+		backupEnv[conventions.EnvBackupScheduleDrill] = d.cfg.Backup.DrillCron
+		backupEnv[conventions.EnvBackupDrillRepo] = drillRepo(d.cfg)
+	}
 	maps.Copy(backupEnv, offHost.policyEnv(d.cfg))
+	// The restore drills' scratch space and their last result: not
+	// protected, a destroy may take it (the next drill writes a new one).
+	drill, drillName, err := d.newVolume(ctx, db, "drill", false)
+	if err != nil {
+		return nil, err
+	}
 	backupSpec := containerSpec{
 		role:  stacks.RoleBackup,
 		image: backupImage.RepoDigest,
@@ -199,12 +218,13 @@ func (d *deployment) newDatabase(ctx *pulumi.Context, net *Network, sec *Secrets
 		// The health check reads the local repository: an unreachable
 		// off-host one is the scheduler's failed backup, loud in its log
 		// and restarts, not a reason to call the local backups unhealthy.
-		healthcheck: healthcheck(checkTiming{30 * time.Second, 30 * time.Second, 2 * time.Minute, 3}, "pgbackrest", "--repo=1", "info"),
+		healthcheck: healthcheck(checkTiming{30 * time.Second, 30 * time.Second, 2 * time.Minute, 3}, "pgbackrest", "--repo="+localRepo, "info"),
 		networks:    []attachment{{network: net.Internal, name: net.InternalName}},
 		volumes: []volumeMount{
 			{volume: pgdata, name: pgdataName, path: pgDataPath, readOnly: true},
 			{volume: repo, name: repoName, path: pgRepoPath},
 			{volume: sock, name: sockName, path: pgSocketPath},
+			{volume: drill, name: drillName, path: drillPath},
 		},
 		tmpfs:       map[string]string{"/tmp": tmpfsOptions(128)},
 		init:        true,
@@ -317,9 +337,23 @@ func BackupSchedulerCommand(cfg *stacks.Config) []string {
 	if cfg.Backup.OffHost != nil {
 		// One backup per repository, the local one first: an unreachable
 		// off-host repository does not keep the local one from its backup.
-		cmd = append(cmd, "--repo", "1", "--repo", "2")
+		cmd = append(cmd, "--repo", localRepo, "--repo", offHostRepo)
+	}
+	if cfg.Backup.DrillCron != "" {
+		cmd = append(cmd, "--drill", cfg.Backup.DrillCron, "--drill-repo", drillRepo(cfg),
+			"--drill-scratch", drillPath, "--drill-status", drillStatusPath)
 	}
 	return cmd
+}
+
+// drillRepo is the repository the restore drills restore from: the
+// off-host one when the stack has it (the copy that survives the host is
+// the one to prove), else the local one.
+func drillRepo(cfg *stacks.Config) string {
+	if cfg.Backup.OffHost != nil {
+		return offHostRepo
+	}
+	return localRepo
 }
 
 // databaseURL is the app's DATABASE_URL (a secret: it carries the password):

@@ -185,6 +185,10 @@ var brokenVariants = []brokenVariant{
 		config: map[string]string{"backup": `{"fullCron": "30 1 * * 0"}`, "backupS3Key": "", "backupS3KeySecret": ""},
 	},
 	{
+		policy: "nbms-backup-require-restore-drill",
+		config: map[string]string{"backup": `{"drillCron": "", "offHost": {"endpoint": "s3.eu-west-1.amazonaws.com", "region": "eu-west-1", "bucket": "nbms-example-backups", "path": "/nbms/prod"}}`},
+	},
+	{
 		policy:  "nbms-proxy-require-tls",
 		refused: map[string]string{"tlsMode": stacks.TLSOff}, refusedKey: "nbms:tlsMode",
 		resource: stacks.RoleProxy, mutate: func(_ *testing.T, in resource.PropertyMap) {

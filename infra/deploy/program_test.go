@@ -546,7 +546,8 @@ func TestVolumes(t *testing.T) {
 			// is its release's.
 			appSecrets := plain(res.m.byType(typeContainer)["secrets-app"].Inputs["name"]).(string)
 			assert.Equal(t, map[string]any{n("pgdata"): false, n("pgbackrest-repo"): false, n("pgrun"): false, n("secrets-db"): true}, mounts(stacks.RoleDB))
-			backupMounts := map[string]any{n("pgdata"): true, n("pgbackrest-repo"): false, n("pgrun"): false}
+			// drill: the restore drills' scratch space and last result.
+			backupMounts := map[string]any{n("pgdata"): true, n("pgbackrest-repo"): false, n("pgrun"): false, n("drill"): false}
 			if p.offHost {
 				backupMounts[n("secrets-backup")] = true // the off-host repository's keys
 			}
@@ -910,10 +911,15 @@ func TestBackupSchedulerRunsTheAppBinary(t *testing.T) {
 			}
 			want := []string{"/usr/local/bin/nbms", "backup-schedule", "--config", "/tmp/nbms/pgbackrest.conf", "--stanza", "nbms",
 				"--full", full, "--diff", diff, "--exit-on-failure"}
+			drillRepo := "1"
 			if p.offHost {
 				want = append(want, "--repo", "1", "--repo", "2")
 				assert.Equal(t, "aes-256-cbc", envMap(t, in)["NBMS_BACKUP_OFFHOST_CIPHER"])
+				drillRepo = "2" // the off-host copy is the one to prove
 			}
+			// The default weekly drill (no stack file sets one).
+			want = append(want, "--drill", "15 4 * * 3", "--drill-repo", drillRepo,
+				"--drill-scratch", "/var/lib/nbms-drill", "--drill-status", "/var/lib/nbms-drill/last-drill.json")
 			assert.Equal(t, want, cmd[i+1:])
 			c, err := stacks.Parse(p.stack, stacks.Values{Raw: stackConfig(t, p.stack), Secret: stacks.IsSecretKey})
 			require.NoError(t, err)
@@ -922,10 +928,38 @@ func TestBackupSchedulerRunsTheAppBinary(t *testing.T) {
 			assert.Equal(t, full, env["NBMS_BACKUP_SCHEDULE_FULL"])
 			assert.Equal(t, diff, env["NBMS_BACKUP_SCHEDULE_DIFF"])
 			assert.Equal(t, retention, env["NBMS_BACKUP_RETENTION_FULL"])
+			assert.Equal(t, "15 4 * * 3", env["NBMS_BACKUP_SCHEDULE_DRILL"])
+			assert.Equal(t, drillRepo, env["NBMS_BACKUP_DRILL_REPO"])
 			assert.Equal(t, "/tmp/nbms/pgbackrest.conf", env["PGBACKREST_CONFIG"])
 			assert.Equal(t, true, plain(in["init"]), "tini reaps the pgbackrest processes")
+			assert.Contains(t, mountTargets(in), "/var/lib/nbms-drill", "the drills' scratch volume")
 		})
 	}
+}
+
+// mountTargets are the container paths of a container's volume mounts.
+func mountTargets(in resource.PropertyMap) []string {
+	var out []string
+	for _, m := range plain(in["volumes"]).([]any) {
+		out = append(out, fmt.Sprint(m.(map[string]any)["containerPath"]))
+	}
+	return out
+}
+
+// A stack without drills (drillCron "") schedules none, and says so to the
+// policy pack by leaving its variables unset.
+func TestNoDrillWithoutItsSchedule(t *testing.T) {
+	raw := stackConfig(t, "dev")
+	require.NotContains(t, raw, "backup", "Pulumi.dev.yaml keeps the default backup settings")
+	raw["backup"] = `{"drillCron": ""}`
+	c, err := stacks.Parse("dev", stacks.Values{Raw: raw, Secret: stacks.IsSecretKey})
+	require.NoError(t, err)
+	assert.NotContains(t, deploy.BackupSchedulerCommand(c), "--drill")
+	res := deployWith(t, "dev", raw, &mocks{})
+	require.NoError(t, res.err)
+	env := envMap(t, res.m.byType(typeContainer)[stacks.RoleBackup].Inputs)
+	assert.NotContains(t, env, "NBMS_BACKUP_SCHEDULE_DRILL")
+	assert.NotContains(t, env, "NBMS_BACKUP_DRILL_REPO")
 }
 
 func TestOneShotFailureStopsTheAppReplacement(t *testing.T) {

@@ -333,6 +333,9 @@ func TestRealDeploy(t *testing.T) {
 		{"a migration queued behind a live transaction gives up after lock_timeout: exit 4, the live release untouched", func(t *testing.T) {
 			s.checkBlockedMigration(t, file, session)
 		}},
+		{"the scheduled restore drill restored the off-host repository's latest backup into a scratch instance: rows counted, indexes checked with amcheck, recorded for backup-status", func(t *testing.T) {
+			s.checkScheduledDrill(t)
+		}},
 		{"destroy removes the containers and keeps the protected volumes", func(t *testing.T) {
 			_, err := s.run("destroy", driver.Destroy, file)
 			require.NoError(t, err)

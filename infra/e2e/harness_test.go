@@ -118,6 +118,13 @@ type stack struct {
 	s3Address               string
 	s3Bucket                string
 	s3KeyFile, s3SecretFile string
+	// drillCron is the run's nbms:backup.drillCron: a restore drill in
+	// each of five minutes from drillFrom, 7 minutes after the start, when
+	// the stack is up (its first up takes about 3 minutes) and before the
+	// steps that restart the host or remove the stack. The same in every
+	// stack file of the run, so that no up changes the scheduler for it.
+	drillCron string
+	drillFrom time.Time
 	// cipherPassFile holds the off-host repository's passphrase, as the
 	// operator kept it off the host: every run gives it once the stack
 	// has been recovered with it ("" before).
@@ -195,6 +202,12 @@ func newStack(t *testing.T) *stack {
 	}
 
 	s.startOffHostRepository(t)
+	s.drillFrom = time.Now().UTC().Add(7 * time.Minute).Truncate(time.Minute)
+	var minutes []string
+	for i := range 5 {
+		minutes = append(minutes, strconv.Itoa(s.drillFrom.Add(time.Duration(i)*time.Minute).Minute()))
+	}
+	s.drillCron = strings.Join(minutes, ",") + " * * * *"
 
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM([]byte(s.ca.PEM)))
@@ -247,8 +260,9 @@ func (s *stack) startOffHostRepository(t *testing.T) {
 	require.NoError(t, os.WriteFile(s.s3SecretFile, []byte(s.s3.SecretKey+"\n"), 0o600))
 }
 
-// offHostSetting is nbms:backup with the run's S3 server in its offHost:
-// the port, the address the relay connects to, and the test CA.
+// offHostSetting is nbms:backup with the run's S3 server in its offHost
+// (the port, the address the relay connects to, and the test CA) and the
+// run's drill schedule.
 func (s *stack) offHostSetting(t *testing.T) string {
 	var backup map[string]any
 	require.NoError(t, json.Unmarshal([]byte(s.settings["backup"]), &backup))
@@ -258,6 +272,7 @@ func (s *stack) offHostSetting(t *testing.T) string {
 	require.NoError(t, err)
 	offHost := backup["offHost"].(map[string]any)
 	offHost["port"], offHost["address"], offHost["caCertificates"] = p, s.s3Address, s.ca.PEM
+	backup["drillCron"] = s.drillCron
 	out, err := json.Marshal(backup)
 	require.NoError(t, err)
 	return string(out)

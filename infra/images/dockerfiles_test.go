@@ -539,8 +539,12 @@ func TestDatabaseImage(t *testing.T) {
 	// program runs it, and the app image's ID in a label.
 	assert.Equal(t, "db", backup.from)
 	assert.Equal(t, "backup", backup.alias)
-	assert.Empty(t, runs(backup.ins), "nothing installed again: the db stage's packages")
-	assert.Equal(t, []string{"--from=app " + appBinary(t) + " /usr/local/bin/nbms"}, copies(backup.ins))
+	assert.Equal(t, "install -d -o postgres -g postgres -m 0700 /var/lib/nbms-drill", runs(backup.ins),
+		"nothing installed again (the db stage's packages): only the restore drills' mount point")
+	assert.Equal(t, []string{"--chmod=0755 nbms-restore-drill.sh /usr/local/bin/nbms-restore-drill", "--from=app " + appBinary(t) + " /usr/local/bin/nbms"}, copies(backup.ins))
+	target, err := os.Readlink(filepath.Join("..", "..", "scripts", "ops", "pgbackrest_restore_drill.sh"))
+	require.NoError(t, err)
+	assert.Equal(t, "../../infra/images/db/nbms-restore-drill.sh", target, "one drill script: the operators' is a link to the image's")
 	assert.Contains(t, text, "ARG APP_IMAGE_ID=unknown")
 	assert.Contains(t, last(backup.ins, "LABEL"), `org.nbms.app-image-id="${APP_IMAGE_ID}"`)
 	assert.Contains(t, last(backup.ins, "LABEL"), `org.nbms.base-image-id="${BASE_IMAGE_ID}"`)
@@ -553,7 +557,7 @@ func TestDatabaseImage(t *testing.T) {
 	for _, gone := range []string{"supercronic", "curl", "sha1sum", "nbms-backup-scheduler", "docker-entrypoint"} {
 		assert.NotContains(t, text, gone, "nothing is downloaded at build time; no shell scheduler; not the official image's entrypoint")
 	}
-	_, err := os.Stat("db/initdb")
+	_, err = os.Stat("db/initdb")
 	assert.True(t, os.IsNotExist(err), "db/initdb (the official image's hook directory) is gone")
 }
 

@@ -182,6 +182,39 @@ var offHostBackup = Rule{
 	},
 }
 
+var restoreDrill = Rule{
+	Name: "nbms-backup-require-restore-drill",
+	Summary: "Checks that in production the backup scheduler container (nbms.role=backup) runs a scheduled restore drill " +
+		"(NBMS_BACKUP_SCHEDULE_DRILL, a cron schedule), from the off-host repository (NBMS_BACKUP_DRILL_REPO=2) when it has one " +
+		"(nbms-backup-require-offhost-encrypted-repository requires one): a backup nobody restores is a hope, and the copy that survives the host is the one to prove",
+	Benchmark: "NIST SP 800-53 CP-4, CP-9(1); CIS Controls v8 11.5",
+	Level:     Mandatory,
+	Remediation: "Keep nbms:backup.drillCron set (default \"15 4 * * 3\", weekly) with nbms:backup.offHost: the program then schedules the drill " +
+		"from the off-host repository and sets both variables on the role=backup container.",
+	Scope: ResourceScope, Types: containerOnly,
+	check: func(r Resource, _ Settings, f *findings) {
+		if labelOf(r, LabelRole) != RoleBackup || !production(r) {
+			return
+		}
+		env, st := envOf(r)
+		schedule, okSchedule := env[conventions.EnvBackupScheduleDrill]
+		repo, okRepo := env[conventions.EnvBackupDrillRepo]
+		if (!okSchedule || !okRepo) && st.blind() {
+			f.unknown(conventions.EnvBackupScheduleDrill, st.blindValue)
+			return
+		}
+		if s, _ := schedule.Str(); !okSchedule || !validSchedule(s) {
+			f.violation("%s must schedule a restore drill: %s = %s (want a cron schedule, e.g. \"15 4 * * 3\").", describe(r), conventions.EnvBackupScheduleDrill, schedule.Display())
+		}
+		// Without an off-host repository the drill restores the local one;
+		// the missing repository is offHostBackup's finding, not this one's.
+		_, offHost := env[conventions.EnvBackupOffHostRepo]
+		if n, isNum := repo.Num(); !okRepo || !isNum || (offHost && n != conventions.BackupOffHostRepo) {
+			f.violation("%s must drill the off-host repository: %s = %s (want %d).", describe(r), conventions.EnvBackupDrillRepo, repo.Display(), conventions.BackupOffHostRepo)
+		}
+	},
+}
+
 // cronFields accepts the 5-field cron syntax and the @-macros.
 func validSchedule(s string) bool {
 	s = strings.TrimSpace(s)

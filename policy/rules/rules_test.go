@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/nbms-deploy/nbms/conventions"
 	"github.com/nbms-deploy/nbms/policy/internal/fixture"
 	"github.com/nbms-deploy/nbms/policy/rules"
 )
@@ -313,6 +314,25 @@ func TestContainerPolicies(t *testing.T) {
 				c["envs"] = []any{rules.EnvBackupOffHostRepo + "=/var/lib/pgbackrest2", rules.EnvBackupOffHostCipher + "=aes-256-cbc"}
 			}), rules.Violation, "want s3://"},
 			{"a dev stack may keep its backups local", stackWith("backup", func(c map[string]any) {
+				setLabel(c, rules.LabelProfile, "dev")
+				c["envs"] = []any{}
+			}), "", ""},
+		},
+		"nbms-backup-require-restore-drill": {
+			{"weekly from the off-host repository", fixture.Good(), "", ""},
+			{"no drill", stackWith("backup", func(c map[string]any) {
+				c["envs"] = []any{rules.EnvBackupOffHostRepo + "=s3://s3.example.org:443/b/p", rules.EnvBackupOffHostCipher + "=aes-256-cbc"}
+			}), rules.Violation, "must schedule a restore drill"},
+			{"bad cron", stackWith("backup", func(c map[string]any) {
+				c["envs"] = []any{conventions.EnvBackupScheduleDrill + "=weekly", conventions.EnvBackupDrillRepo + "=2"}
+			}), rules.Violation, "must schedule a restore drill: " + conventions.EnvBackupScheduleDrill + ` = "weekly"`},
+			{"the local repository, with an off-host one", stackWith("backup", func(c map[string]any) {
+				c["envs"] = []any{rules.EnvBackupOffHostRepo + "=s3://s3.example.org:443/b/p", conventions.EnvBackupScheduleDrill + "=15 4 * * 3", conventions.EnvBackupDrillRepo + "=1"}
+			}), rules.Violation, "must drill the off-host repository"},
+			{"the local repository, without an off-host one (offHostBackup's finding)", stackWith("backup", func(c map[string]any) {
+				c["envs"] = []any{conventions.EnvBackupScheduleDrill + "=15 4 * * 3", conventions.EnvBackupDrillRepo + "=1"}
+			}), "", ""},
+			{"a dev stack may skip the drill", stackWith("backup", func(c map[string]any) {
 				setLabel(c, rules.LabelProfile, "dev")
 				c["envs"] = []any{}
 			}), "", ""},

@@ -261,6 +261,7 @@ func All() []Rule {
 		disallowRootUser,
 		backupSchedule,
 		offHostBackup,
+		restoreDrill,
 		requireTLS,
 		isolateDataTier,
 		requireBackups,
