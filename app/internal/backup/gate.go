@@ -80,10 +80,10 @@ func (g *gate) blocker(job string) string {
 	switch {
 	case g.running == job:
 		return "another " + job + " is running"
-	case g.running != "":
-		return "a " + g.running + " is running"
 	case g.waiting == job:
 		return "another " + job + " is waiting"
+	case g.running != "":
+		return "a " + g.running + " is running"
 	case g.waiting != "":
 		return "a " + g.waiting + " is waiting"
 	}

@@ -33,7 +33,7 @@ func TestGate(t *testing.T) {
 	assert.Equal(t, "another backup is running", blocked)
 	blocked, ok = g.await(context.Background(), jobDrill, func(string) { t.Error("a second drill must not wait") })
 	assert.False(t, ok)
-	assert.Equal(t, "a backup is running", blocked)
+	assert.Equal(t, "another restore drill is waiting", blocked)
 	select {
 	case <-started:
 		t.Fatal("the drill started while the backup runs")
