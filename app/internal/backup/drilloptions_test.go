@@ -2,7 +2,6 @@ package backup_test
 
 import (
 	"flag"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -30,30 +29,6 @@ func TestDrillRunFlags(t *testing.T) {
 		Drill:      backup.DrillOptions{Repo: 2, Tables: "users", Command: "/drill.sh", ScratchDir: "/var/tmp", StatusFile: "/var/lib/drill.json"},
 		AlertURL:   "https://alerts.example/hook",
 	}, opts)
-}
-
-func TestDrillRepoFlagRejectsBadValues(t *testing.T) {
-	tests := []struct {
-		name    string
-		args    []string
-		wantErr string
-	}{
-		{"zero", []string{"--drill-repo", "0"}, `invalid value "0" for flag -drill-repo: repository 0 is out of range (want 1-256`},
-		{"above pgBackRest's maximum", []string{"--drill-repo", "257"}, `invalid value "257" for flag -drill-repo: repository 257 is out of range`},
-		{"not a number", []string{"--drill-repo", "repo2"}, `invalid value "repo2" for flag -drill-repo: repository "repo2" is not a number`},
-		{"one only", []string{"--drill-repo", "1,2"}, `invalid value "1,2" for flag -drill-repo: repository "1,2" is not a number`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var opts backup.ScheduleOptions
-			fs := flag.NewFlagSet("backup-schedule", flag.ContinueOnError)
-			fs.SetOutput(io.Discard)
-			opts.Flags(fs, true)
-			err := fs.Parse(tt.args)
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), tt.wantErr)
-		})
-	}
 }
 
 func TestNewSchedulerChecksTheDrill(t *testing.T) {

@@ -109,6 +109,11 @@ func TestScheduleRepoFlagRejectsBadValues(t *testing.T) {
 		{"empty", []string{"--repo="}, `invalid value "" for flag -repo: repository "" is not a number`},
 		{"duplicate", []string{"--repo", "1", "--repo", "2", "--repo", "1"}, `invalid value "1" for flag -repo: repository 1 is given twice`},
 		{"missing value", []string{"--repo"}, "flag needs an argument: -repo"},
+		// --drill-repo takes one repository, with --repo's range.
+		{"drill: zero", []string{"--drill-repo", "0"}, `invalid value "0" for flag -drill-repo: repository 0 is out of range (want 1-256`},
+		{"drill: above pgBackRest's maximum", []string{"--drill-repo", "257"}, `invalid value "257" for flag -drill-repo: repository 257 is out of range`},
+		{"drill: not a number", []string{"--drill-repo", "repo2"}, `invalid value "repo2" for flag -drill-repo: repository "repo2" is not a number`},
+		{"drill: one only", []string{"--drill-repo", "1,2"}, `invalid value "1,2" for flag -drill-repo: repository "1,2" is not a number`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
