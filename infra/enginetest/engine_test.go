@@ -294,6 +294,7 @@ var expectedPlan = []string{
 	"docker:index/image:Image proxy-image", "docker:index/image:Image cache-image",
 	"nbms:deploy:Database database",
 	"docker:index/volume:Volume pgdata", "docker:index/volume:Volume pgbackrest-repo", "docker:index/volume:Volume pgrun",
+	"docker:index/volume:Volume drill", // the restore drills' scratch space
 	"docker:index/container:Container db", "docker:index/container:Container backup",
 	// The off-host repository: its networks, the relay, the generated
 	// passphrase and the scheduler's secrets (its keys).
@@ -453,7 +454,7 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 		assert.Less(t, created["base-tag"], created[img], "the base tag before %s", img)
 	}
 	assert.Less(t, created["app-image"], created["backup-image"], "the app image before the backup image that copies its binary")
-	assert.Len(t, order, 17+4+11+5+1+1, "13 containers (the backup relay's too) and 4 secrets holders, 4 networks (edge, internal, backup, egress), 7 volumes and 4 secrets volumes, 5 built images, the base and its tag")
+	assert.Len(t, order, 17+4+12+5+1+1, "13 containers (the backup relay's too) and 4 secrets holders, 4 networks (edge, internal, backup, egress), 8 volumes and 4 secrets volumes, 5 built images, the base and its tag")
 
 	// The hooks probed during the update: the app container itself right
 	// after it was created and before nginx was (nginx does not exist yet
@@ -585,7 +586,7 @@ func TestUpDeploysInOrderProbesKeepsSecretsEncryptedAndDestroyKeepsData(t *testi
 	assert.ElementsMatch(t, []string{
 		"edge", "internal", "db-superuser-password", "app-db-password", "redis-password", "app-secret-key",
 		"base-image", "base-tag", "app-image", "db-image", "backup-image", "proxy-image", "cache-image",
-		"pgrun", "db", "backup", "cache-control", "cache", "static", "proxy-control", "proxy",
+		"pgrun", "drill", "db", "backup", "cache-control", "cache", "static", "proxy-control", "proxy",
 		deploy.Instance("migrate", newRelease), deploy.Instance("collectstatic", newRelease),
 		deploy.Instance("app", newRelease), deploy.Instance("switch", newRelease),
 		deploy.Instance("dblogin", newRelease), deploy.Instance("dbretire", newRelease),

@@ -695,6 +695,14 @@ func TestBackupSchedulerRunsTheProgramsCommandLine(t *testing.T) {
 	require.Equal(t, "backup-schedule", argv[1])
 
 	dir := t.TempDir()
+	// The drills' volume is the backup image's directory: here, one of
+	// the test's (the scheduler checks that it exists).
+	drillDir := filepath.Join(dir, "drill")
+	require.NoError(t, os.Mkdir(drillDir, 0o700))
+	for i, arg := range argv {
+		argv[i] = strings.Replace(arg, "/var/lib/nbms-drill", drillDir, 1)
+	}
+	require.Contains(t, argv, drillDir, "the program schedules drills into their volume")
 	calls := filepath.Join(dir, "calls")
 	fake := "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " + calls + "\n"
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "pgbackrest"), []byte(fake), 0o755))

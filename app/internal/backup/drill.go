@@ -66,7 +66,7 @@ func (o *DrillOptions) flags(fs *flag.FlagSet, prefix string) {
 	fs.Var((*drillRepoFlag)(&o.Repo), prefix+"repo", "pgBackRest repository `N` (1-256) the drill restores from, backup and WAL (default: pgBackRest's choice: the first repository with a suitable backup, each WAL segment from the first that has it)")
 	fs.StringVar(&o.Tables, prefix+"tables", DefaultDrillTables, "comma-separated `tables` whose rows the drill counts")
 	fs.StringVar(&o.Command, prefix+"command", DefaultDrillCommand, "the restore drill script (scripts/ops/pgbackrest_restore_drill.sh), a `path` or a name on PATH")
-	fs.StringVar(&o.ScratchDir, prefix+"scratch", "", "absolute `directory` in which each drill restores into a new directory, removed afterwards; it needs room for one copy of the database (default: the script's, mktemp -d in $TMPDIR)")
+	fs.StringVar(&o.ScratchDir, prefix+"scratch", "", "absolute `directory` in which each drill restores into a new directory, removed afterwards (and by the next drill when a kill left it); one drill at a time uses it (a lock file there); it needs room for one copy of the database (default: the script's, mktemp -d in $TMPDIR)")
 	fs.StringVar(&o.StatusFile, prefix+"status", "", "`file` that receives each drill's result as JSON, for backup-status --drill-status (required for a drill)")
 }
 
@@ -109,6 +109,8 @@ func (o DrillOptions) problems(prefix string) []error {
 	}
 	if o.ScratchDir != "" && !filepath.IsAbs(o.ScratchDir) {
 		add("scratch %q must be an absolute path", o.ScratchDir)
+	} else if fi, err := os.Stat(o.ScratchDir); o.ScratchDir != "" && (err != nil || !fi.IsDir()) {
+		add("scratch %q must be an existing directory (it holds the drills' lock)", o.ScratchDir)
 	}
 	if o.StatusFile == "" {
 		add("status is required: the file where each drill's result is recorded (backup-status --drill-status reads it)")
@@ -155,6 +157,9 @@ type DrillResult struct {
 	// corruption amcheck found.
 	Error string `json:"error,omitempty"`
 	Cause string `json:"cause,omitempty"`
+	// LeftoversRemoved are the copies of earlier drills, killed before
+	// they could remove them, that this drill removed first.
+	LeftoversRemoved []string `json:"leftovers_removed,omitempty"`
 }
 
 // err is the failed drill as an error, nil for a passed one.
@@ -192,11 +197,24 @@ type drillSummary struct {
 const drillErrorLines = 8
 
 // runDrill runs the drill script once, as p's user (p.CommandPrefix) with
-// p's config and stanza, and returns its result. It logs nothing.
+// p's config and stanza, and returns its result. It logs nothing. With a
+// scratch directory it holds that directory's lock for the run and first
+// removes the copies earlier drills left there (scratch.go).
 func (o DrillOptions) runDrill(ctx context.Context, p PgBackRest) DrillResult {
 	start := time.Now()
 	r := DrillResult{Type: DrillType, Stanza: p.Stanza, Repo: o.Repo, StartedAt: start.UTC()}
-	s, err := o.exec(ctx, p)
+	var err error
+	if o.ScratchDir != "" {
+		var lock *os.File
+		if lock, err = lockScratch(o.ScratchDir); err == nil {
+			defer lock.Close()
+			r.LeftoversRemoved, err = removeLeftovers(o.ScratchDir)
+		}
+	}
+	var s drillSummary
+	if err == nil {
+		s, err = o.exec(ctx, p)
+	}
 	r.FinishedAt = time.Now().UTC()
 	r.DurationMS = r.FinishedAt.Sub(start).Milliseconds()
 	if err != nil {
@@ -225,7 +243,7 @@ func (o DrillOptions) exec(ctx context.Context, p PgBackRest) (drillSummary, err
 	}
 	if o.ScratchDir != "" {
 		// New, so the script creates it and removes it at its end.
-		scratch := filepath.Join(o.ScratchDir, "nbms-drill-"+time.Now().UTC().Format("20060102T150405Z")+"-"+rand.Text()[:8])
+		scratch := filepath.Join(o.ScratchDir, scratchPrefix+time.Now().UTC().Format("20060102T150405Z")+"-"+rand.Text()[:8])
 		args = append(args, "--scratch", scratch)
 		// For a script killed before its own cleanup could run
 		// (SIGKILL): its copy of the database must not stay behind.
@@ -330,6 +348,9 @@ func drillAttrs(r DrillResult) []slog.Attr {
 	}
 	if r.Cause != "" {
 		attrs = append(attrs, slog.String("cause", r.Cause))
+	}
+	if len(r.LeftoversRemoved) > 0 {
+		attrs = append(attrs, slog.Any("leftovers_removed", r.LeftoversRemoved))
 	}
 	return attrs
 }
