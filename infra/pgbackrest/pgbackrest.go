@@ -338,12 +338,19 @@ func RenderSecrets(s S3Secrets) (string, error) {
 // needed and a literal % is doubled. Quote it once more for its sink (see
 // PostgresConf for postgresql.conf).
 func ArchiveCommand(configPath, stanza string) string {
-	args := []string{"pgbackrest", "--config=" + configPath, "--stanza=" + stanza, "archive-push"}
+	return archiveCommandLine(configPath, stanza, "archive-push") + " %p"
+}
+
+// archiveCommandLine is pgbackrest with the config, the stanza and
+// command, each argument shell-quoted where needed and each literal %
+// doubled, for archive_command and restore_command.
+func archiveCommandLine(configPath, stanza, command string) string {
+	args := []string{"pgbackrest", "--config=" + configPath, "--stanza=" + stanza, command}
 	quoted := make([]string, len(args))
 	for i, arg := range args {
 		quoted[i] = strings.ReplaceAll(shellQuote(arg), "%", "%%")
 	}
-	return strings.Join(quoted, " ") + " %p"
+	return strings.Join(quoted, " ")
 }
 
 // shellSafe matches arguments /bin/sh takes literally without quotes.
