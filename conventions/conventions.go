@@ -133,3 +133,13 @@ const (
 // encryption: what the program renders (pgBackRest's repo2-cipher-type)
 // and what the policy pack requires in EnvBackupOffHostCipher.
 const BackupOffHostCipher = "aes-256-cbc"
+
+// The warm standby's names on the primary: the physical replication slot
+// that keeps the WAL the standby has not yet received (also the standby's
+// application_name, so that pg_stat_replication shows the same name), and
+// the role it replicates as. infra/replication renders both; the nbms
+// binary's standby-status looks for StandbySlot unless told another.
+const (
+	StandbySlot     = "nbms_standby"
+	ReplicationRole = "nbms_replicator"
+)

@@ -95,6 +95,10 @@ var stanzaRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
 var userRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
+// ValidStanza reports whether s is a stanza name Render and
+// StandbyRestoreArgs accept.
+func ValidStanza(s string) bool { return stanzaRE.MatchString(s) }
+
 // Validate reports every problem with p at once.
 func (p Params) Validate() error {
 	var errs []error

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/nbms-deploy/nbms/conventions"
 )
 
 // ArchiveGetCommand returns PostgreSQL's restore_command that fetches WAL
@@ -24,8 +26,8 @@ func ArchiveGetCommand(configPath, stanza string) string {
 }
 
 // StandbyRepo is the repository a standby is restored from: the local
-// one, a copy on this host's disk, so the restore reads no network.
-const StandbyRepo = 1
+// one, on this host's disk, so the restore reads no network.
+const StandbyRepo = conventions.BackupLocalRepo
 
 // recoveryKeyRE is a PostgreSQL setting name.
 var recoveryKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
@@ -46,7 +48,7 @@ var recoveryKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 // refused rather than written as another value.
 func StandbyRestoreArgs(configPath, stanza string, recovery map[string]string, delta bool) ([]string, error) {
 	var errs []error
-	if !stanzaRE.MatchString(stanza) {
+	if !ValidStanza(stanza) {
 		errs = append(errs, fmt.Errorf("pgbackrest: standby restore: stanza %q must be 1-64 letters, digits, _ or -, starting with a letter or digit", stanza))
 	}
 	if configPath == "" {
