@@ -34,6 +34,7 @@ var commands = map[string]command{
 	"backup-schedule":    {"run pgBackRest full and differential backups, and restore drills, on cron schedules (the backup container)", runBackupSchedule},
 	"backup-status":      {"check that backups and the WAL archive (and, with --drill-status, the last restore drill) are fresh enough (exit 1 when stale)", runBackupStatus},
 	"backup-drill":       {"run one restore drill now: restore the latest backup into a scratch copy, count rows, amcheck it (exit 1 when it fails)", runBackupDrill},
+	"standby-status":     {"check that the warm standby streams from the primary through its slot within --max-lag-bytes and --max-lag (exit 1 when not)", runStandbyStatus},
 	"createorg":          {"create an organisation", runCreateOrg},
 	"createuser":         {"create a user; the password is read from standard input, never from the command line", runCreateUser},
 	"version":            {"print the version label this binary was built with", runVersion},

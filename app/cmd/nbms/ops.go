@@ -13,6 +13,7 @@ import (
 	"github.com/nbms-deploy/nbms/app/internal/backup"
 	"github.com/nbms-deploy/nbms/app/internal/logging"
 	"github.com/nbms-deploy/nbms/app/internal/migrate"
+	"github.com/nbms-deploy/nbms/app/internal/standby"
 	"github.com/nbms-deploy/nbms/app/internal/static"
 )
 
@@ -149,6 +150,46 @@ func runBackupDrill(ctx context.Context, args []string, stdout, stderr io.Writer
 	return exitOK
 }
 
+// runStandbyStatus says whether the warm standby streams from the primary
+// within the lag thresholds: exit 0 yes, 1 no (a check failed, a server
+// could not be asked), 2 usage. Flags only, like backup-status: it runs
+// where the database's sockets are, not with the app's settings.
+func runStandbyStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("standby-status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opts standby.Options
+	opts.Flags(fs)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if err := opts.Validate(); err != nil {
+		fmt.Fprintln(stderr, "nbms standby-status:", err)
+		return exitUsage
+	}
+	rep, err := standby.Status(ctx, opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "nbms standby-status:", err)
+		return exitFail
+	}
+	if *asJSON {
+		err = writeJSON(stdout, rep)
+	} else {
+		err = rep.WriteText(stdout)
+	}
+	if err != nil || !rep.OK {
+		return exitFail
+	}
+	return exitOK
+}
+
+// writeJSON writes v indented, as the status commands print --json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 // runBackupStatus says whether the backups and the WAL archive are fresh
 // enough: exit 0 fresh, 1 stale or missing (for monitoring).
 func runBackupStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -166,9 +207,7 @@ func runBackupStatus(ctx context.Context, args []string, stdout, stderr io.Write
 		return exitFail
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(rep)
+		err = writeJSON(stdout, rep)
 	} else {
 		err = rep.WriteText(stdout)
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
 // `nbms backup-schedule --repo`, as the backup container's command line
@@ -119,4 +121,57 @@ func TestBackupScheduleAndStatusDrillFlags(t *testing.T) {
 	assert.Contains(t, errOut, "  -drill-status file")
 	assert.Contains(t, errOut, "  -max-drill-age duration")
 	assert.Contains(t, errOut, "(default 170h0m0s)")
+}
+
+// `nbms standby-status` as an operator or a health check meets it: bad
+// options are usage errors that name every problem before anything
+// connects; a primary that is down is a report that says so, exit 1, in
+// text and JSON. The real standby's checks are package standby's tests.
+func TestStandbyStatus(t *testing.T) {
+	usage := []struct {
+		name    string
+		args    []string
+		wantErr []string
+	}{
+		{"no server", nil, []string{"nbms standby-status: standby: give --primary, --standby or both"}},
+		{"a password on the command line", []string{"--primary", "postgres://postgres:hunter2@db/postgres"}, []string{"--primary has a password"}},
+		{"bad thresholds", []string{"--standby", "host=db", "--max-lag-bytes", "0", "--max-lag", "0s", "--slot", "Slot"}, []string{
+			"max lag bytes must be positive", "max lag must be positive", `slot "Slot" is not a replication slot name`,
+		}},
+	}
+	for _, tt := range usage {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := run(t, nil, append([]string{"standby-status"}, tt.args...)...)
+			assert.Equal(t, exitUsage, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+			for _, want := range tt.wantErr {
+				assert.Contains(t, errOut, want)
+			}
+			assert.NotContains(t, errOut, "hunter2")
+			assert.Empty(t, out, "no report")
+		})
+	}
+
+	closed := testsupport.ClosedAddr(t)
+	host, port, _ := strings.Cut(closed, ":")
+	primary := "host=" + host + " port=" + port + " user=postgres dbname=postgres sslmode=disable"
+	out, errOut, code := run(t, nil, "standby-status", "--primary", primary, "--timeout", "5s")
+	assert.Equal(t, exitFail, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	assert.Contains(t, out, "  FAIL primary              host="+host+" port="+port+" dbname=postgres user=postgres: failed to connect")
+	assert.True(t, strings.HasSuffix(out, "the standby is NOT OK\n"), out)
+
+	out, _, code = run(t, nil, "standby-status", "--primary", primary, "--json", "--slot", "other_slot")
+	assert.Equal(t, exitFail, code)
+	var rep map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &rep), out)
+	assert.Equal(t, false, rep["ok"])
+	assert.Equal(t, "other_slot", rep["slot"])
+	assert.Nil(t, rep["lag_bytes"])
+
+	_, errOut, code = run(t, nil, "standby-status", "-h")
+	assert.Equal(t, exitUsage, code)
+	for _, flag := range []string{"-primary string", "-standby string", "-slot slot", "-max-lag-bytes bytes", "-max-lag duration", "-timeout duration", "-json"} {
+		assert.Contains(t, errOut, "  "+flag)
+	}
+	assert.Contains(t, errOut, `(default "nbms_standby")`)
+	assert.Contains(t, errOut, "(default 67108864)")
 }
