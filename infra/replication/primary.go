@@ -84,10 +84,11 @@ WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name = 
 }
 
 // DropSlotSQL returns the SQL that drops the slot if it exists: for a
-// stack that turns its standby off, or a slot the bound invalidated (then
-// PrimarySQL creates it again). A slot nobody streams from keeps WAL up to
-// MaxSlotWALKeepMB on the primary for nothing. PostgreSQL refuses to drop
-// a slot a standby is streaming from ("is active"): stop the standby first.
+// stack that turns its standby off (a slot nobody streams from keeps WAL
+// up to MaxSlotWALKeepMB on the primary for nothing), or an invalidated
+// slot a PostgreSQL refuses to take back (then PrimarySQL creates it
+// again). PostgreSQL refuses to drop a slot a standby is streaming from
+// ("is active"): stop the standby first.
 func (p Params) DropSlotSQL() (string, error) {
 	if err := p.Validate(); err != nil {
 		return "", err

@@ -87,12 +87,14 @@ type Params struct {
 // with a trickle of writes, 64 switches, about an hour at
 // archive_timeout=60s and 11 minutes at the stack's lowest, 10s (more
 // writes: less). That covers a standby's restart or a host reboot. Past
-// it the slot is invalidated (pg_replication_slots.wal_status "lost",
-// which nbms standby-status reports as a failure) and the standby still
-// catches up, from the repository through restore_command, which keeps
-// every segment since the oldest full backup; streaming through the slot
-// then needs the slot dropped and created again (PrimarySQL after
-// DropSlotSQL).
+// it the slot is invalidated at the primary's next checkpoint
+// (pg_replication_slots.wal_status "lost", which nbms standby-status
+// reports as a failure), and the standby, once back, catches up from the
+// repository through restore_command (which keeps every segment since the
+// oldest full backup) and then streams through the slot again: PostgreSQL
+// 15 takes the invalidated slot back into use (measured: wal_status is
+// "reserved" again). A later PostgreSQL may refuse it; then drop the slot
+// and create it again (DropSlotSQL, then PrimarySQL).
 const DefaultMaxSlotWALKeepMB = 1024
 
 // minSlotWALKeepMB is four segments: below, a burst of writes while the

@@ -48,7 +48,9 @@ type pair struct {
 	pool                     *pgxpool.Pool // the primary, as postgres
 }
 
-func newPair(t *testing.T) *pair {
+// newPair makes the pair; change, if any, changes the rendered
+// replication.Params first.
+func newPair(t *testing.T, change ...func(*replication.Params)) *pair {
 	t.Helper()
 	h := testsupport.NewPGHost(t, "nbms-standby-")
 	p := &pair{t: t, h: h, primary: h.Cluster("primary"), standby: h.Cluster("standby"),
@@ -74,6 +76,9 @@ func newPair(t *testing.T) *pair {
 		StandbyNetwork:   netip.MustParsePrefix("127.0.0.1/32"),
 		MaxSlotWALKeepMB: replication.DefaultMaxSlotWALKeepMB,
 	}
+	for _, c := range change {
+		c(&p.params)
+	}
 
 	// The primary: the database container's client authentication
 	// (nbms-db-entrypoint) and the replication line.
@@ -86,11 +91,7 @@ func newPair(t *testing.T) *pair {
 	require.NoError(t, err)
 	p.primary.AppendConf(p.primary.ListenSettings() +
 		pgbackrest.PostgresConf(pgbackrest.PostgresSettings(p.primaryConf, stanza, time.Minute)) +
-		pgbackrest.PostgresConf(primarySettings) +
-		// Test only: pg_waldump reads the writer's commits from the old
-		// primary's pg_wal after it stopped, which a fast shutdown's
-		// checkpoint would otherwise recycle.
-		"wal_keep_size = '1GB'\n")
+		pgbackrest.PostgresConf(primarySettings))
 	p.primary.Start()
 	password := "replication-" + testsupport.RandomWord(t)
 	salt := make([]byte, 16)

@@ -44,7 +44,7 @@ type Slot struct {
 	// removed at the next checkpoint) or lost (invalidated).
 	WALStatus *string `json:"wal_status"`
 	// SafeWALSizeBytes is how much more WAL the primary can write before
-	// the slot is invalidated; null without a bound.
+	// the slot is invalidated; null without a bound, or once invalidated.
 	SafeWALSizeBytes *int64 `json:"safe_wal_size_bytes"`
 	// RetainedBytes is current - restart_lsn: the WAL the slot keeps on
 	// the primary's disk.

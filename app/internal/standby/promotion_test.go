@@ -46,6 +46,11 @@ func TestPromotion(t *testing.T) {
 func promotion(t *testing.T, mode string) {
 	p := newPair(t)
 	ctx := context.Background()
+	// Test only: pg_waldump reads the writer's commits from the old
+	// primary's pg_wal after it stopped, which a fast shutdown's
+	// checkpoint would otherwise recycle.
+	p.primary.Psql("ALTER SYSTEM SET wal_keep_size = '1GB'")
+	p.primary.Psql("SELECT pg_reload_conf()")
 	w := startWriter(t, p.primary.URL("postgres", p.superPassword), 10*time.Millisecond)
 	time.Sleep(5 * time.Second)
 

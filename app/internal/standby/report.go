@@ -82,7 +82,7 @@ func (r *Report) judgePrimary(side *PrimarySide, o Options) {
 	case s.Type != "physical":
 		r.add("primary_slot", false, "slot %s is a %s slot, not a physical one", s.Name, s.Type)
 	case s.WALStatus != nil && *s.WALStatus == "lost":
-		r.add("primary_slot", false, "slot %s was invalidated (wal_status lost): it kept more WAL than max_slot_wal_keep_size allows. The standby can catch up from the repository, but to stream again drop the slot and create it again", s.Name)
+		r.add("primary_slot", false, "slot %s was invalidated (wal_status lost): the standby was away for more WAL than max_slot_wal_keep_size. Started, it catches up from the repository and streams through the slot again (PostgreSQL 15 takes it back); if it does not, drop the slot and create it again", s.Name)
 	case s.WALStatus != nil && *s.WALStatus == "unreserved":
 		r.add("primary_slot", false, "slot %s keeps %s, past max_slot_wal_keep_size (wal_status unreserved): the next checkpoint invalidates it", s.Name, bytesOrUnknown(s.RetainedBytes))
 	default:
@@ -94,8 +94,10 @@ func (r *Report) judgePrimary(side *PrimarySide, o Options) {
 	switch {
 	case side.Slot == nil:
 		r.add("primary_streaming", false, "no slot, so no standby streams through it")
+	case snd == nil && side.Slot.RetainedBytes == nil:
+		r.add("primary_streaming", false, "no standby streams from slot %s (inactive)", side.Slot.Name)
 	case snd == nil:
-		r.add("primary_streaming", false, "no standby streams from slot %s (inactive; it keeps %s of WAL for the standby)", side.Slot.Name, bytesOrUnknown(side.Slot.RetainedBytes))
+		r.add("primary_streaming", false, "no standby streams from slot %s (inactive; it keeps %s of WAL for the standby)", side.Slot.Name, formatBytes(*side.Slot.RetainedBytes))
 	case snd.State != "streaming":
 		r.add("primary_streaming", false, "the WAL sender %d to %s is %s, not streaming", snd.PID, snd.ClientAddr, snd.State)
 	default:
