@@ -37,6 +37,12 @@ import (
 // acknowledged commit is lost. "immediate" stands for a crashed primary:
 // the commits the standby had not yet received (asynchronous
 // replication's window, milliseconds here) are lost, and only those.
+//
+// pg_promote(wait => true) checks for the promotion every 100 ms, so the
+// times it takes come in steps of that. After an immediate stop it has
+// now and then taken 5.1 s instead: about wal_retrieve_retry_interval
+// (5 s), the standby's wait between its retries of the primary and the
+// repository, which is the likely cause.
 func TestPromotion(t *testing.T) {
 	for _, mode := range []string{"fast", "immediate"} {
 		t.Run(mode, func(t *testing.T) { promotion(t, mode) })
