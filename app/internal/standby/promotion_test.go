@@ -152,6 +152,9 @@ func promotion(t *testing.T, mode string) {
 	require.NoError(t, conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn())").Scan(&walFile))
 	assert.True(t, strings.HasPrefix(walFile, "00000002"), walFile)
 	p.pgbackrest(p.standbyConf, "check")
+	var archived int64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT archived_count FROM pg_stat_archiver").Scan(&archived))
+	assert.Positive(t, archived, "promoted, it archives")
 	// A backup before the promoted server's first checkpoint on timeline 2
 	// fails ("ERROR: [058]: WAL timeline 2 does not match pg_control
 	// timeline 1", pgBackRest 2.45), and the checkpoint PostgreSQL asks for

@@ -46,6 +46,8 @@ func TestStandby(t *testing.T) {
 		assert.Equal(t, "streaming|"+conventions.StandbySlot+"|t|reserved",
 			p.primary.Psql("SELECT r.state, r.application_name, s.active, s.wal_status FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid"))
 		assert.Equal(t, "t|streaming|"+conventions.StandbySlot, p.standby.Psql("SELECT pg_is_in_recovery(), status, slot_name FROM pg_stat_wal_receiver"))
+		assert.Equal(t, "on|0|0", p.standby.Psql("SELECT current_setting('archive_mode'), archived_count, failed_count FROM pg_stat_archiver"),
+			"archive_mode=on, as on the primary: a standby in recovery archives nothing")
 
 		_, err = p.pool.Exec(ctx, "INSERT INTO probe VALUES (0, 0, 'replicated')")
 		require.NoError(t, err)
