@@ -42,6 +42,9 @@ type pair struct {
 	primaryConf, standbyConf string
 	params                   replication.Params
 	superPassword            string
+	// replicationPassword is the replication role's, verifier its SCRAM
+	// verifier (what PrimarySQL was given).
+	replicationPassword, verifier string
 	// primaryConn and standbyConn are the status's connection strings:
 	// postgres over TCP, its password in a password file.
 	primaryConn, standbyConn string
@@ -93,18 +96,13 @@ func newPair(t *testing.T, change ...func(*replication.Params)) *pair {
 		pgbackrest.PostgresConf(pgbackrest.PostgresSettings(p.primaryConf, stanza, time.Minute)) +
 		pgbackrest.PostgresConf(primarySettings))
 	p.primary.Start()
-	password := "replication-" + testsupport.RandomWord(t)
+	p.replicationPassword = "replication-" + testsupport.RandomWord(t)
 	salt := make([]byte, 16)
 	_, err = rand.Read(salt)
 	require.NoError(t, err)
-	verifier, err := replication.SCRAMVerifier(password, salt)
+	p.verifier, err = replication.SCRAMVerifier(p.replicationPassword, salt)
 	require.NoError(t, err)
-	sql, err := p.params.PrimarySQL(verifier)
-	require.NoError(t, err)
-	sqlFile := filepath.Join(h.Base, "primary.sql")
-	h.WriteFile(sqlFile, sql, 0o600)
-	h.Run(testsupport.PGBin+"/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-		"-h", p.primary.Sock, "-p", strconv.Itoa(p.primary.Port), "-U", "postgres", "-d", "postgres", "-f", sqlFile)
+	p.preparePrimary(p.primary, p.params)
 	p.primary.Psql("CREATE TABLE probe (id bigint PRIMARY KEY, xid bigint NOT NULL, payload text NOT NULL)")
 
 	// Its first full backup, as the backup scheduler takes it.
@@ -113,7 +111,7 @@ func newPair(t *testing.T, change ...func(*replication.Params)) *pair {
 	p.pgbackrest(p.primaryConf, "--type=full", "backup")
 
 	// The standby: its password file, the restore, the primary's settings.
-	passFile, err := p.params.RenderPassFile(password)
+	passFile, err := p.params.RenderPassFile(p.replicationPassword)
 	require.NoError(t, err)
 	h.WriteFile(p.params.PassFile, passFile, 0o600)
 	args, err := p.params.RestoreArgs(false)
@@ -133,6 +131,18 @@ func newPair(t *testing.T, change ...func(*replication.Params)) *pair {
 	require.NoError(t, err)
 	t.Cleanup(p.pool.Close)
 	return p
+}
+
+// preparePrimary runs params' PrimarySQL on c, as the deployed primary's
+// start would: the replication role and the slot.
+func (p *pair) preparePrimary(c *testsupport.PGCluster, params replication.Params) {
+	p.t.Helper()
+	sql, err := params.PrimarySQL(p.verifier)
+	require.NoError(p.t, err)
+	sqlFile := filepath.Join(p.h.Base, c.Name+"-primary.sql")
+	p.h.WriteFile(sqlFile, sql, 0o600)
+	p.h.Run(testsupport.PGBin+"/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+		"-h", c.Sock, "-p", strconv.Itoa(c.Port), "-U", "postgres", "-d", "postgres", "-f", sqlFile)
 }
 
 // connString is a status connection string to c as user, the password

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/nbms-deploy/nbms/conventions"
+	"github.com/nbms-deploy/nbms/infra/pgbackrest"
 	"github.com/nbms-deploy/nbms/internal/testsupport"
 )
 
@@ -29,7 +30,10 @@ import (
 // position, both read from the WAL itself with pg_waldump) is on the
 // promoted standby, and nothing is there that was not committed. Then the
 // promoted standby archives to repo1 on timeline 2: pgbackrest check and
-// a new full backup.
+// a new full backup. Last, the old primary becomes the new primary's
+// standby: restored over its data directory (RestoreArgs with delta) from
+// that backup, streaming through the slot PrimarySQL made on the new
+// primary.
 //
 // "fast" is the runbook's switchover: PostgreSQL's fast shutdown sends
 // every WAL record, its shutdown checkpoint included, to a connected
@@ -188,6 +192,39 @@ func promotion(t *testing.T, mode string) {
 	require.NotNil(t, info[0].Archive[0].Max)
 	assert.True(t, strings.HasPrefix(*info[0].Archive[0].Max, "00000002"), *info[0].Archive[0].Max)
 	t.Logf("%s: timeline-1 segments in repo1 after the promotion: %s", mode, strings.Join(timeline1Segments(t, p), ", "))
+
+	// The old primary never starts as a primary again: it is made a
+	// standby of the new one, restored over its data directory (--delta)
+	// from the new timeline's backup. The new primary needs its slot
+	// (PrimarySQL: slots are not replicated).
+	seed := p.params
+	seed.ConfigPath, seed.PrimaryPort = p.primaryConf, p.standby.Port
+	seed.PassFile = filepath.Join(p.h.Dir("primary-secrets"), "replication.pgpass")
+	p.preparePrimary(p.standby, seed)
+	passFile, err := seed.RenderPassFile(p.replicationPassword)
+	require.NoError(t, err)
+	p.h.WriteFile(seed.PassFile, passFile, 0o600)
+	args, err := seed.RestoreArgs(true)
+	require.NoError(t, err)
+	require.Contains(t, args, "--delta")
+	p.h.Run("pgbackrest", args...)
+	// What the container's command line would say (the restored
+	// postgresql.conf is the new primary's, this test's way of giving
+	// each server its own port).
+	primarySettings, err := seed.PrimarySettings()
+	require.NoError(t, err)
+	p.primary.AppendConf(p.primary.ListenSettings() +
+		pgbackrest.PostgresConf(pgbackrest.PostgresSettings(p.primaryConf, stanza, time.Minute)) +
+		pgbackrest.PostgresConf(primarySettings))
+	p.primary.Start()
+	_, err = conn.Exec(ctx, "INSERT INTO probe VALUES (-2, 0, 'replicated to the old primary')")
+	require.NoError(t, err)
+	p.primary.WaitFor("SELECT payload FROM probe WHERE id = -2", "replicated to the old primary", 2*time.Minute)
+	o = p.options()
+	o.Primary, o.Standby = p.standbyConn, p.primaryConn
+	require.Eventually(t, func() bool { return p.status(o).OK }, time.Minute, 250*time.Millisecond, "the old primary streams from the new one")
+	assert.Equal(t, strconv.Itoa(len(present)+2), p.primary.Psql("SELECT count(*) FROM probe"),
+		"the old primary holds the new primary's rows: the ones it had received, the two written since, none of its own")
 }
 
 // commitRE is a commit record in pg_waldump's output (PostgreSQL 15).
