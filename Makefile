@@ -10,7 +10,7 @@ PKGS        := ./...
 # The test suite talks to the machine's PostgreSQL, Redis and Docker engine
 # (see README); the real deploy (infra/e2e) builds every image cold on a
 # fresh machine, hence the long timeout.
-TEST_FLAGS  ?= -count=1 -timeout 45m
+TEST_FLAGS  ?= -count=1 -timeout 60m
 
 .PHONY: help setup test e2e loadtest check fmt fmt-check vet lint build run deploy-check docs bench clean
 
