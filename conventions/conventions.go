@@ -138,7 +138,8 @@ const BackupOffHostCipher = "aes-256-cbc"
 // that keeps the WAL the standby has not yet received (also the standby's
 // application_name, so that pg_stat_replication shows the same name), and
 // the role it replicates as. infra/replication renders both; the nbms
-// binary's standby-status looks for StandbySlot unless told another.
+// binary's standby-status looks for StandbySlot unless told another (its
+// standby.DefaultSlot, which a test keeps equal).
 const (
 	StandbySlot     = "nbms_standby"
 	ReplicationRole = "nbms_replicator"

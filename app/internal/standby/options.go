@@ -21,9 +21,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/nbms-deploy/nbms/conventions"
 )
+
+// DefaultSlot is --slot's default: conventions.StandbySlot, the slot
+// infra/replication creates. Spelled out here because the app image is
+// built from app/ alone (.dockerignore), which cannot import conventions;
+// TestDefaultSlotIsTheConventions keeps the two equal.
+const DefaultSlot = "nbms_standby"
 
 // DefaultMaxLagBytes is four WAL segments (64 MiB). A burst of writes (a
 // bulk import, a VACUUM) that the standby replays within seconds stays
@@ -63,7 +67,7 @@ type Options struct {
 func (o *Options) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Primary, "primary", "", "connection `string` of the primary (URL or key=value, no password: use passfile=, PGPASSFILE or PGPASSWORD); checks pg_stat_replication and the slot")
 	fs.StringVar(&o.Standby, "standby", "", "connection `string` of the standby (as --primary); checks its WAL receiver and replay; one of --primary and --standby at least")
-	fs.StringVar(&o.Slot, "slot", conventions.StandbySlot, "the standby's physical replication `slot` on the primary")
+	fs.StringVar(&o.Slot, "slot", DefaultSlot, "the standby's physical replication `slot` on the primary")
 	fs.Int64Var(&o.MaxLagBytes, "max-lag-bytes", DefaultMaxLagBytes, "fail when the standby's replay is more `bytes` of WAL behind")
 	fs.DurationVar(&o.MaxLag, "max-lag", DefaultMaxLag, "fail when the standby's replay is longer behind")
 	fs.DurationVar(&o.Timeout, "timeout", DefaultTimeout, "give up connecting and querying after this long (a failed check)")

@@ -288,3 +288,9 @@ func bytesText(n int64) string { return fmt.Sprintf("%d B", n) }
 func sec(s float64) string {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
 }
+
+// The app image is built from app/ alone, so the standby package spells the
+// slot's name itself; it must be the one infra/replication creates.
+func TestDefaultSlotIsTheConventions(t *testing.T) {
+	assert.Equal(t, conventions.StandbySlot, standby.DefaultSlot)
+}
