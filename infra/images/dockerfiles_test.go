@@ -713,6 +713,27 @@ func TestRedisImage(t *testing.T) {
 
 // The app image's build context is the repository root: .dockerignore must
 // keep it to what the build reads, or every infra edit rebuilds the app.
+// The app image's context is app/ with go.mod and go.sum alone
+// (.dockerignore), so the binary may import no package of this module
+// outside app/: caught here without Docker, instead of at the image build
+// (where a fresh clone's CI once found app/internal/standby importing
+// conventions).
+func TestAppBinaryImportsOnlyApp(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", "./app/cmd/nbms")
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	const module = "github.com/nbms-deploy/nbms/"
+	var own int
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.HasPrefix(pkg, module) {
+			own++
+			assert.True(t, strings.HasPrefix(pkg, module+"app/"), "%s is outside the app image's context (app/)", pkg)
+		}
+	}
+	assert.Greater(t, own, 10, "go list saw the binary's own packages")
+}
+
 func TestDockerignoreNarrowsTheContext(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(read(t, "../../.dockerignore")), "\n")
 	var rules []string
