@@ -172,15 +172,7 @@ func runStandbyStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		fmt.Fprintln(stderr, "nbms standby-status:", err)
 		return exitFail
 	}
-	if *asJSON {
-		err = writeJSON(stdout, rep)
-	} else {
-		err = rep.WriteText(stdout)
-	}
-	if err != nil || !rep.OK {
-		return exitFail
-	}
-	return exitOK
+	return printStatus(stdout, rep, rep.OK, *asJSON)
 }
 
 // writeJSON writes v indented, as the status commands print --json.
@@ -188,6 +180,25 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// textReport is a status command's report (backup-status, standby-status).
+type textReport interface{ WriteText(io.Writer) error }
+
+// printStatus prints a status command's report, as JSON or text, and
+// returns its exit status: 0 when ok, 1 when a check failed or the report
+// could not be written.
+func printStatus(w io.Writer, rep textReport, ok, asJSON bool) int {
+	var err error
+	if asJSON {
+		err = writeJSON(w, rep)
+	} else {
+		err = rep.WriteText(w)
+	}
+	if err != nil || !ok {
+		return exitFail
+	}
+	return exitOK
 }
 
 // runBackupStatus says whether the backups and the WAL archive are fresh
@@ -206,13 +217,5 @@ func runBackupStatus(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "nbms backup-status:", err)
 		return exitFail
 	}
-	if *asJSON {
-		err = writeJSON(stdout, rep)
-	} else {
-		err = rep.WriteText(stdout)
-	}
-	if err != nil || !rep.OK {
-		return exitFail
-	}
-	return exitOK
+	return printStatus(stdout, rep, rep.OK, *asJSON)
 }
