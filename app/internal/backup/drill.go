@@ -20,7 +20,9 @@ import (
 )
 
 // A restore drill is the restore drill script
-// (scripts/ops/pgbackrest_restore_drill.sh) run with --amcheck: it
+// (infra/images/db/nbms-restore-drill.sh, installed in the backup image as
+// nbms-restore-drill; scripts/ops/pgbackrest_restore_drill.sh is a link to
+// it) run with --amcheck: it
 // restores the latest backup of one repository into a scratch directory,
 // starts the copy, counts the rows of the main tables, runs pg_amcheck
 // over its tables and btree indexes, prints a JSON summary and removes
